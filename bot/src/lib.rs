@@ -1,1 +1,9 @@
-//! loop-bot
+//! loop: Claude Code as a team member. This crate is the `loop` binary's library: config,
+//! storage, the daemon, the host API and the CLI commands. See `ARCHITECTURE.md`.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod daemon;
+pub mod logging;
+pub mod store;

@@ -1,1 +1,127 @@
-fn main() {}
+//! The `loop` binary: parse arguments, set up logging, run a command, map errors to an exit
+//! status. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use loop_bot::cli::{Cli, Command, ConfigCommand, ImageCommand};
+use loop_bot::commands::{config_show, doctor, image, onboard};
+use loop_bot::config::{Config, ConfigSources};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let sources = ConfigSources::from_process();
+    match cli.command {
+        Command::Onboard(args) => {
+            match onboard::onboard(&sources.loop_dir, args.force)? {
+                onboard::OnboardOutcome::Written(path) => {
+                    println!("wrote {}", path.display());
+                    println!("next: add your anthropic_api_key (or claude_code_oauth_token), then run `loop doctor`");
+                }
+                onboard::OnboardOutcome::AlreadyThere(path) => {
+                    println!("{} already exists; left as it is (use --force to replace it)", path.display());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor => {
+            let checks = doctor::run(&sources).await;
+            for check in &checks {
+                println!("{check}");
+            }
+            if doctor::all_passed(&checks) {
+                println!("\nloop is ready: `loop serve`");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("\nloop is not ready: fix the FAIL lines above");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Command::Config(ConfigCommand::Show { dir }) => {
+            let loaded = load(&sources)?;
+            let (json, warnings) = config_show::render(&loaded, dir.as_deref())?;
+            for warning in warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!("{json}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Image(ImageCommand::Build(args)) => {
+            let config = load(&sources)?;
+            let mut ca_certs: Vec<_> = config
+                .extra_ca_certs
+                .iter()
+                .map(|c| config.expand(c))
+                .collect();
+            ca_certs.extend(args.ca_certs);
+            let loop_binary = match args.loop_binary {
+                Some(path) => path,
+                None => std::env::current_exe().context("cannot locate the running loop binary")?,
+            };
+            let request = image::BuildRequest {
+                tag: args.tag.unwrap_or_else(|| config.container_image.clone()),
+                claude_version: args.claude_version,
+                loop_binary,
+                ca_certs,
+                no_cache: args.no_cache,
+            };
+            image::build(&request).await?;
+            println!("built {}", request.tag);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve => {
+            let config = load(&sources)?;
+            loop_bot::logging::init(&config.log_level, config.log_format, config.log_file.as_deref())?;
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let signal_token = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                signal_token.cancel();
+            });
+            loop_bot::daemon::serve(config, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Loads the global config and prints its warnings.
+fn load(sources: &ConfigSources) -> anyhow::Result<Config> {
+    let loaded = Config::load(sources)?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(loaded.config)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,1 +1,18 @@
-//! loop-gate
+//! loop-gate: the agent's security gate.
+//!
+//! The agent's dangerous syscalls are held by a seccomp user-notify filter until a policy, or a
+//! person through the chat, decides. The crate is split by what each part owns:
+//!
+//! - [`policy`]: the policy file, its validation, the baseline and the pure decision function.
+//! - [`filter`]: which syscalls are trapped and why, the BPF program, and installing it.
+//! - [`notify`]: the supervisor loop that receives notifications, reads the target's
+//!   arguments, asks the policy and an [`notify::Approver`], and answers the kernel.
+//! - [`wire`]: the approval protocol (`POST /api/gate/container-approval`) that the bot serves.
+//! - [`wrap`]: `loop syscallwrap -- CMD ARGS`, the root parent and agent child handshake.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod filter;
+pub mod notify;
+pub mod policy;
+pub mod wire;
+pub mod wrap;

@@ -1,1 +1,23 @@
-//! loop-migrations
+//! loop's database schema as sea-orm migrations, applied by the daemon at start.
+//!
+//! Rules for adding a migration: never edit one that has shipped; add a new file
+//! `mYYYYMMDD_NNNNNN_what.rs` and append it to [`Migrator::migrations`] (order is position in
+//! that list). Every migration must run on SQLite and on PostgreSQL; the test below runs them
+//! on both. Times are stored as BIGINT milliseconds since the Unix epoch so that comparisons
+//! (`next_run_at <= now`) behave the same on both backends.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_initial;
+
+pub use sea_orm_migration::MigratorTrait;
+
+/// Every migration, in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_initial::Migration)]
+    }
+}

@@ -1,1 +1,7 @@
-//! loop-runner
+//! loop-runner: turns a run specification into a Docker container running `claude --print`,
+//! streams its `stream-json` events back, and keeps a registry of loop's containers.
+//!
+//! **Invariant:** this crate knows nothing about Slack, Discord, sessions or the database.
+//! It takes plain settings and ids and returns events and results.
+
+pub mod docker;

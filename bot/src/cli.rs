@@ -1,0 +1,72 @@
+//! The `loop` command line: argument types only (clap). Each command's work lives in
+//! `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// loop: Claude Code as a team member, in Docker, from Slack, Discord or your terminal.
+#[derive(Debug, Parser)]
+#[command(name = "loop", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented default config to ~/.loop/config.json (never overwrites without --force).
+    Onboard(OnboardArgs),
+    /// Run the daemon: every enabled platform, the scheduler and the host API.
+    Serve,
+    /// Check Docker, the agent image, credentials, config and database; say what to fix.
+    Doctor,
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Build the agent image.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct OnboardArgs {
+    /// Replace an existing config file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the merged effective config, secrets redacted.
+    Show {
+        /// Also apply this project's `.loop/config.json`.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build the agent image (Debian, Node.js, Claude Code, this loop binary).
+    Build(ImageBuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImageBuildArgs {
+    /// Image tag; defaults to `container_image` from the config.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Claude Code version to install (npm version or `latest`).
+    #[arg(long, default_value = "latest")]
+    pub claude_version: String,
+    /// Extra CA certificate (PEM) to trust inside the image; repeatable. Added to `extra_ca_certs`.
+    #[arg(long = "ca-cert")]
+    pub ca_certs: Vec<PathBuf>,
+    /// The loop binary to put in the image; defaults to the running one.
+    #[arg(long)]
+    pub loop_binary: Option<PathBuf>,
+    /// Do not use Docker's layer cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}

@@ -1,0 +1,6 @@
+//! One module per `loop` subcommand.
+
+pub mod config_show;
+pub mod doctor;
+pub mod image;
+pub mod onboard;

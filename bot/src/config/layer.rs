@@ -1,0 +1,307 @@
+//! The shape of one config file (`~/.loop/config.json` or `{workDir}/.loop/config.json`).
+//!
+//! Every field is optional so that a layer says only what it sets; [`super::Config`] applies
+//! layers over the defaults. Field names are the Go Loop's (see `LOOP-COMPAT.md`), so a user's
+//! existing file loads unchanged.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::ConfigError;
+use super::secret::Secret;
+
+/// The platforms loop can serve at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    /// The terminal chat (`loop chat`, `loop run`) against the local daemon.
+    Local,
+    /// Slack over Socket Mode.
+    Slack,
+    /// Discord over the gateway.
+    Discord,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What the gate does when no rule matches, or what a rule decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GateDecision {
+    /// Let the call through.
+    #[default]
+    Allow,
+    /// Fail the call.
+    Deny,
+    /// Hold the call and ask an approver in chat. `ask` is accepted as a synonym.
+    #[serde(alias = "ask")]
+    Approve,
+}
+
+/// One MCP server given to the agent (`mcp.servers.{name}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct McpServer {
+    /// Program to start inside the container.
+    pub command: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment for it.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// A reusable scheduled-task recipe (`task_templates[]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskTemplate {
+    /// Key used to merge project templates over global ones.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub schedule: String,
+    #[serde(rename = "type", default = "default_task_type")]
+    pub task_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_delete_sec: Option<u64>,
+}
+
+fn default_task_type() -> String {
+    "cron".to_owned()
+}
+
+/// Who may do what (`permissions.owners`, `permissions.members`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PermissionSet {
+    /// Platform user ids.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Platform role ids (Discord).
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Permissions {
+    #[serde(default)]
+    pub owners: PermissionSet,
+    #[serde(default)]
+    pub members: PermissionSet,
+    /// Who may press Approve on a gate prompt. Empty means the owners.
+    #[serde(default)]
+    pub approvers: PermissionSet,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct MemoryLayer {
+    pub enabled: Option<bool>,
+    pub paths: Option<Vec<String>>,
+    pub max_chunk_chars: Option<usize>,
+    pub reindex_interval_sec: Option<u64>,
+    pub embeddings: Option<EmbeddingsLayer>,
+    /// Directory holding a local sentence-embedding model (loop's addition).
+    pub model_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingsLayer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ollama_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct BrowserLayer {
+    pub enabled: Option<bool>,
+    pub chrome_image: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct McpLayer {
+    pub servers: Option<BTreeMap<String, McpServer>>,
+}
+
+/// Rules are kept as JSON here and validated by the gate's own strict loader when a
+/// container's policy is written, so the shape is declared once, in `loop-gate`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AgentGateLayer {
+    pub enabled: Option<bool>,
+    pub default_decision: Option<GateDecision>,
+    pub path_rules: Option<Vec<Value>>,
+    pub command_rules: Option<Vec<Value>>,
+    pub file_rules: Option<Vec<Value>>,
+    pub connect_rules: Option<Vec<Value>>,
+    /// Seconds an `approve` prompt waits for a human before it counts as a deny.
+    pub approval_timeout_sec: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DockerProxyLayer {
+    pub enabled: Option<bool>,
+    pub default_decision: Option<GateDecision>,
+    pub http_rules: Option<Vec<Value>>,
+    pub body_rules: Option<Vec<Value>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimits {
+    pub pending: u32,
+    pub per_minute: u32,
+    pub total: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            pending: 30,
+            per_minute: 60,
+            total: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditSettings {
+    pub retention_days: u32,
+    #[serde(default)]
+    pub verbose: bool,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            retention_days: 30,
+            verbose: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct GatesLayer {
+    pub agentgate: Option<AgentGateLayer>,
+    pub docker_proxy: Option<DockerProxyLayer>,
+    pub rate_limits: Option<RateLimits>,
+    pub audit: Option<AuditSettings>,
+    /// Global-only: let project files loosen gates (switch off, add `allow` rules).
+    pub trust_project_config: Option<bool>,
+}
+
+/// One config file, every field optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ConfigLayer {
+    pub platforms: Option<Vec<Platform>>,
+    pub slack_bot_token: Option<Secret>,
+    pub slack_app_token: Option<Secret>,
+    pub discord_token: Option<Secret>,
+    pub discord_app_id: Option<String>,
+    pub discord_guild_id: Option<String>,
+    pub claude_code_oauth_token: Option<Secret>,
+    pub anthropic_api_key: Option<Secret>,
+    pub claude_bin_path: Option<String>,
+    pub claude_model: Option<String>,
+    pub db_path: Option<String>,
+    pub database_url: Option<Secret>,
+    pub log_file: Option<String>,
+    pub log_level: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub container_image: Option<String>,
+    pub container_timeout_sec: Option<u64>,
+    pub container_memory_mb: Option<u64>,
+    pub container_cpus: Option<f64>,
+    pub container_keep_alive_sec: Option<u64>,
+    pub container_runtime: Option<String>,
+    pub api_addr: Option<String>,
+    pub poll_interval_sec: Option<u64>,
+    pub max_concurrent_runs: Option<usize>,
+    pub mounts: Option<Vec<String>>,
+    pub copy_files: Option<Vec<String>>,
+    pub envs: Option<BTreeMap<String, Value>>,
+    pub extra_dirs: Option<Vec<String>>,
+    pub allowed_dirs: Option<Vec<String>>,
+    pub extra_ca_certs: Option<Vec<String>>,
+    pub keep_mcp_configs: Option<bool>,
+    pub mcp: Option<McpLayer>,
+    pub task_templates: Option<Vec<TaskTemplate>>,
+    pub memory: Option<MemoryLayer>,
+    pub browser: Option<BrowserLayer>,
+    /// Older flat spelling of `browser.enabled`.
+    pub browser_enabled: Option<bool>,
+    pub permissions: Option<Permissions>,
+    pub gates: Option<GatesLayer>,
+}
+
+/// A parsed file: its layer and the keys loop did not recognise.
+#[derive(Debug)]
+pub struct ParsedLayer {
+    pub layer: ConfigLayer,
+    /// JSON paths of keys that were ignored, e.g. `desktop.theme`.
+    pub unknown_keys: Vec<String>,
+}
+
+/// Parses HJSON-style JSON (comments, trailing commas) into a layer. Syntax errors carry the
+/// line and column; type errors carry the JSON path and what was expected.
+pub fn parse_layer(path: &Path, text: &str) -> Result<ParsedLayer, ConfigError> {
+    let value: Value = jsonc_parser::parse_to_serde_value(text, &jsonc_parser::ParseOptions::default())
+        .map_err(|err| ConfigError::Syntax {
+            file: path.to_path_buf(),
+            line: err.line_display(),
+            column: err.column_display(),
+            message: err.kind().to_string(),
+        })?;
+    let value = match value {
+        Value::Null => Value::Object(Default::default()),
+        Value::Object(_) => value,
+        other => {
+            return Err(ConfigError::Type {
+                file: path.to_path_buf(),
+                json_path: ".".to_owned(),
+                message: format!("expected an object at the top level, found {}", json_kind(&other)),
+            });
+        }
+    };
+    let mut unknown_keys = Vec::new();
+    // serde_ignored writes `?` for the `Some` of an `Option`; users know only key names.
+    let mut record = |ignored: serde_ignored::Path<'_>| {
+        unknown_keys.push(ignored.to_string().replace("?.", "").replace(".?", ""))
+    };
+    let deserializer = serde_ignored::Deserializer::new(value, &mut record);
+    let layer: ConfigLayer =
+        serde_path_to_error::deserialize(deserializer).map_err(|err| ConfigError::Type {
+            file: path.to_path_buf(),
+            json_path: err.path().to_string(),
+            message: err.into_inner().to_string(),
+        })?;
+    Ok(ParsedLayer {
+        layer,
+        unknown_keys,
+    })
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

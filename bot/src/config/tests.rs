@@ -1,0 +1,356 @@
+//! Config loading and merging, field by field.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::*;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    sources: ConfigSources,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(home.join(".loop")).expect("mkdir");
+        let sources = ConfigSources {
+            loop_dir: home.join(".loop"),
+            home,
+            env: BTreeMap::new(),
+        };
+        Fixture { dir, sources }
+    }
+
+    fn global(&self, text: &str) -> &Self {
+        std::fs::write(self.sources.global_file(), text).expect("write global");
+        self
+    }
+
+    fn env(&mut self, var: &str, value: &str) -> &mut Self {
+        self.sources.env.insert(var.to_owned(), value.to_owned());
+        self
+    }
+
+    fn project(&self, text: &str) -> PathBuf {
+        let work = self.dir.path().join("project");
+        std::fs::create_dir_all(work.join(".loop")).expect("mkdir");
+        std::fs::write(work.join(".loop/config.json"), text).expect("write project");
+        work
+    }
+
+    fn load(&self) -> Loaded {
+        Config::load(&self.sources).expect("config loads")
+    }
+
+    fn load_err(&self) -> String {
+        Config::load(&self.sources)
+            .expect_err("config must be refused")
+            .to_string()
+    }
+}
+
+#[test]
+fn missing_file_gives_the_documented_defaults() {
+    let fx = Fixture::new();
+    let config = fx.load().config;
+    assert_eq!(config.platforms, vec![Platform::Local]);
+    assert_eq!(config.container_memory_mb, 1024);
+    assert_eq!(config.container_cpus, 1.0);
+    assert_eq!(config.container_timeout_sec, 3600);
+    assert_eq!(config.container_keep_alive_sec, 300);
+    assert_eq!(config.copy_files, vec!["~/.claude.json"]);
+    assert_eq!(config.container_image, "loop-agent:latest");
+    assert_eq!(config.api_addr, ":8222");
+    assert_eq!(config.claude_bin_path, "claude");
+    assert!(config.gates.agentgate.enabled);
+    assert_eq!(config.gates.agentgate.default_decision, GateDecision::Allow);
+    assert_eq!(config.gates.rate_limits, RateLimits::default());
+    assert_eq!(config.memory.paths, vec!["./memory"]);
+    assert!(config.browser.enabled);
+    assert_eq!(config.db_path, fx.sources.loop_dir.join("loop.db"));
+}
+
+#[test]
+fn hjson_comments_and_trailing_commas_are_accepted() {
+    let fx = Fixture::new();
+    fx.global(
+        r#"{
+        // a line comment
+        "platforms": ["local",],
+        /* a block comment */
+        "container_memory_mb": 2048,
+    }"#,
+    );
+    let config = fx.load().config;
+    assert_eq!(config.container_memory_mb, 2048);
+}
+
+#[test]
+fn bad_json_names_file_line_and_column() {
+    let fx = Fixture::new();
+    fx.global("{\n  \"platforms\": [\"local\"]\n  \"x\": }\n");
+    let err = fx.load_err();
+    assert!(err.contains("config.json:3:"), "{err}");
+    assert!(err.contains("invalid JSON"), "{err}");
+}
+
+#[test]
+fn wrong_type_names_the_json_path_and_expected_type() {
+    let fx = Fixture::new();
+    fx.global(r#"{"container_memory_mb": "lots"}"#);
+    let err = fx.load_err();
+    assert!(err.contains("config.json"), "{err}");
+    assert!(err.contains("`container_memory_mb`"), "{err}");
+    assert!(err.contains("expected u64"), "{err}");
+
+    fx.global(r#"{"mcp": {"servers": {"x": {"command": 5}}}}"#);
+    let err = fx.load_err();
+    assert!(err.contains("`mcp.servers.x.command`"), "{err}");
+    assert!(err.contains("expected a string"), "{err}");
+}
+
+#[test]
+fn unknown_platform_is_a_type_error() {
+    let fx = Fixture::new();
+    fx.global(r#"{"platforms": ["irc"]}"#);
+    let err = fx.load_err();
+    assert!(err.contains("platforms[0]"), "{err}");
+    assert!(err.contains("irc"), "{err}");
+}
+
+#[test]
+fn unknown_keys_are_warned_by_name_and_ignored() {
+    let fx = Fixture::new();
+    fx.global(r#"{"desktop": {"theme": "dark"}, "quality": 1, "memory": {"colour": 1}}"#);
+    let loaded = fx.load();
+    let joined = loaded.warnings.join("\n");
+    assert!(joined.contains("`desktop`"), "{joined}");
+    assert!(joined.contains("`quality`"), "{joined}");
+    assert!(joined.contains("`memory.colour`"), "{joined}");
+}
+
+#[test]
+fn tilde_is_expanded_against_home() {
+    let fx = Fixture::new();
+    fx.global(r#"{"db_path": "~/data/loop.db", "log_file": "~/loop.log"}"#);
+    let config = fx.load().config;
+    assert_eq!(config.db_path, fx.sources.home.join("data/loop.db"));
+    assert_eq!(config.log_file, Some(fx.sources.home.join("loop.log")));
+    assert_eq!(config.expand("~/.ssh"), fx.sources.home.join(".ssh"));
+    assert_eq!(config.expand("/abs"), PathBuf::from("/abs"));
+    assert_eq!(config.expand("rel/~"), PathBuf::from("rel/~"));
+}
+
+#[test]
+fn env_overrides_win_over_the_file() {
+    let mut fx = Fixture::new();
+    fx.global(r#"{"container_memory_mb": 2048, "anthropic_api_key": "from-file"}"#);
+    fx.env("LOOP_CONTAINER_MEMORY_MB", "4096")
+        .env("LOOP_ANTHROPIC_API_KEY", "from-env")
+        .env("LOOP_PLATFORMS", "local, slack")
+        .env("LOOP_SLACK_BOT_TOKEN", "xoxb-1")
+        .env("LOOP_SLACK_APP_TOKEN", "xapp-1");
+    let config = fx.load().config;
+    assert_eq!(config.container_memory_mb, 4096);
+    assert_eq!(config.anthropic_api_key.expose(), Some("from-env"));
+    assert_eq!(config.platforms, vec![Platform::Local, Platform::Slack]);
+}
+
+#[test]
+fn env_with_a_bad_value_names_the_variable() {
+    let mut fx = Fixture::new();
+    fx.env("LOOP_CONTAINER_CPUS", "two");
+    let err = fx.load_err();
+    assert!(err.contains("LOOP_CONTAINER_CPUS"), "{err}");
+}
+
+#[test]
+fn standard_credential_variables_are_a_fallback() {
+    let mut fx = Fixture::new();
+    fx.env("ANTHROPIC_API_KEY", "sk-standard");
+    assert_eq!(fx.load().config.anthropic_api_key.expose(), Some("sk-standard"));
+    fx.global(r#"{"claude_code_oauth_token": "oauth"}"#);
+    let config = fx.load().config;
+    assert_eq!(config.claude_code_oauth_token.expose(), Some("oauth"));
+    assert!(!config.anthropic_api_key.is_set());
+}
+
+#[test]
+fn slack_without_tokens_is_refused_with_the_key() {
+    let fx = Fixture::new();
+    fx.global(r#"{"platforms": ["slack"]}"#);
+    let err = fx.load_err();
+    assert!(err.contains("slack_bot_token"), "{err}");
+}
+
+#[test]
+fn invalid_values_are_refused() {
+    let fx = Fixture::new();
+    for (text, needle) in [
+        (r#"{"platforms": []}"#, "platforms"),
+        (r#"{"container_cpus": 0}"#, "container_cpus"),
+        (r#"{"log_level": "loud"}"#, "log_level"),
+        (r#"{"mounts": ["/only-one"]}"#, "mounts"),
+        (r#"[1, 2]"#, "top level"),
+    ] {
+        fx.global(text);
+        let err = fx.load_err();
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+}
+
+#[test]
+fn secrets_are_redacted_in_config_show() {
+    let fx = Fixture::new();
+    fx.global(r#"{"anthropic_api_key": "sk-ant-secret", "database_url": "postgres://u:pw@h/db"}"#);
+    let shown = fx.load().config.to_redacted_json();
+    assert!(!shown.contains("sk-ant-secret"), "{shown}");
+    assert!(!shown.contains("pw@h"), "{shown}");
+    assert!(shown.contains(REDACTED));
+}
+
+#[test]
+fn project_scalars_win_and_lists_replace() {
+    let fx = Fixture::new();
+    fx.global(
+        r#"{"claude_model": "global-model", "container_memory_mb": 512,
+            "mounts": ["~/.ssh:~/.ssh:ro"], "copy_files": ["~/.a"], "extra_dirs": ["/g"],
+            "permissions": {"owners": {"users": ["U1"]}}}"#,
+    );
+    let work = fx.project(
+        r#"{"claude_model": "project-model", "mounts": ["vol:/data"], "extra_dirs": [],
+            "permissions": {"owners": {"users": ["U2"]}}}"#,
+    );
+    let base = fx.load().config;
+    let config = base.for_project(&work).expect("project loads").config;
+    assert_eq!(config.claude_model.as_deref(), Some("project-model"));
+    assert_eq!(config.container_memory_mb, 512, "unset in project keeps global");
+    assert_eq!(config.mounts, vec!["vol:/data"]);
+    assert_eq!(config.copy_files, vec!["~/.a"]);
+    assert!(config.extra_dirs.is_empty());
+    assert_eq!(config.permissions.owners.users, vec!["U2"]);
+}
+
+#[test]
+fn project_maps_merge_by_key_and_project_wins() {
+    let fx = Fixture::new();
+    fx.global(
+        r#"{"envs": {"A": "1", "B": "2"},
+            "mcp": {"servers": {"shared": {"command": "global"}, "g": {"command": "g"}}}}"#,
+    );
+    let work = fx.project(
+        r#"{"envs": {"B": "project", "C": 3},
+            "mcp": {"servers": {"shared": {"command": "project"}, "p": {"command": "p"}}}}"#,
+    );
+    let config = fx.load().config.for_project(&work).expect("loads").config;
+    assert_eq!(config.envs["A"], Value::from("1"));
+    assert_eq!(config.envs["B"], Value::from("project"));
+    assert_eq!(config.envs["C"], Value::from(3));
+    let names: Vec<_> = config.mcp.servers.keys().cloned().collect();
+    assert_eq!(names, vec!["g", "p", "shared"]);
+    assert_eq!(config.mcp.servers["shared"].command, "project");
+}
+
+#[test]
+fn project_memory_paths_append_and_templates_merge_by_name() {
+    let fx = Fixture::new();
+    fx.global(
+        r#"{"memory": {"paths": ["./memory"]},
+            "task_templates": [{"name": "daily", "schedule": "0 9 * * *", "prompt": "g"}]}"#,
+    );
+    let work = fx.project(
+        r#"{"memory": {"paths": ["./docs", "!./docs/private"]},
+            "task_templates": [{"name": "daily", "schedule": "0 10 * * *", "prompt": "p"},
+                               {"name": "weekly", "schedule": "0 9 * * 1", "prompt": "w"}]}"#,
+    );
+    let config = fx.load().config.for_project(&work).expect("loads").config;
+    assert_eq!(config.memory.paths, vec!["./memory", "./docs", "!./docs/private"]);
+    assert_eq!(config.task_templates.len(), 2);
+    assert_eq!(config.task_templates[0].schedule, "0 10 * * *");
+}
+
+#[test]
+fn project_auth_replaces_global_auth_as_a_whole() {
+    let fx = Fixture::new();
+    fx.global(r#"{"claude_code_oauth_token": "global-oauth"}"#);
+    let work = fx.project(r#"{"anthropic_api_key": "project-key"}"#);
+    let config = fx.load().config.for_project(&work).expect("loads").config;
+    assert!(!config.claude_code_oauth_token.is_set());
+    assert_eq!(config.anthropic_api_key.expose(), Some("project-key"));
+}
+
+#[test]
+fn env_still_wins_over_the_project() {
+    let mut fx = Fixture::new();
+    fx.env("LOOP_CONTAINER_MEMORY_MB", "64");
+    let work = fx.project(r#"{"container_memory_mb": 4096}"#);
+    let config = fx.load().config.for_project(&work).expect("loads").config;
+    assert_eq!(config.container_memory_mb, 64);
+}
+
+#[test]
+fn project_gates_may_only_tighten() {
+    let fx = Fixture::new();
+    fx.global(
+        r#"{"gates": {"agentgate": {"default_decision": "deny",
+            "command_rules": [{"commands": ["git"], "decision": "approve"}]}}}"#,
+    );
+    let work = fx.project(
+        r#"{"gates": {"agentgate": {"enabled": false, "default_decision": "allow",
+            "command_rules": [{"commands": ["curl"], "decision": "deny"},
+                              {"commands": ["rm"], "decision": "allow"}]},
+            "rate_limits": {"pending": 1000, "per_minute": 1000, "total": 100000}}}"#,
+    );
+    let loaded = fx.load().config.for_project(&work).expect("loads");
+    let gate = &loaded.config.gates.agentgate;
+    assert!(gate.enabled, "a project cannot switch the gate off");
+    assert_eq!(gate.default_decision, GateDecision::Deny);
+    let commands: Vec<_> = gate
+        .command_rules
+        .iter()
+        .map(|r| r["commands"][0].as_str().expect("string").to_owned())
+        .collect();
+    assert_eq!(commands, vec!["curl", "git"], "project deny first, allow dropped");
+    assert_eq!(loaded.config.gates.rate_limits, RateLimits::default());
+    let warnings = loaded.warnings.join("\n");
+    assert!(warnings.contains("enabled=false"), "{warnings}");
+    assert!(warnings.contains("`allow` rule"), "{warnings}");
+}
+
+#[test]
+fn trusted_projects_may_loosen_gates() {
+    let fx = Fixture::new();
+    fx.global(r#"{"gates": {"trust_project_config": true}}"#);
+    let work = fx.project(
+        r#"{"gates": {"agentgate": {"enabled": false,
+            "command_rules": [{"commands": ["rm"], "decision": "allow"}]}}}"#,
+    );
+    let config = fx.load().config.for_project(&work).expect("loads").config;
+    assert!(!config.gates.agentgate.enabled);
+    assert_eq!(config.gates.agentgate.command_rules.len(), 1);
+}
+
+#[test]
+fn ask_is_accepted_as_approve() {
+    let fx = Fixture::new();
+    fx.global(r#"{"gates": {"agentgate": {"default_decision": "ask"}}}"#);
+    assert_eq!(
+        fx.load().config.gates.agentgate.default_decision,
+        GateDecision::Approve
+    );
+}
+
+#[test]
+fn a_broken_project_file_is_an_error_naming_that_file() {
+    let fx = Fixture::new();
+    let work = fx.project("{ nope");
+    let err = fx
+        .load()
+        .config
+        .for_project(&work)
+        .expect_err("broken project file")
+        .to_string();
+    assert!(err.contains("project/.loop/config.json"), "{err}");
+}

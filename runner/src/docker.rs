@@ -1,0 +1,99 @@
+//! Connecting to the Docker engine and asking it what it can do.
+
+use bollard::Docker;
+
+/// The Docker API version loop needs at least (Docker 20.10).
+pub const MIN_API_VERSION: &str = "1.41";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("cannot reach the Docker engine: {0}")]
+    Unreachable(#[source] bollard::errors::Error),
+    #[error("docker API call {call} failed: {source}")]
+    Api {
+        call: &'static str,
+        #[source]
+        source: bollard::errors::Error,
+    },
+}
+
+/// What `loop doctor` reports about the engine.
+#[derive(Debug, Clone)]
+pub struct EngineInfo {
+    pub version: String,
+    pub api_version: String,
+    pub runtimes: Vec<String>,
+    pub storage_driver: String,
+}
+
+/// Connects through the local socket (or `DOCKER_HOST`) and negotiates the API version.
+pub async fn connect() -> Result<Docker, DockerError> {
+    let docker = Docker::connect_with_local_defaults().map_err(DockerError::Unreachable)?;
+    let docker = docker
+        .negotiate_version()
+        .await
+        .map_err(DockerError::Unreachable)?;
+    docker.ping().await.map_err(DockerError::Unreachable)?;
+    Ok(docker)
+}
+
+/// Version, API version and runtimes of the engine.
+pub async fn engine_info(docker: &Docker) -> Result<EngineInfo, DockerError> {
+    let version = docker.version().await.map_err(|source| DockerError::Api {
+        call: "version",
+        source,
+    })?;
+    let info = docker.info().await.map_err(|source| DockerError::Api {
+        call: "info",
+        source,
+    })?;
+    let mut runtimes: Vec<String> = info
+        .runtimes
+        .map(|r| r.into_keys().collect())
+        .unwrap_or_default();
+    runtimes.sort();
+    Ok(EngineInfo {
+        version: version.version.unwrap_or_default(),
+        api_version: version.api_version.unwrap_or_default(),
+        runtimes,
+        storage_driver: info.driver.unwrap_or_default(),
+    })
+}
+
+/// Whether `api_version` (e.g. "1.41") is at least [`MIN_API_VERSION`].
+pub fn api_version_ok(api_version: &str) -> bool {
+    fn parse(v: &str) -> (u32, u32) {
+        let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+    }
+    parse(api_version) >= parse(MIN_API_VERSION)
+}
+
+/// Whether the image exists locally.
+pub async fn image_exists(docker: &Docker, image: &str) -> Result<bool, DockerError> {
+    match docker.inspect_image(image).await {
+        Ok(_) => Ok(true),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(false),
+        Err(source) => Err(DockerError::Api {
+            call: "inspect_image",
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compares_api_versions_numerically() {
+        assert!(api_version_ok("1.41"));
+        assert!(api_version_ok("1.43"));
+        assert!(api_version_ok("2.0"));
+        assert!(!api_version_ok("1.40"));
+        assert!(!api_version_ok("1.9"));
+        assert!(!api_version_ok("garbage"));
+    }
+}
