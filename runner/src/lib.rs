@@ -5,3 +5,5 @@
 //! It takes plain settings and ids and returns events and results.
 
 pub mod docker;
+pub mod naming;
+pub mod spec;

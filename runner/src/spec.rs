@@ -1,0 +1,583 @@
+//! From settings and a channel to a concrete container plan: name, labels, environment, mounts,
+//! copied files, MCP config and the `claude` command line. Pure functions, no Docker, so every
+//! rule of the Go Loop's container lifecycle is unit-tested here.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::naming;
+
+/// Where the loop binary lives inside the image.
+pub const LOOP_BIN_IN_IMAGE: &str = "/usr/local/bin/loop";
+/// Where the per-container gate policy is mounted.
+pub const GATE_POLICY_IN_CONTAINER: &str = "/etc/loop/gate-policy.json";
+/// The host as containers see it.
+pub const HOST_ALIAS: &str = "host.docker.internal";
+/// The proxy variables forwarded from the host.
+pub const PROXY_VARS: [&str; 4] = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"];
+
+/// The unprivileged identity the agent runs as inside the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// The host user's home: the container's HOME matches it so paths agree.
+    pub home: PathBuf,
+}
+
+/// uid used for the agent when loop itself runs as root and the work dir is root's too.
+pub const FALLBACK_AGENT_UID: u32 = 1000;
+
+impl AgentUser {
+    /// The agent identity for a host user. The claude CLI refuses to skip permission prompts as
+    /// root, so a root host user maps to the owner of the work directory when that is not root,
+    /// else to uid/gid 1000 named `agent`; the README says who then owns the files it writes.
+    pub fn for_host(name: &str, uid: u32, gid: u32, home: &Path, work_dir: &Path) -> AgentUser {
+        if uid != 0 {
+            return AgentUser {
+                name: name.to_owned(),
+                uid,
+                gid,
+                home: home.to_path_buf(),
+            };
+        }
+        use std::os::unix::fs::MetadataExt;
+        let (uid, gid) = match std::fs::metadata(work_dir) {
+            Ok(meta) if meta.uid() != 0 => (meta.uid(), meta.gid()),
+            _ => (FALLBACK_AGENT_UID, FALLBACK_AGENT_UID),
+        };
+        AgentUser {
+            name: "agent".to_owned(),
+            uid,
+            gid,
+            home: home.to_path_buf(),
+        }
+    }
+}
+
+/// Model credentials; exactly one reaches the container.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Auth {
+    OAuthToken(String),
+    ApiKey(String),
+    None,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Auth::OAuthToken(_) => "OAuthToken([REDACTED])",
+            Auth::ApiKey(_) => "ApiKey([REDACTED])",
+            Auth::None => "None",
+        })
+    }
+}
+
+impl Auth {
+    /// OAuth wins when both are configured.
+    pub fn pick(oauth: Option<&str>, api_key: Option<&str>) -> Auth {
+        match (oauth, api_key) {
+            (Some(token), _) if !token.is_empty() => Auth::OAuthToken(token.to_owned()),
+            (_, Some(key)) if !key.is_empty() => Auth::ApiKey(key.to_owned()),
+            _ => Auth::None,
+        }
+    }
+}
+
+/// One MCP server entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpServerSpec {
+    pub command: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+/// The gate's per-container wiring.
+#[derive(Clone)]
+pub struct GateSpec {
+    /// The policy file's JSON, already validated by the gate's loader.
+    pub policy_json: String,
+    /// 32 random bytes, hex: authenticates this container's approval requests.
+    pub token: String,
+    /// `~/.loop/run`: per-container policy files go in `{policy_dir}/{name}/`.
+    pub policy_dir: PathBuf,
+}
+
+impl std::fmt::Debug for GateSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GateSpec")
+            .field("policy_dir", &self.policy_dir)
+            .field("token", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// Everything about containers that comes from configuration, already merged for the project.
+#[derive(Debug, Clone)]
+pub struct ContainerSettings {
+    pub image: String,
+    /// 0 = no cap.
+    pub memory_mb: u64,
+    pub cpus: f64,
+    /// Per-turn limit.
+    pub timeout: Duration,
+    /// `runc` (None) or e.g. `runsc`.
+    pub runtime: Option<String>,
+    pub mounts: Vec<String>,
+    pub copy_files: Vec<String>,
+    pub envs: BTreeMap<String, Value>,
+    pub extra_dirs: Vec<String>,
+    pub mcp_servers: BTreeMap<String, McpServerSpec>,
+    pub keep_mcp_configs: bool,
+    pub memory_enabled: bool,
+    /// The host API as containers reach it, e.g. `http://host.docker.internal:8222`.
+    pub api_url: String,
+    pub auth: Auth,
+    pub claude_bin: String,
+    pub model: Option<String>,
+    pub agent: AgentUser,
+    /// IANA name, e.g. `Europe/Bucharest`.
+    pub timezone: String,
+    /// The host's proxy variables (see [`PROXY_VARS`]) and NO_PROXY, captured at start.
+    pub host_proxy_env: BTreeMap<String, String>,
+    /// `git config --global core.excludesFile`, when it exists.
+    pub git_excludes_file: Option<PathBuf>,
+    /// Docker network to attach to (egress control); None = default bridge.
+    pub network: Option<String>,
+    /// The daemon instance id, stored as a label.
+    pub daemon_id: String,
+    pub gate: Option<GateSpec>,
+}
+
+/// The channel a container serves.
+#[derive(Debug, Clone)]
+pub struct ChannelTarget {
+    pub channel_id: String,
+    /// Resolved work directory: `~/.loop/{channel}/work` or the channel's directory.
+    pub work_dir: PathBuf,
+    /// Whether `work_dir` was set for the channel (it then names the container).
+    pub custom_dir: bool,
+    /// The main checkout when `work_dir` is a git worktree inside it.
+    pub parent_dir: Option<PathBuf>,
+    pub author_id: Option<String>,
+}
+
+/// Kind of container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContainerKind {
+    Agent,
+    Shell,
+    Chrome,
+}
+
+impl ContainerKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            ContainerKind::Agent => "agent",
+            ContainerKind::Shell => "shell",
+            ContainerKind::Chrome => "chrome",
+        }
+    }
+
+    pub fn from_label(label: &str) -> Option<ContainerKind> {
+        match label {
+            "agent" => Some(ContainerKind::Agent),
+            "shell" => Some(ContainerKind::Shell),
+            "chrome" => Some(ContainerKind::Chrome),
+            _ => None,
+        }
+    }
+}
+
+/// A file copied into the container before it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyFile {
+    pub host_path: PathBuf,
+    pub container_path: PathBuf,
+}
+
+/// Everything needed to create one container.
+#[derive(Debug, Clone)]
+pub struct ContainerPlan {
+    pub name: String,
+    pub kind: ContainerKind,
+    pub labels: BTreeMap<String, String>,
+    /// `KEY=value` pairs.
+    pub env: Vec<String>,
+    /// Docker bind strings `src:dst[:mode]` (named volumes included).
+    pub binds: Vec<String>,
+    pub copy_files: Vec<CopyFile>,
+    /// The MCP config to write on the host before start, and where.
+    pub mcp_config_path: PathBuf,
+    pub mcp_config: Value,
+    /// The gate policy to write on the host before start, and where.
+    pub gate_policy_path: Option<PathBuf>,
+    pub cmd: Vec<String>,
+}
+
+/// How the agent is asked to work on this turn.
+#[derive(Debug, Clone, Default)]
+pub struct ClaudeInvocation {
+    /// `--resume` this Claude session.
+    pub resume_session: Option<String>,
+}
+
+/// Expands a leading `~`.
+pub fn expand_tilde(path: &str, home: &Path) -> PathBuf {
+    if path == "~" {
+        home.to_path_buf()
+    } else if let Some(rest) = path.strip_prefix("~/") {
+        home.join(rest)
+    } else {
+        PathBuf::from(path)
+    }
+}
+
+/// The default work directory of a channel.
+pub fn default_work_dir(loop_dir: &Path, channel_id: &str) -> PathBuf {
+    loop_dir.join(channel_id).join("work")
+}
+
+/// Builds the full plan for one container. Pure apart from checking which host paths exist.
+pub fn plan_container(
+    settings: &ContainerSettings,
+    target: &ChannelTarget,
+    kind: ContainerKind,
+    invocation: &ClaudeInvocation,
+) -> ContainerPlan {
+    let name = naming::container_name(
+        &target.channel_id,
+        target.custom_dir.then_some(target.work_dir.as_path()),
+    );
+    let mut labels = BTreeMap::new();
+    labels.insert(naming::LABEL_APP.to_owned(), naming::APP_AGENT.to_owned());
+    labels.insert(naming::LABEL_TYPE.to_owned(), kind.label().to_owned());
+    labels.insert(naming::LABEL_CHANNEL.to_owned(), target.channel_id.clone());
+    labels.insert(naming::LABEL_DAEMON.to_owned(), settings.daemon_id.clone());
+
+    let mounts = plan_mounts(settings, target);
+    let copy_files = plan_copy_files(settings, &mounts.container_paths);
+    let mut chown_paths = mounts.chown_paths.clone();
+    chown_paths.extend(
+        copy_files
+            .iter()
+            .map(|c| c.container_path.display().to_string()),
+    );
+    let mcp_config_path = target
+        .work_dir
+        .join(".loop")
+        .join(format!("mcp-{}.json", target.channel_id));
+    let mcp_config = mcp_config(settings, target);
+
+    let mut binds = mounts.binds;
+    let mut env = container_env(settings, target, &chown_paths);
+    let gate_policy_path = settings.gate.as_ref().map(|gate| {
+        let path = gate.policy_dir.join(&name).join("gate-policy.json");
+        binds.push(format!("{}:{GATE_POLICY_IN_CONTAINER}:ro", path.display()));
+        env.push("LOOP_GATE_ENABLED=1".to_owned());
+        env.push(format!("LOOP_GATE_POLICY_FILE={GATE_POLICY_IN_CONTAINER}"));
+        env.push(format!("LOOP_CHANNEL_ID={}", target.channel_id));
+        env.push(format!("LOOP_GATE_TOKEN={}", gate.token));
+        path
+    });
+
+    let cmd = match kind {
+        ContainerKind::Agent => claude_command(settings, &mcp_config_path, invocation),
+        ContainerKind::Shell | ContainerKind::Chrome => {
+            vec!["sleep".to_owned(), "infinity".to_owned()]
+        }
+    };
+    ContainerPlan {
+        name,
+        kind,
+        labels,
+        env,
+        binds,
+        copy_files,
+        mcp_config_path,
+        mcp_config,
+        gate_policy_path,
+        cmd,
+    }
+}
+
+/// The `claude` command line. The prompt is not on it: turns are written to stdin as
+/// stream-json, so a message of any size fits and the same process can take follow-ups.
+pub fn claude_command(
+    settings: &ContainerSettings,
+    mcp_config_path: &Path,
+    invocation: &ClaudeInvocation,
+) -> Vec<String> {
+    let mut cmd = vec![
+        settings.claude_bin.clone(),
+        "--print".to_owned(),
+        "--input-format".to_owned(),
+        "stream-json".to_owned(),
+        "--output-format".to_owned(),
+        "stream-json".to_owned(),
+        "--verbose".to_owned(),
+        "--dangerously-skip-permissions".to_owned(),
+        "--mcp-config".to_owned(),
+        mcp_config_path.display().to_string(),
+    ];
+    if let Some(session) = &invocation.resume_session {
+        cmd.push("--resume".to_owned());
+        cmd.push(session.clone());
+    }
+    if let Some(model) = &settings.model {
+        cmd.push("--model".to_owned());
+        cmd.push(model.clone());
+    }
+    for dir in &settings.extra_dirs {
+        cmd.push("--add-dir".to_owned());
+        cmd.push(expand_tilde(dir, &settings.agent.home).display().to_string());
+    }
+    cmd
+}
+
+/// The environment of every container.
+pub fn container_env(
+    settings: &ContainerSettings,
+    target: &ChannelTarget,
+    chown_paths: &[String],
+) -> Vec<String> {
+    let home = settings.agent.home.display().to_string();
+    let mut env = vec![
+        format!("CHANNEL_ID={}", target.channel_id),
+        format!("API_URL={}", settings.api_url),
+        format!("HOME={home}"),
+        format!("HOST_USER={}", settings.agent.name),
+        format!("HOST_UID={}", settings.agent.uid),
+        format!("HOST_GID={}", settings.agent.gid),
+        format!("TZ={}", settings.timezone),
+        format!(
+            "PATH={home}/.local/bin:{home}/bin:{home}/go/bin:/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        ),
+        format!("CHOWN_PATHS={}", chown_paths.join(":")),
+        // The container is thrown away after the turn; an update would be lost work.
+        "DISABLE_AUTOUPDATER=1".to_owned(),
+    ];
+    match &settings.auth {
+        Auth::OAuthToken(token) => env.push(format!("CLAUDE_CODE_OAUTH_TOKEN={token}")),
+        Auth::ApiKey(key) => env.push(format!("ANTHROPIC_API_KEY={key}")),
+        Auth::None => {}
+    }
+    env.extend(proxy_env(&settings.host_proxy_env));
+    for (key, value) in &settings.envs {
+        env.push(format!("{key}={}", env_value(value, &settings.agent.home)));
+    }
+    env
+}
+
+/// Forwards proxy variables, rewriting localhost to the host alias, and makes sure NO_PROXY
+/// lets the container reach the loop API directly.
+pub fn proxy_env(host: &BTreeMap<String, String>) -> Vec<String> {
+    let mut env = Vec::new();
+    let mut any = false;
+    for var in PROXY_VARS {
+        if let Some(value) = host.get(var).filter(|v| !v.is_empty()) {
+            any = true;
+            env.push(format!("{var}={}", rewrite_proxy(value)));
+        }
+    }
+    if any {
+        for var in ["NO_PROXY", "no_proxy"] {
+            let current = host.get(var).map(String::as_str).unwrap_or("");
+            let value = if current.split(',').any(|h| h.trim() == HOST_ALIAS) {
+                current.to_owned()
+            } else if current.is_empty() {
+                HOST_ALIAS.to_owned()
+            } else {
+                format!("{current},{HOST_ALIAS}")
+            };
+            env.push(format!("{var}={value}"));
+        }
+    }
+    env
+}
+
+fn rewrite_proxy(value: &str) -> String {
+    if value.starts_with(':') && value[1..].chars().all(|c| c.is_ascii_digit()) {
+        return format!("http://{HOST_ALIAS}{value}");
+    }
+    value
+        .replace("://localhost:", &format!("://{HOST_ALIAS}:"))
+        .replace("://127.0.0.1:", &format!("://{HOST_ALIAS}:"))
+}
+
+/// Strings get `~` expansion; other JSON values are stringified (numbers and booleans as
+/// written, arrays and objects as JSON).
+fn env_value(value: &Value, home: &Path) -> String {
+    match value {
+        Value::String(s) => {
+            if s == "~" || s.starts_with("~/") {
+                expand_tilde(s, home).display().to_string()
+            } else {
+                s.clone()
+            }
+        }
+        Value::Null => String::new(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        other => other.to_string(),
+    }
+}
+
+struct MountPlan {
+    binds: Vec<String>,
+    /// Container paths that are bind-mounted (for the copy-file collision filter).
+    container_paths: Vec<PathBuf>,
+    chown_paths: Vec<String>,
+}
+
+fn is_named_volume(source: &str) -> bool {
+    !source.contains('/') && !source.starts_with('~') && !source.starts_with('.')
+}
+
+fn plan_mounts(settings: &ContainerSettings, target: &ChannelTarget) -> MountPlan {
+    let home = &settings.agent.home;
+    let mut plan = MountPlan {
+        binds: Vec::new(),
+        container_paths: Vec::new(),
+        chown_paths: Vec::new(),
+    };
+    for mount in &settings.mounts {
+        let mut parts = mount.splitn(3, ':');
+        let (Some(source), Some(dest)) = (parts.next(), parts.next()) else {
+            tracing::warn!(mount, "skipping malformed mount");
+            continue;
+        };
+        let mode = parts.next();
+        let dest = expand_tilde(dest, home);
+        let bind = if is_named_volume(source) {
+            plan.chown_paths.push(dest.display().to_string());
+            source.to_owned()
+        } else {
+            let source = expand_tilde(source, home);
+            if !source.exists() {
+                tracing::debug!(source = %source.display(), "skipping mount: host path does not exist");
+                continue;
+            }
+            source.display().to_string()
+        };
+        plan.binds.push(match mode {
+            Some(mode) => format!("{bind}:{}:{mode}", dest.display()),
+            None => format!("{bind}:{}", dest.display()),
+        });
+        plan.container_paths.push(dest);
+    }
+    if let Some(excludes) = &settings.git_excludes_file {
+        if excludes.exists() {
+            plan.binds
+                .push(format!("{0}:{0}:ro", excludes.display()));
+            plan.container_paths.push(excludes.clone());
+        }
+    }
+    let project_mount = match &target.parent_dir {
+        Some(parent) if target.work_dir.starts_with(parent) => parent.clone(),
+        _ => target.work_dir.clone(),
+    };
+    plan.binds.push(format!("{0}:{0}", project_mount.display()));
+    plan.container_paths.push(project_mount);
+    for dir in &settings.extra_dirs {
+        let dir = expand_tilde(dir, home);
+        if dir.exists() {
+            plan.binds.push(format!("{0}:{0}", dir.display()));
+            plan.container_paths.push(dir);
+        }
+    }
+    plan
+}
+
+/// Copy files that exist and do not collide with a bind-mounted path.
+fn plan_copy_files(settings: &ContainerSettings, mounted: &[PathBuf]) -> Vec<CopyFile> {
+    settings
+        .copy_files
+        .iter()
+        .map(|file| expand_tilde(file, &settings.agent.home))
+        .filter(|path| !mounted.iter().any(|m| m == path))
+        .filter(|path| path.is_file())
+        .map(|path| CopyFile {
+            container_path: path.clone(),
+            host_path: path,
+        })
+        .collect()
+}
+
+/// The per-channel MCP config: the built-in `loop` server unless the user defined one, plus
+/// the user's servers.
+pub fn mcp_config(settings: &ContainerSettings, target: &ChannelTarget) -> Value {
+    let mut servers = serde_json::Map::new();
+    if !settings.mcp_servers.contains_key("loop") {
+        let log = target.work_dir.join(".loop").join("mcp.log");
+        let mut args = vec![
+            "mcp".to_owned(),
+            "--channel-id".to_owned(),
+            target.channel_id.clone(),
+            "--api-url".to_owned(),
+            settings.api_url.clone(),
+            "--log".to_owned(),
+            log.display().to_string(),
+        ];
+        if let Some(author) = &target.author_id {
+            args.push("--author-id".to_owned());
+            args.push(author.clone());
+        }
+        if settings.memory_enabled {
+            args.push("--memory".to_owned());
+        }
+        servers.insert(
+            "loop".to_owned(),
+            json!({ "command": LOOP_BIN_IN_IMAGE, "args": args }),
+        );
+    }
+    for (name, server) in &settings.mcp_servers {
+        let mut entry = json!({ "command": server.command, "args": server.args });
+        if !server.env.is_empty() {
+            entry["env"] = json!(server.env);
+        }
+        servers.insert(name.clone(), entry);
+    }
+    json!({ "mcpServers": servers })
+}
+
+/// Detects the host's timezone: `$TZ`, `/etc/timezone`, the `/etc/localtime` symlink, else UTC.
+pub fn detect_timezone(tz_env: Option<&str>) -> String {
+    if let Some(tz) = tz_env.map(str::trim).filter(|t| !t.is_empty()) {
+        return tz.trim_start_matches(':').to_owned();
+    }
+    if let Ok(text) = std::fs::read_to_string("/etc/timezone") {
+        let tz = text.trim();
+        if !tz.is_empty() {
+            return tz.to_owned();
+        }
+    }
+    if let Ok(target) = std::fs::read_link("/etc/localtime") {
+        let target = target.display().to_string();
+        if let Some((_, zone)) = target.split_once("zoneinfo/") {
+            return zone.to_owned();
+        }
+    }
+    "UTC".to_owned()
+}
+
+/// `git config --global --get core.excludesFile`, expanded, when it names an existing file.
+pub fn git_excludes_file(home: &Path) -> Option<PathBuf> {
+    let output = std::process::Command::new("git")
+        .args(["config", "--global", "--get", "core.excludesFile"])
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let path = expand_tilde(&text, home);
+    (!text.is_empty() && path.is_file()).then_some(path)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,342 @@
+//! The container rules of the Go Loop, case by case.
+
+use super::*;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    settings: ContainerSettings,
+    target: ChannelTarget,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("home/alice");
+        let work = dir.path().join("projects/my-project");
+        std::fs::create_dir_all(&home).expect("home");
+        std::fs::create_dir_all(&work).expect("work");
+        let settings = ContainerSettings {
+            image: "loop-agent:latest".into(),
+            memory_mb: 1024,
+            cpus: 1.0,
+            timeout: Duration::from_secs(3600),
+            runtime: None,
+            mounts: Vec::new(),
+            copy_files: vec!["~/.claude.json".into()],
+            envs: BTreeMap::new(),
+            extra_dirs: Vec::new(),
+            mcp_servers: BTreeMap::new(),
+            keep_mcp_configs: false,
+            memory_enabled: false,
+            api_url: "http://host.docker.internal:8222".into(),
+            auth: Auth::ApiKey("sk-test".into()),
+            claude_bin: "claude".into(),
+            model: None,
+            agent: AgentUser {
+                name: "alice".into(),
+                uid: 1234,
+                gid: 1234,
+                home: home.clone(),
+            },
+            timezone: "Europe/Bucharest".into(),
+            host_proxy_env: BTreeMap::new(),
+            git_excludes_file: None,
+            network: None,
+            daemon_id: "d1".into(),
+            gate: None,
+        };
+        let target = ChannelTarget {
+            channel_id: "C123".into(),
+            work_dir: work,
+            custom_dir: true,
+            parent_dir: None,
+            author_id: Some("U1".into()),
+        };
+        Fixture {
+            dir,
+            settings,
+            target,
+        }
+    }
+
+    fn home(&self) -> PathBuf {
+        self.settings.agent.home.clone()
+    }
+
+    fn plan(&self) -> ContainerPlan {
+        plan_container(
+            &self.settings,
+            &self.target,
+            ContainerKind::Agent,
+            &ClaudeInvocation::default(),
+        )
+    }
+}
+
+fn env_of<'a>(plan: &'a ContainerPlan, key: &str) -> Option<&'a str> {
+    plan.env
+        .iter()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+}
+
+#[test]
+fn labels_and_name() {
+    let fx = Fixture::new();
+    let plan = fx.plan();
+    assert!(plan.name.starts_with("loop-my-project-"), "{}", plan.name);
+    assert_eq!(plan.labels["app"], "loop-agent");
+    assert_eq!(plan.labels["loop-type"], "agent");
+    assert_eq!(plan.labels["loop-channel"], "C123");
+}
+
+#[test]
+fn base_env() {
+    let fx = Fixture::new();
+    let plan = fx.plan();
+    let home = fx.home().display().to_string();
+    assert_eq!(env_of(&plan, "CHANNEL_ID"), Some("C123"));
+    assert_eq!(env_of(&plan, "API_URL"), Some("http://host.docker.internal:8222"));
+    assert_eq!(env_of(&plan, "HOME"), Some(home.as_str()));
+    assert_eq!(env_of(&plan, "HOST_USER"), Some("alice"));
+    assert_eq!(env_of(&plan, "TZ"), Some("Europe/Bucharest"));
+    assert!(env_of(&plan, "PATH").expect("PATH").starts_with(&format!("{home}/.local/bin:{home}/bin:{home}/go/bin:")));
+    assert_eq!(env_of(&plan, "ANTHROPIC_API_KEY"), Some("sk-test"));
+    assert_eq!(env_of(&plan, "CLAUDE_CODE_OAUTH_TOKEN"), None);
+    assert_eq!(env_of(&plan, "LOOP_GATE_ENABLED"), None);
+}
+
+#[test]
+fn oauth_wins_and_exactly_one_credential_is_set() {
+    assert_eq!(Auth::pick(Some("o"), Some("k")), Auth::OAuthToken("o".into()));
+    assert_eq!(Auth::pick(Some(""), Some("k")), Auth::ApiKey("k".into()));
+    assert_eq!(Auth::pick(None, None), Auth::None);
+    let mut fx = Fixture::new();
+    fx.settings.auth = Auth::pick(Some("oauth"), Some("key"));
+    let plan = fx.plan();
+    assert_eq!(env_of(&plan, "CLAUDE_CODE_OAUTH_TOKEN"), Some("oauth"));
+    assert_eq!(env_of(&plan, "ANTHROPIC_API_KEY"), None);
+    assert_eq!(format!("{:?}", fx.settings.auth), "OAuthToken([REDACTED])");
+}
+
+#[test]
+fn proxies_are_rewritten_and_no_proxy_includes_the_host() {
+    let host: BTreeMap<String, String> = [
+        ("HTTP_PROXY", "http://localhost:3128"),
+        ("https_proxy", "http://127.0.0.1:3129"),
+        ("HTTPS_PROXY", ":8080"),
+        ("NO_PROXY", "example.com"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let env = proxy_env(&host);
+    assert!(env.contains(&"HTTP_PROXY=http://host.docker.internal:3128".to_owned()), "{env:?}");
+    assert!(env.contains(&"https_proxy=http://host.docker.internal:3129".to_owned()));
+    assert!(env.contains(&"HTTPS_PROXY=http://host.docker.internal:8080".to_owned()));
+    assert!(env.contains(&"NO_PROXY=example.com,host.docker.internal".to_owned()));
+    assert!(env.contains(&"no_proxy=host.docker.internal".to_owned()));
+    assert!(proxy_env(&BTreeMap::new()).is_empty(), "no proxy, no NO_PROXY");
+}
+
+#[test]
+fn custom_envs_expand_tilde_and_stringify() {
+    let mut fx = Fixture::new();
+    fx.settings.envs = [
+        ("A".to_owned(), json!("~/x")),
+        ("B".to_owned(), json!(42)),
+        ("C".to_owned(), json!(true)),
+        ("D".to_owned(), json!(1.5)),
+        ("E".to_owned(), json!("plain")),
+    ]
+    .into_iter()
+    .collect();
+    let plan = fx.plan();
+    let home = fx.home().display().to_string();
+    assert_eq!(env_of(&plan, "A"), Some(format!("{home}/x").as_str()));
+    assert_eq!(env_of(&plan, "B"), Some("42"));
+    assert_eq!(env_of(&plan, "C"), Some("true"));
+    assert_eq!(env_of(&plan, "D"), Some("1.5"));
+    assert_eq!(env_of(&plan, "E"), Some("plain"));
+}
+
+#[test]
+fn mounts_named_volumes_host_paths_and_missing_paths() {
+    let mut fx = Fixture::new();
+    let home = fx.home();
+    std::fs::create_dir_all(home.join(".ssh")).expect("ssh");
+    fx.settings.mounts = vec![
+        "loop-npmcache:~/.npm".into(),
+        "loop-gocache:/go".into(),
+        "~/.ssh:~/.ssh:ro".into(),
+        "~/.missing:~/.missing:ro".into(),
+    ];
+    let plan = fx.plan();
+    let h = home.display().to_string();
+    assert!(plan.binds.contains(&format!("loop-npmcache:{h}/.npm")), "{:?}", plan.binds);
+    assert!(plan.binds.contains(&"loop-gocache:/go".to_owned()));
+    assert!(plan.binds.contains(&format!("{h}/.ssh:{h}/.ssh:ro")));
+    assert!(!plan.binds.iter().any(|b| b.contains(".missing")), "missing host path skipped");
+    let work = fx.target.work_dir.display().to_string();
+    assert!(plan.binds.contains(&format!("{work}:{work}")), "work dir at its own path");
+    let chown = env_of(&plan, "CHOWN_PATHS").expect("CHOWN_PATHS");
+    assert!(chown.split(':').any(|p| p == format!("{h}/.npm")), "{chown}");
+    assert!(chown.split(':').any(|p| p == "/go"), "{chown}");
+}
+
+#[test]
+fn worktree_parent_is_mounted_instead_of_the_worktree() {
+    let mut fx = Fixture::new();
+    let parent = fx.target.work_dir.clone();
+    let worktree = parent.join(".worktrees/wt1");
+    std::fs::create_dir_all(&worktree).expect("worktree");
+    fx.target.work_dir = worktree.clone();
+    fx.target.parent_dir = Some(parent.clone());
+    let plan = fx.plan();
+    let p = parent.display().to_string();
+    assert!(plan.binds.contains(&format!("{p}:{p}")), "{:?}", plan.binds);
+    assert!(!plan.binds.iter().any(|b| b.starts_with(&worktree.display().to_string())));
+}
+
+#[test]
+fn git_excludes_and_extra_dirs_are_mounted_and_passed() {
+    let mut fx = Fixture::new();
+    let excludes = fx.dir.path().join("gitignore_global");
+    std::fs::write(&excludes, "*.swp\n").expect("excludes");
+    let extra = fx.dir.path().join("shared-lib");
+    std::fs::create_dir_all(&extra).expect("extra");
+    fx.settings.git_excludes_file = Some(excludes.clone());
+    fx.settings.extra_dirs = vec![extra.display().to_string()];
+    let plan = fx.plan();
+    let e = excludes.display().to_string();
+    assert!(plan.binds.contains(&format!("{e}:{e}:ro")));
+    let x = extra.display().to_string();
+    assert!(plan.binds.contains(&format!("{x}:{x}")));
+    let pos = plan.cmd.iter().position(|a| a == "--add-dir").expect("--add-dir");
+    assert_eq!(plan.cmd[pos + 1], x);
+}
+
+#[test]
+fn copy_files_skip_missing_and_mounted_paths() {
+    let mut fx = Fixture::new();
+    let home = fx.home();
+    std::fs::write(home.join(".claude.json"), "{}").expect("claude.json");
+    std::fs::write(home.join(".gitconfig"), "[user]").expect("gitconfig");
+    fx.settings.copy_files = vec![
+        "~/.claude.json".into(),
+        "~/.gitconfig".into(),
+        "~/.absent".into(),
+    ];
+    fx.settings.mounts = vec!["~/.gitconfig:~/.gitconfig:ro".into()];
+    let plan = fx.plan();
+    assert_eq!(
+        plan.copy_files,
+        vec![CopyFile {
+            host_path: home.join(".claude.json"),
+            container_path: home.join(".claude.json"),
+        }]
+    );
+    let chown = env_of(&plan, "CHOWN_PATHS").expect("CHOWN_PATHS");
+    assert!(chown.contains(".claude.json"), "{chown}");
+}
+
+#[test]
+fn mcp_config_has_the_builtin_server_unless_the_user_defines_loop() {
+    let mut fx = Fixture::new();
+    fx.settings.memory_enabled = true;
+    fx.settings.mcp_servers.insert(
+        "github".into(),
+        McpServerSpec {
+            command: "gh-mcp".into(),
+            args: vec!["--x".into()],
+            env: BTreeMap::new(),
+        },
+    );
+    let plan = fx.plan();
+    assert_eq!(
+        plan.mcp_config_path,
+        fx.target.work_dir.join(".loop/mcp-C123.json")
+    );
+    let loop_server = &plan.mcp_config["mcpServers"]["loop"];
+    assert_eq!(loop_server["command"], LOOP_BIN_IN_IMAGE);
+    let args: Vec<&str> = loop_server["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(&args[..5], &["mcp", "--channel-id", "C123", "--api-url", "http://host.docker.internal:8222"]);
+    assert!(args.contains(&"--author-id") && args.contains(&"U1") && args.contains(&"--memory"));
+    assert_eq!(plan.mcp_config["mcpServers"]["github"]["command"], "gh-mcp");
+
+    fx.settings.mcp_servers.insert(
+        "loop".into(),
+        McpServerSpec {
+            command: "my-loop".into(),
+            args: vec![],
+            env: BTreeMap::new(),
+        },
+    );
+    let plan = fx.plan();
+    assert_eq!(plan.mcp_config["mcpServers"]["loop"]["command"], "my-loop");
+}
+
+#[test]
+fn gate_wiring_mounts_the_policy_and_sets_the_env() {
+    let mut fx = Fixture::new();
+    let policy_dir = fx.dir.path().join("run");
+    fx.settings.gate = Some(GateSpec {
+        policy_json: "{}".into(),
+        token: "ab".repeat(32),
+        policy_dir: policy_dir.clone(),
+    });
+    let plan = fx.plan();
+    let path = plan.gate_policy_path.clone().expect("policy path");
+    assert_eq!(path, policy_dir.join(&plan.name).join("gate-policy.json"));
+    assert!(plan.binds.contains(&format!("{}:/etc/loop/gate-policy.json:ro", path.display())));
+    assert_eq!(env_of(&plan, "LOOP_GATE_ENABLED"), Some("1"));
+    assert_eq!(env_of(&plan, "LOOP_GATE_POLICY_FILE"), Some("/etc/loop/gate-policy.json"));
+    assert_eq!(env_of(&plan, "LOOP_CHANNEL_ID"), Some("C123"));
+    assert_eq!(env_of(&plan, "LOOP_GATE_TOKEN").map(str::len), Some(64));
+}
+
+#[test]
+fn claude_command_resumes_and_picks_the_model() {
+    let mut fx = Fixture::new();
+    fx.settings.model = Some("claude-x".into());
+    let cmd = claude_command(
+        &fx.settings,
+        Path::new("/w/.loop/mcp-C.json"),
+        &ClaudeInvocation {
+            resume_session: Some("sess-1".into()),
+        },
+    );
+    let line = cmd.join(" ");
+    assert!(line.starts_with("claude --print --input-format stream-json --output-format stream-json --verbose --dangerously-skip-permissions --mcp-config /w/.loop/mcp-C.json"), "{line}");
+    assert!(line.contains("--resume sess-1"));
+    assert!(line.contains("--model claude-x"));
+}
+
+#[test]
+fn shell_containers_sleep() {
+    let fx = Fixture::new();
+    let plan = plan_container(&fx.settings, &fx.target, ContainerKind::Shell, &ClaudeInvocation::default());
+    assert_eq!(plan.cmd, vec!["sleep", "infinity"]);
+    assert_eq!(plan.labels["loop-type"], "shell");
+}
+
+#[test]
+fn root_host_user_maps_to_an_unprivileged_agent() {
+    let fx = Fixture::new();
+    let agent = AgentUser::for_host("root", 0, 0, Path::new("/root"), &fx.target.work_dir);
+    assert_ne!(agent.uid, 0);
+    assert_eq!(agent.home, PathBuf::from("/root"));
+    let agent = AgentUser::for_host("bob", 1001, 1001, Path::new("/home/bob"), &fx.target.work_dir);
+    assert_eq!((agent.name.as_str(), agent.uid), ("bob", 1001));
+}
+
+#[test]
+fn timezone_detection_prefers_tz() {
+    assert_eq!(detect_timezone(Some("Europe/Bucharest")), "Europe/Bucharest");
+    assert_eq!(detect_timezone(Some(":UTC")), "UTC");
+    assert!(!detect_timezone(None).is_empty());
+}
