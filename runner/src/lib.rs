@@ -7,3 +7,11 @@
 pub mod docker;
 pub mod naming;
 pub mod spec;
+pub mod agent;
+pub mod events;
+pub mod registry;
+
+pub use agent::{AgentRunner, DockerRunner, Recovery, RunError, TurnOutcome, TurnRequest};
+pub use events::{AgentEvent, TurnResult, Usage};
+pub use registry::{ContainerEntry, ContainerRegistry, ContainerStatus, RegistryEvent};
+pub use spec::{AgentUser, Auth, ChannelTarget, ContainerKind, ContainerSettings};
