@@ -1,0 +1,176 @@
+//! Fixtures: a Docker connection, the agent image, container settings pointed at a fake
+//! model, and a guard that removes every container a test created.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::Docker;
+use loop_runner::spec::{AgentUser, Auth, ChannelTarget, ContainerSettings};
+use loop_runner::{ContainerRegistry, DockerRunner};
+
+/// Whether a developer asked to skip tests whose service is missing.
+pub fn skip_unavailable() -> bool {
+    std::env::var("LOOP_TEST_SKIP_UNAVAILABLE").is_ok_and(|v| v == "1")
+}
+
+/// The agent image the tests run (`LOOP_TEST_IMAGE`, default `loop-agent:latest`).
+pub fn test_image() -> String {
+    std::env::var("LOOP_TEST_IMAGE").unwrap_or_else(|_| "loop-agent:latest".to_owned())
+}
+
+/// Docker plus the agent image, or `None` when the developer opted out of tests that need them.
+pub async fn docker() -> Option<Docker> {
+    match loop_runner::docker::connect().await {
+        Ok(docker) => {
+            let image = test_image();
+            match loop_runner::docker::image_exists(&docker, &image).await {
+                Ok(true) => Some(docker),
+                _ if skip_unavailable() => {
+                    eprintln!("skipping: image {image} is not built");
+                    None
+                }
+                other => panic!(
+                    "agent image {image} is missing ({other:?}): run `loop image build` (CI's .ci/run does), or set LOOP_TEST_SKIP_UNAVAILABLE=1"
+                ),
+            }
+        }
+        Err(err) if skip_unavailable() => {
+            eprintln!("skipping: {err}");
+            None
+        }
+        Err(err) => panic!(
+            "Docker is required for this test ({err}); .ci/run starts dockerd, or set LOOP_TEST_SKIP_UNAVAILABLE=1"
+        ),
+    }
+}
+
+/// A unique daemon id per test: the registry only sees that test's containers, and the guard
+/// removes exactly them.
+pub struct TestRig {
+    pub docker: Docker,
+    pub daemon_id: String,
+    pub registry: ContainerRegistry,
+    pub runner: DockerRunner,
+    pub dir: tempfile::TempDir,
+}
+
+/// uid/gid the agent runs as in these tests: the owner of the project dir.
+pub const AGENT_UID: u32 = 1000;
+
+impl TestRig {
+    pub async fn new() -> Option<TestRig> {
+        let docker = docker().await?;
+        let daemon_id = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+        let registry = ContainerRegistry::new(docker.clone(), daemon_id.clone());
+        let runner = DockerRunner::new(registry.clone());
+        let dir = tempfile::tempdir().expect("temp dir");
+        // The agent runs unprivileged: let it traverse to the project.
+        make_traversable(dir.path());
+        Some(TestRig {
+            docker,
+            daemon_id,
+            registry,
+            runner,
+            dir,
+        })
+    }
+
+    /// A project directory owned by the agent uid, as a real user's checkout would be.
+    pub fn project(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::create_dir_all(&path).expect("project dir");
+        chown(&path, AGENT_UID, AGENT_UID);
+        path
+    }
+
+    /// Settings pointing the CLI at `model_url` (reachable from containers).
+    pub fn settings(&self, model_url: &str, work_dir: &Path) -> ContainerSettings {
+        let home = self.dir.path().join("home");
+        std::fs::create_dir_all(&home).expect("home");
+        let mut envs = BTreeMap::new();
+        envs.insert("ANTHROPIC_BASE_URL".to_owned(), serde_json::json!(model_url));
+        envs.insert(
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".to_owned(),
+            serde_json::json!("1"),
+        );
+        ContainerSettings {
+            image: test_image(),
+            memory_mb: 1024,
+            cpus: 1.0,
+            timeout: Duration::from_secs(120),
+            runtime: None,
+            mounts: Vec::new(),
+            copy_files: vec!["~/.claude.json".to_owned()],
+            envs,
+            extra_dirs: Vec::new(),
+            mcp_servers: BTreeMap::new(),
+            keep_mcp_configs: false,
+            memory_enabled: false,
+            api_url: "http://host.docker.internal:1".to_owned(),
+            auth: Auth::ApiKey("sk-test-not-a-real-key".to_owned()),
+            claude_bin: "claude".to_owned(),
+            model: None,
+            agent: AgentUser::for_host("root", 0, 0, &home, work_dir),
+            timezone: "UTC".to_owned(),
+            host_proxy_env: BTreeMap::new(),
+            git_excludes_file: None,
+            network: None,
+            daemon_id: self.daemon_id.clone(),
+            gate: None,
+        }
+    }
+
+    pub fn target(&self, channel: &str, work_dir: &Path) -> ChannelTarget {
+        ChannelTarget {
+            channel_id: channel.to_owned(),
+            work_dir: work_dir.to_path_buf(),
+            custom_dir: true,
+            parent_dir: None,
+            author_id: Some("U-test".to_owned()),
+        }
+    }
+
+    /// Removes every container this test created.
+    pub async fn cleanup(&self) {
+        let _ = self.registry.cleanup().await;
+        self.registry.shutdown().await;
+    }
+}
+
+impl Drop for TestRig {
+    fn drop(&mut self) {
+        // Best effort when a test panicked before `cleanup`: remove by label with the CLI,
+        // which needs no runtime.
+        let _ = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker ps -aq --filter label=loop-daemon={} | xargs -r docker rm -f >/dev/null 2>&1",
+                self.daemon_id
+            ))
+            .status();
+    }
+}
+
+/// The address containers use to reach a server bound on the host.
+pub fn container_url(port: u16) -> String {
+    format!("http://host.docker.internal:{port}")
+}
+
+pub fn chown(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
+}
+
+fn make_traversable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut current = Some(path);
+    while let Some(dir) = current {
+        if let Ok(meta) = std::fs::metadata(dir) {
+            let mode = meta.permissions().mode();
+            if mode & 0o001 == 0 {
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o711));
+            }
+        }
+        current = dir.parent();
+    }
+}

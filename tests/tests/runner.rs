@@ -1,0 +1,232 @@
+//! The runner against the real Docker engine, the real agent image and the real Claude Code
+//! CLI, driven by the scripted fake model.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use loop_e2e::support::{AGENT_UID, TestRig, container_url};
+use loop_fakes::model::{FakeModel, Matcher, Rule, Script, Step};
+use loop_runner::agent::{AgentRunner, Recovery, RunError, TurnRequest};
+use loop_runner::events::AgentEvent;
+use loop_runner::spec::ContainerSettings;
+use tokio_util::sync::CancellationToken;
+
+/// Containers reach the host through the Docker bridge, so the fake listens on every
+/// interface of this machine (it is a test server; nothing else is reachable anyway).
+async fn start_model(script: Script) -> FakeModel {
+    FakeModel::start_on(SocketAddr::from(([0, 0, 0, 0], 0)), script)
+        .await
+        .expect("fake model starts")
+}
+
+fn request(rig: &TestRig, settings: ContainerSettings, channel: &str, prompt: &str, session: Option<String>) -> TurnRequest {
+    let work_dir = settings_work_dir(&settings, rig, channel);
+    TurnRequest {
+        run_id: format!("run-{channel}"),
+        target: rig.target(channel, &work_dir),
+        settings,
+        prompt: prompt.to_owned(),
+        latest_message: prompt.to_owned(),
+        session_id: session,
+        keep_alive: Duration::ZERO,
+    }
+}
+
+fn settings_work_dir(_settings: &ContainerSettings, rig: &TestRig, channel: &str) -> std::path::PathBuf {
+    rig.dir.path().join(channel)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_turn_writes_a_file_in_the_project_and_a_follow_up_resumes_the_session() {
+    let Some(rig) = TestRig::new().await else { return };
+    let project = rig.project("C-write");
+    let target_file = project.join("hello.txt");
+    let script = Script::new()
+        .rule(
+            Rule::contains("write the greeting")
+                .then(Step::write(&target_file.display().to_string(), "hello from the agent\n"))
+                .then(Step::bash(&format!("cat {}", target_file.display())))
+                .then(Step::text("wrote it: {{last_tool_result}}")),
+        )
+        .rule(Rule::contains("what did you write").then(Step::text("I wrote hello.txt")));
+    let model = start_model(script).await;
+    let settings = rig.settings(&container_url(model.port()), &project);
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    let outcome = rig
+        .runner
+        .run_turn(
+            request(&rig, settings.clone(), "C-write", "please write the greeting", None),
+            Some(tx),
+            CancellationToken::new(),
+        )
+        .await
+        .expect("the turn succeeds");
+    let mut seen = Vec::new();
+    while let Ok(event) = rx.try_recv() {
+        seen.push(event);
+    }
+
+    // The file exists on the host, at the same path, owned by the agent's uid.
+    let text = std::fs::read_to_string(&target_file).expect("file written through the mount");
+    assert_eq!(text, "hello from the agent\n");
+    assert_eq!(std::fs::metadata(&target_file).expect("meta").uid(), AGENT_UID);
+
+    // Result and session come back; the callbacks fired in order.
+    assert!(outcome.result.text.contains("hello from the agent"), "{:?}", outcome.result);
+    assert!(!outcome.result.session_id.is_empty());
+    let kinds: Vec<&str> = seen
+        .iter()
+        .map(|e| match e {
+            AgentEvent::Init { .. } => "init",
+            AgentEvent::ToolUse { name, .. } if name == "Write" => "write",
+            AgentEvent::ToolUse { name, .. } if name == "Bash" => "bash",
+            AgentEvent::ToolUse { .. } => "tool",
+            AgentEvent::ToolResult { .. } => "result-of-tool",
+            AgentEvent::Text(_) => "text",
+            AgentEvent::Activity { .. } => "activity",
+            AgentEvent::Result(_) => "result",
+        })
+        .filter(|k| *k != "activity")
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["init", "write", "result-of-tool", "bash", "result-of-tool", "text", "result"],
+        "{seen:#?}"
+    );
+    if let Some(AgentEvent::Init { mcp_servers, .. }) = seen.first() {
+        assert!(mcp_servers.iter().any(|(name, _)| name == "loop"), "{mcp_servers:?}");
+    }
+    assert!(
+        !project.join(".loop/mcp-C-write.json").exists(),
+        "the MCP config is removed after the run"
+    );
+
+    // A follow-up resumes the same Claude session and the model sees the earlier turn.
+    let first_session = outcome.result.session_id.clone();
+    let follow = rig
+        .runner
+        .run_turn(
+            request(&rig, settings, "C-write", "what did you write?", Some(first_session.clone())),
+            None,
+            CancellationToken::new(),
+        )
+        .await
+        .expect("the follow-up succeeds");
+    assert_eq!(follow.result.text, "I wrote hello.txt");
+    assert_eq!(follow.result.session_id, first_session);
+    let last = model.requests().last().cloned().expect("requests recorded");
+    assert!(
+        last.body.to_string().contains("please write the greeting"),
+        "the resumed conversation carries the first turn"
+    );
+    rig.cleanup().await;
+    model.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prompt_too_long_compacts_then_retries() {
+    let Some(rig) = TestRig::new().await else { return };
+    let project = rig.project("C-long");
+    let script = Script::new()
+        .rule(Rule::contains("seed the session").then(Step::text("seeded")))
+        .rule(Rule::contains("a very long question").times(1).then(Step::prompt_too_long()))
+        .rule(Rule::when(Matcher::any()).then(Step::text("answer after compaction")));
+    let model = start_model(script).await;
+    let settings = rig.settings(&container_url(model.port()), &project);
+    let seeded = rig
+        .runner
+        .run_turn(request(&rig, settings.clone(), "C-long", "seed the session", None), None, CancellationToken::new())
+        .await
+        .expect("seed turn");
+    let outcome = rig
+        .runner
+        .run_turn(
+            request(&rig, settings, "C-long", "a very long question", Some(seeded.result.session_id.clone())),
+            None,
+            CancellationToken::new(),
+        )
+        .await
+        .expect("compaction then retry succeeds");
+    assert_eq!(outcome.recovery, Recovery::Compacted);
+    assert_eq!(outcome.result.text, "answer after compaction");
+    rig.cleanup().await;
+    model.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_failure_retries_once_with_the_latest_message() {
+    let Some(rig) = TestRig::new().await else { return };
+    let project = rig.project("C-retry");
+    let script = Script::new()
+        .rule(Rule::contains("seed").then(Step::text("seeded")))
+        .rule(Rule::contains("earlier context").times(1).then(Step::error(400, "invalid_request_error", "something broke")))
+        .rule(Rule::contains("latest only").then(Step::text("answered the latest")));
+    let model = start_model(script).await;
+    let settings = rig.settings(&container_url(model.port()), &project);
+    let seeded = rig
+        .runner
+        .run_turn(request(&rig, settings.clone(), "C-retry", "seed", None), None, CancellationToken::new())
+        .await
+        .expect("seed");
+    let mut req = request(&rig, settings, "C-retry", "earlier context\nlatest only", Some(seeded.result.session_id));
+    req.latest_message = "latest only".to_owned();
+    let outcome = rig
+        .runner
+        .run_turn(req, None, CancellationToken::new())
+        .await
+        .expect("retry with the latest message succeeds");
+    assert_eq!(outcome.recovery, Recovery::RetriedLatest);
+    assert_eq!(outcome.result.text, "answered the latest");
+    rig.cleanup().await;
+    model.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_turn_is_killed_at_the_timeout() {
+    let Some(rig) = TestRig::new().await else { return };
+    let project = rig.project("C-hang");
+    let model = start_model(Script::always(Step::Hang)).await;
+    let mut settings = rig.settings(&container_url(model.port()), &project);
+    settings.timeout = Duration::from_secs(8);
+    let mut req = request(&rig, settings, "C-hang", "hang please", None);
+    req.keep_alive = Duration::from_secs(600);
+    let err = rig
+        .runner
+        .run_turn(req, None, CancellationToken::new())
+        .await
+        .expect_err("the turn must time out");
+    assert!(matches!(err, RunError::TimedOut(_)), "{err:?}");
+    // The container was killed, not left running.
+    let entries = rig.registry.docker_containers().await.expect("list");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].status, loop_runner::ContainerStatus::Stopped);
+    rig.cleanup().await;
+    model.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_memory_limit_is_applied_and_an_oom_is_reported() {
+    let Some(rig) = TestRig::new().await else { return };
+    let project = rig.project("C-oom");
+    // `tail` keeps a whole newline-free line in memory: far past the cap.
+    let model = start_model(Script::always(Step::bash("head -c 2000000000 /dev/zero | tail -c 1 >/dev/null; echo survived"))).await;
+    let mut settings = rig.settings(&container_url(model.port()), &project);
+    settings.memory_mb = 256;
+    let mut req = request(&rig, settings, "C-oom", "use memory", None);
+    req.keep_alive = Duration::from_secs(600);
+    let err = rig
+        .runner
+        .run_turn(req, None, CancellationToken::new())
+        .await
+        .expect_err("the turn must report the OOM");
+    assert!(matches!(err, RunError::OutOfMemory { limit_mb: 256 }), "{err:?}");
+    let entries = rig.registry.docker_containers().await.expect("list");
+    let info = rig.docker.inspect_container(&entries[0].id, None).await.expect("inspect");
+    let host = info.host_config.expect("host config");
+    assert_eq!(host.memory, Some(256 * 1024 * 1024));
+    assert_eq!(host.cpu_quota, Some(100_000));
+    rig.cleanup().await;
+    model.shutdown().await;
+}
