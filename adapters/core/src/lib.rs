@@ -1,1 +1,15 @@
-//! loop-adapter
+//! loop-adapter: the common language between chat platforms and the orchestrator.
+//!
+//! Adapters (Slack, Discord, local) turn platform events into [`Inbound`] items and carry
+//! [`Outbound`] replies back. **Invariant:** adapters never touch the database or Docker;
+//! they translate, and the orchestrator decides.
+
+pub mod command;
+pub mod message;
+pub mod split;
+
+pub use command::{ChatCommand, parse_command};
+pub use message::{
+    Adapter, AdapterError, Author, ChannelKey, Inbound, Message, PlatformKind, PostedMessage,
+};
+pub use split::split_message;

@@ -1,0 +1,231 @@
+//! Messages in, replies out, and the [`Adapter`] trait every platform implements.
+
+use std::fmt;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::command::ChatCommand;
+
+/// A chat platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlatformKind {
+    Local,
+    Slack,
+    Discord,
+}
+
+impl PlatformKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlatformKind::Local => "local",
+            PlatformKind::Slack => "slack",
+            PlatformKind::Discord => "discord",
+        }
+    }
+}
+
+impl FromStr for PlatformKind {
+    type Err = AdapterError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "local" => Ok(PlatformKind::Local),
+            "slack" => Ok(PlatformKind::Slack),
+            "discord" => Ok(PlatformKind::Discord),
+            other => Err(AdapterError::BadChannelKey(format!("unknown platform {other:?}"))),
+        }
+    }
+}
+
+/// Where a conversation lives: a channel, or a thread inside one. A thread is its own
+/// session; its key names the parent channel too.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ChannelKey {
+    pub platform: PlatformKind,
+    pub channel_id: String,
+    pub thread_id: Option<String>,
+}
+
+impl ChannelKey {
+    pub fn channel(platform: PlatformKind, channel_id: impl Into<String>) -> ChannelKey {
+        ChannelKey {
+            platform,
+            channel_id: channel_id.into(),
+            thread_id: None,
+        }
+    }
+
+    pub fn thread(
+        platform: PlatformKind,
+        channel_id: impl Into<String>,
+        thread_id: impl Into<String>,
+    ) -> ChannelKey {
+        ChannelKey {
+            platform,
+            channel_id: channel_id.into(),
+            thread_id: Some(thread_id.into()),
+        }
+    }
+
+    /// The parent channel of a thread (itself for a channel).
+    pub fn parent(&self) -> ChannelKey {
+        ChannelKey::channel(self.platform, self.channel_id.clone())
+    }
+
+    /// A name safe for files and container names: `slack-C1-1700.1`.
+    pub fn slug(&self) -> String {
+        let mut slug = format!("{}-{}", self.platform.as_str(), self.channel_id);
+        if let Some(thread) = &self.thread_id {
+            slug.push('-');
+            slug.push_str(thread);
+        }
+        slug.chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' { c } else { '-' })
+            .collect()
+    }
+}
+
+impl fmt::Display for ChannelKey {
+    /// `platform:channel` or `platform:channel:thread`; the database key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.platform.as_str(), self.channel_id)?;
+        if let Some(thread) = &self.thread_id {
+            write!(f, ":{thread}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for ChannelKey {
+    type Err = AdapterError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.splitn(3, ':');
+        let platform = parts.next().unwrap_or_default().parse()?;
+        let channel = parts
+            .next()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| AdapterError::BadChannelKey(format!("{s:?} has no channel id")))?;
+        Ok(ChannelKey {
+            platform,
+            channel_id: channel.to_owned(),
+            thread_id: parts.next().filter(|t| !t.is_empty()).map(str::to_owned),
+        })
+    }
+}
+
+/// Who wrote a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Author {
+    pub id: String,
+    pub name: String,
+    pub is_bot: bool,
+    /// Platform role ids (Discord), for permission checks.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// An incoming chat message, platform-neutral.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// The platform's own message id: the idempotency key.
+    pub message_id: String,
+    pub channel: ChannelKey,
+    pub author: Author,
+    pub text: String,
+    /// Whether this message should start a turn (a mention, a reply in a thread loop owns,
+    /// `!loop ...`, a DM). Other messages are kept as context for the next turn.
+    pub triggers: bool,
+    /// A work directory requested with the message (local clients: `loop run --dir`).
+    #[serde(default)]
+    pub work_dir: Option<String>,
+}
+
+/// Everything an adapter hands to the orchestrator.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    Message(Message),
+    Command {
+        channel: ChannelKey,
+        author: Author,
+        command: ChatCommand,
+    },
+}
+
+/// A message the platform accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostedMessage {
+    pub message_id: String,
+}
+
+/// Adapter failures the orchestrator acts on.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    #[error("invalid channel key: {0}")]
+    BadChannelKey(String),
+    #[error("rate limited by the platform; retry after {retry_after_ms} ms")]
+    RateLimited { retry_after_ms: u64 },
+    #[error("the platform refused the request: {0}")]
+    Rejected(String),
+    #[error("cannot reach the platform: {0}")]
+    Unreachable(String),
+    #[error("this adapter has no channel {0}")]
+    UnknownChannel(String),
+}
+
+/// One chat platform.
+#[async_trait]
+pub trait Adapter: Send + Sync {
+    fn platform(&self) -> PlatformKind;
+
+    /// Longest message the platform accepts, in characters.
+    fn max_message_len(&self) -> usize;
+
+    /// Receives platform events until `shutdown`, sending each to `inbound`. The adapter
+    /// acknowledges an event to its platform only after `inbound` accepted it.
+    async fn run(
+        &self,
+        inbound: mpsc::Sender<Inbound>,
+        shutdown: CancellationToken,
+    ) -> Result<(), AdapterError>;
+
+    /// Posts a message in a channel or thread.
+    async fn post(&self, channel: &ChannelKey, text: &str) -> Result<PostedMessage, AdapterError>;
+
+    /// Replaces the text of a message loop posted earlier (status updates).
+    async fn edit(
+        &self,
+        channel: &ChannelKey,
+        message_id: &str,
+        text: &str,
+    ) -> Result<(), AdapterError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_keys_round_trip() {
+        for key in [
+            ChannelKey::channel(PlatformKind::Slack, "C1"),
+            ChannelKey::thread(PlatformKind::Slack, "C1", "1700000000.123"),
+            ChannelKey::channel(PlatformKind::Local, "default"),
+        ] {
+            assert_eq!(key.to_string().parse::<ChannelKey>().expect("parses"), key);
+        }
+        assert_eq!(
+            ChannelKey::thread(PlatformKind::Discord, "1", "2").to_string(),
+            "discord:1:2"
+        );
+        assert!("irc:x".parse::<ChannelKey>().is_err());
+        assert!("slack:".parse::<ChannelKey>().is_err());
+        assert_eq!(
+            ChannelKey::thread(PlatformKind::Slack, "C1", "17/00").slug(),
+            "slack-C1-17-00"
+        );
+    }
+}
