@@ -55,7 +55,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
+    SeccompRule, TargetArch, sock_filter,
 };
 
 use crate::policy::Policy;
@@ -227,7 +227,7 @@ pub fn build_notify_program(options: FilterOptions) -> Result<BpfProgram, Filter
             }
             _ => Vec::new(),
         };
-        rules.insert(i64::from(syscall.nr), chain);
+        rules.insert(syscall.nr, chain);
     }
     let filter = SeccompFilter::new(
         rules,
@@ -255,9 +255,13 @@ pub fn patch_notify(program: &mut BpfProgram) -> usize {
 }
 
 // Classic BPF opcodes (linux/bpf_common.h); seccompiler keeps its own private.
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+/// `BPF_LD | BPF_W | BPF_ABS` (0x00 | 0x00 | 0x20).
+const BPF_LD_W_ABS: u16 = 0x20;
+/// `BPF_JMP | BPF_JEQ | BPF_K`.
 const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10;
+/// `BPF_JMP | BPF_JGE | BPF_K`.
 const BPF_JMP_JGE_K: u16 = 0x05 | 0x30;
+/// `BPF_RET | BPF_K`.
 const BPF_RET_K: u16 = 0x06;
 /// `offsetof(struct seccomp_data, nr)`.
 const SECCOMP_DATA_NR: u32 = 0;
@@ -273,8 +277,8 @@ const AUDIT_ARCH: u32 = 183 | 0x8000_0000 | 0x4000_0000;
 #[cfg(target_arch = "riscv64")]
 const AUDIT_ARCH: u32 = 243 | 0x8000_0000 | 0x4000_0000;
 
-fn stmt(code: u16, k: u32) -> libc::sock_filter {
-    libc::sock_filter {
+fn stmt(code: u16, k: u32) -> sock_filter {
+    sock_filter {
         code,
         jt: 0,
         jf: 0,
@@ -282,8 +286,8 @@ fn stmt(code: u16, k: u32) -> libc::sock_filter {
     }
 }
 
-fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-    libc::sock_filter { code, jt, jf, k }
+fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
+    sock_filter { code, jt, jf, k }
 }
 
 /// Builds the deny program: io_uring fails with `EPERM`, x32 syscalls with `ENOSYS`, a foreign
@@ -318,9 +322,11 @@ fn seccomp_set_filter(
     filter: &'static str,
 ) -> Result<libc::c_long, FilterError> {
     let len = u16::try_from(program.len()).map_err(|_| FilterError::TooLong(program.len()))?;
+    // seccompiler's `sock_filter` is `#[repr(C)] { u16, u8, u8, u32 }`, the same layout as
+    // libc's (both copy linux/filter.h), so the pointer can be reinterpreted.
     let prog = libc::sock_fprog {
         len,
-        filter: program.as_ptr().cast_mut(),
+        filter: program.as_ptr().cast::<libc::sock_filter>().cast_mut(),
     };
     // SAFETY: JUSTIFICATION: seccomp(2) has no safe wrapper that accepts the listener flag.
     // `prog` points at `program`, which outlives the call; the kernel copies the instructions

@@ -7,10 +7,12 @@
 //! - [`filter`]: which syscalls are trapped and why, the BPF program, and installing it.
 //! - [`notify`]: the supervisor loop that receives notifications, reads the target's
 //!   arguments, asks the policy and an [`notify::Approver`], and answers the kernel.
+//! - [`channel`]: the typed handshake that hands the listener fd to the supervisor.
 //! - [`wire`]: the approval protocol (`POST /api/gate/container-approval`) that the bot serves.
 //! - [`wrap`]: `loop syscallwrap -- CMD ARGS`, the root parent and agent child handshake.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod channel;
 pub mod filter;
 pub mod notify;
 pub mod policy;

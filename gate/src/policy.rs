@@ -312,6 +312,23 @@ impl PolicyFile {
         Ok(file)
     }
 
+    /// Parses a policy from an already decoded JSON value (the bot keeps config rules as
+    /// values); `origin` names it in errors.
+    pub fn from_value(value: serde_json::Value, origin: &str) -> Result<PolicyFile, PolicyError> {
+        serde_path_to_error::deserialize(value).map_err(|err| PolicyError::Parse {
+            origin: origin.to_owned(),
+            field: path_or_root(err.path().to_string()),
+            message: err.into_inner().to_string(),
+        })
+    }
+
+    /// Compiles every glob, regex, host and port without a real agent context, so the bot can
+    /// reject a bad rule when it loads its config rather than when a container starts.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        let context = PolicyContext::new("/home/agent").with_workspace("/workspace");
+        RuleSet::compile(self, &context, "").map(|_| ())
+    }
+
     /// Reads and parses a policy file.
     pub fn load(path: &Path) -> Result<PolicyFile, PolicyError> {
         let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
@@ -323,7 +340,11 @@ impl PolicyFile {
 }
 
 fn path_or_root(path: String) -> String {
-    if path.is_empty() { ".".to_owned() } else { path }
+    if path.is_empty() {
+        ".".to_owned()
+    } else {
+        path
+    }
 }
 
 /// Facts about the agent that patterns refer to.
@@ -623,16 +644,15 @@ impl Policy {
                 message,
             })
             .or_else(|| {
-                (self.recursive_remove_guard
-                    && is_recursive_remove_outside(request, &self.context))
-                .then(|| Decision {
-                    verdict: Verdict::Deny,
-                    rule: RuleRef::BaselineRecursiveRemove,
-                    message: Some(
-                        "recursive remove outside the workspace and /tmp is not allowed"
-                            .to_owned(),
-                    ),
-                })
+                (self.recursive_remove_guard && is_recursive_remove_outside(request, &self.context))
+                    .then(|| Decision {
+                        verdict: Verdict::Deny,
+                        rule: RuleRef::BaselineRecursiveRemove,
+                        message: Some(
+                            "recursive remove outside the workspace and /tmp is not allowed"
+                                .to_owned(),
+                        ),
+                    })
             });
         match baseline {
             Some(base) if base.verdict >= user.verdict => base,
@@ -1013,14 +1033,33 @@ fn wrapper_syntax(name: &str) -> Option<WrapperSyntax> {
     let syntax = match name {
         "env" => WrapperSyntax {
             short_with_value: &['u', 'C', 'S', 'P'],
-            long_with_value: &["unset", "chdir", "split-string", "default-signal", "ignore-signal", "block-signal"],
+            long_with_value: &[
+                "unset",
+                "chdir",
+                "split-string",
+                "default-signal",
+                "ignore-signal",
+                "block-signal",
+            ],
             positional: 0,
             assignments: true,
             dash_is_option: true,
         },
         "sudo" | "doas" => WrapperSyntax {
             short_with_value: &['u', 'g', 'C', 'D', 'h', 'p', 'r', 't', 'U', 'T', 'R'],
-            long_with_value: &["user", "group", "close-from", "chdir", "host", "prompt", "role", "type", "other-user", "command-timeout", "chroot"],
+            long_with_value: &[
+                "user",
+                "group",
+                "close-from",
+                "chdir",
+                "host",
+                "prompt",
+                "role",
+                "type",
+                "other-user",
+                "command-timeout",
+                "chroot",
+            ],
             positional: 0,
             assignments: true,
             dash_is_option: false,
@@ -1083,7 +1122,17 @@ fn wrapper_syntax(name: &str) -> Option<WrapperSyntax> {
         },
         "xargs" => WrapperSyntax {
             short_with_value: &['a', 'd', 'E', 'e', 'I', 'i', 'L', 'l', 'n', 'P', 's'],
-            long_with_value: &["arg-file", "delimiter", "eof", "replace", "max-lines", "max-args", "max-procs", "max-chars", "process-slot-var"],
+            long_with_value: &[
+                "arg-file",
+                "delimiter",
+                "eof",
+                "replace",
+                "max-lines",
+                "max-args",
+                "max-procs",
+                "max-chars",
+                "process-slot-var",
+            ],
             positional: 0,
             assignments: false,
             dash_is_option: false,
@@ -1182,9 +1231,7 @@ fn is_assignment(word: &str) -> bool {
     match word.split_once('=') {
         Some((name, _)) => {
             !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && !name.starts_with(|c: char| c.is_ascii_digit())
         }
         None => false,
@@ -1247,7 +1294,12 @@ const MODIFY: &[FileOperation] = &[
     FileOperation::Link,
 ];
 
-fn file_rule(paths: &[&str], operations: &[FileOperation], decision: Verdict, message: &str) -> FileRule {
+fn file_rule(
+    paths: &[&str],
+    operations: &[FileOperation],
+    decision: Verdict,
+    message: &str,
+) -> FileRule {
     FileRule {
         paths: paths.iter().map(|p| (*p).to_owned()).collect(),
         operations: operations.to_vec(),
@@ -1278,15 +1330,114 @@ pub fn baseline_file() -> PolicyFile {
         .collect(),
         command_rules: Vec::new(),
         file_rules: vec![
-            file_rule(&["/etc/loop", "/etc/loop/**"], MODIFY, Deny, "the gate policy cannot be changed from inside the container"),
-            file_rule(&["/proc/*/mem", "/proc/*/task/*/mem", "/proc/self/mem", "/proc/thread-self/mem"], &[], Deny, "process memory is off limits"),
-            file_rule(&["/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers", "/etc/sudoers.d", "/etc/sudoers.d/**"], &[], Deny, "password and sudo configuration are off limits"),
-            file_rule(&["~/.ssh", "~/.ssh/**", "~/.aws", "~/.aws/**", "~/.kube", "~/.kube/**", "~/.gnupg", "~/.gnupg/**"], &[], Deny, "credentials in the home directory are off limits"),
-            file_rule(&["~/.docker/config.json", "~/.npmrc", "~/.config/gh/hosts.yml", "~/.netrc", "~/.git-credentials"], &[], Deny, "registry and git credentials are off limits"),
-            file_rule(&["~/.claude/settings.json", "~/.claude/settings.local.json", "**/.claude/settings.json", "**/.claude/settings.local.json"], MODIFY, Deny, "claude's settings cannot be changed by the agent"),
-            file_rule(&["~/.bashrc", "~/.bash_profile", "~/.bash_login", "~/.bash_logout", "~/.profile", "~/.zshrc", "~/.zshenv", "~/.zprofile", "~/.zlogin", "~/.config/fish/**", "/etc/profile", "/etc/profile.d/**", "/etc/bash.bashrc"], MODIFY, Deny, "shell startup files cannot be changed"),
-            file_rule(&["/etc/**", "/usr/**", "/bin/**", "/sbin/**", "/lib/**", "/lib64/**"], MODIFY, Deny, "system directories are read-only for the agent"),
-            file_rule(&["**/.loop/config.json", "**/.loop/config.jsonc"], MODIFY, Approve, "changing the project's loop configuration needs approval"),
+            file_rule(
+                &["/etc/loop", "/etc/loop/**"],
+                MODIFY,
+                Deny,
+                "the gate policy cannot be changed from inside the container",
+            ),
+            file_rule(
+                &[
+                    "/proc/*/mem",
+                    "/proc/*/task/*/mem",
+                    "/proc/self/mem",
+                    "/proc/thread-self/mem",
+                ],
+                &[],
+                Deny,
+                "process memory is off limits",
+            ),
+            file_rule(
+                &[
+                    "/etc/shadow",
+                    "/etc/gshadow",
+                    "/etc/shadow-",
+                    "/etc/gshadow-",
+                    "/etc/sudoers",
+                    "/etc/sudoers.d",
+                    "/etc/sudoers.d/**",
+                ],
+                &[],
+                Deny,
+                "password and sudo configuration are off limits",
+            ),
+            file_rule(
+                &[
+                    "~/.ssh",
+                    "~/.ssh/**",
+                    "~/.aws",
+                    "~/.aws/**",
+                    "~/.kube",
+                    "~/.kube/**",
+                    "~/.gnupg",
+                    "~/.gnupg/**",
+                ],
+                &[],
+                Deny,
+                "credentials in the home directory are off limits",
+            ),
+            file_rule(
+                &[
+                    "~/.docker/config.json",
+                    "~/.npmrc",
+                    "~/.config/gh/hosts.yml",
+                    "~/.netrc",
+                    "~/.git-credentials",
+                ],
+                &[],
+                Deny,
+                "registry and git credentials are off limits",
+            ),
+            file_rule(
+                &[
+                    "~/.claude/settings.json",
+                    "~/.claude/settings.local.json",
+                    "**/.claude/settings.json",
+                    "**/.claude/settings.local.json",
+                ],
+                MODIFY,
+                Deny,
+                "claude's settings cannot be changed by the agent",
+            ),
+            file_rule(
+                &[
+                    "~/.bashrc",
+                    "~/.bash_profile",
+                    "~/.bash_login",
+                    "~/.bash_logout",
+                    "~/.profile",
+                    "~/.zshrc",
+                    "~/.zshenv",
+                    "~/.zprofile",
+                    "~/.zlogin",
+                    "~/.config/fish/**",
+                    "/etc/profile",
+                    "/etc/profile.d/**",
+                    "/etc/bash.bashrc",
+                ],
+                MODIFY,
+                Deny,
+                "shell startup files cannot be changed",
+            ),
+            file_rule(
+                &[
+                    "/etc/**",
+                    "/usr/**",
+                    "/bin/**",
+                    "/sbin/**",
+                    "/lib/**",
+                    "/lib64/**",
+                ],
+                MODIFY,
+                Deny,
+                "system directories are read-only for the agent",
+            ),
+            file_rule(
+                &["**/.loop/config.json", "**/.loop/config.jsonc"],
+                MODIFY,
+                Approve,
+                "changing the project's loop configuration needs approval",
+            ),
         ],
         connect_rules: Vec::new(),
     }
@@ -1475,10 +1626,22 @@ mod tests {
     #[test]
     fn default_decision_values() {
         check(&policy(r#"{"default_decision": "deny"}"#), exec("ls"), Deny);
-        check(&policy(r#"{"default_decision": "approve"}"#), exec("ls"), Approve);
-        check(&policy(r#"{"default_decision": "ask"}"#), exec("ls"), Approve);
+        check(
+            &policy(r#"{"default_decision": "approve"}"#),
+            exec("ls"),
+            Approve,
+        );
+        check(
+            &policy(r#"{"default_decision": "ask"}"#),
+            exec("ls"),
+            Approve,
+        );
         check(&policy(r#"{}"#), exec("ls"), Allow);
-        check(&policy(r#"{"default_decision": "deny"}"#), file("/w/x", Write), Deny);
+        check(
+            &policy(r#"{"default_decision": "deny"}"#),
+            file("/w/x", Write),
+            Deny,
+        );
     }
 
     #[test]
@@ -1663,7 +1826,9 @@ mod tests {
 
     #[test]
     fn decision_names_rule() {
-        let p = policy(r#"{"command_rules": [{"commands": ["a"], "decision": "deny"}, {"commands": ["git"], "decision": "approve", "message": "m"}]}"#);
+        let p = policy(
+            r#"{"command_rules": [{"commands": ["a"], "decision": "deny"}, {"commands": ["git"], "decision": "approve", "message": "m"}]}"#,
+        );
         let d = p.decide(&exec("git log"));
         assert_eq!(d.rule.to_string(), "command_rules[1]");
         assert_eq!(d.message.as_deref(), Some("m"));
@@ -1676,7 +1841,9 @@ mod tests {
 
     #[test]
     fn decide_all_keeps_strictest() {
-        let p = policy(r#"{"file_rules": [{"paths": ["/a/**"], "operations": ["create"], "decision": "approve"}]}"#);
+        let p = policy(
+            r#"{"file_rules": [{"paths": ["/a/**"], "operations": ["create"], "decision": "approve"}]}"#,
+        );
         let reqs = [
             file("/tmp/x", Delete),
             file("/a/x", Create),
@@ -1695,11 +1862,20 @@ mod tests {
     fn loader_rejects_unknown_fields_and_names_them() {
         let cases = [
             (r#"{"pth_rules": []}"#, "pth_rules"),
-            (r#"{"file_rules": [{"paths": ["/x"], "decision": "deny", "operation": ["read"]}]}"#, "operation"),
-            (r#"{"file_rules": [{"paths": ["/x"], "decision": "deny", "operations": ["reed"]}]}"#, "file_rules[0].operations[0]"),
+            (
+                r#"{"file_rules": [{"paths": ["/x"], "decision": "deny", "operation": ["read"]}]}"#,
+                "operation",
+            ),
+            (
+                r#"{"file_rules": [{"paths": ["/x"], "decision": "deny", "operations": ["reed"]}]}"#,
+                "file_rules[0].operations[0]",
+            ),
             (r#"{"default_decision": "maybe"}"#, "default_decision"),
             (r#"{"command_rules": [{"commands": ["x"]}]}"#, "decision"),
-            (r#"{"connect_rules": [{"hosts": ["*"], "decision": "deny", "port": [1]}]}"#, "port"),
+            (
+                r#"{"connect_rules": [{"hosts": ["*"], "decision": "deny", "port": [1]}]}"#,
+                "port",
+            ),
             (r#"{} {}"#, "trailing"),
         ];
         for (json, needle) in cases {
@@ -1711,16 +1887,52 @@ mod tests {
     }
 
     #[test]
+    fn from_value_and_validate() {
+        let value = serde_json::json!({"file_rules": [{"paths": ["/a/[b"], "decision": "deny"}]});
+        let file = PolicyFile::from_value(value, "config.json").unwrap();
+        let err = file.validate().unwrap_err();
+        assert!(err.to_string().contains("file_rules[0].paths[0]"), "{err}");
+        let value = serde_json::json!({"file_rules": [{"paths": ["/a"], "decision": "nope"}]});
+        let err = PolicyFile::from_value(value, "config.json").unwrap_err();
+        assert!(err.to_string().contains("file_rules[0].decision"), "{err}");
+        assert!(baseline_file().validate().is_ok());
+    }
+
+    #[test]
     fn validation_rejects_bad_patterns() {
         let cases = [
-            (r#"{"file_rules": [{"paths": ["/ok", "/a/[b"], "decision": "deny"}]}"#, "file_rules[0].paths[1]"),
-            (r#"{"command_rules": [{"commands": ["git"], "args_patterns": ["(push"], "decision": "deny"}]}"#, "command_rules[0].args_patterns[0]"),
-            (r#"{"command_rules": [{"commands": ["{a"], "decision": "deny"}]}"#, "command_rules[0].commands[0]"),
-            (r#"{"path_rules": [{"pattern": "/[x", "decision": "deny"}]}"#, "path_rules[0].pattern"),
-            (r#"{"connect_rules": [{"hosts": ["example.com"], "decision": "deny"}]}"#, "connect_rules[0].hosts[0]"),
-            (r#"{"connect_rules": [{"hosts": ["10.0.0.0/33"], "decision": "deny"}]}"#, "connect_rules[0].hosts[0]"),
-            (r#"{"connect_rules": [{"ports": ["90-80"], "decision": "deny"}]}"#, "connect_rules[0].ports[0]"),
-            (r#"{"connect_rules": [{"ports": ["http"], "decision": "deny"}]}"#, "connect_rules[0].ports[0]"),
+            (
+                r#"{"file_rules": [{"paths": ["/ok", "/a/[b"], "decision": "deny"}]}"#,
+                "file_rules[0].paths[1]",
+            ),
+            (
+                r#"{"command_rules": [{"commands": ["git"], "args_patterns": ["(push"], "decision": "deny"}]}"#,
+                "command_rules[0].args_patterns[0]",
+            ),
+            (
+                r#"{"command_rules": [{"commands": ["{a"], "decision": "deny"}]}"#,
+                "command_rules[0].commands[0]",
+            ),
+            (
+                r#"{"path_rules": [{"pattern": "/[x", "decision": "deny"}]}"#,
+                "path_rules[0].pattern",
+            ),
+            (
+                r#"{"connect_rules": [{"hosts": ["example.com"], "decision": "deny"}]}"#,
+                "connect_rules[0].hosts[0]",
+            ),
+            (
+                r#"{"connect_rules": [{"hosts": ["10.0.0.0/33"], "decision": "deny"}]}"#,
+                "connect_rules[0].hosts[0]",
+            ),
+            (
+                r#"{"connect_rules": [{"ports": ["90-80"], "decision": "deny"}]}"#,
+                "connect_rules[0].ports[0]",
+            ),
+            (
+                r#"{"connect_rules": [{"ports": ["http"], "decision": "deny"}]}"#,
+                "connect_rules[0].ports[0]",
+            ),
         ];
         for (json, needle) in cases {
             let file = PolicyFile::from_json(json, "t").unwrap();
@@ -1767,10 +1979,7 @@ mod tests {
         assert_eq!(exec("ls").session_key(), "execve:/usr/bin/ls:");
         assert_eq!(unix("/run/x.sock").session_key(), "connect:/run/x.sock");
         assert_eq!(inet("1.2.3.4:443").session_key(), "connect:1.2.3.4:443");
-        assert_eq!(
-            file("/a/b", Write).session_key(),
-            "open:/a/b:write"
-        );
+        assert_eq!(file("/a/b", Write).session_key(), "open:/a/b:write");
     }
 
     #[test]
@@ -1778,7 +1987,9 @@ mod tests {
         // The baseline denies reading credentials, so reads are always trapped with it.
         assert!(Policy::baseline(&ctx()).needs_read_trap());
         let mut p = Policy::baseline(&ctx());
-        p.baseline.file.retain(|r| r.operations.iter().all(|o| !o.is_read_only()) && !r.operations.is_empty());
+        p.baseline
+            .file
+            .retain(|r| r.operations.iter().all(|o| !o.is_read_only()) && !r.operations.is_empty());
         assert!(!p.needs_read_trap());
         p.default_decision = Approve;
         assert!(p.needs_read_trap());
@@ -1794,7 +2005,11 @@ mod tests {
             ("a/../../b", "../b"),
         ];
         for (input, expected) in cases {
-            assert_eq!(normalize(Path::new(input)), PathBuf::from(expected), "{input}");
+            assert_eq!(
+                normalize(Path::new(input)),
+                PathBuf::from(expected),
+                "{input}"
+            );
         }
     }
 

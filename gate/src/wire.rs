@@ -150,6 +150,49 @@ pub struct ApprovalResponse {
     pub message: Option<String>,
 }
 
+/// How one trapped syscall ended, for the host-side audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditOutcome {
+    /// The policy allowed it.
+    Allowed,
+    /// The policy denied it.
+    Denied,
+    /// An earlier "allow for session" covered it.
+    AllowedBySession,
+    /// A person allowed it once.
+    ApprovedOnce,
+    /// A person allowed it for the session.
+    ApprovedForSession,
+    /// A person (or the approver, after an error) denied it.
+    DeniedByApprover,
+    /// Too many approvals were pending.
+    DeniedOverLimit,
+    /// Its arguments could not be read.
+    DeniedUnreadable,
+}
+
+/// One decided syscall. The supervisor hands these to a [`crate::notify::AuditSink`]; the bot
+/// records them on the host (`gates.audit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditRecord {
+    /// `LOOP_CHANNEL_ID` of the container.
+    pub channel_id: String,
+    /// The caller inside the container.
+    pub pid: u32,
+    /// The syscall's name.
+    pub syscall: String,
+    /// What was attempted; absent when the arguments could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<GateAction>,
+    /// The deciding rule, e.g. `baseline.file_rules[3]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// How it ended.
+    pub outcome: AuditOutcome,
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;

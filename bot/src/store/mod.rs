@@ -9,8 +9,17 @@ use loop_migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 
+mod conversations;
+mod entity;
+mod inbox;
+mod records;
+mod runs;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
+
+pub use inbox::{Accepted, MAX_MESSAGE_CHARS};
+pub use records::*;
+pub use runs::RunOrigin;
 
 /// Errors callers can act on.
 #[derive(Debug, thiserror::Error)]
@@ -196,3 +205,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod story_tests;

@@ -1,0 +1,136 @@
+//! sea-orm entities, one module per table of `loop-migrations`. Only the store uses them.
+//! Times are Unix milliseconds (see the migrations crate).
+
+pub mod channels {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "channels")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        pub platform: String,
+        pub channel_id: String,
+        pub thread_id: Option<String>,
+        pub parent_key: Option<String>,
+        pub work_dir: Option<String>,
+        pub budget_usd: Option<f64>,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod sessions {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sessions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub channel_key: String,
+        pub claude_session_id: Option<String>,
+        pub work_dir: String,
+        pub state: String,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod inbox {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "inbox")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub platform: String,
+        pub platform_message_id: String,
+        pub channel_key: String,
+        pub author_id: String,
+        pub author_name: String,
+        pub text: String,
+        pub triggers: bool,
+        pub status: String,
+        pub run_id: Option<String>,
+        pub attempts: i32,
+        pub received_at: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod runs {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "runs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub channel_key: String,
+        pub session_id: String,
+        pub status: String,
+        pub origin: String,
+        pub task_id: Option<String>,
+        pub container_id: Option<String>,
+        pub prompt: String,
+        pub answer: Option<String>,
+        pub error: Option<String>,
+        pub claude_session_id: Option<String>,
+        pub input_tokens: i64,
+        pub output_tokens: i64,
+        pub cache_read_tokens: i64,
+        pub cache_creation_tokens: i64,
+        pub cost_usd: f64,
+        pub num_turns: i32,
+        pub created_at: i64,
+        pub started_at: Option<i64>,
+        pub finished_at: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod outbox {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "outbox")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub channel_key: String,
+        pub run_id: Option<String>,
+        pub kind: String,
+        pub body: String,
+        pub status: String,
+        pub platform_message_id: Option<String>,
+        pub attempts: i32,
+        pub created_at: i64,
+        pub sent_at: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -1,0 +1,289 @@
+//! Runs and the outbox. A run's end is recorded in one transaction with its messages marked
+//! done and its answer queued, so a crash can never leave "answered but not recorded" or
+//! "recorded but the answer lost".
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
+    sea_query::{Expr, ExprTrait},
+};
+
+use super::entity::{outbox, runs};
+use super::records::{
+    ChannelUsage, InboxStatus, OutboxKind, OutboxMessage, OutboxStatus, RunFinish, RunRecord,
+    RunStatus, now_ms,
+};
+use super::{Store, StoreError};
+
+/// Where a run came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOrigin {
+    Chat,
+    Task,
+}
+
+impl RunOrigin {
+    fn as_str(self) -> &'static str {
+        match self {
+            RunOrigin::Chat => "chat",
+            RunOrigin::Task => "task",
+        }
+    }
+}
+
+impl Store {
+    /// Records a run as started.
+    pub async fn start_run(
+        &self,
+        run_id: &str,
+        channel_key: &str,
+        session_id: &str,
+        origin: RunOrigin,
+        prompt: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        runs::ActiveModel {
+            id: Set(run_id.to_owned()),
+            channel_key: Set(channel_key.to_owned()),
+            session_id: Set(session_id.to_owned()),
+            status: Set(RunStatus::Running.as_str().to_owned()),
+            origin: Set(origin.as_str().to_owned()),
+            task_id: Set(None),
+            container_id: Set(None),
+            prompt: Set(prompt.to_owned()),
+            answer: Set(None),
+            error: Set(None),
+            claude_session_id: Set(None),
+            input_tokens: Set(0),
+            output_tokens: Set(0),
+            cache_read_tokens: Set(0),
+            cache_creation_tokens: Set(0),
+            cost_usd: Set(0.0),
+            num_turns: Set(0),
+            created_at: Set(now),
+            started_at: Set(Some(now)),
+            finished_at: Set(None),
+        }
+        .insert(self.db())
+        .await?;
+        Ok(())
+    }
+
+    /// Records how a run ended, marks its messages, and queues the reply — atomically.
+    pub async fn finish_run(
+        &self,
+        run_id: &str,
+        channel_key: &str,
+        status: RunStatus,
+        finish: RunFinish,
+        reply: Option<(OutboxKind, String)>,
+    ) -> Result<(), StoreError> {
+        let txn = self.db().begin().await?;
+        let now = now_ms();
+        runs::Entity::update_many()
+            .col_expr(runs::Column::Status, status.as_str().into())
+            .col_expr(runs::Column::Answer, finish.answer.clone().into())
+            .col_expr(runs::Column::Error, finish.error.clone().into())
+            .col_expr(runs::Column::ClaudeSessionId, finish.claude_session_id.clone().into())
+            .col_expr(runs::Column::ContainerId, finish.container_id.clone().into())
+            .col_expr(runs::Column::InputTokens, finish.input_tokens.into())
+            .col_expr(runs::Column::OutputTokens, finish.output_tokens.into())
+            .col_expr(runs::Column::CacheReadTokens, finish.cache_read_tokens.into())
+            .col_expr(runs::Column::CacheCreationTokens, finish.cache_creation_tokens.into())
+            .col_expr(runs::Column::CostUsd, finish.cost_usd.into())
+            .col_expr(runs::Column::NumTurns, finish.num_turns.into())
+            .col_expr(runs::Column::FinishedAt, Some(now).into())
+            .filter(runs::Column::Id.eq(run_id))
+            .exec(&txn)
+            .await?;
+        let message_status = if status == RunStatus::Succeeded {
+            InboxStatus::Done
+        } else {
+            InboxStatus::Failed
+        };
+        Store::complete_messages(&txn, run_id, message_status).await?;
+        if let Some((kind, body)) = reply {
+            outbox::ActiveModel {
+                channel_key: Set(channel_key.to_owned()),
+                run_id: Set(Some(run_id.to_owned())),
+                kind: Set(kind.as_str().to_owned()),
+                body: Set(body),
+                status: Set(OutboxStatus::Pending.as_str().to_owned()),
+                platform_message_id: Set(None),
+                attempts: Set(0),
+                created_at: Set(now),
+                sent_at: Set(None),
+                ..Default::default()
+            }
+            .insert(&txn)
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Queues a message that belongs to no run (command replies, notices).
+    pub async fn enqueue_notice(&self, channel_key: &str, body: &str) -> Result<i64, StoreError> {
+        let row = outbox::ActiveModel {
+            channel_key: Set(channel_key.to_owned()),
+            run_id: Set(None),
+            kind: Set(OutboxKind::Notice.as_str().to_owned()),
+            body: Set(body.to_owned()),
+            status: Set(OutboxStatus::Pending.as_str().to_owned()),
+            platform_message_id: Set(None),
+            attempts: Set(0),
+            created_at: Set(now_ms()),
+            sent_at: Set(None),
+            ..Default::default()
+        }
+        .insert(self.db())
+        .await?;
+        Ok(row.id)
+    }
+
+    /// Runs the daemon was in the middle of when it died: marked interrupted, and their
+    /// messages put back in the queue so they are answered (once) after the restart.
+    pub async fn recover_interrupted_runs(&self) -> Result<Vec<String>, StoreError> {
+        let running: Vec<String> = runs::Entity::find()
+            .select_only()
+            .column(runs::Column::Id)
+            .filter(runs::Column::Status.eq(RunStatus::Running.as_str()))
+            .into_tuple()
+            .all(self.db())
+            .await?;
+        for run_id in &running {
+            runs::Entity::update_many()
+                .col_expr(runs::Column::Status, RunStatus::Interrupted.as_str().into())
+                .col_expr(runs::Column::FinishedAt, Some(now_ms()).into())
+                .filter(runs::Column::Id.eq(run_id.as_str()))
+                .exec(self.db())
+                .await?;
+            self.release_messages(run_id).await?;
+        }
+        Ok(running)
+    }
+
+    /// Messages waiting to be posted, oldest first.
+    pub async fn pending_outbox(&self) -> Result<Vec<OutboxMessage>, StoreError> {
+        Ok(outbox::Entity::find()
+            .filter(outbox::Column::Status.eq(OutboxStatus::Pending.as_str()))
+            .order_by_asc(outbox::Column::Id)
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(|row| OutboxMessage {
+                id: row.id,
+                channel_key: row.channel_key,
+                run_id: row.run_id,
+                kind: OutboxKind::parse(&row.kind).unwrap_or(OutboxKind::Notice),
+                body: row.body,
+                attempts: row.attempts,
+            })
+            .collect())
+    }
+
+    /// Records that the platform accepted an outbox message.
+    pub async fn mark_sent(&self, id: i64, platform_message_id: Option<&str>) -> Result<(), StoreError> {
+        outbox::Entity::update_many()
+            .col_expr(outbox::Column::Status, OutboxStatus::Sent.as_str().into())
+            .col_expr(outbox::Column::PlatformMessageId, platform_message_id.map(str::to_owned).into())
+            .col_expr(outbox::Column::SentAt, Some(now_ms()).into())
+            .filter(outbox::Column::Id.eq(id))
+            .exec(self.db())
+            .await?;
+        Ok(())
+    }
+
+    /// Counts a failed delivery; after `max_attempts` the message is given up on.
+    pub async fn mark_send_failed(&self, id: i64, max_attempts: i32) -> Result<(), StoreError> {
+        outbox::Entity::update_many()
+            .col_expr(outbox::Column::Attempts, Expr::col(outbox::Column::Attempts).add(1))
+            .filter(outbox::Column::Id.eq(id))
+            .exec(self.db())
+            .await?;
+        outbox::Entity::update_many()
+            .col_expr(outbox::Column::Status, OutboxStatus::Failed.as_str().into())
+            .filter(outbox::Column::Id.eq(id))
+            .filter(outbox::Column::Attempts.gte(max_attempts))
+            .exec(self.db())
+            .await?;
+        Ok(())
+    }
+
+    /// One run.
+    pub async fn run(&self, run_id: &str) -> Result<RunRecord, StoreError> {
+        runs::Entity::find_by_id(run_id.to_owned())
+            .one(self.db())
+            .await?
+            .map(run_record)
+            .ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))
+    }
+
+    /// A channel's runs, oldest first.
+    pub async fn channel_runs(&self, channel_key: &str) -> Result<Vec<RunRecord>, StoreError> {
+        Ok(runs::Entity::find()
+            .filter(runs::Column::ChannelKey.eq(channel_key))
+            .order_by_asc(runs::Column::CreatedAt)
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(run_record)
+            .collect())
+    }
+
+    /// Tokens and cost per channel.
+    pub async fn usage(&self) -> Result<Vec<ChannelUsage>, StoreError> {
+        let rows: Vec<(String, i64, Option<i64>, Option<i64>, Option<f64>)> = runs::Entity::find()
+            .select_only()
+            .column(runs::Column::ChannelKey)
+            .column_as(runs::Column::Id.count(), "runs")
+            // PostgreSQL sums BIGINT into NUMERIC: cast back so both backends decode to i64.
+            .column_as(Expr::cust("CAST(SUM(input_tokens) AS BIGINT)"), "input_tokens")
+            .column_as(Expr::cust("CAST(SUM(output_tokens) AS BIGINT)"), "output_tokens")
+            .column_as(runs::Column::CostUsd.sum(), "cost_usd")
+            .group_by(runs::Column::ChannelKey)
+            .order_by_asc(runs::Column::ChannelKey)
+            .into_tuple()
+            .all(self.db())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(channel_key, runs, input, output, cost)| ChannelUsage {
+                channel_key,
+                runs,
+                input_tokens: input.unwrap_or(0),
+                output_tokens: output.unwrap_or(0),
+                cost_usd: cost.unwrap_or(0.0),
+            })
+            .collect())
+    }
+
+    /// What a channel has spent so far.
+    pub async fn channel_cost(&self, channel_key: &str) -> Result<f64, StoreError> {
+        let cost: Option<Option<f64>> = runs::Entity::find()
+            .select_only()
+            .column_as(runs::Column::CostUsd.sum(), "cost")
+            .filter(runs::Column::ChannelKey.eq(channel_key))
+            .into_tuple()
+            .one(self.db())
+            .await?;
+        Ok(cost.flatten().unwrap_or(0.0))
+    }
+}
+
+fn run_record(row: runs::Model) -> RunRecord {
+    RunRecord {
+        id: row.id,
+        channel_key: row.channel_key,
+        status: RunStatus::parse(&row.status).unwrap_or(RunStatus::Failed),
+        answer: row.answer,
+        error: row.error,
+        claude_session_id: row.claude_session_id,
+        container_id: row.container_id,
+        input_tokens: row.input_tokens,
+        output_tokens: row.output_tokens,
+        cost_usd: row.cost_usd,
+        created_at: row.created_at,
+        finished_at: row.finished_at,
+    }
+}
