@@ -35,10 +35,11 @@ pub fn api_bind_addr(api_addr: &str) -> Result<SocketAddr, DaemonError> {
     } else {
         api_addr.to_owned()
     };
-    text.parse().map_err(|err: std::net::AddrParseError| DaemonError::ApiAddr {
-        addr: api_addr.to_owned(),
-        reason: err.to_string(),
-    })
+    text.parse()
+        .map_err(|err: std::net::AddrParseError| DaemonError::ApiAddr {
+            addr: api_addr.to_owned(),
+            reason: err.to_string(),
+        })
 }
 
 /// Runs until `shutdown` is cancelled.

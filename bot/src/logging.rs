@@ -30,7 +30,9 @@ pub fn init(level: &str, format: LogFormat, file: Option<&Path>) -> Result<(), L
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let result = match (format, file) {
         (LogFormat::Json, Some(path)) => builder.json().with_writer(open(path)?).try_init(),
-        (LogFormat::Text, Some(path)) => builder.with_ansi(false).with_writer(open(path)?).try_init(),
+        (LogFormat::Text, Some(path)) => {
+            builder.with_ansi(false).with_writer(open(path)?).try_init()
+        }
         (LogFormat::Json, None) => builder.json().with_writer(std::io::stderr).try_init(),
         (LogFormat::Text, None) => builder.with_writer(std::io::stderr).try_init(),
     };

@@ -34,10 +34,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match onboard::onboard(&sources.loop_dir, args.force)? {
                 onboard::OnboardOutcome::Written(path) => {
                     println!("wrote {}", path.display());
-                    println!("next: add your anthropic_api_key (or claude_code_oauth_token), then run `loop doctor`");
+                    println!(
+                        "next: add your anthropic_api_key (or claude_code_oauth_token), then run `loop doctor`"
+                    );
                 }
                 onboard::OnboardOutcome::AlreadyThere(path) => {
-                    println!("{} already exists; left as it is (use --force to replace it)", path.display());
+                    println!(
+                        "{} already exists; left as it is (use --force to replace it)",
+                        path.display()
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -89,7 +94,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve => {
             let config = load(&sources)?;
-            loop_bot::logging::init(&config.log_level, config.log_format, config.log_file.as_deref())?;
+            loop_bot::logging::init(
+                &config.log_level,
+                config.log_format,
+                config.log_file.as_deref(),
+            )?;
             let shutdown = tokio_util::sync::CancellationToken::new();
             let signal_token = shutdown.clone();
             tokio::spawn(async move {

@@ -45,7 +45,13 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        index(manager, "idx_sessions_channel_state", Sessions::Table, &[Sessions::ChannelKey, Sessions::State]).await?;
+        index(
+            manager,
+            "idx_sessions_channel_state",
+            Sessions::Table,
+            &[Sessions::ChannelKey, Sessions::State],
+        )
+        .await?;
 
         // Every accepted message, stored before it is acknowledged. The platform's message id
         // is the idempotency key: a redelivered event inserts nothing.
@@ -82,7 +88,13 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        index(manager, "idx_inbox_channel_status", Inbox::Table, &[Inbox::ChannelKey, Inbox::Status]).await?;
+        index(
+            manager,
+            "idx_inbox_channel_status",
+            Inbox::Table,
+            &[Inbox::ChannelKey, Inbox::Status],
+        )
+        .await?;
 
         // One agent turn: what was asked, what came back, what it cost.
         manager
@@ -113,7 +125,13 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        index(manager, "idx_runs_channel_created", Runs::Table, &[Runs::ChannelKey, Runs::CreatedAt]).await?;
+        index(
+            manager,
+            "idx_runs_channel_created",
+            Runs::Table,
+            &[Runs::ChannelKey, Runs::CreatedAt],
+        )
+        .await?;
         index(manager, "idx_runs_status", Runs::Table, &[Runs::Status]).await?;
 
         // Messages to send, persisted before they are sent, so an answer survives a crash
@@ -136,7 +154,13 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        index(manager, "idx_outbox_status", Outbox::Table, &[Outbox::Status]).await?;
+        index(
+            manager,
+            "idx_outbox_status",
+            Outbox::Table,
+            &[Outbox::Status],
+        )
+        .await?;
 
         // Recurring and one-shot work the agents schedule for themselves.
         manager
@@ -163,7 +187,13 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        index(manager, "idx_tasks_due", ScheduledTasks::Table, &[ScheduledTasks::Enabled, ScheduledTasks::NextRunAt]).await?;
+        index(
+            manager,
+            "idx_tasks_due",
+            ScheduledTasks::Table,
+            &[ScheduledTasks::Enabled, ScheduledTasks::NextRunAt],
+        )
+        .await?;
 
         // A gate prompt waiting for (or answered by) a human.
         manager
@@ -189,8 +219,20 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        index(manager, "idx_approvals_status", Approvals::Table, &[Approvals::Status]).await?;
-        index(manager, "idx_approvals_container", Approvals::Table, &[Approvals::ContainerId]).await?;
+        index(
+            manager,
+            "idx_approvals_status",
+            Approvals::Table,
+            &[Approvals::Status],
+        )
+        .await?;
+        index(
+            manager,
+            "idx_approvals_container",
+            Approvals::Table,
+            &[Approvals::ContainerId],
+        )
+        .await?;
 
         // Every gate decision, recorded on the host (never by the agent's container).
         manager
@@ -212,7 +254,13 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        index(manager, "idx_gate_audit_created", GateAudit::Table, &[GateAudit::CreatedAt]).await?;
+        index(
+            manager,
+            "idx_gate_audit_created",
+            GateAudit::Table,
+            &[GateAudit::CreatedAt],
+        )
+        .await?;
 
         // Semantic memory: text, where it came from, and its embedding (little-endian f32s).
         manager
@@ -233,8 +281,20 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        index(manager, "idx_memories_scope", Memories::Table, &[Memories::Scope, Memories::ScopeKey]).await?;
-        index(manager, "idx_memories_hash", Memories::Table, &[Memories::ContentHash]).await?;
+        index(
+            manager,
+            "idx_memories_scope",
+            Memories::Table,
+            &[Memories::Scope, Memories::ScopeKey],
+        )
+        .await?;
+        index(
+            manager,
+            "idx_memories_hash",
+            Memories::Table,
+            &[Memories::ContentHash],
+        )
+        .await?;
         Ok(())
     }
 

@@ -13,8 +13,8 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, KillContainerOptions,
-    UploadToContainerOptions, WaitContainerOptions,
+    AttachContainerOptions, CreateContainerOptions, KillContainerOptions, UploadToContainerOptions,
+    WaitContainerOptions,
 };
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -66,7 +66,8 @@ pub enum Recovery {
     None,
     /// The session was compacted after "Prompt is too long", then the turn retried.
     Compacted,
-    /// The turn failed once and was retried with only the latest message.
+    /// The turn failed once and was retried with only the latest message, in a fresh session
+    /// (the outcome's session id is the new one).
     RetriedLatest,
 }
 
@@ -80,7 +81,10 @@ pub enum RunError {
     #[error("the turn was stopped")]
     Cancelled,
     #[error("the agent reported an error: {message}")]
-    Agent { message: String, result: TurnResult },
+    Agent {
+        message: String,
+        result: Box<TurnResult>,
+    },
     #[error("the agent exited with status {code} without a result{}", stderr_suffix(.stderr))]
     Exited { code: i64, stderr: String },
     #[error("cannot prepare the container: {0}")]
@@ -94,8 +98,20 @@ pub enum RunError {
 }
 
 fn stderr_suffix(stderr: &str) -> String {
-    let tail: String = stderr.trim().chars().rev().take(500).collect::<Vec<_>>().into_iter().rev().collect();
-    if tail.is_empty() { String::new() } else { format!(": {tail}") }
+    let tail: String = stderr
+        .trim()
+        .chars()
+        .rev()
+        .take(500)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!(": {tail}")
+    }
 }
 
 impl RunError {
@@ -147,6 +163,46 @@ impl DockerRunner {
         &self.registry
     }
 
+    /// The channel's shell container (`sleep infinity`, same pipeline as agents), created on
+    /// first use. Concurrent callers for one channel get the same container.
+    pub async fn ensure_shell(
+        &self,
+        settings: &ContainerSettings,
+        target: &ChannelTarget,
+    ) -> Result<ContainerEntry, RunError> {
+        let lock = self.registry.channel_lock(&target.channel_id).await;
+        let _guard = lock.lock().await;
+        if let Some(existing) = self
+            .registry
+            .find_running(&target.channel_id, ContainerKind::Shell)
+        {
+            return Ok(existing);
+        }
+        let plan = plan_container(
+            settings,
+            target,
+            ContainerKind::Shell,
+            &ClaudeInvocation::default(),
+        );
+        write_host_files(&plan, settings)?;
+        let id = self.create(&plan, settings).await?;
+        self.docker
+            .start_container(&id, None)
+            .await
+            .map_err(|source| RunError::Docker {
+                call: "start_container",
+                source,
+            })?;
+        Ok(self.registry.register(ContainerEntry {
+            id,
+            name: plan.name,
+            channel_id: target.channel_id.clone(),
+            kind: ContainerKind::Shell,
+            status: ContainerStatus::Running,
+            remove_at_ms: None,
+        }))
+    }
+
     /// One attempt: create, copy, attach, start, write the prompt, read events, wait.
     async fn run_once(
         &self,
@@ -159,7 +215,12 @@ impl DockerRunner {
         let invocation = ClaudeInvocation {
             resume_session: session,
         };
-        let plan = plan_container(&request.settings, &request.target, ContainerKind::Agent, &invocation);
+        let plan = plan_container(
+            &request.settings,
+            &request.target,
+            ContainerKind::Agent,
+            &invocation,
+        );
         write_host_files(&plan, &request.settings)?;
         let result = self.run_plan(request, &plan, prompt, events, cancel).await;
         if !request.settings.keep_mcp_configs {
@@ -199,9 +260,14 @@ impl DockerRunner {
         outcome
     }
 
-    async fn create(&self, plan: &ContainerPlan, settings: &ContainerSettings) -> Result<String, RunError> {
-        let memory = (settings.memory_mb > 0)
-            .then(|| i64::try_from(settings.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX));
+    async fn create(
+        &self,
+        plan: &ContainerPlan,
+        settings: &ContainerSettings,
+    ) -> Result<String, RunError> {
+        let memory = (settings.memory_mb > 0).then(|| {
+            i64::try_from(settings.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)
+        });
         let cpu_period = 100_000_i64;
         // Truncation is intended: Docker takes whole microseconds of CPU time per period.
         #[allow(clippy::cast_possible_truncation)]
@@ -275,7 +341,10 @@ impl DockerRunner {
         let data = std::fs::read(host)
             .map_err(|err| RunError::Setup(format!("cannot read {}: {err}", host.display())))?;
         let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
-            return Err(RunError::Setup(format!("bad copy target {}", dest.display())));
+            return Err(RunError::Setup(format!(
+                "bad copy target {}",
+                dest.display()
+            )));
         };
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
@@ -430,7 +499,7 @@ impl DockerRunner {
                 } else {
                     result.text.clone()
                 },
-                result,
+                result: Box::new(result),
             }),
             Some(result) => Ok(TurnOutcome {
                 result,
@@ -458,10 +527,7 @@ impl DockerRunner {
 
     async fn was_oom_killed(&self, id: &str) -> bool {
         match self.docker.inspect_container(id, None).await {
-            Ok(info) => info
-                .state
-                .and_then(|s| s.oom_killed)
-                .unwrap_or(false),
+            Ok(info) => info.state.and_then(|s| s.oom_killed).unwrap_or(false),
             Err(_) => false,
         }
     }
@@ -491,7 +557,10 @@ fn write_host_files(plan: &ContainerPlan, settings: &ContainerSettings) -> Resul
     std::fs::write(&plan.mcp_config_path, text)
         .map_err(|e| setup("MCP config", &plan.mcp_config_path, e))?;
     // The agent (another uid) must read it through the bind mount.
-    let _ = std::fs::set_permissions(&plan.mcp_config_path, std::fs::Permissions::from_mode(0o644));
+    let _ = std::fs::set_permissions(
+        &plan.mcp_config_path,
+        std::fs::Permissions::from_mode(0o644),
+    );
     if let (Some(path), Some(gate)) = (&plan.gate_policy_path, &settings.gate) {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| setup("directory", dir, e))?;
@@ -514,7 +583,13 @@ impl AgentRunner for DockerRunner {
     ) -> Result<TurnOutcome, RunError> {
         let session = request.session_id.clone();
         let first = self
-            .run_once(&request, &request.prompt, session.clone(), events.as_ref(), &cancel)
+            .run_once(
+                &request,
+                &request.prompt,
+                session.clone(),
+                events.as_ref(),
+                &cancel,
+            )
             .await;
         let error = match first {
             Ok(outcome) => return Ok(outcome),
@@ -530,15 +605,30 @@ impl AgentRunner for DockerRunner {
                 .await?;
             let new_session = Some(compacted.result.session_id.clone()).filter(|s| !s.is_empty());
             let mut outcome = self
-                .run_once(&request, &request.prompt, new_session, events.as_ref(), &cancel)
+                .run_once(
+                    &request,
+                    &request.prompt,
+                    new_session,
+                    events.as_ref(),
+                    &cancel,
+                )
                 .await?;
             outcome.recovery = Recovery::Compacted;
             return Ok(outcome);
         }
         if error.is_retryable() {
-            tracing::info!(error = %error, "turn failed: retrying once with the latest message only");
+            // The session itself may be what fails (a broken transcript, a history the API
+            // refuses), and resuming it would carry the failed turn along: retry once in a
+            // fresh session with only the newest message.
+            tracing::info!(error = %error, session = %session_id, "turn failed: retrying once with the latest message in a fresh session");
             return match self
-                .run_once(&request, &request.latest_message, Some(session_id), events.as_ref(), &cancel)
+                .run_once(
+                    &request,
+                    &request.latest_message,
+                    None,
+                    events.as_ref(),
+                    &cancel,
+                )
                 .await
             {
                 Ok(mut outcome) => {
@@ -560,7 +650,7 @@ mod tests {
     fn classifies_errors_for_retry() {
         let agent = |message: &str| RunError::Agent {
             message: message.to_owned(),
-            result: TurnResult::default(),
+            result: Box::default(),
         };
         assert!(agent("Prompt is too long").is_prompt_too_long());
         assert!(!agent("overloaded").is_prompt_too_long());

@@ -34,7 +34,10 @@ pub enum AgentEvent {
         content: String,
     },
     /// `system` task progress (subagents).
-    Activity { subtype: String, description: String },
+    Activity {
+        subtype: String,
+        description: String,
+    },
     /// The final `result` event.
     Result(TurnResult),
 }
@@ -142,12 +145,11 @@ pub fn decode_line(line: &str) -> Result<Vec<AgentEvent>, DecodeError> {
                     })
                     .collect(),
             }),
-            Some(subtype @ ("task_started" | "task_progress" | "task_notification")) => {
-                events.push(AgentEvent::Activity {
+            Some(subtype @ ("task_started" | "task_progress" | "task_notification")) => events
+                .push(AgentEvent::Activity {
                     subtype: subtype.to_owned(),
                     description: raw.description.unwrap_or_default(),
-                })
-            }
+                }),
             _ => {}
         },
         "assistant" => {
@@ -217,10 +219,19 @@ fn tool_result_text(content: &Value) -> String {
 /// A short description of a tool call for progress messages: `Bash: ls -la`,
 /// `Write: src/main.rs`.
 pub fn describe_tool(name: &str, input: &Value) -> String {
-    let arg = ["command", "file_path", "path", "pattern", "url", "query", "description", "prompt"]
-        .iter()
-        .find_map(|key| input.get(*key).and_then(Value::as_str))
-        .unwrap_or("");
+    let arg = [
+        "command",
+        "file_path",
+        "path",
+        "pattern",
+        "url",
+        "query",
+        "description",
+        "prompt",
+    ]
+    .iter()
+    .find_map(|key| input.get(*key).and_then(Value::as_str))
+    .unwrap_or("");
     let arg: String = arg.lines().next().unwrap_or("").chars().take(80).collect();
     if arg.is_empty() {
         name.to_owned()
@@ -261,7 +272,11 @@ impl LineSplitter {
         let mut out = Vec::new();
         for chunk in bytes.split_inclusive(|b| *b == b'\n') {
             let ends_line = chunk.last() == Some(&b'\n');
-            let body = if ends_line { &chunk[..chunk.len() - 1] } else { chunk };
+            let body = if ends_line {
+                &chunk[..chunk.len() - 1]
+            } else {
+                chunk
+            };
             if !self.discarding {
                 if self.buffer.len() + body.len() > MAX_LINE_BYTES {
                     self.discarding = true;
@@ -363,21 +378,33 @@ mod tests {
 
     #[test]
     fn malformed_and_huge_lines_are_errors_not_panics() {
-        assert!(matches!(decode_line("{not json"), Err(DecodeError::NotJson(_))));
-        assert!(matches!(decode_line(r#"{"no_type":1}"#), Err(DecodeError::NotJson(_))));
+        assert!(matches!(
+            decode_line("{not json"),
+            Err(DecodeError::NotJson(_))
+        ));
+        assert!(matches!(
+            decode_line(r#"{"no_type":1}"#),
+            Err(DecodeError::NotJson(_))
+        ));
         let huge = "x".repeat(MAX_LINE_BYTES + 1);
-        assert_eq!(decode_line(&huge), Err(DecodeError::TooLong(MAX_LINE_BYTES + 1)));
+        assert_eq!(
+            decode_line(&huge),
+            Err(DecodeError::TooLong(MAX_LINE_BYTES + 1))
+        );
     }
 
     #[test]
     fn splitter_handles_chunks_and_bounds_lines() {
         let mut s = LineSplitter::default();
         assert_eq!(s.push(b"ab"), vec![]);
-        assert_eq!(s.push(b"c\nde\n\nf"), vec![
-            Line::Complete("abc".into()),
-            Line::Complete("de".into()),
-            Line::Complete(String::new()),
-        ]);
+        assert_eq!(
+            s.push(b"c\nde\n\nf"),
+            vec![
+                Line::Complete("abc".into()),
+                Line::Complete("de".into()),
+                Line::Complete(String::new()),
+            ]
+        );
         assert_eq!(s.finish(), Some(Line::Complete("f".into())));
         let big = vec![b'x'; MAX_LINE_BYTES + 10];
         let mut items = s.push(&big);
@@ -387,9 +414,18 @@ mod tests {
 
     #[test]
     fn describes_tools_briefly() {
-        assert_eq!(describe_tool("Bash", &serde_json::json!({"command": "ls -la\nrm"})), "Bash: ls -la");
-        assert_eq!(describe_tool("Write", &serde_json::json!({"file_path": "/a/b.rs"})), "Write: /a/b.rs");
-        assert_eq!(describe_tool("TodoWrite", &serde_json::json!({})), "TodoWrite");
+        assert_eq!(
+            describe_tool("Bash", &serde_json::json!({"command": "ls -la\nrm"})),
+            "Bash: ls -la"
+        );
+        assert_eq!(
+            describe_tool("Write", &serde_json::json!({"file_path": "/a/b.rs"})),
+            "Write: /a/b.rs"
+        );
+        assert_eq!(
+            describe_tool("TodoWrite", &serde_json::json!({})),
+            "TodoWrite"
+        );
     }
 
     #[test]

@@ -4,12 +4,12 @@
 //! **Invariant:** this crate knows nothing about Slack, Discord, sessions or the database.
 //! It takes plain settings and ids and returns events and results.
 
-pub mod docker;
-pub mod naming;
-pub mod spec;
 pub mod agent;
+pub mod docker;
 pub mod events;
+pub mod naming;
 pub mod registry;
+pub mod spec;
 
 pub use agent::{AgentRunner, DockerRunner, Recovery, RunError, TurnOutcome, TurnRequest};
 pub use events::{AgentEvent, TurnResult, Usage};

@@ -43,13 +43,21 @@ pub fn name_base(channel_id: &str, custom_dir: Option<&std::path::Path>) -> Stri
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_else(|| channel_id.to_owned());
     let base = sanitize(&raw);
-    if base.is_empty() { "agent".to_owned() } else { base }
+    if base.is_empty() {
+        "agent".to_owned()
+    } else {
+        base
+    }
 }
 
 /// `loop-{base}-{6 hex}` with a random suffix.
 pub fn container_name(channel_id: &str, custom_dir: Option<&std::path::Path>) -> String {
     let suffix: [u8; 3] = rand::random();
-    format!("loop-{}-{}", name_base(channel_id, custom_dir), hex::encode(suffix))
+    format!(
+        "loop-{}-{}",
+        name_base(channel_id, custom_dir),
+        hex::encode(suffix)
+    )
 }
 
 /// `loop-chrome-{sanitised channel}`.

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::docker::DockerError;
-use crate::naming::{APP_AGENT, LABEL_APP, LABEL_CHANNEL, LABEL_TYPE};
+use crate::naming::{APP_AGENT, LABEL_APP, LABEL_CHANNEL, LABEL_DAEMON, LABEL_TYPE};
 use crate::spec::ContainerKind;
 
 /// How often [`ContainerRegistry::run_reconcile_loop`] compares the registry with Docker.
@@ -74,6 +74,9 @@ struct Inner {
 #[derive(Clone)]
 pub struct ContainerRegistry {
     docker: Docker,
+    /// Only containers labelled with this daemon id are restored, reconciled and cleaned up,
+    /// so two daemons (or parallel tests) on one engine never touch each other's containers.
+    daemon_id: String,
     inner: Arc<Mutex<Inner>>,
     events: broadcast::Sender<RegistryEvent>,
     tracker: TaskTracker,
@@ -82,10 +85,12 @@ pub struct ContainerRegistry {
 }
 
 impl ContainerRegistry {
-    pub fn new(docker: Docker) -> ContainerRegistry {
+    /// A registry for the daemon instance `daemon_id` (stable across restarts of one daemon).
+    pub fn new(docker: Docker, daemon_id: impl Into<String>) -> ContainerRegistry {
         let (events, _) = broadcast::channel(256);
         ContainerRegistry {
             docker,
+            daemon_id: daemon_id.into(),
             inner: Arc::new(Mutex::new(Inner {
                 entries: HashMap::new(),
                 removal_timers: HashMap::new(),
@@ -101,6 +106,10 @@ impl ContainerRegistry {
         &self.docker
     }
 
+    pub fn daemon_id(&self) -> &str {
+        &self.daemon_id
+    }
+
     /// Subscribes to registry events.
     pub fn subscribe(&self) -> broadcast::Receiver<RegistryEvent> {
         self.events.subscribe()
@@ -108,22 +117,24 @@ impl ContainerRegistry {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A poisoned lock means a panic mid-insert; the maps are still usable.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Registers a container. For singleton kinds (shell, chrome) an existing running entry of
     /// the same channel is returned instead. Re-registering cancels a pending removal.
     pub fn register(&self, entry: ContainerEntry) -> ContainerEntry {
         let mut inner = self.lock();
-        if matches!(entry.kind, ContainerKind::Shell | ContainerKind::Chrome) {
-            if let Some(existing) = inner.entries.values().find(|e| {
+        if matches!(entry.kind, ContainerKind::Shell | ContainerKind::Chrome)
+            && let Some(existing) = inner.entries.values().find(|e| {
                 e.kind == entry.kind
                     && e.channel_id == entry.channel_id
                     && e.status == ContainerStatus::Running
                     && e.id != entry.id
-            }) {
-                return existing.clone();
-            }
+            })
+        {
+            return existing.clone();
         }
         if let Some(timer) = inner.removal_timers.remove(&entry.id) {
             timer.cancel();
@@ -164,7 +175,9 @@ impl ContainerRegistry {
         let removed = inner.entries.remove(id).is_some();
         drop(inner);
         if removed {
-            let _ = self.events.send(RegistryEvent::Removed { id: id.to_owned() });
+            let _ = self
+                .events
+                .send(RegistryEvent::Removed { id: id.to_owned() });
         }
     }
 
@@ -241,7 +254,10 @@ impl ContainerRegistry {
     pub async fn docker_containers(&self) -> Result<Vec<ContainerEntry>, DockerError> {
         let filters = HashMap::from([(
             "label".to_owned(),
-            vec![format!("{LABEL_APP}={APP_AGENT}")],
+            vec![
+                format!("{LABEL_APP}={APP_AGENT}"),
+                format!("{LABEL_DAEMON}={}", self.daemon_id),
+            ],
         )]);
         let summaries = self
             .docker
@@ -344,7 +360,8 @@ impl ContainerRegistry {
         }
     }
 
-    /// Force-removes every labelled container (graceful shutdown).
+    /// Force-removes every container of this daemon (graceful shutdown, or orphans after a
+    /// crash).
     pub async fn cleanup(&self) -> Result<usize, DockerError> {
         let all = self.docker_containers().await?;
         let count = all.len();

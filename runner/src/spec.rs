@@ -150,6 +150,10 @@ pub struct ContainerSettings {
     pub network: Option<String>,
     /// The daemon instance id, stored as a label.
     pub daemon_id: String,
+    /// Host directory keeping Claude's session transcripts between containers: each channel
+    /// gets `{sessions_dir}/{channel}` mounted at `$HOME/.claude/projects`, so `--resume`
+    /// works in the next fresh container and no channel can read another's transcripts.
+    pub sessions_dir: Option<PathBuf>,
     pub gate: Option<GateSpec>,
 }
 
@@ -334,7 +338,11 @@ pub fn claude_command(
     }
     for dir in &settings.extra_dirs {
         cmd.push("--add-dir".to_owned());
-        cmd.push(expand_tilde(dir, &settings.agent.home).display().to_string());
+        cmd.push(
+            expand_tilde(dir, &settings.agent.home)
+                .display()
+                .to_string(),
+        );
     }
     cmd
 }
@@ -470,12 +478,22 @@ fn plan_mounts(settings: &ContainerSettings, target: &ChannelTarget) -> MountPla
         });
         plan.container_paths.push(dest);
     }
-    if let Some(excludes) = &settings.git_excludes_file {
-        if excludes.exists() {
-            plan.binds
-                .push(format!("{0}:{0}:ro", excludes.display()));
-            plan.container_paths.push(excludes.clone());
+    if let Some(excludes) = &settings.git_excludes_file
+        && excludes.exists()
+    {
+        plan.binds.push(format!("{0}:{0}:ro", excludes.display()));
+        plan.container_paths.push(excludes.clone());
+    }
+    if let Some(root) = &settings.sessions_dir {
+        let host = root.join(naming::sanitize(&target.channel_id));
+        if let Err(err) = std::fs::create_dir_all(&host) {
+            tracing::warn!(dir = %host.display(), error = %err, "cannot create the session store");
         }
+        let dest = home.join(".claude").join("projects");
+        plan.binds
+            .push(format!("{}:{}", host.display(), dest.display()));
+        plan.chown_paths.push(dest.display().to_string());
+        plan.container_paths.push(dest);
     }
     let project_mount = match &target.parent_dir {
         Some(parent) if target.work_dir.starts_with(parent) => parent.clone(),

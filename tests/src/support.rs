@@ -89,7 +89,10 @@ impl TestRig {
         let home = self.dir.path().join("home");
         std::fs::create_dir_all(&home).expect("home");
         let mut envs = BTreeMap::new();
-        envs.insert("ANTHROPIC_BASE_URL".to_owned(), serde_json::json!(model_url));
+        envs.insert(
+            "ANTHROPIC_BASE_URL".to_owned(),
+            serde_json::json!(model_url),
+        );
         envs.insert(
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".to_owned(),
             serde_json::json!("1"),
@@ -117,6 +120,7 @@ impl TestRig {
             git_excludes_file: None,
             network: None,
             daemon_id: self.daemon_id.clone(),
+            sessions_dir: Some(self.dir.path().join("sessions")),
             gate: None,
         }
     }
@@ -168,7 +172,8 @@ fn make_traversable(path: &Path) {
         if let Ok(meta) = std::fs::metadata(dir) {
             let mode = meta.permissions().mode();
             if mode & 0o001 == 0 {
-                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o711));
+                let _ =
+                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o711));
             }
         }
         current = dir.parent();

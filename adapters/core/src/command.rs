@@ -63,11 +63,17 @@ mod tests {
         check("  !loop STOP ", Some(ChatCommand::Stop));
         check("/loop new", Some(ChatCommand::New));
         check("/loop tasks", Some(ChatCommand::Tasks));
-        check("/loop dir ~/src/app", Some(ChatCommand::Dir("~/src/app".into())));
+        check(
+            "/loop dir ~/src/app",
+            Some(ChatCommand::Dir("~/src/app".into())),
+        );
         check("/loop dir", Some(ChatCommand::Status));
         check("/loop", Some(ChatCommand::Help));
         check("/loop frobnicate", Some(ChatCommand::Help));
-        check("!loop fix the tests please", Some(ChatCommand::Prompt("fix the tests please".into())));
+        check(
+            "!loop fix the tests please",
+            Some(ChatCommand::Prompt("fix the tests please".into())),
+        );
         check("/looping", None);
         check("hello /loop status", None);
         check("plain text", None);

@@ -36,7 +36,9 @@ impl FromStr for PlatformKind {
             "local" => Ok(PlatformKind::Local),
             "slack" => Ok(PlatformKind::Slack),
             "discord" => Ok(PlatformKind::Discord),
-            other => Err(AdapterError::BadChannelKey(format!("unknown platform {other:?}"))),
+            other => Err(AdapterError::BadChannelKey(format!(
+                "unknown platform {other:?}"
+            ))),
         }
     }
 }
@@ -84,7 +86,13 @@ impl ChannelKey {
             slug.push_str(thread);
         }
         slug.chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect()
     }
 }

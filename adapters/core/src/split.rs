@@ -49,10 +49,10 @@ fn best_cut(text: &str, budget: usize) -> usize {
         .map_or(text.len(), |(i, _)| i);
     let window = &text[..hard];
     for separator in ["\n\n", "\n", " "] {
-        if let Some(pos) = window.rfind(separator) {
-            if pos > hard / 2 {
-                return pos + separator.len();
-            }
+        if let Some(pos) = window.rfind(separator)
+            && pos > hard / 2
+        {
+            return pos + separator.len();
         }
     }
     hard
@@ -78,7 +78,12 @@ mod tests {
     use super::*;
 
     fn fences_balanced(chunk: &str) -> bool {
-        chunk.lines().filter(|l| l.trim_start().starts_with("```")).count() % 2 == 0
+        chunk
+            .lines()
+            .filter(|l| l.trim_start().starts_with("```"))
+            .count()
+            % 2
+            == 0
     }
 
     #[test]
@@ -88,7 +93,10 @@ mod tests {
 
     #[test]
     fn long_prose_splits_at_boundaries_within_the_limit() {
-        let text = (0..200).map(|i| format!("word{i}")).collect::<Vec<_>>().join(" ");
+        let text = (0..200)
+            .map(|i| format!("word{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
         let chunks = split_message(&text, 100);
         assert!(chunks.len() > 1);
         for chunk in &chunks {
@@ -105,7 +113,11 @@ mod tests {
         let chunks = split_message(&text, 300);
         assert!(chunks.len() > 2);
         for chunk in &chunks {
-            assert!(chunk.chars().count() <= 300, "{} > 300", chunk.chars().count());
+            assert!(
+                chunk.chars().count() <= 300,
+                "{} > 300",
+                chunk.chars().count()
+            );
             assert!(fences_balanced(chunk), "unbalanced:\n{chunk}");
         }
         assert!(chunks[1].starts_with("```rust\n"), "{}", chunks[1]);

@@ -169,7 +169,11 @@ async fn docker_checks(config: &Config) -> Vec<Check> {
             ),
             "upgrade Docker to 20.10 or newer",
         )),
-        Err(err) => checks.push(Check::fail("docker", err.to_string(), "check dockerd's log")),
+        Err(err) => checks.push(Check::fail(
+            "docker",
+            err.to_string(),
+            "check dockerd's log",
+        )),
     }
     match loop_runner::docker::image_exists(&docker, &config.container_image).await {
         Ok(true) => checks.push(Check::ok(
@@ -204,7 +208,11 @@ async fn database_check(config: &Config) -> Check {
         }
         Ok(pending) => Check::warn(
             "database",
-            format!("{shown}: {} migration(s) pending: {}", pending.len(), pending.join(", ")),
+            format!(
+                "{shown}: {} migration(s) pending: {}",
+                pending.len(),
+                pending.join(", ")
+            ),
             "`loop serve` applies them at start",
         ),
         Err(err) => Check::fail(

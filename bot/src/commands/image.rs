@@ -53,7 +53,10 @@ pub fn stage_context(dir: &Path, request: &BuildRequest) -> Result<(), ImageErro
     let stage = |path: PathBuf, result: std::io::Result<()>| {
         result.map_err(|source| ImageError::Stage { path, source })
     };
-    stage(dir.join("Dockerfile"), std::fs::write(dir.join("Dockerfile"), DOCKERFILE))?;
+    stage(
+        dir.join("Dockerfile"),
+        std::fs::write(dir.join("Dockerfile"), DOCKERFILE),
+    )?;
     let entrypoint = dir.join("entrypoint.sh");
     stage(entrypoint.clone(), std::fs::write(&entrypoint, ENTRYPOINT))?;
     stage(
@@ -118,8 +121,14 @@ pub async fn build(request: &BuildRequest) -> Result<(), ImageError> {
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
     for stream in [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-        child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
     ]
     .into_iter()
     .flatten()
@@ -184,7 +193,10 @@ mod tests {
     fn parses_build_steps() {
         assert_eq!(parse_step("Step 3/12 : RUN apt-get update"), Some((3, 12)));
         assert_eq!(parse_step("#7 [3/8] RUN npm install"), Some((3, 8)));
-        assert_eq!(parse_step("#7 [stage-1 3/8] COPY loop /usr/local/bin"), Some((3, 8)));
+        assert_eq!(
+            parse_step("#7 [stage-1 3/8] COPY loop /usr/local/bin"),
+            Some((3, 8))
+        );
         assert_eq!(parse_step("Successfully built abc"), None);
         assert_eq!(parse_step("[notes] whatever"), None);
     }
@@ -195,8 +207,11 @@ mod tests {
         let bin = dir.path().join("fake-loop");
         std::fs::write(&bin, "#!/bin/sh\n").expect("write");
         let cert = dir.path().join("ca.pem");
-        std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----\n")
-            .expect("write");
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
         let context = dir.path().join("ctx");
         std::fs::create_dir(&context).expect("mkdir");
         let mut request = BuildRequest {
@@ -207,7 +222,12 @@ mod tests {
             no_cache: false,
         };
         stage_context(&context, &request).expect("stage");
-        for file in ["Dockerfile", "entrypoint.sh", "loop", "ca-certificates/loop-extra-00.crt"] {
+        for file in [
+            "Dockerfile",
+            "entrypoint.sh",
+            "loop",
+            "ca-certificates/loop-extra-00.crt",
+        ] {
             assert!(context.join(file).exists(), "{file} missing");
         }
         let bogus = dir.path().join("bogus.pem");

@@ -74,13 +74,28 @@ mod tests {
     fn writes_once_and_respects_force() {
         let dir = tempfile::tempdir().expect("tempdir");
         let loop_dir = dir.path().join(".loop");
-        assert!(matches!(onboard(&loop_dir, false), Ok(OnboardOutcome::Written(_))));
-        std::fs::write(loop_dir.join("config.json"), "{\"platforms\": [\"local\"], // mine\n}")
-            .expect("edit");
-        assert!(matches!(onboard(&loop_dir, false), Ok(OnboardOutcome::AlreadyThere(_))));
+        assert!(matches!(
+            onboard(&loop_dir, false),
+            Ok(OnboardOutcome::Written(_))
+        ));
+        std::fs::write(
+            loop_dir.join("config.json"),
+            "{\"platforms\": [\"local\"], // mine\n}",
+        )
+        .expect("edit");
+        assert!(matches!(
+            onboard(&loop_dir, false),
+            Ok(OnboardOutcome::AlreadyThere(_))
+        ));
         let kept = std::fs::read_to_string(loop_dir.join("config.json")).expect("read");
-        assert!(kept.contains("// mine"), "an existing file is never overwritten");
-        assert!(matches!(onboard(&loop_dir, true), Ok(OnboardOutcome::Written(_))));
+        assert!(
+            kept.contains("// mine"),
+            "an existing file is never overwritten"
+        );
+        assert!(matches!(
+            onboard(&loop_dir, true),
+            Ok(OnboardOutcome::Written(_))
+        ));
         let mode = std::fs::metadata(loop_dir.join("config.json"))
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
             .expect("metadata");

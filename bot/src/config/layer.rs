@@ -259,13 +259,15 @@ pub struct ParsedLayer {
 /// Parses HJSON-style JSON (comments, trailing commas) into a layer. Syntax errors carry the
 /// line and column; type errors carry the JSON path and what was expected.
 pub fn parse_layer(path: &Path, text: &str) -> Result<ParsedLayer, ConfigError> {
-    let value: Value = jsonc_parser::parse_to_serde_value(text, &jsonc_parser::ParseOptions::default())
-        .map_err(|err| ConfigError::Syntax {
-            file: path.to_path_buf(),
-            line: err.line_display(),
-            column: err.column_display(),
-            message: err.kind().to_string(),
-        })?;
+    let value: Value =
+        jsonc_parser::parse_to_serde_value(text, &jsonc_parser::ParseOptions::default()).map_err(
+            |err| ConfigError::Syntax {
+                file: path.to_path_buf(),
+                line: err.line_display(),
+                column: err.column_display(),
+                message: err.kind().to_string(),
+            },
+        )?;
     let value = match value {
         Value::Null => Value::Object(Default::default()),
         Value::Object(_) => value,
@@ -273,7 +275,10 @@ pub fn parse_layer(path: &Path, text: &str) -> Result<ParsedLayer, ConfigError> 
             return Err(ConfigError::Type {
                 file: path.to_path_buf(),
                 json_path: ".".to_owned(),
-                message: format!("expected an object at the top level, found {}", json_kind(&other)),
+                message: format!(
+                    "expected an object at the top level, found {}",
+                    json_kind(&other)
+                ),
             });
         }
     };

@@ -17,8 +17,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use layer::{
-    AuditSettings, ConfigLayer, EmbeddingsLayer, GateDecision, LogFormat, McpServer,
-    ParsedLayer, PermissionSet, Permissions, Platform, RateLimits, TaskTemplate, parse_layer,
+    AuditSettings, ConfigLayer, EmbeddingsLayer, GateDecision, LogFormat, McpServer, ParsedLayer,
+    PermissionSet, Permissions, Platform, RateLimits, TaskTemplate, parse_layer,
 };
 pub use secret::{REDACTED, Secret};
 
@@ -250,7 +250,11 @@ const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
     ("LOOP_DISCORD_TOKEN", "discord_token", EnvKind::Text),
     ("LOOP_DISCORD_APP_ID", "discord_app_id", EnvKind::Text),
     ("LOOP_DISCORD_GUILD_ID", "discord_guild_id", EnvKind::Text),
-    ("LOOP_CLAUDE_CODE_OAUTH_TOKEN", "claude_code_oauth_token", EnvKind::Text),
+    (
+        "LOOP_CLAUDE_CODE_OAUTH_TOKEN",
+        "claude_code_oauth_token",
+        EnvKind::Text,
+    ),
     ("LOOP_ANTHROPIC_API_KEY", "anthropic_api_key", EnvKind::Text),
     ("LOOP_CLAUDE_MODEL", "claude_model", EnvKind::Text),
     ("LOOP_DB_PATH", "db_path", EnvKind::Text),
@@ -260,11 +264,23 @@ const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
     ("LOOP_LOG_FORMAT", "log_format", EnvKind::Text),
     ("LOOP_CONTAINER_IMAGE", "container_image", EnvKind::Text),
     ("LOOP_CONTAINER_RUNTIME", "container_runtime", EnvKind::Text),
-    ("LOOP_CONTAINER_TIMEOUT_SEC", "container_timeout_sec", EnvKind::Number),
-    ("LOOP_CONTAINER_MEMORY_MB", "container_memory_mb", EnvKind::Number),
+    (
+        "LOOP_CONTAINER_TIMEOUT_SEC",
+        "container_timeout_sec",
+        EnvKind::Number,
+    ),
+    (
+        "LOOP_CONTAINER_MEMORY_MB",
+        "container_memory_mb",
+        EnvKind::Number,
+    ),
     ("LOOP_CONTAINER_CPUS", "container_cpus", EnvKind::Number),
     ("LOOP_API_ADDR", "api_addr", EnvKind::Text),
-    ("LOOP_MAX_CONCURRENT_RUNS", "max_concurrent_runs", EnvKind::Number),
+    (
+        "LOOP_MAX_CONCURRENT_RUNS",
+        "max_concurrent_runs",
+        EnvKind::Number,
+    ),
 ];
 
 /// Standard variable names accepted for the model credentials when no config sets them.
@@ -426,7 +442,10 @@ impl Config {
             }
             set(&mut self.gates.rate_limits, gates.rate_limits);
             set(&mut self.gates.audit, gates.audit);
-            set(&mut self.gates.trust_project_config, gates.trust_project_config);
+            set(
+                &mut self.gates.trust_project_config,
+                gates.trust_project_config,
+            );
         }
         let _ = file;
         Ok(())
@@ -499,7 +518,10 @@ impl Config {
         let trusted = self.gates.trust_project_config;
         let mut loosenings: Vec<String> = Vec::new();
         let mut ignored = |what: &str| loosenings.push(what.to_owned());
-        if gates.rate_limits.is_some() || gates.audit.is_some() || gates.trust_project_config.is_some() {
+        if gates.rate_limits.is_some()
+            || gates.audit.is_some()
+            || gates.trust_project_config.is_some()
+        {
             warnings.push(format!(
                 "{}: gates.rate_limits, gates.audit and gates.trust_project_config are global-only and were ignored",
                 file.display()
@@ -521,9 +543,17 @@ impl Config {
             let gate = &mut self.gates.agentgate;
             for (name, project_rules, global_rules) in [
                 ("path_rules", agent.path_rules, &mut gate.path_rules),
-                ("command_rules", agent.command_rules, &mut gate.command_rules),
+                (
+                    "command_rules",
+                    agent.command_rules,
+                    &mut gate.command_rules,
+                ),
                 ("file_rules", agent.file_rules, &mut gate.file_rules),
-                ("connect_rules", agent.connect_rules, &mut gate.connect_rules),
+                (
+                    "connect_rules",
+                    agent.connect_rules,
+                    &mut gate.connect_rules,
+                ),
             ] {
                 let mut kept: Vec<Value> = Vec::new();
                 for rule in project_rules.unwrap_or_default() {
@@ -578,7 +608,8 @@ impl Config {
         set(&mut self.discord_guild_id, layer.discord_guild_id.clone());
         // Auth is replaced as a whole: a layer that names either credential decides both.
         if layer.claude_code_oauth_token.is_some() || layer.anthropic_api_key.is_some() {
-            self.claude_code_oauth_token = layer.claude_code_oauth_token.clone().unwrap_or_default();
+            self.claude_code_oauth_token =
+                layer.claude_code_oauth_token.clone().unwrap_or_default();
             self.anthropic_api_key = layer.anthropic_api_key.clone().unwrap_or_default();
         }
         set(&mut self.claude_bin_path, layer.claude_bin_path.clone());
@@ -598,7 +629,10 @@ impl Config {
         set(&mut self.container_timeout_sec, layer.container_timeout_sec);
         set(&mut self.container_memory_mb, layer.container_memory_mb);
         set(&mut self.container_cpus, layer.container_cpus);
-        set(&mut self.container_keep_alive_sec, layer.container_keep_alive_sec);
+        set(
+            &mut self.container_keep_alive_sec,
+            layer.container_keep_alive_sec,
+        );
         if layer.container_runtime.is_some() {
             self.container_runtime = layer.container_runtime.clone().filter(|r| !r.is_empty());
         }
@@ -616,7 +650,10 @@ impl Config {
     fn apply_memory_scalars(&mut self, memory: layer::MemoryLayer) {
         set(&mut self.memory.enabled, memory.enabled);
         set(&mut self.memory.max_chunk_chars, memory.max_chunk_chars);
-        set(&mut self.memory.reindex_interval_sec, memory.reindex_interval_sec);
+        set(
+            &mut self.memory.reindex_interval_sec,
+            memory.reindex_interval_sec,
+        );
         set(&mut self.memory.embeddings, memory.embeddings);
         if memory.model_dir.is_some() {
             self.memory.model_dir = memory.model_dir;
@@ -657,10 +694,16 @@ impl Config {
             ));
         }
         if self.container_timeout_sec == 0 {
-            return Err(invalid("container_timeout_sec", "must be at least 1".to_owned()));
+            return Err(invalid(
+                "container_timeout_sec",
+                "must be at least 1".to_owned(),
+            ));
         }
         if self.max_concurrent_runs == 0 {
-            return Err(invalid("max_concurrent_runs", "must be at least 1".to_owned()));
+            return Err(invalid(
+                "max_concurrent_runs",
+                "must be at least 1".to_owned(),
+            ));
         }
         if !matches!(
             self.log_level.to_ascii_lowercase().as_str(),
@@ -668,7 +711,10 @@ impl Config {
         ) {
             return Err(invalid(
                 "log_level",
-                format!("expected trace, debug, info, warn or error, got {:?}", self.log_level),
+                format!(
+                    "expected trace, debug, info, warn or error, got {:?}",
+                    self.log_level
+                ),
             ));
         }
         for mount in &self.mounts {
@@ -722,10 +768,7 @@ fn rule_is_allow(rule: &Value) -> bool {
 
 fn warn_unknown(file: &Path, keys: &[String], warnings: &mut Vec<String>) {
     for key in keys {
-        warnings.push(format!(
-            "{}: unknown key `{key}` ignored",
-            file.display()
-        ));
+        warnings.push(format!("{}: unknown key `{key}` ignored", file.display()));
     }
 }
 

@@ -170,7 +170,10 @@ fn env_with_a_bad_value_names_the_variable() {
 fn standard_credential_variables_are_a_fallback() {
     let mut fx = Fixture::new();
     fx.env("ANTHROPIC_API_KEY", "sk-standard");
-    assert_eq!(fx.load().config.anthropic_api_key.expose(), Some("sk-standard"));
+    assert_eq!(
+        fx.load().config.anthropic_api_key.expose(),
+        Some("sk-standard")
+    );
     fx.global(r#"{"claude_code_oauth_token": "oauth"}"#);
     let config = fx.load().config;
     assert_eq!(config.claude_code_oauth_token.expose(), Some("oauth"));
@@ -226,7 +229,10 @@ fn project_scalars_win_and_lists_replace() {
     let base = fx.load().config;
     let config = base.for_project(&work).expect("project loads").config;
     assert_eq!(config.claude_model.as_deref(), Some("project-model"));
-    assert_eq!(config.container_memory_mb, 512, "unset in project keeps global");
+    assert_eq!(
+        config.container_memory_mb, 512,
+        "unset in project keeps global"
+    );
     assert_eq!(config.mounts, vec!["vol:/data"]);
     assert_eq!(config.copy_files, vec!["~/.a"]);
     assert!(config.extra_dirs.is_empty());
@@ -266,7 +272,10 @@ fn project_memory_paths_append_and_templates_merge_by_name() {
                                {"name": "weekly", "schedule": "0 9 * * 1", "prompt": "w"}]}"#,
     );
     let config = fx.load().config.for_project(&work).expect("loads").config;
-    assert_eq!(config.memory.paths, vec!["./memory", "./docs", "!./docs/private"]);
+    assert_eq!(
+        config.memory.paths,
+        vec!["./memory", "./docs", "!./docs/private"]
+    );
     assert_eq!(config.task_templates.len(), 2);
     assert_eq!(config.task_templates[0].schedule, "0 10 * * *");
 }
@@ -312,7 +321,11 @@ fn project_gates_may_only_tighten() {
         .iter()
         .map(|r| r["commands"][0].as_str().expect("string").to_owned())
         .collect();
-    assert_eq!(commands, vec!["curl", "git"], "project deny first, allow dropped");
+    assert_eq!(
+        commands,
+        vec!["curl", "git"],
+        "project deny first, allow dropped"
+    );
     assert_eq!(loaded.config.gates.rate_limits, RateLimits::default());
     let warnings = loaded.warnings.join("\n");
     assert!(warnings.contains("enabled=false"), "{warnings}");

@@ -1,8 +1,6 @@
 //! Channels, threads and their sessions.
 
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 
 use loop_adapter::ChannelKey;
 
@@ -38,17 +36,23 @@ impl Store {
     /// The channel's own work directory, or its parent channel's for a thread.
     pub async fn channel_work_dir(&self, key: &ChannelKey) -> Result<Option<String>, StoreError> {
         for candidate in [key.to_string(), key.parent().to_string()] {
-            if let Some(row) = channels::Entity::find_by_id(candidate).one(self.db()).await? {
-                if row.work_dir.is_some() {
-                    return Ok(row.work_dir);
-                }
+            if let Some(row) = channels::Entity::find_by_id(candidate)
+                .one(self.db())
+                .await?
+                && row.work_dir.is_some()
+            {
+                return Ok(row.work_dir);
             }
         }
         Ok(None)
     }
 
     /// Points a channel at a work directory; its session starts fresh there.
-    pub async fn set_channel_work_dir(&self, key: &ChannelKey, dir: &str) -> Result<(), StoreError> {
+    pub async fn set_channel_work_dir(
+        &self,
+        key: &ChannelKey,
+        dir: &str,
+    ) -> Result<(), StoreError> {
         self.ensure_channel(key).await?;
         channels::Entity::update_many()
             .col_expr(channels::Column::WorkDir, dir.into())
@@ -90,7 +94,11 @@ impl Store {
     }
 
     /// Records the Claude session id a turn reported.
-    pub async fn set_claude_session(&self, session_id: &str, claude_session_id: &str) -> Result<(), StoreError> {
+    pub async fn set_claude_session(
+        &self,
+        session_id: &str,
+        claude_session_id: &str,
+    ) -> Result<(), StoreError> {
         sessions::Entity::update_many()
             .col_expr(sessions::Column::ClaudeSessionId, claude_session_id.into())
             .col_expr(sessions::Column::UpdatedAt, now_ms().into())

@@ -3,8 +3,8 @@
 
 use loop_adapter::Message;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
     sea_query::{Expr, ExprTrait},
 };
 
@@ -98,7 +98,10 @@ impl Store {
             .order_by_asc(inbox::Column::Id)
             .all(&txn)
             .await?;
-        if !rows.iter().any(|r| r.status == InboxStatus::Pending.as_str()) {
+        if !rows
+            .iter()
+            .any(|r| r.status == InboxStatus::Pending.as_str())
+        {
             txn.rollback().await?;
             return Ok(Vec::new());
         }
@@ -154,7 +157,10 @@ impl Store {
             inbox::Entity::update_many()
                 .col_expr(inbox::Column::Status, status.as_str().into())
                 .col_expr(inbox::Column::RunId, Expr::value(Option::<String>::None))
-                .col_expr(inbox::Column::Attempts, Expr::col(inbox::Column::Attempts).add(1))
+                .col_expr(
+                    inbox::Column::Attempts,
+                    Expr::col(inbox::Column::Attempts).add(1),
+                )
                 .col_expr(inbox::Column::UpdatedAt, now_ms().into())
                 .filter(inbox::Column::RunId.eq(run_id))
                 .filter(inbox::Column::Triggers.eq(triggers))
@@ -176,7 +182,10 @@ impl Store {
     }
 
     /// Messages of a channel in arrival order (tests and status).
-    pub async fn channel_messages(&self, channel_key: &str) -> Result<Vec<InboxMessage>, StoreError> {
+    pub async fn channel_messages(
+        &self,
+        channel_key: &str,
+    ) -> Result<Vec<InboxMessage>, StoreError> {
         Ok(inbox::Entity::find()
             .filter(inbox::Column::ChannelKey.eq(channel_key))
             .order_by_asc(inbox::Column::Id)

@@ -57,15 +57,13 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 impl Store {
     /// Connects and applies pending migrations.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
-        if let Some(path) = sqlite_file(url) {
-            if let Some(dir) = std::path::Path::new(path).parent() {
-                if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                        path: dir.display().to_string(),
-                        source,
-                    })?;
-                }
-            }
+        if let Some(dir) = sqlite_file(url).and_then(|path| std::path::Path::new(path).parent())
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
         }
         let mut options = ConnectOptions::new(url.to_owned());
         options
@@ -94,10 +92,12 @@ impl Store {
 
     /// Migrations that are known but not yet applied (for `loop doctor`).
     pub async fn pending_migrations(url: &str) -> Result<Vec<String>, StoreError> {
-        let db = Database::connect(url).await.map_err(|source| StoreError::Open {
-            url: redact_url(url),
-            source,
-        })?;
+        let db = Database::connect(url)
+            .await
+            .map_err(|source| StoreError::Open {
+                url: redact_url(url),
+                source,
+            })?;
         let pending = Migrator::get_pending_migrations(&db).await?;
         Ok(pending.iter().map(|m| m.name().to_owned()).collect())
     }

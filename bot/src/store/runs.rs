@@ -84,12 +84,24 @@ impl Store {
             .col_expr(runs::Column::Status, status.as_str().into())
             .col_expr(runs::Column::Answer, finish.answer.clone().into())
             .col_expr(runs::Column::Error, finish.error.clone().into())
-            .col_expr(runs::Column::ClaudeSessionId, finish.claude_session_id.clone().into())
-            .col_expr(runs::Column::ContainerId, finish.container_id.clone().into())
+            .col_expr(
+                runs::Column::ClaudeSessionId,
+                finish.claude_session_id.clone().into(),
+            )
+            .col_expr(
+                runs::Column::ContainerId,
+                finish.container_id.clone().into(),
+            )
             .col_expr(runs::Column::InputTokens, finish.input_tokens.into())
             .col_expr(runs::Column::OutputTokens, finish.output_tokens.into())
-            .col_expr(runs::Column::CacheReadTokens, finish.cache_read_tokens.into())
-            .col_expr(runs::Column::CacheCreationTokens, finish.cache_creation_tokens.into())
+            .col_expr(
+                runs::Column::CacheReadTokens,
+                finish.cache_read_tokens.into(),
+            )
+            .col_expr(
+                runs::Column::CacheCreationTokens,
+                finish.cache_creation_tokens.into(),
+            )
             .col_expr(runs::Column::CostUsd, finish.cost_usd.into())
             .col_expr(runs::Column::NumTurns, finish.num_turns.into())
             .col_expr(runs::Column::FinishedAt, Some(now).into())
@@ -183,10 +195,17 @@ impl Store {
     }
 
     /// Records that the platform accepted an outbox message.
-    pub async fn mark_sent(&self, id: i64, platform_message_id: Option<&str>) -> Result<(), StoreError> {
+    pub async fn mark_sent(
+        &self,
+        id: i64,
+        platform_message_id: Option<&str>,
+    ) -> Result<(), StoreError> {
         outbox::Entity::update_many()
             .col_expr(outbox::Column::Status, OutboxStatus::Sent.as_str().into())
-            .col_expr(outbox::Column::PlatformMessageId, platform_message_id.map(str::to_owned).into())
+            .col_expr(
+                outbox::Column::PlatformMessageId,
+                platform_message_id.map(str::to_owned).into(),
+            )
             .col_expr(outbox::Column::SentAt, Some(now_ms()).into())
             .filter(outbox::Column::Id.eq(id))
             .exec(self.db())
@@ -197,7 +216,10 @@ impl Store {
     /// Counts a failed delivery; after `max_attempts` the message is given up on.
     pub async fn mark_send_failed(&self, id: i64, max_attempts: i32) -> Result<(), StoreError> {
         outbox::Entity::update_many()
-            .col_expr(outbox::Column::Attempts, Expr::col(outbox::Column::Attempts).add(1))
+            .col_expr(
+                outbox::Column::Attempts,
+                Expr::col(outbox::Column::Attempts).add(1),
+            )
             .filter(outbox::Column::Id.eq(id))
             .exec(self.db())
             .await?;
@@ -233,13 +255,21 @@ impl Store {
 
     /// Tokens and cost per channel.
     pub async fn usage(&self) -> Result<Vec<ChannelUsage>, StoreError> {
-        let rows: Vec<(String, i64, Option<i64>, Option<i64>, Option<f64>)> = runs::Entity::find()
+        /// channel, runs, input tokens, output tokens, cost.
+        type UsageRow = (String, i64, Option<i64>, Option<i64>, Option<f64>);
+        let rows: Vec<UsageRow> = runs::Entity::find()
             .select_only()
             .column(runs::Column::ChannelKey)
             .column_as(runs::Column::Id.count(), "runs")
             // PostgreSQL sums BIGINT into NUMERIC: cast back so both backends decode to i64.
-            .column_as(Expr::cust("CAST(SUM(input_tokens) AS BIGINT)"), "input_tokens")
-            .column_as(Expr::cust("CAST(SUM(output_tokens) AS BIGINT)"), "output_tokens")
+            .column_as(
+                Expr::cust("CAST(SUM(input_tokens) AS BIGINT)"),
+                "input_tokens",
+            )
+            .column_as(
+                Expr::cust("CAST(SUM(output_tokens) AS BIGINT)"),
+                "output_tokens",
+            )
             .column_as(runs::Column::CostUsd.sum(), "cost_usd")
             .group_by(runs::Column::ChannelKey)
             .order_by_asc(runs::Column::ChannelKey)

@@ -30,38 +30,92 @@ async fn inbox_run_and_outbox_story() {
         let key = channel.to_string();
 
         // Accepting is idempotent on the platform's message id.
-        let first = store.accept_message(&message(&channel, "m1", "context only", false)).await.expect("accept");
+        let first = store
+            .accept_message(&message(&channel, "m1", "context only", false))
+            .await
+            .expect("accept");
         assert!(matches!(first, Accepted::New(_)), "{backend}");
         assert_eq!(
-            store.accept_message(&message(&channel, "m1", "context only", false)).await.expect("again"),
+            store
+                .accept_message(&message(&channel, "m1", "context only", false))
+                .await
+                .expect("again"),
             Accepted::Duplicate,
             "{backend}"
         );
         // Context alone does not start a turn.
-        assert!(store.channels_with_pending().await.expect("pending").is_empty(), "{backend}");
-        assert!(store.claim_pending(&key, "r0").await.expect("claim").is_empty(), "{backend}");
+        assert!(
+            store
+                .channels_with_pending()
+                .await
+                .expect("pending")
+                .is_empty(),
+            "{backend}"
+        );
+        assert!(
+            store
+                .claim_pending(&key, "r0")
+                .await
+                .expect("claim")
+                .is_empty(),
+            "{backend}"
+        );
 
-        store.accept_message(&message(&channel, "m2", "please do it", true)).await.expect("accept");
-        store.accept_message(&message(&channel, "m3", "and this too", true)).await.expect("accept");
-        assert_eq!(store.channels_with_pending().await.expect("pending"), vec![key.clone()]);
+        store
+            .accept_message(&message(&channel, "m2", "please do it", true))
+            .await
+            .expect("accept");
+        store
+            .accept_message(&message(&channel, "m3", "and this too", true))
+            .await
+            .expect("accept");
+        assert_eq!(
+            store.channels_with_pending().await.expect("pending"),
+            vec![key.clone()]
+        );
 
         // One claim takes everything waiting, in order; a second claim gets nothing.
-        let session = store.active_session(&channel, "/work").await.expect("session");
-        store.start_run("r1", &key, &session.id, RunOrigin::Chat, "prompt").await.expect("start");
+        let session = store
+            .active_session(&channel, "/work")
+            .await
+            .expect("session");
+        store
+            .start_run("r1", &key, &session.id, RunOrigin::Chat, "prompt")
+            .await
+            .expect("start");
         let claimed = store.claim_pending(&key, "r1").await.expect("claim");
         let texts: Vec<&str> = claimed.iter().map(|m| m.text.as_str()).collect();
-        assert_eq!(texts, vec!["context only", "please do it", "and this too"], "{backend}");
-        assert!(store.claim_pending(&key, "r2").await.expect("claim").is_empty());
+        assert_eq!(
+            texts,
+            vec!["context only", "please do it", "and this too"],
+            "{backend}"
+        );
+        assert!(
+            store
+                .claim_pending(&key, "r2")
+                .await
+                .expect("claim")
+                .is_empty()
+        );
 
         // A crash mid-run: recovery marks it interrupted and re-queues its messages.
-        assert_eq!(store.recover_interrupted_runs().await.expect("recover"), vec!["r1".to_owned()]);
-        assert_eq!(store.run("r1").await.expect("run").status, RunStatus::Interrupted);
+        assert_eq!(
+            store.recover_interrupted_runs().await.expect("recover"),
+            vec!["r1".to_owned()]
+        );
+        assert_eq!(
+            store.run("r1").await.expect("run").status,
+            RunStatus::Interrupted
+        );
         let again = store.claim_pending(&key, "r2").await.expect("claim");
         assert_eq!(again.len(), 3, "{backend}");
         assert!(again.iter().all(|m| m.attempts == 1), "{backend}");
 
         // Finishing is atomic: run recorded, messages done, answer queued.
-        store.start_run("r2", &key, &session.id, RunOrigin::Chat, "prompt").await.expect("start");
+        store
+            .start_run("r2", &key, &session.id, RunOrigin::Chat, "prompt")
+            .await
+            .expect("start");
         store
             .finish_run(
                 "r2",
@@ -80,27 +134,59 @@ async fn inbox_run_and_outbox_story() {
             .await
             .expect("finish");
         let messages = store.channel_messages(&key).await.expect("messages");
-        assert!(messages.iter().all(|m| m.status == InboxStatus::Done), "{backend}: {messages:?}");
+        assert!(
+            messages.iter().all(|m| m.status == InboxStatus::Done),
+            "{backend}: {messages:?}"
+        );
         let outbox = store.pending_outbox().await.expect("outbox");
         assert_eq!(outbox.len(), 1);
         assert_eq!(outbox[0].body, "done");
-        store.mark_sent(outbox[0].id, Some("ts-1")).await.expect("sent");
+        store
+            .mark_sent(outbox[0].id, Some("ts-1"))
+            .await
+            .expect("sent");
         assert!(store.pending_outbox().await.expect("outbox").is_empty());
 
         // Usage per channel.
         let usage = store.usage().await.expect("usage");
-        let row = usage.iter().find(|u| u.channel_key == key).expect("usage row");
-        assert_eq!((row.input_tokens, row.output_tokens), (100, 20), "{backend}");
+        let row = usage
+            .iter()
+            .find(|u| u.channel_key == key)
+            .expect("usage row");
+        assert_eq!(
+            (row.input_tokens, row.output_tokens),
+            (100, 20),
+            "{backend}"
+        );
         assert!((store.channel_cost(&key).await.expect("cost") - 0.5).abs() < 1e-9);
 
         // Sessions: the Claude id sticks until the channel is reset or moved.
-        store.set_claude_session(&session.id, "claude-1").await.expect("set");
-        let same = store.active_session(&channel, "/elsewhere").await.expect("session");
+        store
+            .set_claude_session(&session.id, "claude-1")
+            .await
+            .expect("set");
+        let same = store
+            .active_session(&channel, "/elsewhere")
+            .await
+            .expect("session");
         assert_eq!(same.claude_session_id.as_deref(), Some("claude-1"));
-        store.set_channel_work_dir(&channel.parent(), "/projects/app").await.expect("dir");
-        assert_eq!(store.channel_work_dir(&channel).await.expect("dir").as_deref(), Some("/projects/app"));
+        store
+            .set_channel_work_dir(&channel.parent(), "/projects/app")
+            .await
+            .expect("dir");
+        assert_eq!(
+            store
+                .channel_work_dir(&channel)
+                .await
+                .expect("dir")
+                .as_deref(),
+            Some("/projects/app")
+        );
         store.close_sessions(&channel).await.expect("close");
-        let fresh = store.active_session(&channel, "/projects/app").await.expect("session");
+        let fresh = store
+            .active_session(&channel, "/projects/app")
+            .await
+            .expect("session");
         assert_ne!(fresh.id, session.id);
         assert_eq!(fresh.claude_session_id, None);
     }
@@ -111,7 +197,12 @@ async fn huge_messages_are_truncated_not_refused() {
     let db = TestDb::sqlite().await;
     let channel = ChannelKey::channel(PlatformKind::Local, "big");
     let text = "x".repeat(MAX_MESSAGE_CHARS + 50);
-    let Accepted::New(id) = db.store().accept_message(&message(&channel, "big1", &text, true)).await.expect("accept") else {
+    let Accepted::New(id) = db
+        .store()
+        .accept_message(&message(&channel, "big1", &text, true))
+        .await
+        .expect("accept")
+    else {
         panic!("must be new");
     };
     let stored = db.store().inbox_message(id).await.expect("stored");

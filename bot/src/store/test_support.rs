@@ -55,7 +55,9 @@ impl TestDb {
             Some((base, _)) => format!("{base}/{name}"),
             None => panic!("LOOP_TEST_DATABASE_URL has no database path: {admin_url}"),
         };
-        let store = Store::open(&url).await.expect("open postgres test database");
+        let store = Store::open(&url)
+            .await
+            .expect("open postgres test database");
         Some(TestDb {
             url,
             store,

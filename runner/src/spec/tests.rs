@@ -43,6 +43,7 @@ impl Fixture {
             git_excludes_file: None,
             network: None,
             daemon_id: "d1".into(),
+            sessions_dir: None,
             gate: None,
         };
         let target = ChannelTarget {
@@ -95,11 +96,18 @@ fn base_env() {
     let plan = fx.plan();
     let home = fx.home().display().to_string();
     assert_eq!(env_of(&plan, "CHANNEL_ID"), Some("C123"));
-    assert_eq!(env_of(&plan, "API_URL"), Some("http://host.docker.internal:8222"));
+    assert_eq!(
+        env_of(&plan, "API_URL"),
+        Some("http://host.docker.internal:8222")
+    );
     assert_eq!(env_of(&plan, "HOME"), Some(home.as_str()));
     assert_eq!(env_of(&plan, "HOST_USER"), Some("alice"));
     assert_eq!(env_of(&plan, "TZ"), Some("Europe/Bucharest"));
-    assert!(env_of(&plan, "PATH").expect("PATH").starts_with(&format!("{home}/.local/bin:{home}/bin:{home}/go/bin:")));
+    assert!(
+        env_of(&plan, "PATH")
+            .expect("PATH")
+            .starts_with(&format!("{home}/.local/bin:{home}/bin:{home}/go/bin:"))
+    );
     assert_eq!(env_of(&plan, "ANTHROPIC_API_KEY"), Some("sk-test"));
     assert_eq!(env_of(&plan, "CLAUDE_CODE_OAUTH_TOKEN"), None);
     assert_eq!(env_of(&plan, "LOOP_GATE_ENABLED"), None);
@@ -107,7 +115,10 @@ fn base_env() {
 
 #[test]
 fn oauth_wins_and_exactly_one_credential_is_set() {
-    assert_eq!(Auth::pick(Some("o"), Some("k")), Auth::OAuthToken("o".into()));
+    assert_eq!(
+        Auth::pick(Some("o"), Some("k")),
+        Auth::OAuthToken("o".into())
+    );
     assert_eq!(Auth::pick(Some(""), Some("k")), Auth::ApiKey("k".into()));
     assert_eq!(Auth::pick(None, None), Auth::None);
     let mut fx = Fixture::new();
@@ -130,12 +141,18 @@ fn proxies_are_rewritten_and_no_proxy_includes_the_host() {
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     let env = proxy_env(&host);
-    assert!(env.contains(&"HTTP_PROXY=http://host.docker.internal:3128".to_owned()), "{env:?}");
+    assert!(
+        env.contains(&"HTTP_PROXY=http://host.docker.internal:3128".to_owned()),
+        "{env:?}"
+    );
     assert!(env.contains(&"https_proxy=http://host.docker.internal:3129".to_owned()));
     assert!(env.contains(&"HTTPS_PROXY=http://host.docker.internal:8080".to_owned()));
     assert!(env.contains(&"NO_PROXY=example.com,host.docker.internal".to_owned()));
     assert!(env.contains(&"no_proxy=host.docker.internal".to_owned()));
-    assert!(proxy_env(&BTreeMap::new()).is_empty(), "no proxy, no NO_PROXY");
+    assert!(
+        proxy_env(&BTreeMap::new()).is_empty(),
+        "no proxy, no NO_PROXY"
+    );
 }
 
 #[test]
@@ -172,14 +189,27 @@ fn mounts_named_volumes_host_paths_and_missing_paths() {
     ];
     let plan = fx.plan();
     let h = home.display().to_string();
-    assert!(plan.binds.contains(&format!("loop-npmcache:{h}/.npm")), "{:?}", plan.binds);
+    assert!(
+        plan.binds.contains(&format!("loop-npmcache:{h}/.npm")),
+        "{:?}",
+        plan.binds
+    );
     assert!(plan.binds.contains(&"loop-gocache:/go".to_owned()));
     assert!(plan.binds.contains(&format!("{h}/.ssh:{h}/.ssh:ro")));
-    assert!(!plan.binds.iter().any(|b| b.contains(".missing")), "missing host path skipped");
+    assert!(
+        !plan.binds.iter().any(|b| b.contains(".missing")),
+        "missing host path skipped"
+    );
     let work = fx.target.work_dir.display().to_string();
-    assert!(plan.binds.contains(&format!("{work}:{work}")), "work dir at its own path");
+    assert!(
+        plan.binds.contains(&format!("{work}:{work}")),
+        "work dir at its own path"
+    );
     let chown = env_of(&plan, "CHOWN_PATHS").expect("CHOWN_PATHS");
-    assert!(chown.split(':').any(|p| p == format!("{h}/.npm")), "{chown}");
+    assert!(
+        chown.split(':').any(|p| p == format!("{h}/.npm")),
+        "{chown}"
+    );
     assert!(chown.split(':').any(|p| p == "/go"), "{chown}");
 }
 
@@ -194,7 +224,12 @@ fn worktree_parent_is_mounted_instead_of_the_worktree() {
     let plan = fx.plan();
     let p = parent.display().to_string();
     assert!(plan.binds.contains(&format!("{p}:{p}")), "{:?}", plan.binds);
-    assert!(!plan.binds.iter().any(|b| b.starts_with(&worktree.display().to_string())));
+    assert!(
+        !plan
+            .binds
+            .iter()
+            .any(|b| b.starts_with(&worktree.display().to_string()))
+    );
 }
 
 #[test]
@@ -211,7 +246,11 @@ fn git_excludes_and_extra_dirs_are_mounted_and_passed() {
     assert!(plan.binds.contains(&format!("{e}:{e}:ro")));
     let x = extra.display().to_string();
     assert!(plan.binds.contains(&format!("{x}:{x}")));
-    let pos = plan.cmd.iter().position(|a| a == "--add-dir").expect("--add-dir");
+    let pos = plan
+        .cmd
+        .iter()
+        .position(|a| a == "--add-dir")
+        .expect("--add-dir");
     assert_eq!(plan.cmd[pos + 1], x);
 }
 
@@ -264,7 +303,16 @@ fn mcp_config_has_the_builtin_server_unless_the_user_defines_loop() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert_eq!(&args[..5], &["mcp", "--channel-id", "C123", "--api-url", "http://host.docker.internal:8222"]);
+    assert_eq!(
+        &args[..5],
+        &[
+            "mcp",
+            "--channel-id",
+            "C123",
+            "--api-url",
+            "http://host.docker.internal:8222"
+        ]
+    );
     assert!(args.contains(&"--author-id") && args.contains(&"U1") && args.contains(&"--memory"));
     assert_eq!(plan.mcp_config["mcpServers"]["github"]["command"], "gh-mcp");
 
@@ -292,9 +340,15 @@ fn gate_wiring_mounts_the_policy_and_sets_the_env() {
     let plan = fx.plan();
     let path = plan.gate_policy_path.clone().expect("policy path");
     assert_eq!(path, policy_dir.join(&plan.name).join("gate-policy.json"));
-    assert!(plan.binds.contains(&format!("{}:/etc/loop/gate-policy.json:ro", path.display())));
+    assert!(
+        plan.binds
+            .contains(&format!("{}:/etc/loop/gate-policy.json:ro", path.display()))
+    );
     assert_eq!(env_of(&plan, "LOOP_GATE_ENABLED"), Some("1"));
-    assert_eq!(env_of(&plan, "LOOP_GATE_POLICY_FILE"), Some("/etc/loop/gate-policy.json"));
+    assert_eq!(
+        env_of(&plan, "LOOP_GATE_POLICY_FILE"),
+        Some("/etc/loop/gate-policy.json")
+    );
     assert_eq!(env_of(&plan, "LOOP_CHANNEL_ID"), Some("C123"));
     assert_eq!(env_of(&plan, "LOOP_GATE_TOKEN").map(str::len), Some(64));
 }
@@ -317,9 +371,36 @@ fn claude_command_resumes_and_picks_the_model() {
 }
 
 #[test]
+fn session_transcripts_persist_per_channel() {
+    let mut fx = Fixture::new();
+    let store = fx.dir.path().join("sessions");
+    fx.settings.sessions_dir = Some(store.clone());
+    let plan = fx.plan();
+    let host = store.join("c123");
+    assert!(host.is_dir(), "created on the host");
+    let dest = fx.home().join(".claude/projects");
+    assert!(
+        plan.binds
+            .contains(&format!("{}:{}", host.display(), dest.display())),
+        "{:?}",
+        plan.binds
+    );
+    let chown = env_of(&plan, "CHOWN_PATHS").expect("CHOWN_PATHS");
+    assert!(
+        chown.split(':').any(|p| p == dest.display().to_string()),
+        "{chown}"
+    );
+}
+
+#[test]
 fn shell_containers_sleep() {
     let fx = Fixture::new();
-    let plan = plan_container(&fx.settings, &fx.target, ContainerKind::Shell, &ClaudeInvocation::default());
+    let plan = plan_container(
+        &fx.settings,
+        &fx.target,
+        ContainerKind::Shell,
+        &ClaudeInvocation::default(),
+    );
     assert_eq!(plan.cmd, vec!["sleep", "infinity"]);
     assert_eq!(plan.labels["loop-type"], "shell");
 }
@@ -330,13 +411,22 @@ fn root_host_user_maps_to_an_unprivileged_agent() {
     let agent = AgentUser::for_host("root", 0, 0, Path::new("/root"), &fx.target.work_dir);
     assert_ne!(agent.uid, 0);
     assert_eq!(agent.home, PathBuf::from("/root"));
-    let agent = AgentUser::for_host("bob", 1001, 1001, Path::new("/home/bob"), &fx.target.work_dir);
+    let agent = AgentUser::for_host(
+        "bob",
+        1001,
+        1001,
+        Path::new("/home/bob"),
+        &fx.target.work_dir,
+    );
     assert_eq!((agent.name.as_str(), agent.uid), ("bob", 1001));
 }
 
 #[test]
 fn timezone_detection_prefers_tz() {
-    assert_eq!(detect_timezone(Some("Europe/Bucharest")), "Europe/Bucharest");
+    assert_eq!(
+        detect_timezone(Some("Europe/Bucharest")),
+        "Europe/Bucharest"
+    );
     assert_eq!(detect_timezone(Some(":UTC")), "UTC");
     assert!(!detect_timezone(None).is_empty());
 }

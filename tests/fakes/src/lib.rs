@@ -1,1 +1,10 @@
-//! loop-fakes
+//! Fakes of the external services loop talks to, for tests that cannot reach the real ones.
+//!
+//! The fakes are written from the public API documentation and from what the real clients were
+//! seen to send, never from loop's own types: a wrong wire shape in loop must fail a test
+//! instead of being mirrored here.
+//!
+//! - [`model`]: a scripted Anthropic Messages API server that the real Claude Code CLI talks to
+//!   through `ANTHROPIC_BASE_URL`.
+
+pub mod model;
