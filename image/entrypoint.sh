@@ -116,11 +116,13 @@ fi
 if [ -n "${CHOWN_PATHS:-}" ]; then
     old_ifs=$IFS
     IFS=:
+    set -f   # split on ':' only, no globbing
     for p in $CHOWN_PATHS; do
         if [ -n "$p" ] && [ -e "$p" ]; then
             chown -R "$AGENT_UID:$AGENT_GID" -- "$p" || log "chown failed for $p"
         fi
     done
+    set +f
     IFS=$old_ifs
 fi
 

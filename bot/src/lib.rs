@@ -6,4 +6,5 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod logging;
+pub mod orchestrator;
 pub mod store;

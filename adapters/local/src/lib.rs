@@ -1,1 +1,136 @@
-//! loop-adapter-local
+//! The local platform: `loop chat` and `loop run` talk to the daemon over its host API; this
+//! adapter is the daemon-side end. Messages arrive through the API; replies are broadcast as
+//! [`LocalEvent`]s that the API streams to the clients watching a channel.
+
+use async_trait::async_trait;
+use loop_adapter::{Adapter, AdapterError, ChannelKey, Inbound, PlatformKind, PostedMessage};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// Local terminals have no message size limit worth the name; keep chunks readable.
+pub const LOCAL_MESSAGE_LIMIT: usize = 64 * 1024;
+
+/// What a local client sees.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LocalEvent {
+    /// A new message in the channel.
+    Posted {
+        channel: String,
+        message_id: String,
+        text: String,
+    },
+    /// A message was replaced (status updates).
+    Edited {
+        channel: String,
+        message_id: String,
+        text: String,
+    },
+}
+
+impl LocalEvent {
+    pub fn channel(&self) -> &str {
+        match self {
+            LocalEvent::Posted { channel, .. } | LocalEvent::Edited { channel, .. } => channel,
+        }
+    }
+}
+
+/// The daemon side of the local platform. Cheap to clone.
+#[derive(Clone)]
+pub struct LocalAdapter {
+    events: broadcast::Sender<LocalEvent>,
+}
+
+impl Default for LocalAdapter {
+    fn default() -> Self {
+        LocalAdapter::new()
+    }
+}
+
+impl LocalAdapter {
+    pub fn new() -> LocalAdapter {
+        let (events, _) = broadcast::channel(1024);
+        LocalAdapter { events }
+    }
+
+    /// Every event on every local channel; clients filter by channel.
+    pub fn subscribe(&self) -> broadcast::Receiver<LocalEvent> {
+        self.events.subscribe()
+    }
+
+    fn check(channel: &ChannelKey) -> Result<(), AdapterError> {
+        if channel.platform == PlatformKind::Local {
+            Ok(())
+        } else {
+            Err(AdapterError::UnknownChannel(channel.to_string()))
+        }
+    }
+}
+
+#[async_trait]
+impl Adapter for LocalAdapter {
+    fn platform(&self) -> PlatformKind {
+        PlatformKind::Local
+    }
+
+    fn max_message_len(&self) -> usize {
+        LOCAL_MESSAGE_LIMIT
+    }
+
+    /// Local messages arrive through the host API, not through this loop.
+    async fn run(
+        &self,
+        _inbound: mpsc::Sender<Inbound>,
+        shutdown: CancellationToken,
+    ) -> Result<(), AdapterError> {
+        shutdown.cancelled().await;
+        Ok(())
+    }
+
+    async fn post(&self, channel: &ChannelKey, text: &str) -> Result<PostedMessage, AdapterError> {
+        LocalAdapter::check(channel)?;
+        let message_id = uuid::Uuid::new_v4().to_string();
+        // No subscriber is fine: the answer is in the database and `loop run` reads it there.
+        let _ = self.events.send(LocalEvent::Posted {
+            channel: channel.to_string(),
+            message_id: message_id.clone(),
+            text: text.to_owned(),
+        });
+        Ok(PostedMessage { message_id })
+    }
+
+    async fn edit(
+        &self,
+        channel: &ChannelKey,
+        message_id: &str,
+        text: &str,
+    ) -> Result<(), AdapterError> {
+        LocalAdapter::check(channel)?;
+        let _ = self.events.send(LocalEvent::Edited {
+            channel: channel.to_string(),
+            message_id: message_id.to_owned(),
+            text: text.to_owned(),
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn posts_and_edits_reach_subscribers() {
+        let adapter = LocalAdapter::new();
+        let mut rx = adapter.subscribe();
+        let channel = ChannelKey::channel(PlatformKind::Local, "c");
+        let posted = adapter.post(&channel, "hi").await.expect("post");
+        adapter.edit(&channel, &posted.message_id, "hi!").await.expect("edit");
+        assert!(matches!(rx.recv().await, Ok(LocalEvent::Posted { text, .. }) if text == "hi"));
+        assert!(matches!(rx.recv().await, Ok(LocalEvent::Edited { text, .. }) if text == "hi!"));
+        let slack = ChannelKey::channel(PlatformKind::Slack, "c");
+        assert!(adapter.post(&slack, "x").await.is_err());
+    }
+}

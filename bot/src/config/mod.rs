@@ -124,6 +124,8 @@ pub struct Config {
     pub poll_interval_sec: u64,
     /// Channels that may run a turn at the same moment.
     pub max_concurrent_runs: usize,
+    /// Spend after which a channel's new turns are refused (None = no budget).
+    pub channel_budget_usd: Option<f64>,
     pub mounts: Vec<String>,
     pub copy_files: Vec<String>,
     pub envs: BTreeMap<String, Value>,
@@ -324,6 +326,7 @@ impl Config {
             api_addr: ":8222".to_owned(),
             poll_interval_sec: 30,
             max_concurrent_runs: 4,
+            channel_budget_usd: None,
             mounts: Vec::new(),
             copy_files: vec!["~/.claude.json".to_owned()],
             envs: BTreeMap::new(),
@@ -639,6 +642,9 @@ impl Config {
         set(&mut self.api_addr, layer.api_addr.clone());
         set(&mut self.poll_interval_sec, layer.poll_interval_sec);
         set(&mut self.max_concurrent_runs, layer.max_concurrent_runs);
+        if layer.channel_budget_usd.is_some() {
+            self.channel_budget_usd = layer.channel_budget_usd;
+        }
         set(&mut self.keep_mcp_configs, layer.keep_mcp_configs);
         set(&mut self.browser.enabled, layer.browser_enabled);
         if let Some(browser) = &layer.browser {

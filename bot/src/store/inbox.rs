@@ -172,6 +172,24 @@ impl Store {
         Ok(())
     }
 
+    /// Puts every claimed message back in the queue (start-up recovery).
+    pub async fn release_orphan_claims(&self) -> Result<u64, StoreError> {
+        let mut released = 0;
+        for (triggers, status) in [(true, InboxStatus::Pending), (false, InboxStatus::Context)] {
+            released += inbox::Entity::update_many()
+                .col_expr(inbox::Column::Status, status.as_str().into())
+                .col_expr(inbox::Column::RunId, Expr::value(Option::<String>::None))
+                .col_expr(inbox::Column::Attempts, Expr::col(inbox::Column::Attempts).add(1))
+                .col_expr(inbox::Column::UpdatedAt, now_ms().into())
+                .filter(inbox::Column::Triggers.eq(triggers))
+                .filter(inbox::Column::Status.eq(InboxStatus::Claimed.as_str()))
+                .exec(self.db())
+                .await?
+                .rows_affected;
+        }
+        Ok(released)
+    }
+
     /// One message by id (tests and the API).
     pub async fn inbox_message(&self, id: i64) -> Result<InboxMessage, StoreError> {
         inbox::Entity::find_by_id(id)

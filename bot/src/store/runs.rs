@@ -172,6 +172,9 @@ impl Store {
                 .await?;
             self.release_messages(run_id).await?;
         }
+        // No turn is alive while recovering: any claim left (a crash between claiming and
+        // recording the run) is an orphan too.
+        self.release_orphan_claims().await?;
         Ok(running)
     }
 

@@ -14,7 +14,7 @@
 //!   ONLY" text block) when the API answers "prompt is too long" for a multi-turn session.
 
 pub mod conversation;
-pub mod response;
+mod response;
 pub mod script;
 
 use std::collections::BTreeMap;

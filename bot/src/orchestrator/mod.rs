@@ -1,0 +1,414 @@
+//! The orchestrator: the one owner of "what runs where". It takes [`Inbound`] items from every
+//! adapter, persists them, maps each channel or thread to a session and a work directory, runs
+//! one turn at a time per channel (channels in parallel, up to `max_concurrent_runs`), and
+//! delivers answers through the channel's adapter.
+//!
+//! Durability: a message is in the inbox before `accept` returns (the adapter acknowledges
+//! the platform only then); a turn's end, its messages' state and its answer are written in one
+//! transaction; answers go out from the outbox. On start, runs the previous daemon left
+//! running are marked interrupted and their messages re-queued, so each is answered once.
+
+mod progress;
+mod turn;
+pub mod workspace;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use loop_adapter::{
+    Adapter, AdapterError, Author, ChannelKey, ChatCommand, Inbound, Message, PlatformKind,
+    split_message,
+};
+use loop_runner::AgentRunner;
+use serde::Serialize;
+use tokio::sync::{Notify, Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::store::{Accepted, Store, StoreError};
+pub use progress::ProgressState;
+pub use workspace::HostFacts;
+
+/// How often the dispatcher looks for work even without a wake-up (outbox retries, budget).
+const DISPATCH_TICK: Duration = Duration::from_secs(2);
+/// Deliveries of one outbox message before it is given up on.
+const MAX_SEND_ATTEMPTS: i32 = 8;
+
+/// Errors a caller of the orchestrator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no adapter for platform {0}")]
+    NoAdapter(&'static str),
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+}
+
+/// What the event stream carries about runs (for `loop chat`, dashboards).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunEvent {
+    Started {
+        run_id: String,
+        channel: String,
+    },
+    Progress {
+        run_id: String,
+        channel: String,
+        status: String,
+    },
+    Finished {
+        run_id: String,
+        channel: String,
+        status: String,
+    },
+}
+
+/// A turn in flight.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunningTurn {
+    pub run_id: String,
+    #[serde(skip)]
+    cancel: CancellationToken,
+    #[serde(skip)]
+    started: Instant,
+    pub elapsed_sec: u64,
+}
+
+struct Inner {
+    store: Store,
+    config: Config,
+    facts: HostFacts,
+    runner: Arc<dyn AgentRunner>,
+    adapters: HashMap<PlatformKind, Arc<dyn Adapter>>,
+    /// Visible bound on parallel turns: `max_concurrent_runs`.
+    slots: Arc<Semaphore>,
+    running: Mutex<HashMap<String, RunningTurn>>,
+    wake: Notify,
+    events: broadcast::Sender<RunEvent>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    /// Turns cancelled by a shutdown (rather than `/loop stop`) are left for the next start.
+    draining: CancellationToken,
+}
+
+/// The orchestrator handle. Cheap to clone.
+#[derive(Clone)]
+pub struct Orchestrator {
+    inner: Arc<Inner>,
+}
+
+impl Orchestrator {
+    pub fn new(
+        store: Store,
+        config: Config,
+        facts: HostFacts,
+        runner: Arc<dyn AgentRunner>,
+        adapters: Vec<Arc<dyn Adapter>>,
+        shutdown: CancellationToken,
+    ) -> Orchestrator {
+        let (events, _) = broadcast::channel(1024);
+        let slots = Arc::new(Semaphore::new(config.max_concurrent_runs));
+        Orchestrator {
+            inner: Arc::new(Inner {
+                store,
+                facts,
+                runner,
+                adapters: adapters.into_iter().map(|a| (a.platform(), a)).collect(),
+                slots,
+                running: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+                events,
+                tracker: TaskTracker::new(),
+                draining: CancellationToken::new(),
+                shutdown,
+                config,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Run progress events.
+    pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Turns in flight, by channel.
+    pub fn running(&self) -> HashMap<String, RunningTurn> {
+        let mut running = self.lock_running().clone();
+        for turn in running.values_mut() {
+            turn.elapsed_sec = turn.started.elapsed().as_secs();
+        }
+        running
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningTurn>> {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn adapter(&self, platform: PlatformKind) -> Result<Arc<dyn Adapter>, OrchestratorError> {
+        self.inner
+            .adapters
+            .get(&platform)
+            .cloned()
+            .ok_or(OrchestratorError::NoAdapter(platform.as_str()))
+    }
+
+    /// Accepts one inbound item. For a message this returns once it is stored: the caller may
+    /// acknowledge it to the platform.
+    pub async fn accept(&self, inbound: Inbound) -> Result<Option<Accepted>, OrchestratorError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(OrchestratorError::ShuttingDown);
+        }
+        match inbound {
+            Inbound::Message(message) => self.accept_message(message).await.map(Some),
+            Inbound::Command {
+                channel,
+                author,
+                command,
+            } => {
+                self.handle_command(channel, author, command).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn accept_message(&self, message: Message) -> Result<Accepted, OrchestratorError> {
+        if message.author.is_bot {
+            return Ok(Accepted::Duplicate);
+        }
+        if let Some(dir) = &message.work_dir
+            && self
+                .inner
+                .store
+                .channel_work_dir(&message.channel)
+                .await?
+                .as_deref()
+                != Some(dir.as_str())
+        {
+            match workspace::validate_work_dir(&self.inner.config, dir) {
+                Ok(dir) => {
+                    self.inner
+                        .store
+                        .set_channel_work_dir(&message.channel, &dir.display().to_string())
+                        .await?
+                }
+                Err(err) => {
+                    self.notify(&message.channel, &format!("⚠️ {err}")).await?;
+                    return Ok(Accepted::Duplicate);
+                }
+            }
+        }
+        let accepted = self.inner.store.accept_message(&message).await?;
+        if let Accepted::New(id) = accepted {
+            tracing::info!(channel = %message.channel, inbox_id = id, triggers = message.triggers, "message accepted");
+            self.inner.wake.notify_one();
+        }
+        Ok(accepted)
+    }
+
+    async fn handle_command(
+        &self,
+        channel: ChannelKey,
+        author: Author,
+        command: ChatCommand,
+    ) -> Result<(), OrchestratorError> {
+        let key = channel.to_string();
+        let reply = match command {
+            ChatCommand::Prompt(text) => {
+                let message = Message {
+                    message_id: format!("cmd-{}", uuid::Uuid::new_v4()),
+                    channel,
+                    author,
+                    text,
+                    triggers: true,
+                    work_dir: None,
+                };
+                self.accept_message(message).await?;
+                return Ok(());
+            }
+            ChatCommand::Help => HELP.to_owned(),
+            ChatCommand::Status => self.status_text(&channel).await?,
+            ChatCommand::Dir(dir) => match workspace::validate_work_dir(&self.inner.config, &dir) {
+                Ok(dir) => {
+                    self.inner
+                        .store
+                        .set_channel_work_dir(&channel, &dir.display().to_string())
+                        .await?;
+                    format!("📁 This channel now works in `{}` (new session).", dir.display())
+                }
+                Err(err) => format!("⚠️ {err}"),
+            },
+            ChatCommand::Stop => match self.lock_running().get(&key) {
+                Some(turn) => {
+                    turn.cancel.cancel();
+                    format!("🛑 Stopping run `{}`.", turn.run_id)
+                }
+                None => "Nothing is running here.".to_owned(),
+            },
+            ChatCommand::New => {
+                self.inner.store.close_sessions(&channel).await?;
+                "🆕 The next message starts a fresh session.".to_owned()
+            }
+            ChatCommand::Tasks => "No scheduled tasks in this channel.".to_owned(),
+        };
+        self.notify(&channel, &reply).await
+    }
+
+    async fn status_text(&self, channel: &ChannelKey) -> Result<String, OrchestratorError> {
+        let work_dir = self.inner.store.channel_work_dir(channel).await?;
+        let runs = self.inner.store.channel_runs(&channel.to_string()).await?;
+        let cost: f64 = runs.iter().map(|r| r.cost_usd).sum();
+        let mut text = format!(
+            "Work dir: `{}`\nRuns: {} (${cost:.4})",
+            work_dir.unwrap_or_else(|| "(default)".to_owned()),
+            runs.len()
+        );
+        if let Some(turn) = self.lock_running().get(&channel.to_string()) {
+            text.push_str(&format!(
+                "\nRunning: `{}` for {}s",
+                turn.run_id,
+                turn.started.elapsed().as_secs()
+            ));
+        }
+        Ok(text)
+    }
+
+    /// Queues a notice for a channel and delivers it.
+    async fn notify(&self, channel: &ChannelKey, text: &str) -> Result<(), OrchestratorError> {
+        self.inner
+            .store
+            .enqueue_notice(&channel.to_string(), text)
+            .await?;
+        self.deliver_outbox().await;
+        Ok(())
+    }
+
+    /// Recovers from a crash, then dispatches turns until shutdown; then waits for running
+    /// turns (which were cancelled and will be re-run on the next start).
+    pub async fn run(&self) -> Result<(), OrchestratorError> {
+        let interrupted = self.inner.store.recover_interrupted_runs().await?;
+        if !interrupted.is_empty() {
+            tracing::info!(runs = ?interrupted, "re-queued messages of runs interrupted by the last stop");
+        }
+        self.deliver_outbox().await;
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => break,
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(DISPATCH_TICK) => {}
+            }
+            if let Err(err) = self.dispatch().await {
+                tracing::error!(error = %err, "dispatch failed");
+            }
+            self.deliver_outbox().await;
+        }
+        tracing::info!("orchestrator: stopping intake, cancelling running turns");
+        self.inner.draining.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+        Ok(())
+    }
+
+    /// Starts a turn for every channel with waiting messages and a free slot.
+    async fn dispatch(&self) -> Result<(), OrchestratorError> {
+        for key in self.inner.store.channels_with_pending().await? {
+            if self.lock_running().contains_key(&key) {
+                continue;
+            }
+            let Ok(permit) = self.inner.slots.clone().try_acquire_owned() else {
+                // Every slot is busy: the next finished turn wakes the dispatcher.
+                break;
+            };
+            let Ok(channel) = key.parse::<ChannelKey>() else {
+                tracing::warn!(channel = %key, "skipping a malformed channel key");
+                continue;
+            };
+            let run_id = uuid::Uuid::new_v4().to_string();
+            let cancel = self.inner.draining.child_token();
+            self.lock_running().insert(
+                key.clone(),
+                RunningTurn {
+                    run_id: run_id.clone(),
+                    cancel: cancel.clone(),
+                    started: Instant::now(),
+                    elapsed_sec: 0,
+                },
+            );
+            let this = self.clone();
+            self.inner.tracker.spawn(async move {
+                if let Err(err) = this.run_turn(&channel, &run_id, cancel).await {
+                    tracing::error!(channel = %channel, run_id = %run_id, error = %err, "turn failed");
+                }
+                this.lock_running().remove(&channel.to_string());
+                drop(permit);
+                this.inner.wake.notify_one();
+            });
+        }
+        Ok(())
+    }
+
+    /// Posts every pending outbox message, split at the platform's limit.
+    pub async fn deliver_outbox(&self) {
+        let pending = match self.inner.store.pending_outbox().await {
+            Ok(pending) => pending,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read the outbox");
+                return;
+            }
+        };
+        for message in pending {
+            let Ok(channel) = message.channel_key.parse::<ChannelKey>() else {
+                let _ = self.inner.store.mark_send_failed(message.id, 0).await;
+                continue;
+            };
+            let result = match self.adapter(channel.platform) {
+                Ok(adapter) => post_chunks(adapter.as_ref(), &channel, &message.body).await,
+                Err(err) => Err(AdapterError::Unreachable(err.to_string())),
+            };
+            match result {
+                Ok(first_id) => {
+                    if let Err(err) = self.inner.store.mark_sent(message.id, first_id.as_deref()).await {
+                        tracing::error!(error = %err, "cannot record a delivery");
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(channel = %channel, outbox_id = message.id, error = %err, "delivery failed; will retry");
+                    let _ = self
+                        .inner
+                        .store
+                        .mark_send_failed(message.id, MAX_SEND_ATTEMPTS)
+                        .await;
+                }
+            }
+        }
+    }
+}
+
+async fn post_chunks(
+    adapter: &dyn Adapter,
+    channel: &ChannelKey,
+    body: &str,
+) -> Result<Option<String>, AdapterError> {
+    let mut first = None;
+    for chunk in split_message(body, adapter.max_message_len()) {
+        let posted = adapter.post(channel, &chunk).await?;
+        first.get_or_insert(posted.message_id);
+    }
+    Ok(first)
+}
+
+const HELP: &str = "Commands: `/loop status` · `/loop dir PATH` (work in a directory) · `/loop stop` (stop the running turn) · `/loop new` (fresh session) · `/loop tasks`. Anything else: mention me, or start with `!loop`.";

@@ -1,0 +1,133 @@
+//! The status message of a running turn: posted once, then edited as the agent works, at most
+//! about once a second (platform rate limits), and finally replaced by a one-line summary.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use loop_adapter::{Adapter, ChannelKey};
+use loop_runner::AgentEvent;
+use loop_runner::events::describe_tool;
+use tokio::sync::mpsc;
+
+/// Minimum time between two edits of the status message.
+pub const EDIT_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// What the status message shows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProgressState {
+    pub current: Option<String>,
+    pub tools_used: u32,
+}
+
+impl ProgressState {
+    /// Folds one event in; returns whether the display changed.
+    pub fn apply(&mut self, event: &AgentEvent) -> bool {
+        match event {
+            AgentEvent::ToolUse { name, input, .. } => {
+                self.tools_used += 1;
+                self.current = Some(describe_tool(name, input));
+                true
+            }
+            AgentEvent::Activity { description, .. } if !description.is_empty() => {
+                self.current = Some(description.clone());
+                true
+            }
+            AgentEvent::Text(_) => {
+                let changed = self.current.as_deref() != Some("writing");
+                self.current = Some("writing".to_owned());
+                changed
+            }
+            _ => false,
+        }
+    }
+
+    /// The status line: `⏳ Working (12s) · Bash: cargo test · 3 tools`.
+    pub fn render(&self, elapsed: Duration) -> String {
+        let mut line = format!("⏳ Working ({}s)", elapsed.as_secs());
+        if let Some(current) = &self.current {
+            line.push_str(" · ");
+            line.push_str(current);
+        }
+        if self.tools_used > 0 {
+            line.push_str(&format!(
+                " · {} tool{}",
+                self.tools_used,
+                if self.tools_used == 1 { "" } else { "s" }
+            ));
+        }
+        line
+    }
+}
+
+/// Drives the status message from the event stream until the stream ends. Returns the id of
+/// the status message (if it could be posted) and the final state.
+pub async fn track(
+    adapter: Arc<dyn Adapter>,
+    channel: ChannelKey,
+    mut events: mpsc::Receiver<AgentEvent>,
+    started: Instant,
+    on_change: impl Fn(&str) + Send,
+) -> (Option<String>, ProgressState) {
+    let mut state = ProgressState::default();
+    let status_id = match adapter.post(&channel, &state.render(Duration::ZERO)).await {
+        Ok(posted) => Some(posted.message_id),
+        Err(err) => {
+            tracing::warn!(channel = %channel, error = %err, "cannot post the status message");
+            None
+        }
+    };
+    let mut last_edit = Instant::now();
+    let mut dirty = false;
+    let mut tick = tokio::time::interval(EDIT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => dirty |= state.apply(&event),
+                None => break,
+            },
+            _ = tick.tick() => {
+                // The elapsed time changes every second even when nothing else does.
+                dirty = true;
+            }
+        }
+        if dirty && last_edit.elapsed() >= EDIT_INTERVAL {
+            let line = state.render(started.elapsed());
+            on_change(&line);
+            if let Some(id) = &status_id
+                && let Err(err) = adapter
+                    .edit(&channel, id, &line)
+                    .await
+            {
+                tracing::debug!(channel = %channel, error = %err, "status edit failed");
+            }
+            last_edit = Instant::now();
+            dirty = false;
+        }
+    }
+    (status_id, state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_what_the_agent_is_doing() {
+        let mut state = ProgressState::default();
+        assert_eq!(state.render(Duration::from_secs(0)), "⏳ Working (0s)");
+        assert!(state.apply(&AgentEvent::ToolUse {
+            id: "t".into(),
+            name: "Bash".into(),
+            input: json!({"command": "cargo test"}),
+        }));
+        assert_eq!(
+            state.render(Duration::from_secs(12)),
+            "⏳ Working (12s) · Bash: cargo test · 1 tool"
+        );
+        assert!(!state.apply(&AgentEvent::Result(Default::default())));
+        assert!(state.apply(&AgentEvent::Text("x".into())));
+        assert!(!state.apply(&AgentEvent::Text("y".into())), "no change, no edit");
+    }
+}

@@ -1,0 +1,288 @@
+//! One turn of one channel: claim its waiting messages, run the agent, record the outcome and
+//! its answer atomically, deliver the answer.
+
+use std::time::{Duration, Instant};
+
+use loop_adapter::ChannelKey;
+use loop_runner::{RunError, TurnOutcome, TurnRequest};
+use loop_runner::spec::ChannelTarget;
+use tokio_util::sync::CancellationToken;
+
+use super::workspace::{container_settings, ensure_default_work_dir};
+use super::{Orchestrator, OrchestratorError, RunEvent, progress};
+use crate::store::{InboxMessage, OutboxKind, RunFinish, RunOrigin, RunStatus};
+
+/// Events buffered between the runner and the progress display.
+const EVENT_BUFFER: usize = 256;
+
+impl Orchestrator {
+    #[tracing::instrument(skip(self, cancel), fields(channel = %channel, run_id = %run_id))]
+    pub(super) async fn run_turn(
+        &self,
+        channel: &ChannelKey,
+        run_id: &str,
+        cancel: CancellationToken,
+    ) -> Result<(), OrchestratorError> {
+        let store = &self.inner.store;
+        let key = channel.to_string();
+        let messages = store.claim_pending(&key, run_id).await?;
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let prompt = build_prompt(&messages);
+        let latest = messages
+            .iter()
+            .rev()
+            .find(|m| m.triggers)
+            .map_or_else(|| prompt.clone(), |m| m.text.clone());
+
+        let work_dir = match store.channel_work_dir(channel).await? {
+            Some(dir) => std::path::PathBuf::from(dir),
+            None => match ensure_default_work_dir(&self.inner.config, channel) {
+                Ok(dir) => dir,
+                Err(err) => {
+                    return self
+                        .fail_early(channel, run_id, &prompt, &format!("cannot create the work directory: {err}"))
+                        .await;
+                }
+            },
+        };
+        let session = store
+            .active_session(channel, &work_dir.display().to_string())
+            .await?;
+        store
+            .start_run(run_id, &key, &session.id, RunOrigin::Chat, &prompt)
+            .await?;
+
+        let project = match self.inner.config.for_project(&work_dir) {
+            Ok(loaded) => {
+                for warning in &loaded.warnings {
+                    tracing::warn!(channel = %channel, "{warning}");
+                }
+                loaded.config
+            }
+            Err(err) => {
+                return self
+                    .finish(channel, run_id, RunStatus::Failed, RunFinish {
+                        error: Some(err.to_string()),
+                        ..Default::default()
+                    }, Some(format!("⚠️ The project config is broken, so nothing ran: {err}")))
+                    .await;
+            }
+        };
+        if let Some(budget) = project.channel_budget_usd {
+            let spent = store.channel_cost(&key).await?;
+            if spent >= budget {
+                return self
+                    .finish(channel, run_id, RunStatus::Failed, RunFinish {
+                        error: Some("budget exhausted".to_owned()),
+                        ..Default::default()
+                    }, Some(format!("💸 This channel has used its budget (${spent:.2} of ${budget:.2}); raise `channel_budget_usd` to continue.")))
+                    .await;
+            }
+        }
+
+        let _ = self.inner.events.send(RunEvent::Started {
+            run_id: run_id.to_owned(),
+            channel: key.clone(),
+        });
+        let request = TurnRequest {
+            run_id: run_id.to_owned(),
+            target: ChannelTarget {
+                channel_id: channel.slug(),
+                work_dir: work_dir.clone(),
+                custom_dir: !work_dir.starts_with(&self.inner.config.loop_dir),
+                parent_dir: None,
+                author_id: messages.iter().rev().find(|m| m.triggers).map(|m| m.author_id.clone()),
+            },
+            settings: container_settings(&project, &self.inner.facts, &work_dir),
+            prompt,
+            latest_message: latest,
+            session_id: session.claude_session_id.clone(),
+            keep_alive: Duration::from_secs(project.container_keep_alive_sec),
+        };
+
+        let started = Instant::now();
+        let adapter = self.adapter(channel.platform)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(EVENT_BUFFER);
+        let events = self.inner.events.clone();
+        let progress_channel = channel.clone();
+        let (progress_run, progress_key) = (run_id.to_owned(), key.clone());
+        let progress = tokio::spawn(progress::track(adapter.clone(), progress_channel, rx, started, move |line| {
+            let _ = events.send(RunEvent::Progress {
+                run_id: progress_run.clone(),
+                channel: progress_key.clone(),
+                status: line.to_owned(),
+            });
+        }));
+        let result = self.inner.runner.run_turn(request, Some(tx), cancel.clone()).await;
+        let (status_id, state) = progress.await.unwrap_or_default();
+
+        let elapsed = started.elapsed().as_secs();
+        let (status, finish, reply, summary) = match result {
+            Ok(outcome) => {
+                if !outcome.result.session_id.is_empty() {
+                    store.set_claude_session(&session.id, &outcome.result.session_id).await?;
+                }
+                let summary = format!(
+                    "✅ Done in {elapsed}s · {} tool{} · ${:.4}",
+                    state.tools_used,
+                    if state.tools_used == 1 { "" } else { "s" },
+                    outcome.result.total_cost_usd
+                );
+                let answer = if outcome.result.text.trim().is_empty() {
+                    "(the agent finished without a written answer)".to_owned()
+                } else {
+                    outcome.result.text.clone()
+                };
+                (RunStatus::Succeeded, finish_from(&outcome), Some(answer), summary)
+            }
+            Err(RunError::Cancelled) if self.inner.draining.is_cancelled() => {
+                // The daemon is stopping: leave the messages for the next start.
+                store.recover_interrupted_runs().await?;
+                if let Some(id) = status_id {
+                    let _ = adapter.edit(channel, &id, "⏸️ Paused: loop is restarting; this message will be answered after the restart.").await;
+                }
+                return Ok(());
+            }
+            Err(err) => {
+                let status = match err {
+                    RunError::TimedOut(_) => RunStatus::TimedOut,
+                    RunError::Cancelled => RunStatus::Cancelled,
+                    _ => RunStatus::Failed,
+                };
+                let short = run_id.split('-').next().unwrap_or(run_id);
+                let reply = match &err {
+                    RunError::Cancelled => format!("🛑 Stopped (run `{short}`)."),
+                    other => format!("❌ {other} (run `{short}`)"),
+                };
+                let mut finish = RunFinish {
+                    error: Some(err.to_string()),
+                    ..Default::default()
+                };
+                if let RunError::Agent { result, .. } = &err {
+                    finish.claude_session_id = Some(result.session_id.clone());
+                    finish.cost_usd = result.total_cost_usd;
+                    finish.input_tokens = i64::try_from(result.usage.input_tokens).unwrap_or(i64::MAX);
+                    finish.output_tokens = i64::try_from(result.usage.output_tokens).unwrap_or(i64::MAX);
+                }
+                let summary = format!("❌ Failed after {elapsed}s");
+                (status, finish, Some(reply), summary)
+            }
+        };
+        if let Some(id) = &status_id
+            && let Err(err) = adapter.edit(channel, id, &summary).await
+        {
+            tracing::debug!(error = %err, "final status edit failed");
+        }
+        self.finish(channel, run_id, status, finish, reply).await
+    }
+
+    /// Records the end of a run with its reply in one transaction, then delivers the reply.
+    async fn finish(
+        &self,
+        channel: &ChannelKey,
+        run_id: &str,
+        status: RunStatus,
+        finish: RunFinish,
+        reply: Option<String>,
+    ) -> Result<(), OrchestratorError> {
+        let kind = if status == RunStatus::Succeeded {
+            OutboxKind::Answer
+        } else {
+            OutboxKind::Notice
+        };
+        self.inner
+            .store
+            .finish_run(run_id, &channel.to_string(), status, finish, reply.map(|r| (kind, r)))
+            .await?;
+        tracing::info!(status = status.as_str(), "run finished");
+        let _ = self.inner.events.send(RunEvent::Finished {
+            run_id: run_id.to_owned(),
+            channel: channel.to_string(),
+            status: status.as_str().to_owned(),
+        });
+        self.deliver_outbox().await;
+        Ok(())
+    }
+
+    /// A turn that cannot even start: recorded as failed with a reason the user sees.
+    async fn fail_early(
+        &self,
+        channel: &ChannelKey,
+        run_id: &str,
+        prompt: &str,
+        reason: &str,
+    ) -> Result<(), OrchestratorError> {
+        self.inner
+            .store
+            .start_run(run_id, &channel.to_string(), "", RunOrigin::Chat, prompt)
+            .await?;
+        self.finish(channel, run_id, RunStatus::Failed, RunFinish {
+            error: Some(reason.to_owned()),
+            ..Default::default()
+        }, Some(format!("⚠️ {reason}")))
+        .await
+    }
+}
+
+fn finish_from(outcome: &TurnOutcome) -> RunFinish {
+    let usage = outcome.result.usage;
+    let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    RunFinish {
+        answer: Some(outcome.result.text.clone()),
+        error: None,
+        claude_session_id: Some(outcome.result.session_id.clone()),
+        container_id: Some(outcome.container_id.clone()),
+        input_tokens: to_i64(usage.input_tokens),
+        output_tokens: to_i64(usage.output_tokens),
+        cache_read_tokens: to_i64(usage.cache_read_input_tokens),
+        cache_creation_tokens: to_i64(usage.cache_creation_input_tokens),
+        cost_usd: outcome.result.total_cost_usd,
+        num_turns: i32::try_from(outcome.result.num_turns).unwrap_or(i32::MAX),
+    }
+}
+
+/// One message is sent as it is. Several (messages that arrived during the previous turn, and
+/// channel chatter kept as context) are sent together, each with its author.
+pub fn build_prompt(messages: &[InboxMessage]) -> String {
+    if let [only] = messages {
+        return only.text.clone();
+    }
+    let mut prompt = String::from("Several messages arrived since your last turn, oldest first:\n");
+    for message in messages {
+        let marker = if message.triggers { "" } else { " (context, not addressed to you)" };
+        prompt.push_str(&format!("\n[{}]{marker}: {}\n", message.author_name, message.text));
+    }
+    prompt
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::InboxStatus;
+
+    fn msg(author: &str, text: &str, triggers: bool) -> InboxMessage {
+        InboxMessage {
+            id: 1,
+            platform_message_id: "m".into(),
+            channel_key: "local:c".into(),
+            author_id: "u".into(),
+            author_name: author.into(),
+            text: text.into(),
+            triggers,
+            status: InboxStatus::Claimed,
+            run_id: None,
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn prompts_batch_messages_with_authors() {
+        assert_eq!(build_prompt(&[msg("alice", "fix it", true)]), "fix it");
+        let prompt = build_prompt(&[msg("bob", "the build is red", false), msg("alice", "fix it", true)]);
+        assert!(prompt.contains("[bob] (context, not addressed to you): the build is red"));
+        assert!(prompt.contains("[alice]: fix it"));
+        assert!(prompt.find("bob").expect("bob") < prompt.find("alice").expect("alice"));
+    }
+}
