@@ -21,12 +21,45 @@ pub enum Command {
     Serve,
     /// Check Docker, the agent image, credentials, config and database; say what to fix.
     Doctor,
+    /// Send one prompt to the running daemon and print the answer (exit status: success).
+    Run(RunArgs),
+    /// Chat with the agent in your terminal through the running daemon.
+    Chat(ChatArgs),
+    /// Show running turns and containers.
+    Status,
+    /// Tokens and cost per channel.
+    Usage,
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Build the agent image.
     #[command(subcommand)]
     Image(ImageCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The prompt.
+    pub prompt: String,
+    /// Project directory the agent works in (mounted at the same path).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Channel name; defaults to one per directory, so runs in a directory share a session.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Start a fresh session instead of resuming the channel's.
+    #[arg(long)]
+    pub new: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// Channel name (sessions are per channel).
+    #[arg(long, default_value = "default")]
+    pub channel: String,
+    /// Project directory the agent works in.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

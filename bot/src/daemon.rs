@@ -1,16 +1,33 @@
 //! `loop serve`: startup order, the root cancellation token, and shutdown order.
 //!
-//! Startup: config → database (migrations) → host API → platforms. Shutdown (SIGTERM or
-//! Ctrl-C): cancel the root token so intake stops, wait for every task the tracker owns, then
-//! close the database.
+//! Startup: database (migrations) → Docker and the container registry (orphans of a crashed
+//! daemon removed) → host API on loopback and the Docker bridge → orchestrator (re-queues
+//! interrupted turns) → platform adapters. Shutdown (SIGTERM or Ctrl-C): cancel the root token
+//! so intake stops; running turns get `shutdown_grace_sec`, then are paused for the next
+//! start; the API and the registry stop; the database closes last.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
 
+use loop_adapter::{Adapter, Inbound};
+use loop_adapter_local::LocalAdapter;
+use loop_runner::{AgentRunner, ContainerRegistry, DockerRunner};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::{self, ApiState, ContainerTokens};
 use crate::config::Config;
+use crate::orchestrator::{HostFacts, Orchestrator};
 use crate::store::{Store, StoreError};
+
+/// File in the loop directory where the daemon writes the address it listens on.
+pub const API_ADDR_FILE: &str = "api.addr";
+/// File holding the daemon's stable instance id (labels its containers).
+pub const DAEMON_ID_FILE: &str = "daemon-id";
+/// Inbound items buffered between adapters and the orchestrator.
+const INBOUND_BUFFER: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -24,9 +41,19 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0} (loop needs Docker: `loop doctor` says what to fix)")]
+    Docker(#[from] loop_runner::docker::DockerError),
+    #[error("cannot write {path}: {source}")]
+    StateFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Token(#[from] api::TokenError),
 }
 
-/// Resolves `api_addr` (`:8222`, `127.0.0.1:8222`, `0.0.0.0:8222`) to where loop binds.
+/// Resolves `api_addr` (`:8222`, `127.0.0.1:8222`) to the loopback address loop binds.
 /// A bare port binds loopback: the Go Loop's habit of listening on every interface is exactly
 /// what loop must not repeat.
 pub fn api_bind_addr(api_addr: &str) -> Result<SocketAddr, DaemonError> {
@@ -42,35 +69,201 @@ pub fn api_bind_addr(api_addr: &str) -> Result<SocketAddr, DaemonError> {
         })
 }
 
+/// The daemon's stable id, created on first start.
+pub fn daemon_id(loop_dir: &Path) -> Result<String, DaemonError> {
+    let path = loop_dir.join(DAEMON_ID_FILE);
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_owned());
+    }
+    let id = format!("d{}", &api::random_token()[..12]);
+    std::fs::create_dir_all(loop_dir)
+        .and_then(|_| std::fs::write(&path, &id))
+        .map_err(|source| DaemonError::StateFile {
+            path: path.display().to_string(),
+            source,
+        })?;
+    Ok(id)
+}
+
+/// The Docker bridge's gateway address: containers reach the host API there
+/// (`host.docker.internal` resolves to it).
+async fn bridge_gateway(docker: &bollard::Docker) -> Option<IpAddr> {
+    let network = docker
+        .inspect_network(
+            "bridge",
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .ok()?;
+    // Docker 20.10 often leaves the default bridge's gateway out of IPAM: then it is the
+    // subnet's first address (what docker0 carries).
+    network.ipam?.config?.into_iter().find_map(|c| {
+        c.gateway.and_then(|g| g.parse().ok()).or_else(|| {
+            let subnet = c.subnet?;
+            let base: Ipv4Addr = subnet.split('/').next()?.parse().ok()?;
+            Some(IpAddr::V4(Ipv4Addr::from(u32::from(base) + 1)))
+        })
+    })
+}
+
 /// Runs until `shutdown` is cancelled.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let store = Store::open(&config.database_url()).await?;
     tracing::info!(backend = store.backend_name(), "database ready");
-    let tracker = TaskTracker::new();
 
-    let addr = api_bind_addr(&config.api_addr)?;
-    let listener = tokio::net::TcpListener::bind(addr)
+    let docker = loop_runner::docker::connect().await?;
+    let daemon_id = daemon_id(&config.loop_dir)?;
+    let registry = ContainerRegistry::new(docker.clone(), daemon_id.clone());
+    let restored = registry.restore().await?;
+    if restored > 0 {
+        // No turn survives a daemon restart: its messages are re-queued and re-run, so the
+        // old containers are orphans.
+        let removed = registry.cleanup().await?;
+        tracing::info!(removed, "removed containers left by the previous daemon");
+    }
+
+    // Host API: loopback, plus the Docker bridge so containers can call back.
+    let loopback = api_bind_addr(&config.api_addr)?;
+    let listener = tokio::net::TcpListener::bind(loopback)
         .await
-        .map_err(|source| DaemonError::Bind { addr, source })?;
-    tracing::info!(%addr, "host API listening");
-    let router = axum::Router::new().route("/api/health", axum::routing::get(|| async { "ok" }));
-    let api_token = shutdown.child_token();
-    tracker.spawn(async move {
-        let result = axum::serve(listener, router)
-            .with_graceful_shutdown(api_token.cancelled_owned())
-            .await;
-        if let Err(err) = result {
-            tracing::error!(error = %err, "host API stopped");
+        .map_err(|source| DaemonError::Bind {
+            addr: loopback,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| DaemonError::Bind {
+        addr: loopback,
+        source,
+    })?;
+    let mut listeners = vec![listener];
+    if loopback.ip().is_loopback()
+        && let Some(gateway) = bridge_gateway(&docker).await
+    {
+        let addr = SocketAddr::new(gateway, local_addr.port());
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => listeners.push(listener),
+            Err(err) => {
+                tracing::warn!(%addr, error = %err, "cannot bind the Docker bridge; containers cannot reach the API")
+            }
         }
-    });
+    }
+    let addr_file = config.loop_dir.join(API_ADDR_FILE);
+    std::fs::write(&addr_file, local_addr.to_string()).map_err(|source| {
+        DaemonError::StateFile {
+            path: addr_file.display().to_string(),
+            source,
+        }
+    })?;
 
-    shutdown.cancelled().await;
-    tracing::info!("shutting down: intake stopped, waiting for tasks");
+    let facts = HostFacts::detect(&config, daemon_id, local_addr.port());
+    let local = LocalAdapter::new();
+    let adapters: Vec<Arc<dyn Adapter>> = vec![Arc::new(local.clone())];
+    let runner: Arc<dyn AgentRunner> = Arc::new(DockerRunner::new(registry.clone()));
+    let orchestrator = Orchestrator::new(
+        store.clone(),
+        config.clone(),
+        facts,
+        runner,
+        adapters.clone(),
+        shutdown.clone(),
+    );
+
+    let tracker = TaskTracker::new();
+    let api_state = ApiState {
+        orchestrator: orchestrator.clone(),
+        local,
+        registry: Some(registry.clone()),
+        admin_token: Arc::new(api::load_or_create_admin_token(&config.loop_dir)?),
+        container_tokens: ContainerTokens::default(),
+    };
+    let router = api::router(api_state);
+    // The API outlives intake: clients can still read answers while turns drain.
+    let api_stop = CancellationToken::new();
+    for listener in listeners {
+        let router = router.clone();
+        let stop = api_stop.clone();
+        let addr = listener.local_addr().ok();
+        tracing::info!(?addr, "host API listening");
+        tracker.spawn(async move {
+            if let Err(err) = axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %err, "host API stopped");
+            }
+        });
+    }
+
+    let keep_alive = std::time::Duration::from_secs(config.container_keep_alive_sec);
+    {
+        let registry = registry.clone();
+        let token = shutdown.child_token();
+        tracker.spawn(async move { registry.run_reconcile_loop(keep_alive, token).await });
+    }
+
+    let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(INBOUND_BUFFER);
+    for adapter in adapters {
+        let tx = inbound_tx.clone();
+        let token = shutdown.child_token();
+        tracker.spawn(async move {
+            if let Err(err) = adapter.run(tx, token).await {
+                tracing::error!(platform = adapter.platform().as_str(), error = %err, "adapter stopped");
+            }
+        });
+    }
+    drop(inbound_tx);
+    {
+        let orchestrator = orchestrator.clone();
+        let token = shutdown.child_token();
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    item = inbound_rx.recv() => match item {
+                        Some(item) => {
+                            if let Err(err) = orchestrator.accept(item).await {
+                                tracing::error!(error = %err, "cannot accept an inbound item");
+                            }
+                        }
+                        None => break,
+                    },
+                }
+            }
+        });
+    }
+
+    tracing::info!("loop is running");
+    if let Err(err) = orchestrator.run().await {
+        tracing::error!(error = %err, "orchestrator stopped");
+    }
+    api_stop.cancel();
     tracker.close();
     tracker.wait().await;
+    registry.shutdown().await;
+    match registry.cleanup().await {
+        Ok(removed) => tracing::info!(removed, "containers cleaned up"),
+        Err(err) => tracing::warn!(error = %err, "container cleanup failed"),
+    }
+    let _ = std::fs::remove_file(&addr_file);
     drop(store);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The address local clients should call: what the running daemon wrote, else the config.
+pub fn client_api_addr(config: &Config) -> Result<SocketAddr, DaemonError> {
+    if let Ok(text) = std::fs::read_to_string(config.loop_dir.join(API_ADDR_FILE))
+        && let Ok(addr) = text.trim().parse::<SocketAddr>()
+    {
+        return Ok(addr);
+    }
+    let addr = api_bind_addr(&config.api_addr)?;
+    Ok(if addr.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+    } else {
+        addr
+    })
 }
 
 #[cfg(test)]
@@ -88,5 +281,12 @@ mod tests {
             "0.0.0.0:9000"
         );
         assert!(api_bind_addr("nonsense").is_err());
+    }
+
+    #[test]
+    fn the_daemon_id_is_stable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = daemon_id(dir.path()).expect("id");
+        assert_eq!(daemon_id(dir.path()).expect("id"), first);
     }
 }

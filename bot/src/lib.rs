@@ -1,6 +1,7 @@
 //! loop: Claude Code as a team member. This crate is the `loop` binary's library: config,
 //! storage, the daemon, the host API and the CLI commands. See `ARCHITECTURE.md`.
 
+pub mod api;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use loop_bot::cli::{Cli, Command, ConfigCommand, ImageCommand};
-use loop_bot::commands::{config_show, doctor, image, onboard};
+use loop_bot::commands::{client, config_show, doctor, image, onboard};
 use loop_bot::config::{Config, ConfigSources};
+use tokio::io::AsyncBufReadExt;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -92,6 +93,90 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("built {}", request.tag);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run(args) => {
+            let config = load(&sources)?;
+            let client = connect_client(&config)?;
+            let dir = args.dir.map(|d| absolute(&d)).transpose()?;
+            let channel = args
+                .channel
+                .unwrap_or_else(|| client::channel_for_dir(dir.as_deref()));
+            let mut stream = client.stream(&channel).await?;
+            if args.new {
+                client.post_command(&channel, "/loop new").await?;
+            }
+            let dir = dir.map(|d| d.display().to_string());
+            match client.ask(&mut stream, &channel, &args.prompt, dir).await {
+                Ok(answer) => {
+                    println!("{answer}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Chat(args) => {
+            let config = load(&sources)?;
+            let client = connect_client(&config)?;
+            let mut stream = client.stream(&args.channel).await?;
+            let mut dir = args
+                .dir
+                .map(|d| absolute(&d))
+                .transpose()?
+                .map(|d| d.display().to_string());
+            eprintln!(
+                "loop chat on channel {:?}; /loop help for commands, Ctrl-D to leave",
+                args.channel
+            );
+            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+            loop {
+                eprint!("> ");
+                let Some(line) = lines.next_line().await? else {
+                    break;
+                };
+                let line = line.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                if line.starts_with("/loop") {
+                    match client.post_command(&args.channel, line).await {
+                        Ok(()) => {}
+                        Err(err) => eprintln!("error: {err}"),
+                    }
+                    continue;
+                }
+                match client
+                    .ask(&mut stream, &args.channel, line, dir.take())
+                    .await
+                {
+                    Ok(answer) => println!("{answer}\n"),
+                    Err(err) => eprintln!("error: {err}"),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status => {
+            let config = load(&sources)?;
+            let status = connect_client(&config)?.get_json("/api/status").await?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Usage => {
+            let config = load(&sources)?;
+            let store = loop_bot::store::Store::open(&config.database_url()).await?;
+            println!(
+                "{:<48} {:>6} {:>12} {:>12} {:>10}",
+                "channel", "runs", "input", "output", "cost $"
+            );
+            for row in store.usage().await? {
+                println!(
+                    "{:<48} {:>6} {:>12} {:>12} {:>10.4}",
+                    row.channel_key, row.runs, row.input_tokens, row.output_tokens, row.cost_usd
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve => {
             let config = load(&sources)?;
             loop_bot::logging::init(
@@ -109,6 +194,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn connect_client(config: &Config) -> anyhow::Result<client::Client> {
+    let addr = loop_bot::daemon::client_api_addr(config)?;
+    let token = loop_bot::api::read_admin_token(&config.loop_dir).context(
+        "cannot read the admin token; is `loop serve` running for this user (same LOOP_HOME)?",
+    )?;
+    Ok(client::Client::new(addr, token))
+}
+
+fn absolute(path: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
 }
 
 /// Loads the global config and prints its warnings.

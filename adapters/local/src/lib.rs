@@ -127,7 +127,10 @@ mod tests {
         let mut rx = adapter.subscribe();
         let channel = ChannelKey::channel(PlatformKind::Local, "c");
         let posted = adapter.post(&channel, "hi").await.expect("post");
-        adapter.edit(&channel, &posted.message_id, "hi!").await.expect("edit");
+        adapter
+            .edit(&channel, &posted.message_id, "hi!")
+            .await
+            .expect("edit");
         assert!(matches!(rx.recv().await, Ok(LocalEvent::Posted { text, .. }) if text == "hi"));
         assert!(matches!(rx.recv().await, Ok(LocalEvent::Edited { text, .. }) if text == "hi!"));
         let slack = ChannelKey::channel(PlatformKind::Slack, "c");

@@ -1,5 +1,6 @@
 //! One module per `loop` subcommand.
 
+pub mod client;
 pub mod config_show;
 pub mod doctor;
 pub mod image;

@@ -232,6 +232,7 @@ pub struct ConfigLayer {
     pub poll_interval_sec: Option<u64>,
     pub max_concurrent_runs: Option<usize>,
     pub channel_budget_usd: Option<f64>,
+    pub shutdown_grace_sec: Option<u64>,
     pub mounts: Option<Vec<String>>,
     pub copy_files: Option<Vec<String>>,
     pub envs: Option<BTreeMap<String, Value>>,

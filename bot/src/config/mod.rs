@@ -126,6 +126,8 @@ pub struct Config {
     pub max_concurrent_runs: usize,
     /// Spend after which a channel's new turns are refused (None = no budget).
     pub channel_budget_usd: Option<f64>,
+    /// How long SIGTERM waits for running turns before pausing them for the next start.
+    pub shutdown_grace_sec: u64,
     pub mounts: Vec<String>,
     pub copy_files: Vec<String>,
     pub envs: BTreeMap<String, Value>,
@@ -327,6 +329,7 @@ impl Config {
             poll_interval_sec: 30,
             max_concurrent_runs: 4,
             channel_budget_usd: None,
+            shutdown_grace_sec: 30,
             mounts: Vec::new(),
             copy_files: vec!["~/.claude.json".to_owned()],
             envs: BTreeMap::new(),
@@ -642,6 +645,7 @@ impl Config {
         set(&mut self.api_addr, layer.api_addr.clone());
         set(&mut self.poll_interval_sec, layer.poll_interval_sec);
         set(&mut self.max_concurrent_runs, layer.max_concurrent_runs);
+        set(&mut self.shutdown_grace_sec, layer.shutdown_grace_sec);
         if layer.channel_budget_usd.is_some() {
             self.channel_budget_usd = layer.channel_budget_usd;
         }

@@ -248,7 +248,10 @@ impl Orchestrator {
                         .store
                         .set_channel_work_dir(&channel, &dir.display().to_string())
                         .await?;
-                    format!("📁 This channel now works in `{}` (new session).", dir.display())
+                    format!(
+                        "📁 This channel now works in `{}` (new session).",
+                        dir.display()
+                    )
                 }
                 Err(err) => format!("⚠️ {err}"),
             },
@@ -316,10 +319,20 @@ impl Orchestrator {
             }
             self.deliver_outbox().await;
         }
-        tracing::info!("orchestrator: stopping intake, cancelling running turns");
-        self.inner.draining.cancel();
         self.inner.tracker.close();
-        self.inner.tracker.wait().await;
+        let grace = Duration::from_secs(self.inner.config.shutdown_grace_sec);
+        tracing::info!(
+            grace_sec = grace.as_secs(),
+            "orchestrator: intake stopped; letting running turns finish"
+        );
+        if tokio::time::timeout(grace, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::info!("grace period over: pausing the remaining turns until the next start");
+            self.inner.draining.cancel();
+            self.inner.tracker.wait().await;
+        }
         Ok(())
     }
 
@@ -381,7 +394,12 @@ impl Orchestrator {
             };
             match result {
                 Ok(first_id) => {
-                    if let Err(err) = self.inner.store.mark_sent(message.id, first_id.as_deref()).await {
+                    if let Err(err) = self
+                        .inner
+                        .store
+                        .mark_sent(message.id, first_id.as_deref())
+                        .await
+                    {
                         tracing::error!(error = %err, "cannot record a delivery");
                     }
                 }

@@ -95,9 +95,7 @@ pub async fn track(
             let line = state.render(started.elapsed());
             on_change(&line);
             if let Some(id) = &status_id
-                && let Err(err) = adapter
-                    .edit(&channel, id, &line)
-                    .await
+                && let Err(err) = adapter.edit(&channel, id, &line).await
             {
                 tracing::debug!(channel = %channel, error = %err, "status edit failed");
             }
@@ -128,6 +126,9 @@ mod tests {
         );
         assert!(!state.apply(&AgentEvent::Result(Default::default())));
         assert!(state.apply(&AgentEvent::Text("x".into())));
-        assert!(!state.apply(&AgentEvent::Text("y".into())), "no change, no edit");
+        assert!(
+            !state.apply(&AgentEvent::Text("y".into())),
+            "no change, no edit"
+        );
     }
 }

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use loop_adapter::ChannelKey;
-use loop_runner::{RunError, TurnOutcome, TurnRequest};
 use loop_runner::spec::ChannelTarget;
+use loop_runner::{RunError, TurnOutcome, TurnRequest};
 use tokio_util::sync::CancellationToken;
 
 use super::workspace::{container_settings, ensure_default_work_dir};
@@ -42,7 +42,12 @@ impl Orchestrator {
                 Ok(dir) => dir,
                 Err(err) => {
                     return self
-                        .fail_early(channel, run_id, &prompt, &format!("cannot create the work directory: {err}"))
+                        .fail_early(
+                            channel,
+                            run_id,
+                            &prompt,
+                            &format!("cannot create the work directory: {err}"),
+                        )
                         .await;
                 }
             },
@@ -63,10 +68,18 @@ impl Orchestrator {
             }
             Err(err) => {
                 return self
-                    .finish(channel, run_id, RunStatus::Failed, RunFinish {
-                        error: Some(err.to_string()),
-                        ..Default::default()
-                    }, Some(format!("⚠️ The project config is broken, so nothing ran: {err}")))
+                    .finish(
+                        channel,
+                        run_id,
+                        RunStatus::Failed,
+                        RunFinish {
+                            error: Some(err.to_string()),
+                            ..Default::default()
+                        },
+                        Some(format!(
+                            "⚠️ The project config is broken, so nothing ran: {err}"
+                        )),
+                    )
                     .await;
             }
         };
@@ -93,7 +106,11 @@ impl Orchestrator {
                 work_dir: work_dir.clone(),
                 custom_dir: !work_dir.starts_with(&self.inner.config.loop_dir),
                 parent_dir: None,
-                author_id: messages.iter().rev().find(|m| m.triggers).map(|m| m.author_id.clone()),
+                author_id: messages
+                    .iter()
+                    .rev()
+                    .find(|m| m.triggers)
+                    .map(|m| m.author_id.clone()),
             },
             settings: container_settings(&project, &self.inner.facts, &work_dir),
             prompt,
@@ -108,21 +125,33 @@ impl Orchestrator {
         let events = self.inner.events.clone();
         let progress_channel = channel.clone();
         let (progress_run, progress_key) = (run_id.to_owned(), key.clone());
-        let progress = tokio::spawn(progress::track(adapter.clone(), progress_channel, rx, started, move |line| {
-            let _ = events.send(RunEvent::Progress {
-                run_id: progress_run.clone(),
-                channel: progress_key.clone(),
-                status: line.to_owned(),
-            });
-        }));
-        let result = self.inner.runner.run_turn(request, Some(tx), cancel.clone()).await;
+        let progress = tokio::spawn(progress::track(
+            adapter.clone(),
+            progress_channel,
+            rx,
+            started,
+            move |line| {
+                let _ = events.send(RunEvent::Progress {
+                    run_id: progress_run.clone(),
+                    channel: progress_key.clone(),
+                    status: line.to_owned(),
+                });
+            },
+        ));
+        let result = self
+            .inner
+            .runner
+            .run_turn(request, Some(tx), cancel.clone())
+            .await;
         let (status_id, state) = progress.await.unwrap_or_default();
 
         let elapsed = started.elapsed().as_secs();
         let (status, finish, reply, summary) = match result {
             Ok(outcome) => {
                 if !outcome.result.session_id.is_empty() {
-                    store.set_claude_session(&session.id, &outcome.result.session_id).await?;
+                    store
+                        .set_claude_session(&session.id, &outcome.result.session_id)
+                        .await?;
                 }
                 let summary = format!(
                     "✅ Done in {elapsed}s · {} tool{} · ${:.4}",
@@ -135,7 +164,12 @@ impl Orchestrator {
                 } else {
                     outcome.result.text.clone()
                 };
-                (RunStatus::Succeeded, finish_from(&outcome), Some(answer), summary)
+                (
+                    RunStatus::Succeeded,
+                    finish_from(&outcome),
+                    Some(answer),
+                    summary,
+                )
             }
             Err(RunError::Cancelled) if self.inner.draining.is_cancelled() => {
                 // The daemon is stopping: leave the messages for the next start.
@@ -163,8 +197,10 @@ impl Orchestrator {
                 if let RunError::Agent { result, .. } = &err {
                     finish.claude_session_id = Some(result.session_id.clone());
                     finish.cost_usd = result.total_cost_usd;
-                    finish.input_tokens = i64::try_from(result.usage.input_tokens).unwrap_or(i64::MAX);
-                    finish.output_tokens = i64::try_from(result.usage.output_tokens).unwrap_or(i64::MAX);
+                    finish.input_tokens =
+                        i64::try_from(result.usage.input_tokens).unwrap_or(i64::MAX);
+                    finish.output_tokens =
+                        i64::try_from(result.usage.output_tokens).unwrap_or(i64::MAX);
                 }
                 let summary = format!("❌ Failed after {elapsed}s");
                 (status, finish, Some(reply), summary)
@@ -194,7 +230,13 @@ impl Orchestrator {
         };
         self.inner
             .store
-            .finish_run(run_id, &channel.to_string(), status, finish, reply.map(|r| (kind, r)))
+            .finish_run(
+                run_id,
+                &channel.to_string(),
+                status,
+                finish,
+                reply.map(|r| (kind, r)),
+            )
             .await?;
         tracing::info!(status = status.as_str(), "run finished");
         let _ = self.inner.events.send(RunEvent::Finished {
@@ -218,10 +260,16 @@ impl Orchestrator {
             .store
             .start_run(run_id, &channel.to_string(), "", RunOrigin::Chat, prompt)
             .await?;
-        self.finish(channel, run_id, RunStatus::Failed, RunFinish {
-            error: Some(reason.to_owned()),
-            ..Default::default()
-        }, Some(format!("⚠️ {reason}")))
+        self.finish(
+            channel,
+            run_id,
+            RunStatus::Failed,
+            RunFinish {
+                error: Some(reason.to_owned()),
+                ..Default::default()
+            },
+            Some(format!("⚠️ {reason}")),
+        )
         .await
     }
 }
@@ -251,8 +299,15 @@ pub fn build_prompt(messages: &[InboxMessage]) -> String {
     }
     let mut prompt = String::from("Several messages arrived since your last turn, oldest first:\n");
     for message in messages {
-        let marker = if message.triggers { "" } else { " (context, not addressed to you)" };
-        prompt.push_str(&format!("\n[{}]{marker}: {}\n", message.author_name, message.text));
+        let marker = if message.triggers {
+            ""
+        } else {
+            " (context, not addressed to you)"
+        };
+        prompt.push_str(&format!(
+            "\n[{}]{marker}: {}\n",
+            message.author_name, message.text
+        ));
     }
     prompt
 }
@@ -280,7 +335,10 @@ mod tests {
     #[test]
     fn prompts_batch_messages_with_authors() {
         assert_eq!(build_prompt(&[msg("alice", "fix it", true)]), "fix it");
-        let prompt = build_prompt(&[msg("bob", "the build is red", false), msg("alice", "fix it", true)]);
+        let prompt = build_prompt(&[
+            msg("bob", "the build is red", false),
+            msg("alice", "fix it", true),
+        ]);
         assert!(prompt.contains("[bob] (context, not addressed to you): the build is red"));
         assert!(prompt.contains("[alice]: fix it"));
         assert!(prompt.find("bob").expect("bob") < prompt.find("alice").expect("alice"));

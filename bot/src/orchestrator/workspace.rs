@@ -17,7 +17,9 @@ use crate::config::Config;
 pub enum WorkDirError {
     #[error("{0} does not exist or is not a directory")]
     Missing(String),
-    #[error("{dir} is outside the directories loop may use ({allowed}); add it to `allowed_dirs` in the global config")]
+    #[error(
+        "{dir} is outside the directories loop may use ({allowed}); add it to `allowed_dirs` in the global config"
+    )]
     NotAllowed { dir: String, allowed: String },
 }
 
@@ -33,7 +35,11 @@ pub fn validate_work_dir(config: &Config, requested: &str) -> Result<PathBuf, Wo
     let roots: Vec<PathBuf> = if config.allowed_dirs.is_empty() {
         vec![config.home.clone()]
     } else {
-        config.allowed_dirs.iter().map(|d| config.expand(d)).collect()
+        config
+            .allowed_dirs
+            .iter()
+            .map(|d| config.expand(d))
+            .collect()
     };
     let allowed = roots.iter().any(|root| {
         root.canonicalize()
@@ -112,7 +118,11 @@ impl HostFacts {
 }
 
 /// Container settings for one turn, from the project-merged config.
-pub fn container_settings(config: &Config, facts: &HostFacts, work_dir: &Path) -> ContainerSettings {
+pub fn container_settings(
+    config: &Config,
+    facts: &HostFacts,
+    work_dir: &Path,
+) -> ContainerSettings {
     ContainerSettings {
         image: config.container_image.clone(),
         memory_mb: config.container_memory_mb,
@@ -183,7 +193,10 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("elsewhere")).expect("mkdir");
         assert_eq!(
             validate_work_dir(&config, "~/src/app").expect("allowed"),
-            dir.path().join("home/src/app").canonicalize().expect("canon")
+            dir.path()
+                .join("home/src/app")
+                .canonicalize()
+                .expect("canon")
         );
         assert!(matches!(
             validate_work_dir(&config, &dir.path().join("elsewhere").display().to_string()),
@@ -198,7 +211,12 @@ mod tests {
             validate_work_dir(&config, "~/src/../../elsewhere"),
             Err(WorkDirError::NotAllowed { .. })
         ));
-        let config = super::tests::config(dir.path(), &[&dir.path().join("elsewhere").display().to_string()]);
-        assert!(validate_work_dir(&config, &dir.path().join("elsewhere").display().to_string()).is_ok());
+        let config = super::tests::config(
+            dir.path(),
+            &[&dir.path().join("elsewhere").display().to_string()],
+        );
+        assert!(
+            validate_work_dir(&config, &dir.path().join("elsewhere").display().to_string()).is_ok()
+        );
     }
 }

@@ -179,7 +179,10 @@ impl Store {
             released += inbox::Entity::update_many()
                 .col_expr(inbox::Column::Status, status.as_str().into())
                 .col_expr(inbox::Column::RunId, Expr::value(Option::<String>::None))
-                .col_expr(inbox::Column::Attempts, Expr::col(inbox::Column::Attempts).add(1))
+                .col_expr(
+                    inbox::Column::Attempts,
+                    Expr::col(inbox::Column::Attempts).add(1),
+                )
                 .col_expr(inbox::Column::UpdatedAt, now_ms().into())
                 .filter(inbox::Column::Triggers.eq(triggers))
                 .filter(inbox::Column::Status.eq(InboxStatus::Claimed.as_str()))

@@ -1,0 +1,119 @@
+//! Request and response bodies of the host API, shared by the server and the `loop` CLI client
+//! so each JSON shape exists once.
+
+use serde::{Deserialize, Serialize};
+
+use crate::orchestrator::RunEvent;
+use loop_adapter_local::LocalEvent;
+
+/// `POST /api/local/messages`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostMessage {
+    /// Local channel name: letters, digits, `.`, `_`, `-`; at most 64.
+    pub channel: String,
+    pub text: String,
+    /// Work directory for the channel (validated against `allowed_dirs`).
+    #[serde(default)]
+    pub dir: Option<String>,
+    /// Client-chosen id; resending the same id is answered once.
+    #[serde(default)]
+    pub message_id: Option<String>,
+    #[serde(default)]
+    pub author: Option<String>,
+}
+
+/// Answer to [`PostMessage`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageAccepted {
+    pub channel_key: String,
+    pub message_id: String,
+    /// `None` when the message was a duplicate or refused (see the channel for why).
+    pub inbox_id: Option<i64>,
+}
+
+/// `GET /api/local/messages/{inbox_id}`: where a message is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageState {
+    pub inbox_id: i64,
+    pub status: String,
+    pub run_id: Option<String>,
+    pub run_status: Option<String>,
+    pub answer: Option<String>,
+    pub error: Option<String>,
+}
+
+/// `POST /api/local/commands`: a `/loop ...` command for a local channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostCommand {
+    pub channel: String,
+    pub command: String,
+}
+
+/// What the local stream WebSocket sends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "event", rename_all = "snake_case")]
+pub enum StreamItem {
+    Chat(LocalEvent),
+    Run(RunEventWire),
+}
+
+/// A run event as JSON (the orchestrator's type, re-tagged for the wire).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunEventWire {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub run_id: String,
+    pub channel: String,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+impl From<&RunEvent> for RunEventWire {
+    fn from(event: &RunEvent) -> Self {
+        match event {
+            RunEvent::Started { run_id, channel } => RunEventWire {
+                kind: "started".into(),
+                run_id: run_id.clone(),
+                channel: channel.clone(),
+                status: None,
+            },
+            RunEvent::Progress {
+                run_id,
+                channel,
+                status,
+            } => RunEventWire {
+                kind: "progress".into(),
+                run_id: run_id.clone(),
+                channel: channel.clone(),
+                status: Some(status.clone()),
+            },
+            RunEvent::Finished {
+                run_id,
+                channel,
+                status,
+            } => RunEventWire {
+                kind: "finished".into(),
+                run_id: run_id.clone(),
+                channel: channel.clone(),
+                status: Some(status.clone()),
+            },
+        }
+    }
+}
+
+/// An error body: `{"error": "..."}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// Whether a local channel name is acceptable.
+pub fn valid_channel_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
