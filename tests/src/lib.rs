@@ -5,4 +5,5 @@
 //! Docker fail when it is missing, unless `LOOP_TEST_SKIP_UNAVAILABLE=1` (a developer's local
 //! opt-out that CI never sets).
 
+pub mod daemon;
 pub mod support;

@@ -1,0 +1,183 @@
+//! A real `loop serve` process for end-to-end tests: its own LOOP_HOME, a config pointing the
+//! agents at a fake model, and helpers to talk to it the way `loop run` does.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use loop_bot::store::Store;
+
+/// The `loop` binary under test: `$LOOP_BIN`, else the workspace's debug build.
+pub fn loop_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("LOOP_BIN") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("debug/loop");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build --workspace --bins`, as the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// A daemon process with its own home.
+pub struct Daemon {
+    pub home: PathBuf,
+    pub loop_dir: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+    daemon_id: Option<String>,
+}
+
+impl Daemon {
+    /// Writes `config` (JSON text) and starts `loop serve`; returns once the API answers.
+    pub async fn start(home: &Path, config: &str) -> Daemon {
+        let loop_dir = home.join(".loop");
+        std::fs::create_dir_all(&loop_dir).expect("loop dir");
+        std::fs::write(loop_dir.join("config.json"), config).expect("config");
+        let mut daemon = Daemon {
+            home: home.to_path_buf(),
+            loop_dir,
+            child: None,
+            log: home.join("serve.log"),
+            daemon_id: None,
+        };
+        daemon.spawn().await;
+        daemon
+    }
+
+    async fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.loop_dir.join("api.addr"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(loop_binary())
+            .arg("serve")
+            .env("LOOP_HOME", &self.loop_dir)
+            .env("HOME", &self.home)
+            .env("RUST_LOG", "info,loop_bot=debug")
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn loop serve");
+        self.child = Some(child);
+        // Ready when the API answers /api/health.
+        for _ in 0..200 {
+            if let Some(addr) = self.addr()
+                && reqwest::get(format!("http://{addr}/api/health"))
+                    .await
+                    .is_ok()
+            {
+                self.daemon_id = std::fs::read_to_string(self.loop_dir.join("daemon-id")).ok();
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("loop serve exited with {status}:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("loop serve did not become ready:\n{}", self.log_text());
+    }
+
+    /// The address the daemon wrote.
+    pub fn addr(&self) -> Option<String> {
+        std::fs::read_to_string(self.loop_dir.join("api.addr"))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.loop_dir.join("admin.token"))
+            .expect("admin token")
+            .trim()
+            .to_owned()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr().expect("daemon address"))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs the real `loop` CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(loop_binary())
+            .args(args)
+            .env("LOOP_HOME", &self.loop_dir)
+            .env("HOME", &self.home)
+            .output()
+            .expect("run loop")
+    }
+
+    /// SIGKILL: no cleanup, no drain, exactly a crash.
+    pub fn kill_9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running daemon");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        child.wait().expect("wait")
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill_9();
+        self.spawn().await;
+    }
+
+    /// The daemon's database, opened alongside it (SQLite WAL allows that).
+    pub async fn store(&self) -> Store {
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            self.loop_dir.join("loop.db").display()
+        );
+        Store::open(&url).await.expect("open the daemon's database")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill_9();
+        if let Some(id) = &self.daemon_id {
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "docker ps -aq --filter label=loop-daemon={id} | xargs -r docker rm -f >/dev/null 2>&1"
+                ))
+                .status();
+        }
+    }
+}
+
+/// A config for a test daemon: loopback API on a free port, agents pointed at `model_port`.
+pub fn test_config(model_port: u16, allowed_dir: &Path, extra: &str) -> String {
+    format!(
+        r#"{{
+  "platforms": ["local"],
+  "anthropic_api_key": "sk-test-not-a-real-key",
+  "api_addr": "127.0.0.1:0",
+  "container_image": "{image}",
+  "container_keep_alive_sec": 0,
+  "allowed_dirs": ["{allowed}"],
+  "envs": {{"ANTHROPIC_BASE_URL": "http://host.docker.internal:{model_port}", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}},
+  {extra}
+}}"#,
+        image = crate::support::test_image(),
+        allowed = allowed_dir.display(),
+    )
+}
