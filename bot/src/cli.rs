@@ -29,6 +29,9 @@ pub enum Command {
     Status,
     /// Tokens and cost per channel.
     Usage,
+    /// Run `loop serve` under systemd.
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -67,6 +70,18 @@ pub struct OnboardArgs {
     /// Replace an existing config file.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Write the systemd unit and enable it (user unit; system unit when run as root).
+    Install,
+    /// Start the service.
+    Start,
+    /// Stop the service (SIGTERM: running turns drain).
+    Stop,
+    /// Show the service's status.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use loop_bot::cli::{Cli, Command, ConfigCommand, ImageCommand};
-use loop_bot::commands::{client, config_show, doctor, image, onboard};
+use loop_bot::cli::{Cli, Command, ConfigCommand, DaemonCommand, ImageCommand};
+use loop_bot::commands::{client, config_show, doctor, image, onboard, service};
 use loop_bot::config::{Config, ConfigSources};
 use tokio::io::AsyncBufReadExt;
 
@@ -176,6 +176,38 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Daemon(command) => {
+            let config = load(&sources)?;
+            let scope = service::ServiceScope::detect(&config.home);
+            match command {
+                DaemonCommand::Install => {
+                    let exe = std::env::current_exe().context("cannot locate the loop binary")?;
+                    let text =
+                        service::unit_text(&exe, &config.loop_dir, config.shutdown_grace_sec);
+                    let path = service::write_unit(&scope, &text)?;
+                    println!("wrote {}", path.display());
+                    service::systemctl_ok(&scope, &["daemon-reload"])?;
+                    service::systemctl_ok(&scope, &["enable", service::UNIT_NAME])?;
+                    println!("enabled; start it with `loop daemon start`");
+                    Ok(ExitCode::SUCCESS)
+                }
+                DaemonCommand::Start => {
+                    service::systemctl_ok(&scope, &["start", service::UNIT_NAME])?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                DaemonCommand::Stop => {
+                    service::systemctl_ok(&scope, &["stop", service::UNIT_NAME])?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                DaemonCommand::Status => Ok(
+                    if service::systemctl(&scope, &["status", service::UNIT_NAME])? {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    },
+                ),
+            }
         }
         Command::Serve => {
             let config = load(&sources)?;

@@ -5,3 +5,4 @@ pub mod config_show;
 pub mod doctor;
 pub mod image;
 pub mod onboard;
+pub mod service;
