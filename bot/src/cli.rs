@@ -38,6 +38,107 @@ pub enum Command {
     /// Build the agent image.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Allow a gate approval request (once, or for the rest of the container's session).
+    Approve(ApproveArgs),
+    /// Deny a gate approval request.
+    Deny(DenyArgs),
+    /// List gate approval requests waiting for an answer.
+    Approvals,
+    /// Recent gate decisions (reads the database directly).
+    Audit(AuditArgs),
+    /// Security gate tools.
+    #[command(subcommand)]
+    Gate(GateCommand),
+    /// The agent container's gate (its entrypoint runs this as root): supervise CMD under the
+    /// seccomp policy in $LOOP_GATE_POLICY_FILE.
+    #[command(hide = true)]
+    Syscallwrap(SyscallwrapArgs),
+    /// The agent container's built-in `loop` MCP server over stdio (the agent's CLI starts it).
+    #[command(hide = true)]
+    Mcp(McpArgs),
+    /// List scheduled tasks; `loop tasks cancel ID` cancels one.
+    Tasks(TasksArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// The channel the container serves.
+    #[arg(long)]
+    pub channel_id: String,
+    /// The host API as the container reaches it.
+    #[arg(long)]
+    pub api_url: String,
+    /// Who asked for the turn (recorded as the creator of tasks).
+    #[arg(long)]
+    pub author_id: Option<String>,
+    /// Offer the memory tools.
+    #[arg(long)]
+    pub memory: bool,
+    /// Log file (stdout is the protocol).
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    /// Only this channel's tasks (a channel key, e.g. `local:default`).
+    #[arg(long)]
+    pub channel: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<TasksCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// Cancel (delete) a task.
+    Cancel {
+        /// The task id (from `loop tasks`).
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The approval id (from the chat message or `loop approvals`).
+    pub id: String,
+    /// Allow the same action for the rest of the container's session.
+    #[arg(long)]
+    pub session: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DenyArgs {
+    /// The approval id.
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// How many of the newest entries to show.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GateCommand {
+    /// Print what a policy file decides for a command: `loop gate check POLICY -- git push`.
+    Check(GateCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GateCheckArgs {
+    /// The policy file (the shape of `/etc/loop/gate-policy.json`).
+    pub policy_file: PathBuf,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SyscallwrapArgs {
+    /// The command to supervise, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]

@@ -12,12 +12,12 @@ use std::sync::Arc;
 
 use loop_adapter::{Adapter, Inbound};
 use loop_adapter_local::LocalAdapter;
-use loop_runner::{AgentRunner, ContainerRegistry, DockerRunner};
+use loop_runner::{AgentRunner, ContainerRegistry, DockerRunner, WarmConfig};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, ApiState, ContainerTokens};
+use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::orchestrator::{HostFacts, Orchestrator};
 use crate::store::{Store, StoreError};
@@ -51,6 +51,8 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Token(#[from] api::TokenError),
+    #[error("cannot set up Slack: {0}")]
+    SlackSetup(String),
 }
 
 /// Resolves `api_addr` (`:8222`, `127.0.0.1:8222`) to the loopback address loop binds.
@@ -108,10 +110,50 @@ async fn bridge_gateway(docker: &bollard::Docker) -> Option<IpAddr> {
     })
 }
 
+/// The Slack adapter from the config. Approvers are `permissions.approvers.users`, else the
+/// owners; with neither, nobody may decide from Slack (the admin API still can).
+fn slack_adapter(config: &Config) -> Result<loop_adapter_slack::SlackAdapter, DaemonError> {
+    let secret = |s: &crate::config::Secret| secrecy::SecretString::from(s.expose().unwrap_or_default().to_owned());
+    let mut settings = loop_adapter_slack::SlackSettings::new(
+        secret(&config.slack_bot_token),
+        secret(&config.slack_app_token),
+    );
+    settings.api_url = config.slack.api_url.clone();
+    settings.require_mention_in_threads = config.slack.require_mention_in_threads;
+    settings.allowed_users = config.slack.allowed_users.clone();
+    settings.allowed_channels = config.slack.allowed_channels.clone();
+    settings.approvers = if config.permissions.approvers.users.is_empty() {
+        config.permissions.owners.users.clone()
+    } else {
+        config.permissions.approvers.users.clone()
+    };
+    if settings.approvers.is_empty() {
+        tracing::warn!("slack: no approvers configured (permissions.approvers.users); approval buttons will refuse everyone");
+    }
+    if let Some(events) = &config.slack.events_api {
+        settings.events_api = Some(loop_adapter_slack::EventsApiSettings {
+            listen: events.listen.parse().map_err(|err: std::net::AddrParseError| {
+                DaemonError::SlackSetup(format!("slack.events_api.listen: {err}"))
+            })?,
+            signing_secret: secret(&events.signing_secret),
+        });
+    }
+    loop_adapter_slack::SlackAdapter::new(settings)
+        .map_err(|err| DaemonError::SlackSetup(err.to_string()))
+}
+
 /// Runs until `shutdown` is cancelled.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let store = Store::open(&config.database_url()).await?;
     tracing::info!(backend = store.backend_name(), "database ready");
+    // Approval prompts of the previous daemon wait for nobody now: their containers are gone.
+    let expired = store.expire_pending_approvals().await?;
+    if expired > 0 {
+        tracing::info!(
+            expired,
+            "expired approval prompts left by the previous daemon"
+        );
+    }
 
     let docker = loop_runner::docker::connect().await?;
     let daemon_id = daemon_id(&config.loop_dir)?;
@@ -158,8 +200,18 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
 
     let facts = HostFacts::detect(&config, daemon_id, local_addr.port());
     let local = LocalAdapter::new();
-    let adapters: Vec<Arc<dyn Adapter>> = vec![Arc::new(local.clone())];
-    let runner: Arc<dyn AgentRunner> = Arc::new(DockerRunner::new(registry.clone()));
+    let mut adapters: Vec<Arc<dyn Adapter>> = vec![Arc::new(local.clone())];
+    if config.platforms.contains(&crate::config::Platform::Slack) {
+        adapters.push(Arc::new(slack_adapter(&config)?));
+    }
+    let warm = WarmConfig {
+        idle: std::time::Duration::from_secs(config.warm_idle_sec),
+        max_agents: config
+            .max_warm_threads
+            .unwrap_or_else(WarmConfig::default_max_agents),
+    };
+    let docker_runner = Arc::new(DockerRunner::with_warm(registry.clone(), warm));
+    let runner: Arc<dyn AgentRunner> = docker_runner.clone();
     let orchestrator = Orchestrator::new(
         store.clone(),
         config.clone(),
@@ -175,7 +227,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         local,
         registry: Some(registry.clone()),
         admin_token: Arc::new(api::load_or_create_admin_token(&config.loop_dir)?),
-        container_tokens: ContainerTokens::default(),
+        container_tokens: orchestrator.gate().tokens().clone(),
     };
     let router = api::router(api_state);
     // The API outlives intake: clients can still read answers while turns drain.
@@ -195,6 +247,13 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         });
     }
 
+    // Warm agents are retired when idle, and all of them when the daemon stops.
+    let reaper_stop = CancellationToken::new();
+    let reaper = {
+        let runner = docker_runner.clone();
+        let token = reaper_stop.clone();
+        tokio::spawn(async move { runner.run_warm_reaper(token).await })
+    };
     let keep_alive = std::time::Duration::from_secs(config.container_keep_alive_sec);
     {
         let registry = registry.clone();
@@ -233,11 +292,31 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         });
     }
 
+    // The scheduler turns due tasks into inbox messages; it stops with intake.
+    {
+        let settings = crate::scheduler::SchedulerSettings::from_config(
+            &config,
+            &loop_runner::spec::detect_timezone(std::env::var("TZ").ok().as_deref()),
+        );
+        let scheduler = crate::scheduler::Scheduler::new(
+            store.clone(),
+            Arc::new(orchestrator.clone()),
+            Arc::new(crate::scheduler::SystemClock),
+            settings,
+        );
+        let token = shutdown.child_token();
+        tracker.spawn(async move { scheduler.run(token).await });
+    }
+
     tracing::info!("loop is running");
     if let Err(err) = orchestrator.run().await {
         tracing::error!(error = %err, "orchestrator stopped");
     }
     api_stop.cancel();
+    reaper_stop.cancel();
+    if let Err(err) = reaper.await {
+        tracing::warn!(error = %err, "warm agent reaper failed");
+    }
     tracker.close();
     tracker.wait().await;
     registry.shutdown().await;

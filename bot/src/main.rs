@@ -5,13 +5,27 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use loop_bot::cli::{Cli, Command, ConfigCommand, DaemonCommand, ImageCommand};
-use loop_bot::commands::{client, config_show, doctor, image, onboard, service};
+use loop_bot::cli::{
+    Cli, Command, ConfigCommand, DaemonCommand, GateCommand, ImageCommand, TasksCommand,
+};
+use loop_bot::commands::{client, config_show, doctor, gate, image, onboard, service};
 use loop_bot::config::{Config, ConfigSources};
+use loop_gate::wire::ApprovalDecision;
 use tokio::io::AsyncBufReadExt;
 
 fn main() -> ExitCode {
+    // The gate's agent side (re-exec'd by `loop syscallwrap`): first thing, while the process
+    // has one thread and before anything else reads the environment.
+    if loop_bot::gate::approver::is_child_mode() {
+        return exit_code(loop_bot::gate::approver::run_child());
+    }
     let cli = Cli::parse();
+    // The gate drops capabilities per thread, so `syscallwrap` must start before any runtime
+    // (and its worker threads) exists.
+    if let Command::Syscallwrap(args) = &cli.command {
+        loop_bot::gate::approver::init_logging();
+        return exit_code(loop_bot::gate::approver::run_parent(&args.command));
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -26,6 +40,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// An agent's exit status as the process's own (128 + signal fits in a byte too).
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -160,6 +179,72 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load(&sources)?;
             let status = connect_client(&config)?.get_json("/api/status").await?;
             println!("{}", serde_json::to_string_pretty(&status)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Approve(args) => {
+            let config = load(&sources)?;
+            let decision = if args.session {
+                ApprovalDecision::AllowSession
+            } else {
+                ApprovalDecision::AllowOnce
+            };
+            let record = gate::decide(&connect_client(&config)?, &args.id, decision).await?;
+            println!("allowed {}: {}", record.id, record.summary);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deny(args) => {
+            let config = load(&sources)?;
+            let record =
+                gate::decide(&connect_client(&config)?, &args.id, ApprovalDecision::Deny).await?;
+            println!("denied {}: {}", record.id, record.summary);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Approvals => {
+            let config = load(&sources)?;
+            let pending = gate::pending(&connect_client(&config)?).await?;
+            println!("{}", gate::render_pending(&pending));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(args) => {
+            let config = load(&sources)?;
+            let store = loop_bot::store::Store::open(&config.database_url()).await?;
+            println!(
+                "{}",
+                gate::render_audit(&store.gate_audit(args.limit).await?)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gate(GateCommand::Check(args)) => {
+            println!("{}", gate::check(&args.policy_file, &args.command)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Syscallwrap(_) => {
+            anyhow::bail!("syscallwrap runs before the runtime starts; this is a bug")
+        }
+        Command::Mcp(args) => {
+            loop_bot::mcp::serve(loop_bot::mcp::McpOptions {
+                channel_id: args.channel_id,
+                api_url: args.api_url,
+                author_id: args.author_id,
+                memory: args.memory,
+                log: args.log,
+                token: std::env::var(loop_bot::mcp::API_TOKEN_ENV).ok(),
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tasks(args) => {
+            let config = load(&sources)?;
+            let store = loop_bot::store::Store::open(&config.database_url()).await?;
+            match args.command {
+                None => println!(
+                    "{}",
+                    loop_bot::commands::tasks::render_list(&store, args.channel.as_deref()).await?
+                ),
+                Some(TasksCommand::Cancel { id }) => {
+                    println!("{}", loop_bot::commands::tasks::cancel(&store, &id).await?)
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Usage => {

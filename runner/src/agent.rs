@@ -6,18 +6,19 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, KillContainerOptions, UploadToContainerOptions,
-    WaitContainerOptions,
+    AttachContainerOptions, CreateContainerOptions, KillContainerOptions, StatsOptions,
+    UploadToContainerOptions, WaitContainerOptions,
 };
-use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
+use futures::{Stream, StreamExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +28,7 @@ use crate::spec::{
     ChannelTarget, ClaudeInvocation, ContainerKind, ContainerPlan, ContainerSettings,
     plan_container,
 };
+use crate::warm::{WarmAgent, WarmConfig, WarmInfo, WarmPool, fingerprint};
 
 /// How much of the container's stderr is kept for error messages.
 const STDERR_TAIL_BYTES: usize = 8 * 1024;
@@ -48,6 +50,8 @@ pub struct TurnRequest {
     pub session_id: Option<String>,
     /// How long a finished container is kept before removal (its logs stay readable).
     pub keep_alive: Duration,
+    /// Keep the thread's agent warm after this turn (when the runner has warm agents on).
+    pub warm: bool,
 }
 
 /// A finished turn.
@@ -58,6 +62,151 @@ pub struct TurnOutcome {
     pub container_name: String,
     /// How the turn got its answer.
     pub recovery: Recovery,
+    /// Whether the container stayed up as the thread's warm agent.
+    pub warm: bool,
+}
+
+/// How a turn on a warm agent ended.
+enum WarmTurn {
+    Done(Result<TurnOutcome, RunError>),
+    Lost,
+}
+
+/// Builds the error for a `result` event with `is_error`.
+fn agent_error(result: TurnResult) -> RunError {
+    RunError::Agent {
+        message: if result.text.is_empty() {
+            result.subtype.clone()
+        } else {
+            result.text.clone()
+        },
+        result: Box::new(result),
+    }
+}
+
+type OutputStream = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+
+/// The attached stdio of a running agent: stream-json turns in, events out.
+pub(crate) struct AgentIo {
+    input: Pin<Box<dyn AsyncWrite + Send>>,
+    output: OutputStream,
+    splitter: LineSplitter,
+    stderr: Vec<u8>,
+}
+
+/// What reading one turn produced.
+pub(crate) struct TurnRead {
+    pub result: Option<TurnResult>,
+    /// Whether the process said anything at all this turn.
+    pub saw_events: bool,
+}
+
+impl AgentIo {
+    fn new(input: Pin<Box<dyn AsyncWrite + Send>>, output: OutputStream) -> AgentIo {
+        AgentIo {
+            input,
+            output,
+            splitter: LineSplitter::default(),
+            stderr: Vec::new(),
+        }
+    }
+
+    /// Writes one user turn; `close` ends stdin afterwards (cold, one-turn containers).
+    async fn send(&mut self, prompt: &str, close: bool) -> std::io::Result<()> {
+        self.input
+            .write_all(user_turn_line(prompt).as_bytes())
+            .await?;
+        self.input.flush().await?;
+        if close {
+            self.input.shutdown().await?;
+        }
+        Ok(())
+    }
+
+    /// Reads events until this turn's `result` (or the end of the stream), forwarding each.
+    async fn read_turn(&mut self, name: &str, events: Option<&EventSender>) -> TurnRead {
+        let mut read = TurnRead {
+            result: None,
+            saw_events: false,
+        };
+        while let Some(chunk) = self.output.next().await {
+            match chunk {
+                Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                    for line in self.splitter.push(&message) {
+                        if handle_line(line, name, events, &mut read) {
+                            return read;
+                        }
+                    }
+                }
+                Ok(LogOutput::StdErr { message }) => self.push_stderr(&message),
+                Ok(LogOutput::StdIn { .. }) => {}
+                Err(err) => {
+                    tracing::debug!(container = %name, error = %err, "output stream ended");
+                    break;
+                }
+            }
+        }
+        if let Some(line) = self.splitter.finish() {
+            handle_line(line, name, events, &mut read);
+        }
+        read
+    }
+
+    /// Reads to the end of the stream (after the result of a one-turn container).
+    async fn drain(&mut self, name: &str) {
+        while let Some(chunk) = self.output.next().await {
+            match chunk {
+                Ok(LogOutput::StdErr { message }) => self.push_stderr(&message),
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::debug!(container = %name, error = %err, "output stream ended");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn push_stderr(&mut self, bytes: &[u8]) {
+        self.stderr.extend_from_slice(bytes);
+        if self.stderr.len() > STDERR_TAIL_BYTES {
+            let cut = self.stderr.len() - STDERR_TAIL_BYTES;
+            self.stderr.drain(..cut);
+        }
+    }
+
+    fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Decodes one line; returns true when it carried the turn's `result`.
+fn handle_line(line: Line, name: &str, events: Option<&EventSender>, read: &mut TurnRead) -> bool {
+    match line {
+        Line::Oversized => {
+            tracing::warn!(container = %name, "skipping an event line over the size limit");
+            false
+        }
+        Line::Complete(text) => match decode_line(&text) {
+            Ok(decoded) => {
+                let mut done = false;
+                for event in decoded {
+                    read.saw_events = true;
+                    if let AgentEvent::Result(result) = &event {
+                        read.result = Some(result.clone());
+                        done = true;
+                    }
+                    if let Some(events) = events {
+                        let _ = events.try_send(event);
+                    }
+                }
+                done
+            }
+            Err(err) => {
+                tracing::warn!(container = %name, error = %err, "skipping a malformed event line");
+                false
+            }
+        },
+    }
 }
 
 /// Which retry path (if any) produced the answer.
@@ -142,6 +291,11 @@ pub trait AgentRunner: Send + Sync {
         events: Option<EventSender>,
         cancel: CancellationToken,
     ) -> Result<TurnOutcome, RunError>;
+
+    /// Idle warm agents, for status displays. Backends without warm agents have none.
+    async fn warm_agents(&self) -> Vec<WarmInfo> {
+        Vec::new()
+    }
 }
 
 /// Runs each turn in a fresh Docker container.
@@ -149,13 +303,21 @@ pub trait AgentRunner: Send + Sync {
 pub struct DockerRunner {
     docker: Docker,
     registry: ContainerRegistry,
+    warm: std::sync::Arc<WarmPool>,
 }
 
 impl DockerRunner {
+    /// A runner whose every turn starts a fresh container.
     pub fn new(registry: ContainerRegistry) -> DockerRunner {
+        DockerRunner::with_warm(registry, WarmConfig::disabled())
+    }
+
+    /// A runner that keeps threads' agents warm between turns within `warm`'s bounds.
+    pub fn with_warm(registry: ContainerRegistry, warm: WarmConfig) -> DockerRunner {
         DockerRunner {
             docker: registry.docker().clone(),
             registry,
+            warm: std::sync::Arc::new(WarmPool::new(warm)),
         }
     }
 
@@ -185,7 +347,7 @@ impl DockerRunner {
             &ClaudeInvocation::default(),
         );
         write_host_files(&plan, settings)?;
-        let id = self.create(&plan, settings).await?;
+        let id = self.create(&plan, settings, false).await?;
         self.docker
             .start_container(&id, None)
             .await
@@ -203,7 +365,8 @@ impl DockerRunner {
         }))
     }
 
-    /// One attempt: create, copy, attach, start, write the prompt, read events, wait.
+    /// One attempt. With warm agents on, the thread's idle agent answers when its settings and
+    /// session still match; otherwise a new container starts (and stays warm afterwards).
     async fn run_once(
         &self,
         request: &TurnRequest,
@@ -213,7 +376,7 @@ impl DockerRunner {
         cancel: &CancellationToken,
     ) -> Result<TurnOutcome, RunError> {
         let invocation = ClaudeInvocation {
-            resume_session: session,
+            resume_session: session.clone(),
         };
         let plan = plan_container(
             &request.settings,
@@ -221,14 +384,175 @@ impl DockerRunner {
             ContainerKind::Agent,
             &invocation,
         );
+        let warm = request.warm && self.warm.config().is_enabled();
+        let print = warm.then(|| fingerprint(&plan, &request.settings));
+        if let Some(print) = print
+            && let Some(agent) = self.warm.take(&request.target.channel_id)
+        {
+            let same_session = session.as_deref() == Some(agent.session_id.as_str());
+            if agent.fingerprint == print && same_session {
+                match self.warm_turn(agent, request, prompt, events, cancel).await {
+                    WarmTurn::Done(result) => return result,
+                    WarmTurn::Lost => {
+                        tracing::info!("the warm agent is gone: answering with a cold --resume");
+                    }
+                }
+            } else {
+                tracing::info!(
+                    settings_changed = agent.fingerprint != print,
+                    session_changed = !same_session,
+                    "retiring the warm agent"
+                );
+                self.retire(agent).await;
+            }
+        }
         write_host_files(&plan, &request.settings)?;
-        let result = self.run_plan(request, &plan, prompt, events, cancel).await;
-        if !request.settings.keep_mcp_configs {
+        let result = self
+            .run_plan(request, &plan, prompt, events, cancel, print, session)
+            .await;
+        let kept_warm = matches!(&result, Ok(outcome) if outcome.warm);
+        if !request.settings.keep_mcp_configs && !kept_warm {
             let _ = std::fs::remove_file(&plan.mcp_config_path);
         }
         result
     }
 
+    /// A turn on a warm agent. `Lost` means the agent was gone before doing anything (exited,
+    /// OOM-killed or removed between turns): the caller runs the turn cold instead.
+    async fn warm_turn(
+        &self,
+        mut agent: WarmAgent,
+        request: &TurnRequest,
+        prompt: &str,
+        events: Option<&EventSender>,
+        cancel: &CancellationToken,
+    ) -> WarmTurn {
+        if let Err(err) = agent.io.send(prompt, false).await {
+            tracing::debug!(container = %agent.name, error = %err, "warm stdin write failed");
+            self.retire(agent).await;
+            return WarmTurn::Lost;
+        }
+        let timeout = request.settings.timeout;
+        let read = tokio::select! {
+            read = tokio::time::timeout(timeout, agent.io.read_turn(&agent.name, events)) => read,
+            _ = cancel.cancelled() => {
+                self.retire(agent).await;
+                return WarmTurn::Done(Err(RunError::Cancelled));
+            }
+        };
+        let turn = match read {
+            Ok(turn) => turn,
+            Err(_) => {
+                self.retire(agent).await;
+                return WarmTurn::Done(Err(RunError::TimedOut(timeout)));
+            }
+        };
+        match turn.result {
+            Some(result) if !result.is_error => {
+                agent.last_used = Instant::now();
+                agent.session_id = result.session_id.clone();
+                let outcome = TurnOutcome {
+                    result,
+                    container_id: agent.id.clone(),
+                    container_name: agent.name.clone(),
+                    recovery: Recovery::None,
+                    warm: true,
+                };
+                self.keep_warm(agent).await;
+                WarmTurn::Done(Ok(outcome))
+            }
+            Some(result) => {
+                // Retries (compaction, fresh session) run cold: retire this process.
+                self.retire(agent).await;
+                WarmTurn::Done(Err(agent_error(result)))
+            }
+            None if !turn.saw_events => {
+                self.retire(agent).await;
+                WarmTurn::Lost
+            }
+            None => {
+                let id = agent.id.clone();
+                let stderr = agent.io.stderr_text();
+                self.retire(agent).await;
+                if self.was_oom_killed(&id).await {
+                    WarmTurn::Done(Err(RunError::OutOfMemory {
+                        limit_mb: request.settings.memory_mb,
+                    }))
+                } else {
+                    WarmTurn::Done(Err(RunError::Exited { code: -1, stderr }))
+                }
+            }
+        }
+    }
+
+    /// Puts an agent back in the pool, retiring whatever that evicts.
+    async fn keep_warm(&self, agent: WarmAgent) {
+        for evicted in self.warm.put(agent) {
+            tracing::info!(channel = %evicted.channel, container = %evicted.name, "evicting the least recently used warm agent");
+            self.retire(evicted).await;
+        }
+    }
+
+    /// Stops and removes a warm agent's container.
+    async fn retire(&self, agent: WarmAgent) {
+        if !agent.keep_mcp_config {
+            let _ = std::fs::remove_file(&agent.mcp_config_path);
+        }
+        if let Err(err) = self.registry.remove_now(&agent.id).await {
+            tracing::warn!(container = %agent.name, error = %err, "cannot remove a retired warm agent");
+        }
+    }
+
+    /// Retires agents idle past the limit, every few seconds, until `token` is cancelled; then
+    /// retires all of them.
+    pub async fn run_warm_reaper(&self, token: CancellationToken) {
+        let config = self.warm.config();
+        if !config.is_enabled() {
+            return;
+        }
+        let period = (config.idle / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = tick.tick() => {
+                    for agent in self.warm.take_idle(Instant::now()) {
+                        tracing::info!(channel = %agent.channel, container = %agent.name, "retiring an idle warm agent");
+                        self.retire(agent).await;
+                    }
+                }
+            }
+        }
+        for agent in self.warm.take_all() {
+            self.retire(agent).await;
+        }
+    }
+
+    /// The idle warm agents, with their memory use.
+    pub async fn warm_info(&self) -> Vec<WarmInfo> {
+        let mut info = self.warm.info();
+        let ids: HashMap<String, String> = self.warm.ids().into_iter().collect();
+        for agent in &mut info {
+            if let Some(id) = ids.get(&agent.channel) {
+                agent.memory_bytes = self.memory_usage(id).await;
+            }
+        }
+        info
+    }
+
+    async fn memory_usage(&self, id: &str) -> Option<u64> {
+        let mut stats = self.docker.stats(
+            id,
+            Some(StatsOptions {
+                stream: false,
+                one_shot: true,
+            }),
+        );
+        let stats = stats.next().await?.ok()?;
+        stats.memory_stats?.usage
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn run_plan(
         &self,
         request: &TurnRequest,
@@ -236,8 +560,12 @@ impl DockerRunner {
         prompt: &str,
         events: Option<&EventSender>,
         cancel: &CancellationToken,
+        warm_fingerprint: Option<u64>,
+        session: Option<String>,
     ) -> Result<TurnOutcome, RunError> {
-        let id = self.create(plan, &request.settings).await?;
+        let id = self
+            .create(plan, &request.settings, warm_fingerprint.is_some())
+            .await?;
         self.registry.register(ContainerEntry {
             id: id.clone(),
             name: plan.name.clone(),
@@ -246,24 +574,158 @@ impl DockerRunner {
             status: ContainerStatus::Running,
             remove_at_ms: None,
         });
-        tracing::debug!(run_id = %request.run_id, container = %plan.name, "container created");
-        let outcome = self.drive(&id, plan, request, prompt, events, cancel).await;
-        // Stopped containers linger for `keep_alive` so their logs can be read, then go.
-        self.registry.set_status(&id, ContainerStatus::Stopped);
-        if request.keep_alive.is_zero() {
-            if let Err(err) = self.registry.remove_now(&id).await {
-                tracing::warn!(container = %plan.name, error = %err, "cannot remove container");
+        tracing::debug!(run_id = %request.run_id, container = %plan.name, warm = warm_fingerprint.is_some(), "container created");
+        let io = self.attach_and_start(&id).await?;
+        if let Some(print) = warm_fingerprint {
+            match self
+                .drive_warm_start(
+                    &id, plan, io, request, prompt, events, cancel, print, session,
+                )
+                .await
+            {
+                Ok(outcome) => return Ok(outcome),
+                Err(err) => {
+                    self.finish_container(&id, &plan.name, request.keep_alive)
+                        .await;
+                    return Err(err);
+                }
             }
-        } else {
-            self.registry.schedule_remove(&id, request.keep_alive);
         }
+        let outcome = self
+            .drive(&id, plan, io, request, prompt, events, cancel)
+            .await;
+        self.finish_container(&id, &plan.name, request.keep_alive)
+            .await;
         outcome
     }
 
+    /// Stopped containers linger for `keep_alive` so their logs can be read, then go.
+    async fn finish_container(&self, id: &str, name: &str, keep_alive: Duration) {
+        self.registry.set_status(id, ContainerStatus::Stopped);
+        if keep_alive.is_zero() {
+            if let Err(err) = self.registry.remove_now(id).await {
+                tracing::warn!(container = %name, error = %err, "cannot remove container");
+            }
+        } else {
+            self.kill(id).await;
+            self.registry.schedule_remove(id, keep_alive);
+        }
+    }
+
+    /// The first turn of a container that will stay warm: stdin stays open after the prompt.
+    #[allow(clippy::too_many_arguments)]
+    async fn drive_warm_start(
+        &self,
+        id: &str,
+        plan: &ContainerPlan,
+        mut io: AgentIo,
+        request: &TurnRequest,
+        prompt: &str,
+        events: Option<&EventSender>,
+        cancel: &CancellationToken,
+        print: u64,
+        session: Option<String>,
+    ) -> Result<TurnOutcome, RunError> {
+        if let Err(err) = io.send(prompt, false).await {
+            tracing::debug!(container = %plan.name, error = %err, "stdin write failed");
+        }
+        let timeout = request.settings.timeout;
+        let turn = tokio::select! {
+            read = tokio::time::timeout(timeout, io.read_turn(&plan.name, events)) => match read {
+                Ok(turn) => turn,
+                Err(_) => {
+                    self.kill(id).await;
+                    return Err(RunError::TimedOut(timeout));
+                }
+            },
+            _ = cancel.cancelled() => {
+                self.kill(id).await;
+                return Err(RunError::Cancelled);
+            }
+        };
+        match turn.result {
+            Some(result) if !result.is_error => {
+                let now = Instant::now();
+                let agent = WarmAgent {
+                    id: id.to_owned(),
+                    name: plan.name.clone(),
+                    channel: request.target.channel_id.clone(),
+                    fingerprint: print,
+                    session_id: if result.session_id.is_empty() {
+                        session.unwrap_or_default()
+                    } else {
+                        result.session_id.clone()
+                    },
+                    io,
+                    mcp_config_path: plan.mcp_config_path.clone(),
+                    keep_mcp_config: request.settings.keep_mcp_configs,
+                    created: now,
+                    last_used: now,
+                };
+                let outcome = TurnOutcome {
+                    result,
+                    container_id: id.to_owned(),
+                    container_name: plan.name.clone(),
+                    recovery: Recovery::None,
+                    warm: true,
+                };
+                self.keep_warm(agent).await;
+                Ok(outcome)
+            }
+            Some(result) => {
+                self.kill(id).await;
+                Err(agent_error(result))
+            }
+            None => {
+                let code = self.wait_exit(id).await;
+                if self.was_oom_killed(id).await {
+                    return Err(RunError::OutOfMemory {
+                        limit_mb: request.settings.memory_mb,
+                    });
+                }
+                Err(RunError::Exited {
+                    code,
+                    stderr: io.stderr_text(),
+                })
+            }
+        }
+    }
+
+    async fn attach_and_start(&self, id: &str) -> Result<AgentIo, RunError> {
+        // Attach before start so no output is missed.
+        let attached = self
+            .docker
+            .attach_container(
+                id,
+                Some(AttachContainerOptions {
+                    stream: true,
+                    stdin: true,
+                    stdout: true,
+                    stderr: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|source| RunError::Docker {
+                call: "attach_container",
+                source,
+            })?;
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(|source| RunError::Docker {
+                call: "start_container",
+                source,
+            })?;
+        Ok(AgentIo::new(attached.input, attached.output))
+    }
+
+    /// Creates the container; a warm one keeps stdin open across turns.
     async fn create(
         &self,
         plan: &ContainerPlan,
         settings: &ContainerSettings,
+        warm: bool,
     ) -> Result<String, RunError> {
         let memory = (settings.memory_mb > 0).then(|| {
             i64::try_from(settings.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)
@@ -284,6 +746,11 @@ impl DockerRunner {
             // The gate's root supervisor reads the agent's syscall arguments from /proc/PID/mem.
             cap_add.push("SYS_PTRACE".to_owned());
             cap_add.push("KILL".to_owned());
+            // It resolves paths (symlinks, /proc/PID/cwd) inside the agent's 0700 home.
+            cap_add.push("DAC_READ_SEARCH".to_owned());
+            // `loop syscallwrap` drops every other capability from its bounding set before
+            // it supervises, and PR_CAPBSET_DROP needs CAP_SETPCAP.
+            cap_add.push("SETPCAP".to_owned());
         }
         let host_config = HostConfig {
             binds: Some(plan.binds.clone()),
@@ -307,7 +774,7 @@ impl DockerRunner {
             labels: Some(plan.labels.clone().into_iter().collect::<HashMap<_, _>>()),
             tty: Some(false),
             open_stdin: Some(true),
-            stdin_once: Some(true),
+            stdin_once: Some(!warm),
             attach_stdin: Some(true),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
@@ -373,107 +840,30 @@ impl DockerRunner {
             })
     }
 
+    /// A cold turn: one prompt, then EOF; with StdinOnce the CLI sees its stdin close and exits
+    /// after answering.
+    #[allow(clippy::too_many_arguments)]
     async fn drive(
         &self,
         id: &str,
         plan: &ContainerPlan,
+        mut io: AgentIo,
         request: &TurnRequest,
         prompt: &str,
         events: Option<&EventSender>,
         cancel: &CancellationToken,
     ) -> Result<TurnOutcome, RunError> {
-        // Attach before start so no output is missed.
-        let attached = self
-            .docker
-            .attach_container(
-                id,
-                Some(AttachContainerOptions {
-                    stream: true,
-                    stdin: true,
-                    stdout: true,
-                    stderr: true,
-                    ..Default::default()
-                }),
-            )
-            .await
-            .map_err(|source| RunError::Docker {
-                call: "attach_container",
-                source,
-            })?;
-        self.docker
-            .start_container(id, None)
-            .await
-            .map_err(|source| RunError::Docker {
-                call: "start_container",
-                source,
-            })?;
-        let mut input = attached.input;
-        let mut output = attached.output;
-        // One user turn, then EOF: with StdinOnce the CLI sees its stdin close and exits after
-        // answering.
-        let written = async {
-            input.write_all(user_turn_line(prompt).as_bytes()).await?;
-            input.flush().await?;
-            input.shutdown().await
-        };
-        if let Err(err) = written.await {
+        if let Err(err) = io.send(prompt, true).await {
             tracing::debug!(container = %plan.name, error = %err, "stdin write failed");
         }
-
         let read = async {
-            let mut splitter = LineSplitter::default();
-            let mut stderr = Vec::<u8>::new();
-            let mut result: Option<TurnResult> = None;
-            let handle_line = |line: Line, result: &mut Option<TurnResult>| match line {
-                Line::Oversized => {
-                    tracing::warn!(container = %plan.name, "skipping an event line over the size limit");
-                }
-                Line::Complete(text) => match decode_line(&text) {
-                    Ok(decoded) => {
-                        for event in decoded {
-                            if let AgentEvent::Result(r) = &event {
-                                *result = Some(r.clone());
-                            }
-                            if let Some(events) = events {
-                                let _ = events.try_send(event);
-                            }
-                        }
-                    }
-                    Err(err) => {
-                        tracing::warn!(container = %plan.name, error = %err, "skipping a malformed event line");
-                    }
-                },
-            };
-            while let Some(chunk) = output.next().await {
-                match chunk {
-                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
-                        for line in splitter.push(&message) {
-                            handle_line(line, &mut result);
-                        }
-                    }
-                    Ok(LogOutput::StdErr { message }) => {
-                        stderr.extend_from_slice(&message);
-                        if stderr.len() > STDERR_TAIL_BYTES {
-                            let cut = stderr.len() - STDERR_TAIL_BYTES;
-                            stderr.drain(..cut);
-                        }
-                    }
-                    Ok(LogOutput::StdIn { .. }) => {}
-                    Err(err) => {
-                        tracing::debug!(container = %plan.name, error = %err, "output stream ended");
-                        break;
-                    }
-                }
-            }
-            if let Some(line) = splitter.finish() {
-                handle_line(line, &mut result);
-            }
+            let turn = io.read_turn(&plan.name, events).await;
+            io.drain(&plan.name).await;
             let code = self.wait_exit(id).await;
-            (result, code, String::from_utf8_lossy(&stderr).into_owned())
+            (turn.result, code)
         };
-
         let timeout = request.settings.timeout;
-        let (result, code, stderr) = tokio::select! {
+        let (result, code) = tokio::select! {
             finished = tokio::time::timeout(timeout, read) => match finished {
                 Ok(done) => done,
                 Err(_) => {
@@ -493,21 +883,18 @@ impl DockerRunner {
             });
         }
         match result {
-            Some(result) if result.is_error => Err(RunError::Agent {
-                message: if result.text.is_empty() {
-                    result.subtype.clone()
-                } else {
-                    result.text.clone()
-                },
-                result: Box::new(result),
-            }),
+            Some(result) if result.is_error => Err(agent_error(result)),
             Some(result) => Ok(TurnOutcome {
                 result,
                 container_id: id.to_owned(),
                 container_name: plan.name.clone(),
                 recovery: Recovery::None,
+                warm: false,
             }),
-            None => Err(RunError::Exited { code, stderr }),
+            None => Err(RunError::Exited {
+                code,
+                stderr: io.stderr_text(),
+            }),
         }
     }
 
@@ -574,6 +961,10 @@ fn write_host_files(plan: &ContainerPlan, settings: &ContainerSettings) -> Resul
 
 #[async_trait]
 impl AgentRunner for DockerRunner {
+    async fn warm_agents(&self) -> Vec<WarmInfo> {
+        self.warm_info().await
+    }
+
     #[tracing::instrument(skip_all, fields(run_id = %request.run_id, channel = %request.target.channel_id))]
     async fn run_turn(
         &self,

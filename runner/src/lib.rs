@@ -10,8 +10,10 @@ pub mod events;
 pub mod naming;
 pub mod registry;
 pub mod spec;
+pub mod warm;
 
 pub use agent::{AgentRunner, DockerRunner, Recovery, RunError, TurnOutcome, TurnRequest};
 pub use events::{AgentEvent, TurnResult, Usage};
 pub use registry::{ContainerEntry, ContainerRegistry, ContainerStatus, RegistryEvent};
 pub use spec::{AgentUser, Auth, ChannelTarget, ContainerKind, ContainerSettings};
+pub use warm::{WarmConfig, WarmInfo};

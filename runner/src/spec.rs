@@ -155,7 +155,14 @@ pub struct ContainerSettings {
     /// works in the next fresh container and no channel can read another's transcripts.
     pub sessions_dir: Option<PathBuf>,
     pub gate: Option<GateSpec>,
+    /// Bearer token of the container's calls to the host API (the built-in MCP server's task
+    /// tools), scoped to the channel; set as `LOOP_API_TOKEN`. None: the tools cannot reach
+    /// the daemon and say so.
+    pub api_token: Option<String>,
 }
+
+/// The variable carrying [`ContainerSettings::api_token`].
+pub const API_TOKEN_ENV: &str = "LOOP_API_TOKEN";
 
 /// The channel a container serves.
 #[derive(Debug, Clone)]
@@ -369,6 +376,9 @@ pub fn container_env(
         // The container is thrown away after the turn; an update would be lost work.
         "DISABLE_AUTOUPDATER=1".to_owned(),
     ];
+    if let Some(token) = &settings.api_token {
+        env.push(format!("{API_TOKEN_ENV}={token}"));
+    }
     match &settings.auth {
         Auth::OAuthToken(token) => env.push(format!("CLAUDE_CODE_OAUTH_TOKEN={token}")),
         Auth::ApiKey(key) => env.push(format!("ANTHROPIC_API_KEY={key}")),
@@ -548,10 +558,12 @@ pub fn mcp_config(settings: &ContainerSettings, target: &ChannelTarget) -> Value
         if settings.memory_enabled {
             args.push("--memory".to_owned());
         }
-        servers.insert(
-            "loop".to_owned(),
-            json!({ "command": LOOP_BIN_IN_IMAGE, "args": args }),
-        );
+        let mut entry = json!({ "command": LOOP_BIN_IN_IMAGE, "args": args });
+        // Passed explicitly: an MCP client may start servers with a reduced environment.
+        if let Some(token) = &settings.api_token {
+            entry["env"] = json!({ API_TOKEN_ENV: token });
+        }
+        servers.insert("loop".to_owned(), entry);
     }
     for (name, server) in &settings.mcp_servers {
         let mut entry = json!({ "command": server.command, "args": server.args });

@@ -94,6 +94,11 @@ impl Daemon {
             .map(|s| s.trim().to_owned())
     }
 
+    /// The process id of the running `loop serve`, e.g. to read its memory from `/proc`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn token(&self) -> String {
         std::fs::read_to_string(self.loop_dir.join("admin.token"))
             .expect("admin token")

@@ -314,6 +314,16 @@ async fn a_kill_9_mid_turn_is_answered_exactly_once_after_restart() {
         },
     )
     .await;
+    let id = std::fs::read_to_string(daemon.loop_dir.join("daemon-id")).expect("daemon id");
+    let containers_of = |id: &str| -> Vec<String> {
+        let out = Command::new("docker")
+            .args(["ps", "-aq", "--no-trunc", "--filter", &format!("label=loop-daemon={}", id.trim())])
+            .output()
+            .expect("docker ps");
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    };
+    let before_crash = containers_of(&id);
+    assert_eq!(before_crash.len(), 1, "the turn's container is running");
     daemon.kill_9();
     daemon.restart().await;
 
@@ -353,26 +363,13 @@ async fn a_kill_9_mid_turn_is_answered_exactly_once_after_restart() {
         body["inbox_id"].is_null(),
         "a duplicate is not stored again: {body}"
     );
-    // No container of the killed daemon is left behind.
-    let id = std::fs::read_to_string(daemon.loop_dir.join("daemon-id")).expect("daemon id");
-    eventually(
-        &daemon,
-        "no leftover containers",
-        Duration::from_secs(30),
-        || {
-            let out = Command::new("docker")
-                .args([
-                    "ps",
-                    "-aq",
-                    "--filter",
-                    &format!("label=loop-daemon={}", id.trim()),
-                ])
-                .output()
-                .expect("docker ps");
-            async move { out.stdout.is_empty() }
-        },
-    )
-    .await;
+    // The interrupted turn's container is gone; an agent kept warm after the restart is the
+    // new daemon's own.
+    let after = containers_of(&id);
+    assert!(
+        before_crash.iter().all(|c| !after.contains(c)),
+        "orphans of the killed daemon: {before_crash:?} still in {after:?}"
+    );
     model.shutdown().await;
 }
 
@@ -471,5 +468,193 @@ async fn the_host_api_refuses_bad_tokens_and_bad_input_and_changes_nothing() {
         .await
         .expect("post");
     assert_eq!(ok.status(), 202);
+    model.shutdown().await;
+}
+
+async fn post(daemon: &Daemon, channel: &str, text: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(daemon.url("/api/local/messages"))
+        .bearer_auth(daemon.token())
+        .json(&serde_json::json!({"channel": channel, "text": text}))
+        .send()
+        .await
+        .expect("post")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_a_running_turn_finish_and_pauses_one_past_the_grace_period() {
+    if docker().await.is_none() {
+        return;
+    }
+    let (dir, _project) = workspace();
+    let model = start_model(
+        Script::new()
+            .rule(
+                Rule::contains("short job").then(Step::delay(2_000, Step::text("short job done"))),
+            )
+            .rule(
+                Rule::contains("long job")
+                    .times(1)
+                    .then(Step::delay(60_000, Step::text("too late"))),
+            )
+            .rule(Rule::contains("long job").then(Step::text("long job done"))),
+    )
+    .await;
+    let home = dir.path().join("home");
+    let mut daemon = Daemon::start(
+        &home,
+        &test_config(model.port(), dir.path(), "\"shutdown_grace_sec\": 10"),
+    )
+    .await;
+    let store = daemon.store().await;
+
+    // Within the grace period: the turn finishes and its answer is recorded before exit.
+    assert_eq!(post(&daemon, "drain", "the short job").await.status(), 202);
+    eventually(
+        &daemon,
+        "the short turn to start",
+        Duration::from_secs(60),
+        || {
+            let n = model.requests().len();
+            async move { n >= 1 }
+        },
+    )
+    .await;
+    let status = daemon.terminate();
+    assert!(
+        status.success(),
+        "a clean exit after draining: {status:?}\n{}",
+        daemon.log_text()
+    );
+    let runs = store.channel_runs("local:drain").await.expect("runs");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, RunStatus::Succeeded);
+    assert_eq!(runs[0].answer.as_deref(), Some("short job done"));
+
+    // Past the grace period: the turn is paused, its message stays queued, and the next start
+    // answers it.
+    std::fs::write(
+        daemon.loop_dir.join("config.json"),
+        test_config(model.port(), dir.path(), "\"shutdown_grace_sec\": 1"),
+    )
+    .expect("config");
+    daemon.restart().await;
+    assert_eq!(post(&daemon, "pause", "the long job").await.status(), 202);
+    eventually(
+        &daemon,
+        "the long turn to start",
+        Duration::from_secs(60),
+        || {
+            let n = model
+                .requests()
+                .iter()
+                .filter(|r| r.body_contains("the long job"))
+                .count();
+            async move { n >= 1 }
+        },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let status = daemon.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the grace period bounds the shutdown"
+    );
+    let messages = store
+        .channel_messages("local:pause")
+        .await
+        .expect("messages");
+    assert_eq!(
+        messages[0].status,
+        InboxStatus::Pending,
+        "left queued for the next start"
+    );
+    daemon.restart().await;
+    eventually(
+        &daemon,
+        "the paused message to be answered",
+        Duration::from_secs(90),
+        || {
+            let store = store.clone();
+            async move {
+                store
+                    .channel_messages("local:pause")
+                    .await
+                    .expect("messages")[0]
+                    .status
+                    == InboxStatus::Done
+            }
+        },
+    )
+    .await;
+    let runs = store.channel_runs("local:pause").await.expect("runs");
+    assert_eq!(
+        runs.last().and_then(|r| r.answer.as_deref()),
+        Some("long job done")
+    );
+    model.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_channel_over_its_budget_gets_no_new_turns() {
+    if docker().await.is_none() {
+        return;
+    }
+    let (dir, _project) = workspace();
+    let model = start_model(Script::always(Step::text("spent some"))).await;
+    let home = dir.path().join("home");
+    let daemon = Daemon::start(
+        &home,
+        &test_config(model.port(), dir.path(), "\"channel_budget_usd\": 0.00001"),
+    )
+    .await;
+    let store = daemon.store().await;
+    assert_eq!(post(&daemon, "budget", "first").await.status(), 202);
+    eventually(&daemon, "the first turn", Duration::from_secs(60), || {
+        let store = store.clone();
+        async move {
+            store
+                .channel_runs("local:budget")
+                .await
+                .expect("runs")
+                .len()
+                == 1
+                && store.channel_messages("local:budget").await.expect("m")[0].status
+                    == InboxStatus::Done
+        }
+    })
+    .await;
+    assert!(
+        store.channel_cost("local:budget").await.expect("cost") > 0.00001,
+        "the fake model's usage has a cost"
+    );
+    let requests_before = model.requests().len();
+    assert_eq!(post(&daemon, "budget", "second").await.status(), 202);
+    eventually(
+        &daemon,
+        "the second message to be refused",
+        Duration::from_secs(60),
+        || {
+            let store = store.clone();
+            async move {
+                store
+                    .channel_messages("local:budget")
+                    .await
+                    .expect("m")
+                    .iter()
+                    .all(|m| m.status != InboxStatus::Pending && m.status != InboxStatus::Claimed)
+            }
+        },
+    )
+    .await;
+    let runs = store.channel_runs("local:budget").await.expect("runs");
+    assert_eq!(runs[1].status, RunStatus::Failed);
+    assert_eq!(runs[1].error.as_deref(), Some("budget exhausted"));
+    assert_eq!(
+        model.requests().len(),
+        requests_before,
+        "no container talked to the model"
+    );
     model.shutdown().await;
 }

@@ -132,3 +132,54 @@ async fn shells_are_singletons_and_match_the_container_rules() {
         .args(["volume", "rm", "-f", "loop-e2e-cache"])
         .output();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delayed_removal_fires_and_re_registering_cancels_it() {
+    let Some(rig) = TestRig::new().await else {
+        return;
+    };
+    let project = rig.project("C-delay");
+    let settings = rig.settings(&container_url(9), &project);
+    let kept = rig
+        .runner
+        .ensure_shell(&settings, &rig.target("C-keep", &project))
+        .await
+        .expect("shell");
+    let gone = rig
+        .runner
+        .ensure_shell(&settings, &rig.target("C-gone", &project))
+        .await
+        .expect("shell");
+    rig.registry
+        .schedule_remove(&kept.id, Duration::from_millis(300));
+    rig.registry
+        .schedule_remove(&gone.id, Duration::from_millis(300));
+    assert_eq!(
+        rig.registry.get(&kept.id).expect("entry").status,
+        ContainerStatus::PendingRemoval
+    );
+    // Re-registering (e.g. the container was restarted) cancels the pending removal.
+    rig.registry.register(kept.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while rig.registry.get(&gone.id).is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the scheduled removal never fired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ids: Vec<String> = rig
+        .registry
+        .docker_containers()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        ids,
+        vec![kept.id.clone()],
+        "only the re-registered container is left"
+    );
+    rig.cleanup().await;
+}

@@ -36,6 +36,7 @@ fn request(
         latest_message: prompt.to_owned(),
         session_id: session,
         keep_alive: Duration::ZERO,
+        warm: false,
     }
 }
 
@@ -321,6 +322,45 @@ async fn the_memory_limit_is_applied_and_an_oom_is_reported() {
     let host = info.host_config.expect("host config");
     assert_eq!(host.memory, Some(256 * 1024 * 1024));
     assert_eq!(host.cpu_quota, Some(100_000));
+    rig.cleanup().await;
+    model.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_turn_runs_under_gvisor_when_runsc_is_registered() {
+    let Some(rig) = TestRig::new().await else {
+        return;
+    };
+    let info = loop_runner::docker::engine_info(&rig.docker)
+        .await
+        .expect("docker info");
+    if !info.runtimes.iter().any(|r| r == "runsc") {
+        // .ci/run registers runsc when Debian ships it; say so loudly when it could not.
+        eprintln!(
+            "SKIPPED: the runsc runtime is not registered with dockerd ({:?})",
+            info.runtimes
+        );
+        return;
+    }
+    let project = rig.project("C-gvisor");
+    let model = start_model(Script::always(Step::bash("uname -r; echo in-sandbox"))).await;
+    let mut settings = rig.settings(&container_url(model.port()), &project);
+    settings.runtime = Some("runsc".to_owned());
+    let outcome = rig
+        .runner
+        .run_turn(
+            request(&rig, settings, "C-gvisor", "where am I", None),
+            None,
+            CancellationToken::new(),
+        )
+        .await
+        .expect("a turn under gVisor");
+    let last = model.requests().last().cloned().expect("requests");
+    assert!(
+        last.body_contains("in-sandbox"),
+        "the Bash tool ran inside the sandbox"
+    );
+    assert!(!outcome.result.session_id.is_empty());
     rig.cleanup().await;
     model.shutdown().await;
 }

@@ -15,6 +15,10 @@ pub enum ChatCommand {
     New,
     /// List the channel's scheduled tasks.
     Tasks,
+    /// Show one scheduled task of the channel.
+    Task(String),
+    /// Cancel one scheduled task of the channel.
+    Cancel(String),
     /// Ask the agent: `!loop <prompt>` is an ordinary turn.
     Prompt(String),
     /// Explain the commands.
@@ -42,6 +46,9 @@ pub fn parse_command(text: &str) -> Option<ChatCommand> {
         "stop" => ChatCommand::Stop,
         "new" | "reset" => ChatCommand::New,
         "tasks" => ChatCommand::Tasks,
+        "task" if !arg.is_empty() => ChatCommand::Task(arg.to_owned()),
+        "cancel" if !arg.is_empty() => ChatCommand::Cancel(arg.to_owned()),
+        "task" | "cancel" => ChatCommand::Tasks,
         "dir" if !arg.is_empty() => ChatCommand::Dir(arg.to_owned()),
         "dir" => ChatCommand::Status,
         _ if text.starts_with("!loop") => ChatCommand::Prompt(rest.to_owned()),
@@ -63,6 +70,15 @@ mod tests {
         check("  !loop STOP ", Some(ChatCommand::Stop));
         check("/loop new", Some(ChatCommand::New));
         check("/loop tasks", Some(ChatCommand::Tasks));
+        check(
+            "/loop task ab12cd34",
+            Some(ChatCommand::Task("ab12cd34".into())),
+        );
+        check(
+            "!loop cancel ab12cd34",
+            Some(ChatCommand::Cancel("ab12cd34".into())),
+        );
+        check("/loop cancel", Some(ChatCommand::Tasks));
         check(
             "/loop dir ~/src/app",
             Some(ChatCommand::Dir("~/src/app".into())),

@@ -10,6 +10,7 @@ pub mod split;
 
 pub use command::{ChatCommand, parse_command};
 pub use message::{
-    Adapter, AdapterError, Author, ChannelKey, Inbound, Message, PlatformKind, PostedMessage,
+    Adapter, AdapterError, ApprovalChoice, ApprovalPrompt, Author, ChannelKey, Inbound, Message,
+    PlatformKind, PostedMessage, TurnMark,
 };
 pub use split::split_message;

@@ -161,6 +161,46 @@ pub enum Inbound {
         author: Author,
         command: ChatCommand,
     },
+    /// A person answered a gate approval prompt (a button on the prompt's message). The
+    /// adapter has already checked that the person is an approver; the orchestrator records
+    /// the first answer and refuses later ones.
+    Approval {
+        /// Where the prompt was answered (it must be the approval's own channel).
+        channel: ChannelKey,
+        approval_id: String,
+        choice: ApprovalChoice,
+        decided_by: Author,
+    },
+}
+
+/// The three answers to an approval prompt, the same on every platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalChoice {
+    AllowOnce,
+    AllowSession,
+    Deny,
+}
+
+/// An approval prompt to show in a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalPrompt {
+    pub approval_id: String,
+    /// What the agent wants to do, e.g. `execve /usr/bin/git push`.
+    pub summary: String,
+    /// The agent's own explanation, if it gave one.
+    pub detail: Option<String>,
+    /// The whole prompt as plain text, for platforms without buttons.
+    pub text: String,
+}
+
+/// A reaction on a person's message that shows where its turn is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnMark {
+    /// The turn finished with an answer.
+    Succeeded,
+    /// The turn failed, timed out or was stopped.
+    Failed,
 }
 
 /// A message the platform accepted.
@@ -210,6 +250,38 @@ pub trait Adapter: Send + Sync {
         message_id: &str,
         text: &str,
     ) -> Result<(), AdapterError>;
+
+    /// Marks a person's message with how its turn ended (Slack: a reaction). Platforms without
+    /// reactions do nothing.
+    async fn mark(
+        &self,
+        _channel: &ChannelKey,
+        _message_id: &str,
+        _mark: TurnMark,
+    ) -> Result<(), AdapterError> {
+        Ok(())
+    }
+
+    /// Posts an approval prompt; platforms with buttons show Approve, Always allow in this
+    /// session, and Deny. By default the plain-text prompt is posted.
+    async fn post_approval(
+        &self,
+        channel: &ChannelKey,
+        prompt: &ApprovalPrompt,
+    ) -> Result<PostedMessage, AdapterError> {
+        self.post(channel, &prompt.text).await
+    }
+
+    /// Tells one person something only they should see (Slack: an ephemeral message). By
+    /// default it is posted in the channel.
+    async fn post_private(
+        &self,
+        channel: &ChannelKey,
+        _user_id: &str,
+        text: &str,
+    ) -> Result<(), AdapterError> {
+        self.post(channel, text).await.map(|_| ())
+    }
 }
 
 #[cfg(test)]

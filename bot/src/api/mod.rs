@@ -6,6 +6,8 @@
 //! missing or wrong token with 401 before looking at the body.
 
 mod auth;
+mod gate;
+pub mod tasks;
 pub mod wire;
 
 use std::sync::Arc;
@@ -117,9 +119,30 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/local/stream", get(local_stream))
         .route("/api/status", get(status))
         .route("/api/usage", get(usage))
+        .route("/api/approvals", get(gate::pending_approvals))
+        .route("/api/approvals/{id}", post(gate::decide))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
         .route("/api/health", get(|| async { "ok" }))
+        // Authenticated by the container's own token, inside the handler.
+        .route(
+            "/api/gate/container-approval",
+            post(gate::container_approval),
+        )
+        .route("/api/gate/container-audit", post(gate::container_audit))
+        // Admin or container token, checked inside the handlers (a container sees its own
+        // channel's tasks only).
+        .route(
+            "/api/tasks",
+            post(tasks::create_task).get(tasks::list_tasks),
+        )
+        .route(
+            "/api/tasks/{id}",
+            get(tasks::show_task)
+                .patch(tasks::update_task)
+                .delete(tasks::cancel_task),
+        )
+        .route("/api/messages", post(tasks::send_message))
         .merge(admin)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -302,6 +325,7 @@ async fn status(State(state): State<ApiState>) -> Json<serde_json::Value> {
         .unwrap_or_default();
     Json(serde_json::json!({
         "running": state.orchestrator.running(),
+        "warm": state.orchestrator.warm_agents().await,
         "containers": containers,
     }))
 }

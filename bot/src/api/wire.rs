@@ -117,3 +117,84 @@ pub fn valid_channel_name(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
+
+/// `POST /api/approvals/{id}`: a person's answer to a gate approval request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideApproval {
+    pub decision: loop_gate::wire::ApprovalDecision,
+    /// Who answered, for the audit log; `admin` when absent.
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+/// `POST /api/tasks`: schedule a prompt. Field names follow the Go Loop's `schedule_task`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    /// A cron expression (5 or 6 fields), an interval (`every 2h`, `30m`) or a one-shot time
+    /// (`in 10m`, RFC 3339, `2026-01-02 09:00`).
+    pub schedule: String,
+    /// `cron`, `interval` or `once`; guessed from `schedule` when absent.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// What the agent is asked when the task runs.
+    pub prompt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// IANA zone of the schedule's wall-clock times; the daemon's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// The channel key; required with the admin token, implied by a container token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Who asked (the MCP server passes `--author-id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+}
+
+/// `PATCH /api/tasks/{id}`: absent fields stay as they are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTask {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A task as the API returns it; times as Unix ms and as RFC 3339 in the task's zone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    pub id: String,
+    pub channel: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub schedule: String,
+    pub prompt: String,
+    pub timezone: String,
+    pub enabled: bool,
+    #[serde(default)]
+    pub next_run_at: Option<i64>,
+    #[serde(default)]
+    pub next_run: Option<String>,
+    #[serde(default)]
+    pub last_run_at: Option<i64>,
+    #[serde(default)]
+    pub last_run: Option<String>,
+}
+
+/// `POST /api/messages` (container token): post a message in the container's channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    pub content: String,
+}

@@ -33,7 +33,8 @@ pub struct Client {
     http: reqwest::Client,
 }
 
-type Stream =
+/// A channel's event stream (`GET /api/local/stream`).
+pub type Stream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 impl Client {
@@ -141,6 +142,27 @@ impl Client {
             .http
             .get(self.url(path))
             .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        Client::check(response)
+            .await?
+            .json()
+            .await
+            .map_err(|e| self.unreachable(e))
+    }
+
+    /// POSTs a JSON body to an admin route and returns the JSON answer.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClientError> {
+        let response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .json(body)
             .send()
             .await
             .map_err(|e| self.unreachable(e))?;

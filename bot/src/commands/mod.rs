@@ -3,6 +3,8 @@
 pub mod client;
 pub mod config_show;
 pub mod doctor;
+pub mod gate;
 pub mod image;
 pub mod onboard;
 pub mod service;
+pub mod tasks;

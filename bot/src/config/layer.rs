@@ -204,6 +204,27 @@ pub struct GatesLayer {
     pub trust_project_config: Option<bool>,
 }
 
+/// What the scheduler does with runs that were due while the daemon was down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MissedRuns {
+    /// Run a task once on start, however many runs it missed.
+    #[default]
+    Once,
+    /// Drop the missed runs; the task runs next at its next scheduled time.
+    Skip,
+}
+
+/// `scheduler`: loop's own section (the Go Loop has only `poll_interval_sec`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SchedulerLayer {
+    pub missed_runs: Option<MissedRuns>,
+    /// Shortest interval between two runs of one task.
+    pub min_interval_sec: Option<u64>,
+    /// IANA zone for new tasks' wall-clock times; the host's when unset.
+    pub timezone: Option<String>,
+}
+
 /// One config file, every field optional.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ConfigLayer {
@@ -233,6 +254,8 @@ pub struct ConfigLayer {
     pub max_concurrent_runs: Option<usize>,
     pub channel_budget_usd: Option<f64>,
     pub shutdown_grace_sec: Option<u64>,
+    pub warm_idle_sec: Option<u64>,
+    pub max_warm_threads: Option<usize>,
     pub mounts: Option<Vec<String>>,
     pub copy_files: Option<Vec<String>>,
     pub envs: Option<BTreeMap<String, Value>>,
@@ -248,6 +271,32 @@ pub struct ConfigLayer {
     pub browser_enabled: Option<bool>,
     pub permissions: Option<Permissions>,
     pub gates: Option<GatesLayer>,
+    pub scheduler: Option<SchedulerLayer>,
+    pub slack: Option<SlackLayer>,
+}
+
+/// `slack`: loop's own Slack settings (the Go Loop has only the two tokens). Global-only.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SlackLayer {
+    /// Whether a reply in a thread loop takes part in needs a mention to start a turn.
+    pub require_mention_in_threads: Option<bool>,
+    /// Slack user ids who may start runs; empty: everyone.
+    pub allowed_users: Option<Vec<String>>,
+    /// Channel ids where runs may start; empty: every channel the app is in.
+    pub allowed_channels: Option<Vec<String>>,
+    /// Web API base URL (Enterprise Grid proxies, tests); `https://slack.com/api` by default.
+    pub api_url: Option<String>,
+    /// Receive events over HTTP (Events API) instead of Socket Mode.
+    pub events_api: Option<SlackEventsApiLayer>,
+}
+
+/// `slack.events_api`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SlackEventsApiLayer {
+    /// `host:port` to listen on (put a TLS-terminating proxy in front).
+    pub listen: Option<String>,
+    /// The app's signing secret: every request's `X-Slack-Signature` is checked with it.
+    pub signing_secret: Option<Secret>,
 }
 
 /// A parsed file: its layer and the keys loop did not recognise.

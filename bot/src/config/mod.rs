@@ -17,8 +17,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use layer::{
-    AuditSettings, ConfigLayer, EmbeddingsLayer, GateDecision, LogFormat, McpServer, ParsedLayer,
-    PermissionSet, Permissions, Platform, RateLimits, TaskTemplate, parse_layer,
+    AuditSettings, ConfigLayer, EmbeddingsLayer, GateDecision, LogFormat, McpServer, MissedRuns,
+    ParsedLayer, PermissionSet, Permissions, Platform, RateLimits, SchedulerLayer, TaskTemplate,
+    parse_layer,
 };
 pub use secret::{REDACTED, Secret};
 
@@ -128,6 +129,10 @@ pub struct Config {
     pub channel_budget_usd: Option<f64>,
     /// How long SIGTERM waits for running turns before pausing them for the next start.
     pub shutdown_grace_sec: u64,
+    /// A thread's agent stays warm this long after a turn (0 = every turn starts cold).
+    pub warm_idle_sec: u64,
+    /// Most warm agents at once (None = sized from the machine's memory).
+    pub max_warm_threads: Option<usize>,
     pub mounts: Vec<String>,
     pub copy_files: Vec<String>,
     pub envs: BTreeMap<String, Value>,
@@ -143,6 +148,8 @@ pub struct Config {
     pub browser: BrowserConfig,
     pub permissions: Permissions,
     pub gates: GatesConfig,
+    pub scheduler: SchedulerConfig,
+    pub slack: SlackConfig,
     /// `~/.loop` or `$LOOP_HOME`: the database, per-container policy files, logs.
     pub loop_dir: PathBuf,
     /// The host user's home directory.
@@ -238,6 +245,45 @@ pub struct GatesConfig {
     pub trust_project_config: bool,
 }
 
+/// The task scheduler (`scheduler`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SchedulerConfig {
+    /// Runs missed while the daemon was down: run once on start, or skip.
+    pub missed_runs: MissedRuns,
+    /// Shortest interval between two runs of one task (a runaway agent must not be able to
+    /// start a turn every second).
+    pub min_interval_sec: u64,
+    /// IANA zone for new tasks; `None` means the host's.
+    pub timezone: Option<String>,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            missed_runs: MissedRuns::Once,
+            min_interval_sec: 60,
+            timezone: None,
+        }
+    }
+}
+
+/// loop's Slack settings (`slack`); the tokens are the Go Loop's top-level fields.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SlackConfig {
+    pub require_mention_in_threads: bool,
+    pub allowed_users: Vec<String>,
+    pub allowed_channels: Vec<String>,
+    pub api_url: Option<String>,
+    pub events_api: Option<SlackEventsApiConfig>,
+}
+
+/// `slack.events_api`: both fields are required when the section is present.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlackEventsApiConfig {
+    pub listen: String,
+    pub signing_secret: Secret,
+}
+
 /// A loaded configuration and what the user should be told about it.
 #[derive(Debug)]
 pub struct Loaded {
@@ -330,6 +376,8 @@ impl Config {
             max_concurrent_runs: 4,
             channel_budget_usd: None,
             shutdown_grace_sec: 30,
+            warm_idle_sec: 600,
+            max_warm_threads: None,
             mounts: Vec::new(),
             copy_files: vec!["~/.claude.json".to_owned()],
             envs: BTreeMap::new(),
@@ -343,6 +391,8 @@ impl Config {
             browser: BrowserConfig::default(),
             permissions: Permissions::default(),
             gates: GatesConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            slack: SlackConfig::default(),
             loop_dir: sources.loop_dir.clone(),
             home: sources.home.clone(),
             env_layer: ConfigLayer::default(),
@@ -427,6 +477,33 @@ impl Config {
             set(&mut self.memory.paths, memory.paths.clone());
             self.apply_memory_scalars(memory);
         }
+        if let Some(slack) = layer.slack.clone() {
+            set(
+                &mut self.slack.require_mention_in_threads,
+                slack.require_mention_in_threads,
+            );
+            set(&mut self.slack.allowed_users, slack.allowed_users);
+            set(&mut self.slack.allowed_channels, slack.allowed_channels);
+            if slack.api_url.is_some() {
+                self.slack.api_url = slack.api_url.filter(|u| !u.is_empty());
+            }
+            if let Some(events) = slack.events_api {
+                self.slack.events_api = Some(SlackEventsApiConfig {
+                    listen: events.listen.unwrap_or_default(),
+                    signing_secret: events.signing_secret.unwrap_or_default(),
+                });
+            }
+        }
+        if let Some(scheduler) = &layer.scheduler {
+            set(&mut self.scheduler.missed_runs, scheduler.missed_runs);
+            set(
+                &mut self.scheduler.min_interval_sec,
+                scheduler.min_interval_sec,
+            );
+            if scheduler.timezone.is_some() {
+                self.scheduler.timezone = scheduler.timezone.clone().filter(|t| !t.is_empty());
+            }
+        }
         if let Some(gates) = layer.gates {
             let agent = gates.agentgate.unwrap_or_default();
             let gate = &mut self.gates.agentgate;
@@ -464,6 +541,10 @@ impl Config {
         warnings: &mut Vec<String>,
     ) -> Result<(), ConfigError> {
         self.apply_scalars(&layer);
+        // A project's channels may keep their own time; the rest of the scheduler is global.
+        if let Some(zone) = layer.scheduler.as_ref().and_then(|s| s.timezone.clone()) {
+            self.scheduler.timezone = Some(zone).filter(|t| !t.is_empty());
+        }
         // Lists replace the global ones.
         set(&mut self.mounts, layer.mounts);
         set(&mut self.copy_files, layer.copy_files);
@@ -478,6 +559,12 @@ impl Config {
         if layer.extra_ca_certs.is_some() {
             warnings.push(format!(
                 "{}: `extra_ca_certs` is global-only (it changes the image) and was ignored",
+                file.display()
+            ));
+        }
+        if layer.slack.is_some() {
+            warnings.push(format!(
+                "{}: `slack` is global-only and was ignored",
                 file.display()
             ));
         }
@@ -646,6 +733,10 @@ impl Config {
         set(&mut self.poll_interval_sec, layer.poll_interval_sec);
         set(&mut self.max_concurrent_runs, layer.max_concurrent_runs);
         set(&mut self.shutdown_grace_sec, layer.shutdown_grace_sec);
+        set(&mut self.warm_idle_sec, layer.warm_idle_sec);
+        if layer.max_warm_threads.is_some() {
+            self.max_warm_threads = layer.max_warm_threads;
+        }
         if layer.channel_budget_usd.is_some() {
             self.channel_budget_usd = layer.channel_budget_usd;
         }
@@ -745,10 +836,27 @@ impl Config {
                     .to_owned(),
             ));
         }
+        if let Some(events) = &self.slack.events_api
+            && (events.listen.parse::<std::net::SocketAddr>().is_err()
+                || !events.signing_secret.is_set())
+        {
+            return Err(invalid(
+                "slack.events_api",
+                "needs `listen` (host:port) and `signing_secret`".to_owned(),
+            ));
+        }
         if self.platforms.contains(&Platform::Discord) && !self.discord_token.is_set() {
             return Err(invalid(
                 "platforms",
                 "discord is enabled but discord_token is not set".to_owned(),
+            ));
+        }
+        if let Some(zone) = &self.scheduler.timezone
+            && zone.parse::<chrono_tz::Tz>().is_err()
+        {
+            return Err(invalid(
+                "scheduler.timezone",
+                format!("unknown time zone {zone:?} (use an IANA name such as Europe/Bucharest)"),
             ));
         }
         Ok(())

@@ -367,3 +367,39 @@ fn a_broken_project_file_is_an_error_naming_that_file() {
         .to_string();
     assert!(err.contains("project/.loop/config.json"), "{err}");
 }
+
+#[test]
+fn scheduler_settings_default_layer_and_only_the_zone_is_per_project() {
+    let fx = Fixture::new();
+    let defaults = fx.load().config.scheduler;
+    assert_eq!(defaults.missed_runs, MissedRuns::Once);
+    assert_eq!(defaults.min_interval_sec, 60);
+    assert_eq!(defaults.timezone, None);
+
+    fx.global(
+        r#"{"scheduler": {"missed_runs": "skip", "min_interval_sec": 300, "timezone": "Europe/Bucharest"}}"#,
+    );
+    let base = fx.load().config;
+    assert_eq!(base.scheduler.missed_runs, MissedRuns::Skip);
+    assert_eq!(base.scheduler.min_interval_sec, 300);
+    assert_eq!(base.scheduler.timezone.as_deref(), Some("Europe/Bucharest"));
+
+    let work = fx.project(
+        r#"{"scheduler": {"missed_runs": "once", "min_interval_sec": 1, "timezone": "Asia/Tokyo"}}"#,
+    );
+    let project = base.for_project(&work).expect("project loads").config;
+    assert_eq!(project.scheduler.timezone.as_deref(), Some("Asia/Tokyo"));
+    assert_eq!(
+        project.scheduler.missed_runs,
+        MissedRuns::Skip,
+        "global only"
+    );
+    assert_eq!(project.scheduler.min_interval_sec, 300, "global only");
+
+    fx.global(r#"{"scheduler": {"timezone": "Mars/Olympus"}}"#);
+    let err = fx.load_err();
+    assert!(err.contains("scheduler.timezone"), "{err}");
+    fx.global(r#"{"scheduler": {"missed_runs": "sometimes"}}"#);
+    let err = fx.load_err();
+    assert!(err.contains("scheduler.missed_runs"), "{err}");
+}

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::gate::GateHub;
 use crate::store::{Accepted, Store, StoreError};
 pub use progress::ProgressState;
 pub use workspace::HostFacts;
@@ -93,6 +94,8 @@ struct Inner {
     shutdown: CancellationToken,
     /// Turns cancelled by a shutdown (rather than `/loop stop`) are left for the next start.
     draining: CancellationToken,
+    /// Container tokens, waiting approvals and session answers of the security gate.
+    gate: GateHub,
 }
 
 /// The orchestrator handle. Cheap to clone.
@@ -126,6 +129,7 @@ impl Orchestrator {
                 draining: CancellationToken::new(),
                 shutdown,
                 config,
+                gate: GateHub::default(),
             }),
         }
     }
@@ -138,9 +142,24 @@ impl Orchestrator {
         &self.inner.config
     }
 
+    /// The security gate's live state (the API authenticates container tokens with it).
+    pub fn gate(&self) -> &GateHub {
+        &self.inner.gate
+    }
+
+    /// The adapter of a platform, if it is running (approval prompts are posted through it).
+    pub fn adapter_for(&self, platform: PlatformKind) -> Option<Arc<dyn Adapter>> {
+        self.inner.adapters.get(&platform).cloned()
+    }
+
     /// Run progress events.
     pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// Idle warm agents (thread, container, age, idle time, memory).
+    pub async fn warm_agents(&self) -> Vec<loop_runner::WarmInfo> {
+        self.inner.runner.warm_agents().await
     }
 
     /// Turns in flight, by channel.
@@ -181,6 +200,17 @@ impl Orchestrator {
                 command,
             } => {
                 self.handle_command(channel, author, command).await?;
+                Ok(None)
+            }
+            // A button on a gate approval prompt (see `crate::gate::answer`).
+            Inbound::Approval {
+                channel,
+                approval_id,
+                choice,
+                decided_by,
+            } => {
+                self.answer_approval_in_chat(channel, &approval_id, choice, &decided_by)
+                    .await?;
                 Ok(None)
             }
         }
@@ -266,9 +296,49 @@ impl Orchestrator {
                 self.inner.store.close_sessions(&channel).await?;
                 "🆕 The next message starts a fresh session.".to_owned()
             }
-            ChatCommand::Tasks => "No scheduled tasks in this channel.".to_owned(),
+            ChatCommand::Tasks => self.tasks_text(&key).await?,
+            ChatCommand::Task(id) => match self.channel_task(&key, &id).await? {
+                Some(task) => crate::scheduler::describe_task(&task),
+                None => format!("No task `{id}` in this channel."),
+            },
+            ChatCommand::Cancel(id) => match self.channel_task(&key, &id).await? {
+                Some(task) => {
+                    self.inner.store.delete_task(&task.id).await?;
+                    tracing::info!(channel = %key, task = %task.id, "task cancelled from chat");
+                    format!(
+                        "🗑️ Cancelled task `{}` ({} `{}`).",
+                        task.id, task.kind, task.schedule
+                    )
+                }
+                None => format!("No task `{id}` in this channel."),
+            },
         };
         self.notify(&channel, &reply).await
+    }
+
+    async fn tasks_text(&self, key: &str) -> Result<String, OrchestratorError> {
+        let tasks = self.inner.store.tasks(Some(key)).await?;
+        if tasks.is_empty() {
+            return Ok("No scheduled tasks in this channel.".to_owned());
+        }
+        let lines: Vec<String> = tasks.iter().map(crate::scheduler::describe_task).collect();
+        Ok(format!(
+            "Scheduled tasks (`/loop cancel ID` to cancel):\n{}",
+            lines.join("\n")
+        ))
+    }
+
+    /// A task of this channel (a task of another channel is "not found" here).
+    async fn channel_task(
+        &self,
+        key: &str,
+        id: &str,
+    ) -> Result<Option<crate::store::TaskRecord>, OrchestratorError> {
+        match self.inner.store.task(id.trim()).await {
+            Ok(task) if task.channel_key == key => Ok(Some(task)),
+            Ok(_) | Err(StoreError::NotFound(_)) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
     }
 
     async fn status_text(&self, channel: &ChannelKey) -> Result<String, OrchestratorError> {
@@ -429,4 +499,4 @@ async fn post_chunks(
     Ok(first)
 }
 
-const HELP: &str = "Commands: `/loop status` · `/loop dir PATH` (work in a directory) · `/loop stop` (stop the running turn) · `/loop new` (fresh session) · `/loop tasks`. Anything else: mention me, or start with `!loop`.";
+const HELP: &str = "Commands: `/loop status` · `/loop dir PATH` (work in a directory) · `/loop stop` (stop the running turn) · `/loop new` (fresh session) · `/loop tasks` · `/loop task ID` · `/loop cancel ID`. Anything else: mention me, or start with `!loop`.";

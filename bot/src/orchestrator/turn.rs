@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use loop_adapter::ChannelKey;
-use loop_runner::spec::ChannelTarget;
+use loop_runner::spec::{ChannelTarget, GateSpec};
 use loop_runner::{RunError, TurnOutcome, TurnRequest};
 use tokio_util::sync::CancellationToken;
 
@@ -56,7 +56,13 @@ impl Orchestrator {
             .active_session(channel, &work_dir.display().to_string())
             .await?;
         store
-            .start_run(run_id, &key, &session.id, RunOrigin::Chat, &prompt)
+            .start_run(
+                run_id,
+                &key,
+                &session.id,
+                crate::scheduler::run_origin(&messages),
+                &prompt,
+            )
             .await?;
 
         let project = match self.inner.config.for_project(&work_dir) {
@@ -95,11 +101,37 @@ impl Orchestrator {
             }
         }
 
+        // The gate's policy is checked before anything starts: a broken rule is a clear message
+        // here rather than a container that refuses to run the agent.
+        let gate_policy = if project.gates.agentgate.enabled {
+            match crate::gate::policy_json(&project.gates.agentgate) {
+                Ok(policy) => Some(policy),
+                Err(err) => {
+                    return self
+                        .finish(
+                            channel,
+                            run_id,
+                            RunStatus::Failed,
+                            RunFinish {
+                                error: Some(err.to_string()),
+                                ..Default::default()
+                            },
+                            Some(format!(
+                                "🛡️ The gate policy is invalid, so nothing ran: {err}. Fix `gates.agentgate` in the config."
+                            )),
+                        )
+                        .await;
+                }
+            }
+        } else {
+            None
+        };
+
         let _ = self.inner.events.send(RunEvent::Started {
             run_id: run_id.to_owned(),
             channel: key.clone(),
         });
-        let request = TurnRequest {
+        let mut request = TurnRequest {
             run_id: run_id.to_owned(),
             target: ChannelTarget {
                 channel_id: channel.slug(),
@@ -117,10 +149,39 @@ impl Orchestrator {
             latest_message: latest,
             session_id: session.claude_session_id.clone(),
             keep_alive: Duration::from_secs(project.container_keep_alive_sec),
+            warm: project.warm_idle_sec > 0,
         };
 
         let started = Instant::now();
         let adapter = self.adapter(channel.platform)?;
+        // The built-in MCP server's host API token (task tools). Not the gate's token, which
+        // the agent must never see; revoked with it when the container goes (below).
+        request.settings.api_token = Some(self.inner.gate.api_token(&key));
+        if let Some(policy_json) = gate_policy {
+            // Keyed by the channel (see `crate::gate`): a warm agent keeps the token it was
+            // started with; the token is revoked below when no warm agent stays behind.
+            let token = self.inner.gate.begin_turn(&key, run_id);
+            let timeout = self.inner.config.gates.agentgate.approval_timeout_sec;
+            request.settings.envs.insert(
+                crate::gate::approver::APPROVAL_TIMEOUT_ENV.to_owned(),
+                serde_json::Value::String(timeout.to_string()),
+            );
+            if self.inner.config.gates.audit.verbose {
+                request.settings.envs.insert(
+                    crate::gate::audit::AUDIT_VERBOSE_ENV.to_owned(),
+                    serde_json::Value::String("1".to_owned()),
+                );
+            }
+            request.settings.envs.insert(
+                crate::gate::approver::MAX_PENDING_ENV.to_owned(),
+                serde_json::Value::String(self.inner.config.gates.rate_limits.pending.to_string()),
+            );
+            request.settings.gate = Some(GateSpec {
+                policy_json,
+                token,
+                policy_dir: self.inner.config.loop_dir.join("run"),
+            });
+        }
         let (tx, rx) = tokio::sync::mpsc::channel(EVENT_BUFFER);
         let events = self.inner.events.clone();
         let progress_channel = channel.clone();
@@ -143,6 +204,12 @@ impl Orchestrator {
             .runner
             .run_turn(request, Some(tx), cancel.clone())
             .await;
+        // The turn is over: its waiting approval prompts resolve as deny, and unless the
+        // container stays as the thread's warm agent, its token stops working.
+        match &result {
+            Ok(outcome) if outcome.warm => self.inner.gate.turn_ended_warm(&key),
+            _ => self.inner.gate.container_gone(&key),
+        }
         let (status_id, state) = progress.await.unwrap_or_default();
 
         let elapsed = started.elapsed().as_secs();
@@ -211,7 +278,23 @@ impl Orchestrator {
         {
             tracing::debug!(error = %err, "final status edit failed");
         }
-        self.finish(channel, run_id, status, finish, reply).await
+        let finished = self.finish(channel, run_id, status, finish, reply).await;
+        // Once the answer is out, the messages it answered show how the turn ended (Slack: ✅
+        // or ❌ reactions).
+        let mark = if status == RunStatus::Succeeded {
+            loop_adapter::TurnMark::Succeeded
+        } else {
+            loop_adapter::TurnMark::Failed
+        };
+        for message in messages.iter().filter(|m| m.triggers) {
+            if let Err(err) = adapter
+                .mark(channel, &message.platform_message_id, mark)
+                .await
+            {
+                tracing::debug!(error = %err, "cannot mark a message with the turn's outcome");
+            }
+        }
+        finished
     }
 
     /// Records the end of a run with its reply in one transaction, then delivers the reply.

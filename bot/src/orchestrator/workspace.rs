@@ -165,6 +165,7 @@ pub fn container_settings(
         daemon_id: facts.daemon_id.clone(),
         sessions_dir: Some(config.loop_dir.join("sessions")),
         gate: None,
+        api_token: None,
     }
 }
 

@@ -134,3 +134,90 @@ pub mod outbox {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod approvals {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "approvals")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub container_id: String,
+        pub channel_key: String,
+        pub run_id: Option<String>,
+        pub syscall: String,
+        pub summary: String,
+        pub detail: String,
+        pub cache_key: String,
+        pub status: String,
+        pub scope: Option<String>,
+        pub decided_by: Option<String>,
+        pub decided_at: Option<i64>,
+        pub expires_at: i64,
+        pub platform_message_id: Option<String>,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod gate_audit {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "gate_audit")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub container_id: String,
+        pub channel_key: String,
+        pub syscall: String,
+        pub detail: String,
+        pub verdict: String,
+        pub source: String,
+        pub rule: Option<String>,
+        pub decided_by: Option<String>,
+        pub approval_id: Option<String>,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod scheduled_tasks {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "scheduled_tasks")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub channel_key: String,
+        pub name: Option<String>,
+        pub kind: String,
+        pub schedule: String,
+        pub prompt: String,
+        pub timezone: String,
+        pub enabled: bool,
+        pub next_run_at: Option<i64>,
+        pub last_run_at: Option<i64>,
+        pub last_run_id: Option<String>,
+        pub running_run_id: Option<String>,
+        pub auto_delete_sec: Option<i64>,
+        pub created_by: Option<String>,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -9,17 +9,26 @@ use loop_migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 
+mod approvals;
 mod conversations;
 mod entity;
 mod inbox;
 mod records;
 mod runs;
+mod tasks;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
 
+pub use approvals::{
+    ApprovalAnswer, ApprovalRecord, ApprovalScope, ApprovalStatus, AuditEntry, Decided,
+    NewApproval, NewAuditEntry,
+};
 pub use inbox::{Accepted, MAX_MESSAGE_CHARS};
 pub use records::*;
 pub use runs::RunOrigin;
+pub use tasks::{
+    NewTask, TASK_MESSAGE_PREFIX, TaskAdvance, TaskChange, TaskRecord, task_message_id,
+};
 
 /// Errors callers can act on.
 #[derive(Debug, thiserror::Error)]

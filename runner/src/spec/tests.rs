@@ -45,6 +45,7 @@ impl Fixture {
             daemon_id: "d1".into(),
             sessions_dir: None,
             gate: None,
+            api_token: None,
         };
         let target = ChannelTarget {
             channel_id: "C123".into(),
@@ -429,4 +430,31 @@ fn timezone_detection_prefers_tz() {
     );
     assert_eq!(detect_timezone(Some(":UTC")), "UTC");
     assert!(!detect_timezone(None).is_empty());
+}
+
+#[test]
+fn the_api_token_reaches_the_env_and_the_builtin_mcp_server_only_when_issued() {
+    let mut fx = Fixture::new();
+    let plan = fx.plan();
+    assert_eq!(env_of(&plan, API_TOKEN_ENV), None);
+    assert!(plan.mcp_config["mcpServers"]["loop"].get("env").is_none());
+
+    fx.settings.api_token = Some("t0k3n".into());
+    let plan = fx.plan();
+    assert_eq!(env_of(&plan, API_TOKEN_ENV), Some("t0k3n"));
+    assert_eq!(
+        plan.mcp_config["mcpServers"]["loop"]["env"][API_TOKEN_ENV],
+        "t0k3n"
+    );
+    // A user's own `loop` server replaces the built-in one and gets no token.
+    fx.settings.mcp_servers.insert(
+        "loop".into(),
+        McpServerSpec {
+            command: "/opt/my-loop".into(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+        },
+    );
+    let plan = fx.plan();
+    assert!(plan.mcp_config["mcpServers"]["loop"].get("env").is_none());
 }

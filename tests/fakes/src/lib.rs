@@ -6,5 +6,7 @@
 //!
 //! - [`model`]: a scripted Anthropic Messages API server that the real Claude Code CLI talks to
 //!   through `ANTHROPIC_BASE_URL`.
+//! - [`slack`]: the Slack Web API and Socket Mode, for the real slack-morphism client.
 
 pub mod model;
+pub mod slack;

@@ -1,0 +1,529 @@
+//! The security gate end to end: a real `loop serve`, real containers whose entrypoint runs
+//! `loop syscallwrap` as root, the real Claude Code CLI driven by the scripted fake model, and
+//! the agent's Bash commands held by the seccomp supervisor.
+//!
+//! What the agent sees is checked through the model: the fake answers with
+//! `{{last_tool_result}}`, i.e. exactly the tool result the CLI sent back to the model.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use loop_bot::api::wire::{MessageAccepted, MessageState};
+use loop_bot::store::{ApprovalRecord, ApprovalStatus};
+use loop_e2e::daemon::{Daemon, test_config};
+use loop_e2e::support::{AGENT_UID, TestRig, chown, container_url, docker};
+use loop_fakes::model::{FakeModel, Rule, Script, Step};
+use loop_runner::agent::{AgentRunner, TurnRequest};
+use loop_runner::spec::GateSpec;
+use tokio_util::sync::CancellationToken;
+
+async fn start_model(script: Script) -> FakeModel {
+    FakeModel::start_on(SocketAddr::from(([0, 0, 0, 0], 0)), script)
+        .await
+        .expect("fake model")
+}
+
+/// A temp dir the unprivileged agent can traverse, with a project owned by the agent uid.
+fn workspace() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(&project).expect("project");
+    chown(&project, AGENT_UID, AGENT_UID);
+    (dir, project)
+}
+
+/// A daemon config with `gates.agentgate` set to `agentgate` (JSON).
+fn gate_config(model: &FakeModel, dir: &std::path::Path, agentgate: serde_json::Value) -> String {
+    test_config(
+        model.port(),
+        dir,
+        &format!("\"gates\": {{\"agentgate\": {agentgate}}}"),
+    )
+}
+
+/// Posts a prompt to a local channel working in `project`; returns its inbox id.
+async fn post(daemon: &Daemon, channel: &str, project: &std::path::Path, text: &str) -> i64 {
+    let response = reqwest::Client::new()
+        .post(daemon.url("/api/local/messages"))
+        .bearer_auth(daemon.token())
+        .json(&serde_json::json!({"channel": channel, "text": text, "dir": project.display().to_string()}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 202);
+    let accepted: MessageAccepted = response.json().await.expect("accepted");
+    accepted.inbox_id.expect("a new message")
+}
+
+/// Waits for the run of a message to end; returns its answer (or error).
+async fn answer(daemon: &Daemon, inbox_id: i64, timeout: Duration) -> String {
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        let state: MessageState = client
+            .get(daemon.url(&format!("/api/local/messages/{inbox_id}")))
+            .bearer_auth(daemon.token())
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("state");
+        if let Some(status) = state.run_status.as_deref()
+            && status != "running"
+        {
+            return state
+                .answer
+                .or(state.error)
+                .unwrap_or_else(|| format!("(run {status} without text)"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!(
+        "message {inbox_id} got no answer in {timeout:?}\n--- daemon log ---\n{}",
+        daemon.log_text()
+    );
+}
+
+/// Waits for exactly one pending approval whose summary contains `needle`.
+async fn pending_approval(daemon: &Daemon, needle: &str) -> ApprovalRecord {
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while tokio::time::Instant::now() < deadline {
+        let pending: Vec<ApprovalRecord> = client
+            .get(daemon.url("/api/approvals"))
+            .bearer_auth(daemon.token())
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("approvals");
+        let mut matching: Vec<ApprovalRecord> = pending
+            .into_iter()
+            .filter(|a| a.summary.contains(needle))
+            .collect();
+        if let Some(approval) = matching.pop() {
+            assert!(matching.is_empty(), "one prompt per action");
+            return approval;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "no approval for {needle:?} was asked\n--- daemon log ---\n{}",
+        daemon.log_text()
+    );
+}
+
+async fn decide(daemon: &Daemon, id: &str, decision: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(daemon.url(&format!("/api/approvals/{id}")))
+        .bearer_auth(daemon.token())
+        .json(&serde_json::json!({"decision": decision, "by": "e2e"}))
+        .send()
+        .await
+        .expect("decide")
+}
+
+fn denied(text: &str) -> bool {
+    text.contains("Operation not permitted") || text.contains("Permission denied")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_denied_command_fails_for_the_agent_others_run_and_the_supervisor_is_out_of_reach() {
+    if docker().await.is_none() {
+        return;
+    }
+    let (dir, project) = workspace();
+    // `curl` is not in the agent image; rules match the program's name, so a copy of `echo`
+    // named curl stands in for it (and proves the name, not the content, is what counts).
+    let command = "cp /bin/echo /tmp/curl; /tmp/curl fetched-something; echo \"curl_rc=$?\"; \
+                   echo allowed-ran; echo \"pid1=$(ps -o user= -p 1)\"; \
+                   kill -9 1; echo \"kill_rc=$?\"";
+    let model = start_model(
+        Script::new().rule(
+            Rule::contains("check the gate")
+                .then(Step::bash(command))
+                .then(Step::text("RESULT {{last_tool_result}}")),
+        ),
+    )
+    .await;
+    let home = dir.path().join("home");
+    let daemon = Daemon::start(
+        &home,
+        &gate_config(
+            &model,
+            dir.path(),
+            serde_json::json!({
+                "command_rules": [{"commands": ["curl"], "decision": "deny", "message": "no curl here"}]
+            }),
+        ),
+    )
+    .await;
+
+    let inbox = post(&daemon, "gate-deny", &project, "please check the gate").await;
+    let text = answer(&daemon, inbox, Duration::from_secs(180)).await;
+    assert!(text.starts_with("RESULT "), "{text}\n{}", daemon.log_text());
+    assert!(
+        !text.contains("fetched-something"),
+        "the denied program must not run: {text}"
+    );
+    assert!(text.contains("curl_rc=126"), "{text}");
+    assert!(denied(&text), "the agent sees a permission error: {text}");
+    assert!(text.contains("allowed-ran"), "{text}");
+    // The container's pid 1 is the gate's root parent; the agent (uid 1000) cannot signal it.
+    assert!(text.contains("pid1=root"), "{text}");
+    assert!(text.contains("kill_rc=1"), "{text}");
+    // And the model really got that tool result.
+    let last = model.requests().last().cloned().expect("requests");
+    assert!(last.body_contains("curl_rc=126"));
+    // The container's supervisor reported the deny to the daemon's audit log.
+    let store = daemon.store().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let audit = store.gate_audit(50).await.expect("audit");
+        if let Some(entry) = audit.iter().find(|e| e.detail.contains("/tmp/curl")) {
+            assert_eq!(
+                (entry.verdict.as_str(), entry.source.as_str()),
+                ("deny", "policy")
+            );
+            assert_eq!(entry.rule.as_deref(), Some("command_rules[0]"));
+            assert_eq!(entry.channel_key, "local:gate-deny");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the deny never reached the audit log: {audit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A project whose gate rule is malformed: the turn stops before any container, and says
+    // which field is wrong.
+    let bad_project = dir.path().join("bad-project");
+    std::fs::create_dir_all(bad_project.join(".loop")).expect("bad project");
+    std::fs::write(
+        bad_project.join(".loop/config.json"),
+        r#"{"gates": {"agentgate": {"command_rules": [{"commands": ["rm"], "decison": "deny"}]}}}"#,
+    )
+    .expect("project config");
+    let requests_before = model.requests().len();
+    let inbox = post(&daemon, "gate-bad", &bad_project, "please check the gate").await;
+    let text = answer(&daemon, inbox, Duration::from_secs(60)).await;
+    assert!(
+        text.contains("invalid gate policy") && text.contains("command_rules[0]"),
+        "{text}"
+    );
+    assert_eq!(model.requests().len(), requests_before, "no agent ran");
+
+    // The approval endpoint wants a live container token, before it looks at the body.
+    let client = reqwest::Client::new();
+    let url = daemon.url("/api/gate/container-approval");
+    let body = serde_json::json!({
+        "channel_id": "local-gate-deny",
+        "action": {"kind": "exec", "program": "/usr/bin/git", "argv": ["git", "push"]},
+        "summary": "exec /usr/bin/git push",
+        "session_key": "execve:/usr/bin/git:push",
+        "rule": "command_rules[0]",
+        "pid": 1
+    });
+    let missing = client.post(&url).json(&body).send().await.expect("post");
+    assert_eq!(missing.status(), 401);
+    for token in ["0".repeat(64), daemon.token()] {
+        let wrong = client
+            .post(&url)
+            .bearer_auth(&token)
+            .body("{not json")
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(
+            wrong.status(),
+            401,
+            "a wrong token is refused before parsing"
+        );
+    }
+    // The admin routes want the admin token.
+    let anonymous = client
+        .get(daemon.url("/api/approvals"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(decide(&daemon, "nope", "deny").await.status(), 404);
+    model.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approvals_are_asked_in_the_channel_and_answered_by_a_person() {
+    if docker().await.is_none() {
+        return;
+    }
+    let (dir, project) = workspace();
+    let yes = project.join("gate-approval-yes");
+    let no = project.join("gate-approval-no");
+    let again = project.join("gate-approval-again");
+    let script = Script::new()
+        .rule(
+            Rule::contains("touch yes")
+                .then(Step::bash(&format!(
+                    "touch {f}; echo \"first_rc=$?\"; touch {f}; echo \"second_rc=$?\"",
+                    f = yes.display()
+                )))
+                .then(Step::text("YES {{last_tool_result}}")),
+        )
+        .rule(
+            Rule::contains("touch again")
+                .then(Step::bash(&format!(
+                    "touch {}; echo \"again_rc=$?\"",
+                    again.display()
+                )))
+                .then(Step::text("AGAIN {{last_tool_result}}")),
+        )
+        .rule(
+            Rule::contains("touch no")
+                .then(Step::bash(&format!(
+                    "touch {}; echo \"touch_rc=$?\"",
+                    no.display()
+                )))
+                .then(Step::text("NO {{last_tool_result}}")),
+        );
+    let model = start_model(script).await;
+    let home = dir.path().join("home");
+    let daemon = Daemon::start(
+        &home,
+        &gate_config(
+            &model,
+            dir.path(),
+            serde_json::json!({
+                "approval_timeout_sec": 120,
+                "command_rules": [{
+                    "commands": ["touch"],
+                    "args_patterns": ["gate-approval"],
+                    "decision": "approve",
+                    "message": "touching needs a person"
+                }]
+            }),
+        ),
+    )
+    .await;
+
+    // Allowed for the session through the admin API: the second identical touch is not
+    // asked again.
+    let inbox = post(&daemon, "gate-yes", &project, "touch yes").await;
+    let approval = pending_approval(&daemon, "gate-approval-yes").await;
+    assert_eq!(approval.channel_key, "local:gate-yes");
+    assert_eq!(approval.status, ApprovalStatus::Pending);
+    assert!(
+        approval.platform_message_id.is_some(),
+        "the prompt was posted in the channel"
+    );
+    let listed = daemon.cli(&["approvals"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(&approval.id),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let response = decide(&daemon, &approval.id, "allow_session").await;
+    assert_eq!(response.status(), 200);
+    let decided: ApprovalRecord = response.json().await.expect("record");
+    assert_eq!(decided.status, ApprovalStatus::Allowed);
+    assert_eq!(decided.decided_by.as_deref(), Some("e2e"));
+    assert_eq!(
+        decide(&daemon, &approval.id, "deny").await.status(),
+        409,
+        "an answered approval cannot be answered again"
+    );
+    let text = answer(&daemon, inbox, Duration::from_secs(180)).await;
+    assert!(text.contains("first_rc=0"), "{text}");
+    assert!(text.contains("second_rc=0"), "{text}");
+    assert!(yes.exists(), "the approved command ran");
+
+    // The thread's next turn (on its warm agent, when loop keeps one) can still ask; allowed
+    // once with the CLI.
+    let inbox = post(&daemon, "gate-yes", &project, "touch again").await;
+    let approval = pending_approval(&daemon, "gate-approval-again").await;
+    let approved = daemon.cli(&["approve", &approval.id]);
+    assert!(
+        approved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    let text = answer(&daemon, inbox, Duration::from_secs(180)).await;
+    assert!(text.contains("again_rc=0"), "{text}");
+    assert!(again.exists());
+
+    // Denied with the CLI: the command fails with a permission error the agent sees.
+    let inbox = post(&daemon, "gate-no", &project, "touch no").await;
+    let approval = pending_approval(&daemon, "gate-approval-no").await;
+    let denied_out = daemon.cli(&["deny", &approval.id]);
+    assert!(
+        denied_out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&denied_out.stderr)
+    );
+    let text = answer(&daemon, inbox, Duration::from_secs(180)).await;
+    assert!(text.starts_with("NO "), "{text}");
+    assert!(text.contains("touch_rc=1"), "{text}");
+    assert!(denied(&text), "{text}");
+    assert!(!no.exists(), "the denied command did not run");
+
+    // Every person's decision is in the audit log, newest first, with who decided; the
+    // repeated touch the session answer covered was shipped by the container's supervisor.
+    let store = daemon.store().await;
+    let audit = store.gate_audit(20).await.expect("audit");
+    let rows: Vec<(&str, &str, &str)> = audit
+        .iter()
+        .filter(|e| e.source == "person")
+        .map(|e| {
+            (
+                e.verdict.as_str(),
+                e.detail.as_str(),
+                e.decided_by.as_deref().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 3, "{audit:?}");
+    assert_eq!(rows[0].0, "deny");
+    assert!(rows[0].1.contains("gate-approval-no"));
+    assert_eq!(rows[1].0, "allow");
+    assert!(rows[1].1.contains("gate-approval-again"));
+    assert_eq!(rows[2].0, "allow");
+    assert_eq!(rows[2].2, "e2e");
+    assert!(audit.iter().all(|e| e.syscall == "execve"), "{audit:?}");
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.source == "session" && e.detail.contains("gate-approval-yes")),
+        "{audit:?}"
+    );
+    let printed = daemon.cli(&["audit", "--limit", "5"]);
+    assert!(
+        String::from_utf8_lossy(&printed.stdout).contains("gate-approval-no"),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    model.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unanswered_approval_expires_as_a_deny() {
+    if docker().await.is_none() {
+        return;
+    }
+    let (dir, project) = workspace();
+    let file = project.join("gate-approval-late");
+    let model = start_model(
+        Script::new().rule(
+            Rule::contains("touch late")
+                .then(Step::bash(&format!(
+                    "touch {}; echo \"touch_rc=$?\"",
+                    file.display()
+                )))
+                .then(Step::text("LATE {{last_tool_result}}")),
+        ),
+    )
+    .await;
+    let home = dir.path().join("home");
+    let daemon = Daemon::start(
+        &home,
+        &gate_config(
+            &model,
+            dir.path(),
+            serde_json::json!({
+                "approval_timeout_sec": 3,
+                "command_rules": [{"commands": ["touch"], "decision": "approve"}]
+            }),
+        ),
+    )
+    .await;
+    let inbox = post(&daemon, "gate-late", &project, "touch late").await;
+    let text = answer(&daemon, inbox, Duration::from_secs(180)).await;
+    assert!(text.starts_with("LATE "), "{text}");
+    assert!(text.contains("touch_rc=1"), "{text}");
+    assert!(denied(&text), "{text}");
+    assert!(!file.exists());
+
+    let store = daemon.store().await;
+    let audit = store.gate_audit(10).await.expect("audit");
+    let timeout = audit
+        .iter()
+        .find(|e| e.detail.contains("gate-approval-late"))
+        .unwrap_or_else(|| panic!("no audit entry: {audit:?}"));
+    assert_eq!(
+        (timeout.verdict.as_str(), timeout.source.as_str()),
+        ("deny", "timeout")
+    );
+    let approval = store
+        .approval(timeout.approval_id.as_deref().expect("approval id"))
+        .await
+        .expect("approval");
+    assert_eq!(approval.status, ApprovalStatus::Expired);
+    // Too late to answer now.
+    assert_eq!(
+        decide(&daemon, &approval.id, "allow_once").await.status(),
+        409
+    );
+    model.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runner_gates_the_agent_and_fails_closed_without_a_daemon() {
+    let Some(rig) = TestRig::new().await else {
+        return;
+    };
+    let project = rig.project("C-gated");
+    let file = project.join("needs-approval");
+    let command = format!(
+        "echo \"uid=$(id -u)\"; echo \"pid1=$(ps -o user= -p 1)\"; \
+         echo tampered > /etc/loop/gate-policy.json; echo \"policy_write_rc=$?\"; \
+         touch {}; echo \"touch_rc=$?\"",
+        file.display()
+    );
+    let model = start_model(
+        Script::new().rule(
+            Rule::any()
+                .then(Step::bash(&command))
+                .then(Step::text("{{last_tool_result}}")),
+        ),
+    )
+    .await;
+    let mut settings = rig.settings(&container_url(model.port()), &project);
+    // `api_url` points at a closed port: nobody can be asked, so `approve` must deny.
+    settings.gate = Some(GateSpec {
+        policy_json: serde_json::json!({
+            "command_rules": [{"commands": ["touch"], "decision": "approve"}]
+        })
+        .to_string(),
+        token: "0".repeat(64),
+        policy_dir: rig.dir.path().join("run"),
+    });
+    let request = TurnRequest {
+        run_id: "run-gated".to_owned(),
+        target: rig.target("C-gated", &project),
+        settings,
+        prompt: "go".to_owned(),
+        latest_message: "go".to_owned(),
+        session_id: None,
+        keep_alive: Duration::ZERO,
+        warm: false,
+    };
+    let outcome = rig
+        .runner
+        .run_turn(request, None, CancellationToken::new())
+        .await
+        .expect("the gated turn runs");
+    let text = outcome.result.text;
+    assert!(text.contains(&format!("uid={AGENT_UID}")), "{text}");
+    assert!(text.contains("pid1=root"), "{text}");
+    assert!(
+        !text.contains("policy_write_rc=0"),
+        "the agent cannot rewrite its policy: {text}"
+    );
+    assert!(text.contains("touch_rc=1") && denied(&text), "{text}");
+    assert!(!file.exists());
+    rig.cleanup().await;
+    model.shutdown().await;
+}

@@ -1,0 +1,290 @@
+//! Slack end to end: a real `loop serve` with `platforms: ["local", "slack"]` whose real
+//! slack-morphism client talks to the fake Slack of `loop-fakes` (Web API over HTTP, Socket
+//! Mode over a WebSocket), real containers running the real Claude Code CLI against the
+//! scripted fake model.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use loop_e2e::daemon::{Daemon, test_config};
+use loop_e2e::support::{AGENT_UID, chown, docker};
+use loop_fakes::model::{FakeModel, Rule, Script, Step};
+use loop_fakes::slack::{APP_TOKEN, BOT_TOKEN, FakeSlack, SlackMessage};
+
+/// A turn in a fresh container takes a few seconds; the first one may pull nothing but still
+/// start node.
+const TURN: Duration = Duration::from_secs(180);
+const QUICK: Duration = Duration::from_secs(30);
+
+async fn start_model(script: Script) -> FakeModel {
+    FakeModel::start_on(SocketAddr::from(([0, 0, 0, 0], 0)), script)
+        .await
+        .expect("fake model")
+}
+
+/// A temp dir the unprivileged agent can traverse, with a project owned by the agent uid.
+fn workspace() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(&project).expect("project");
+    chown(&project, AGENT_UID, AGENT_UID);
+    (dir, project)
+}
+
+/// A daemon config serving Slack through `slack`, plus `extra` top-level JSON fields.
+fn slack_config(model: &FakeModel, slack: &FakeSlack, dir: &std::path::Path, extra: &str) -> String {
+    let extra = format!(
+        r#""slack_bot_token": "{BOT_TOKEN}",
+  "slack_app_token": "{APP_TOKEN}",
+  "slack": {{"api_url": "{api}", "allowed_users": ["UALICE", "UBOSS"]}},
+  "permissions": {{"approvers": {{"users": ["UBOSS"]}}}}{sep}{extra}"#,
+        api = slack.api_url(),
+        sep = if extra.is_empty() { "" } else { ",\n  " },
+    );
+    test_config(model.port(), dir, &extra)
+        .replace(r#""platforms": ["local"]"#, r#""platforms": ["local", "slack"]"#)
+}
+
+async fn connected(slack: &FakeSlack, daemon: &Daemon) {
+    if slack
+        .wait_for(QUICK, |s| s.is_connected().then_some(()))
+        .await
+        .is_none()
+    {
+        panic!(
+            "the daemon did not connect to Socket Mode\n--- daemon log ---\n{}",
+            daemon.log_text()
+        );
+    }
+}
+
+/// Waits for the bot's messages in a thread to satisfy `check`.
+async fn thread_until(
+    slack: &FakeSlack,
+    daemon: &Daemon,
+    channel: &str,
+    thread: &str,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&[SlackMessage]) -> bool,
+) -> Vec<SlackMessage> {
+    match slack
+        .wait_for(timeout, |s| {
+            let messages = s.bot_messages_in(channel, Some(thread));
+            check(&messages).then_some(messages)
+        })
+        .await
+    {
+        Some(messages) => messages,
+        None => panic!(
+            "timed out waiting for {what}; thread: {:#?}\n--- daemon log ---\n{}",
+            slack.bot_messages_in(channel, Some(thread)),
+            daemon.log_text()
+        ),
+    }
+}
+
+fn has_text(messages: &[SlackMessage], needle: &str) -> bool {
+    messages.iter().any(|m| m.text.contains(needle))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mention_is_answered_once_in_its_thread_despite_429s_and_reconnects() {
+    if docker().await.is_none() {
+        return;
+    }
+    let (dir, _project) = workspace();
+    let script = Script::new()
+        .rule(Rule::contains("what is six times seven").then(Step::text("It is **42**.")))
+        .rule(Rule::contains("and plus one").then(Step::text("Then it is `43`.")));
+    let model = start_model(script).await;
+    let slack = FakeSlack::start().await.expect("fake slack");
+    let home = dir.path().join("home");
+    let daemon = Daemon::start(&home, &slack_config(&model, &slack, dir.path(), "")).await;
+    connected(&slack, &daemon).await;
+
+    // Someone outside the allowlist is refused politely, in private, and nothing runs.
+    slack.post_as_user("UMALLORY", "C1", &format!("{} run this", FakeSlack::mention()), None);
+    let refusal = slack
+        .wait_for(QUICK, |s| s.ephemerals().into_iter().next())
+        .await
+        .unwrap_or_else(|| panic!("no refusal\n{}", daemon.log_text()));
+    assert_eq!(refusal.user, "UMALLORY");
+    assert!(refusal.text.contains("Sorry"), "{}", refusal.text);
+
+    // The first answer has to get through two 429s.
+    slack.rate_limit("chat.postMessage", 2, 1);
+    let question = slack.post_as_user(
+        "UALICE",
+        "C1",
+        &format!("{} what is six times seven?", FakeSlack::mention()),
+        None,
+    );
+    // Slack delivers the same events again (its retry after a missed ack): answered once.
+    for id in &question.event_ids {
+        assert!(slack.redeliver(id));
+    }
+    let thread = thread_until(&slack, &daemon, "C1", &question.ts, "the answer", TURN, |m| {
+        has_text(m, "It is *42*.")
+    })
+    .await;
+    assert!(
+        slack
+            .calls_of("chat.postMessage")
+            .iter()
+            .filter(|c| c.status == 429)
+            .count()
+            >= 2,
+        "the fake refused twice"
+    );
+    // One status message, edited as the turn went on, and one answer.
+    assert_eq!(thread.len(), 2, "{thread:#?}");
+    assert!(thread[0].edits >= 1, "the status message was edited: {thread:#?}");
+    assert!(thread[0].text.contains("Done"), "{thread:#?}");
+    slack
+        .wait_for(QUICK, |s| {
+            (s.reactions_on("C1", &question.ts) == ["white_check_mark"]).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("reactions: {:?}", slack.reactions_on("C1", &question.ts)));
+    let store = daemon.store().await;
+    let runs = store
+        .channel_runs(&format!("slack:C1:{}", question.ts))
+        .await
+        .expect("runs");
+    assert_eq!(runs.len(), 1, "answered once");
+
+    // A dropped connection and a `disconnect` envelope: the daemon reconnects and a reply in
+    // the thread (no mention needed) continues the session.
+    let before = slack.connections();
+    slack.drop_connection();
+    slack
+        .wait_for(QUICK, |s| (s.connections() > before && s.is_connected()).then_some(()))
+        .await
+        .unwrap_or_else(|| panic!("no reconnect\n{}", daemon.log_text()));
+    slack.send_disconnect("refresh_requested");
+    slack
+        .wait_for(QUICK, |s| (s.connections() > before + 1 && s.is_connected()).then_some(()))
+        .await
+        .unwrap_or_else(|| panic!("no reconnect after disconnect\n{}", daemon.log_text()));
+    slack.post_as_user("UALICE", "C1", "and plus one?", Some(&question.ts));
+    thread_until(&slack, &daemon, "C1", &question.ts, "the follow-up", TURN, |m| {
+        has_text(m, "Then it is `43`.")
+    })
+    .await;
+    let runs = store
+        .channel_runs(&format!("slack:C1:{}", question.ts))
+        .await
+        .expect("runs");
+    assert_eq!(runs.len(), 2);
+    // Nothing the fake sent is left unacknowledged.
+    slack
+        .wait_for(QUICK, |s| (s.unacknowledged() == 0).then_some(()))
+        .await
+        .unwrap_or_else(|| panic!("{} envelopes not acknowledged", slack.unacknowledged()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approval_buttons_allow_and_deny_and_the_slash_command_points_the_channel() {
+    if docker().await.is_none() {
+        return;
+    }
+    let (dir, project) = workspace();
+    let yes = project.join("gate-approval-yes");
+    let no = project.join("gate-approval-no");
+    let script = Script::new()
+        .rule(
+            Rule::contains("touch yes")
+                .then(Step::bash(&format!("touch {}; echo \"yes_rc=$?\"", yes.display())))
+                .then(Step::text("YES {{last_tool_result}}")),
+        )
+        .rule(
+            Rule::contains("touch no")
+                .then(Step::bash(&format!("touch {}; echo \"no_rc=$?\"", no.display())))
+                .then(Step::text("NO {{last_tool_result}}")),
+        );
+    let model = start_model(script).await;
+    let slack = FakeSlack::start().await.expect("fake slack");
+    let home = dir.path().join("home");
+    let gates = serde_json::json!({
+        "agentgate": {
+            "approval_timeout_sec": 120,
+            "command_rules": [{
+                "commands": ["touch"],
+                "args_patterns": ["gate-approval"],
+                "decision": "approve",
+                "message": "touching needs a person"
+            }]
+        }
+    });
+    let daemon = Daemon::start(
+        &home,
+        &slack_config(&model, &slack, dir.path(), &format!("\"gates\": {gates}")),
+    )
+    .await;
+    connected(&slack, &daemon).await;
+
+    // `/loop dir` points the channel (and so its threads) at the project.
+    slack.slash_command("UALICE", "C7", "/loop", &format!("dir {}", project.display()));
+    slack
+        .wait_for(QUICK, |s| {
+            s.bot_messages_in("C7", None)
+                .into_iter()
+                .find(|m| m.text.contains("now works in"))
+        })
+        .await
+        .unwrap_or_else(|| panic!("no dir reply\n{}", daemon.log_text()));
+
+    // Approve.
+    let asked = slack.post_as_user("UALICE", "C7", &format!("{} touch yes", FakeSlack::mention()), None);
+    let prompt = thread_until(&slack, &daemon, "C7", &asked.ts, "the approval prompt", TURN, |m| {
+        m.iter().any(|m| m.blocks.is_some())
+    })
+    .await
+    .into_iter()
+    .find(|m| m.blocks.is_some())
+    .expect("prompt");
+    // Not an approver: refused in private, the prompt stays.
+    assert!(slack.click("UALICE", "C7", &prompt.ts, "loop_approve_once"));
+    slack
+        .wait_for(QUICK, |s| s.ephemerals().into_iter().find(|e| e.user == "UALICE"))
+        .await
+        .unwrap_or_else(|| panic!("no refusal\n{}", daemon.log_text()));
+    assert!(slack.click("UBOSS", "C7", &prompt.ts, "loop_approve_once"));
+    let thread = thread_until(&slack, &daemon, "C7", &asked.ts, "the approved answer", TURN, |m| {
+        has_text(m, "YES")
+    })
+    .await;
+    assert!(has_text(&thread, "yes_rc=0"), "{thread:#?}");
+    assert!(yes.exists(), "the approved command ran");
+    let decided = thread.iter().find(|m| m.ts == prompt.ts).expect("prompt");
+    assert!(decided.text.contains("<@UBOSS>"), "who decided: {decided:#?}");
+    let blocks = decided.blocks.as_ref().map(|b| b.to_string()).unwrap_or_default();
+    assert!(blocks.contains("Decided <!date^"), "when: {blocks}");
+    assert!(!slack.click("UBOSS", "C7", &prompt.ts, "loop_deny"), "no buttons left");
+
+    // Deny.
+    let asked = slack.post_as_user("UALICE", "C7", &format!("{} touch no", FakeSlack::mention()), None);
+    let prompt = thread_until(&slack, &daemon, "C7", &asked.ts, "the second prompt", TURN, |m| {
+        m.iter().any(|m| m.blocks.is_some())
+    })
+    .await
+    .into_iter()
+    .find(|m| m.blocks.is_some())
+    .expect("prompt");
+    assert!(slack.click("UBOSS", "C7", &prompt.ts, "loop_deny"));
+    let thread = thread_until(&slack, &daemon, "C7", &asked.ts, "the denied answer", TURN, |m| {
+        has_text(m, "NO")
+    })
+    .await;
+    assert!(!has_text(&thread, "no_rc=0"), "{thread:#?}");
+    assert!(!no.exists(), "the denied command did not run");
+    let store = daemon.store().await;
+    let approval = store
+        .pending_approvals()
+        .await
+        .expect("approvals");
+    assert!(approval.is_empty(), "nothing left pending: {approval:?}");
+}

@@ -1,0 +1,281 @@
+//! Warm threads: follow-ups in an active thread reuse the thread's container and `claude`
+//! process; every failure of a warm agent falls back to a cold `--resume` without losing or
+//! repeating a message. Real `loop serve`, real dockerd, real CLI, fake model.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use loop_bot::store::{InboxStatus, RunRecord, RunStatus};
+use loop_e2e::daemon::{Daemon, test_config};
+use loop_e2e::support::docker;
+use loop_fakes::model::{FakeModel, Script, Step};
+
+async fn start_model() -> FakeModel {
+    FakeModel::start_on(
+        SocketAddr::from(([0, 0, 0, 0], 0)),
+        Script::always(Step::text("answer to: {{prompt}}")),
+    )
+    .await
+    .expect("fake model")
+}
+
+fn home() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+/// Posts a message to a local channel and waits for its run; returns the run.
+async fn ask(daemon: &Daemon, channel: &str, text: &str) -> RunRecord {
+    let client = reqwest::Client::new();
+    let response = client
+        .post(daemon.url("/api/local/messages"))
+        .bearer_auth(daemon.token())
+        .json(&serde_json::json!({"channel": channel, "text": text}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 202);
+    let body: serde_json::Value = response.json().await.expect("json");
+    let inbox_id = body["inbox_id"].as_i64().expect("stored");
+    let store = daemon.store().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let message = store.inbox_message(inbox_id).await.expect("message");
+        if message.status == InboxStatus::Done || message.status == InboxStatus::Failed {
+            let run = store
+                .run(message.run_id.as_deref().expect("run id"))
+                .await
+                .expect("run");
+            assert_eq!(
+                run.status,
+                RunStatus::Succeeded,
+                "{run:?}\n{}",
+                daemon.log_text()
+            );
+            return run;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no answer to {text:?}\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn running_containers(daemon_id: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("label=loop-daemon={daemon_id}"),
+        ])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn daemon_id(daemon: &Daemon) -> String {
+    std::fs::read_to_string(daemon.loop_dir.join("daemon-id"))
+        .expect("daemon id")
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn follow_ups_reuse_one_container_and_one_session() {
+    if docker().await.is_none() {
+        return;
+    }
+    let dir = home();
+    let model = start_model().await;
+    let daemon = Daemon::start(
+        &dir.path().join("home"),
+        &test_config(model.port(), dir.path(), "\"warm_idle_sec\": 600"),
+    )
+    .await;
+    let runs = [
+        ask(&daemon, "warm", "first").await,
+        ask(&daemon, "warm", "second").await,
+        ask(&daemon, "warm", "third").await,
+        ask(&daemon, "warm", "fourth").await,
+    ];
+    for (run, word) in runs.iter().zip(["first", "second", "third", "fourth"]) {
+        assert_eq!(
+            run.answer.as_deref(),
+            Some(format!("answer to: {word}").as_str())
+        );
+    }
+    let container = runs[0].container_id.clone();
+    assert!(container.is_some());
+    assert!(
+        runs.iter().all(|r| r.container_id == container),
+        "one container: {runs:?}"
+    );
+    let session = runs[0].claude_session_id.clone();
+    assert!(
+        runs.iter().all(|r| r.claude_session_id == session),
+        "one session: {runs:?}"
+    );
+    // The agent is still up, idle, and shown by the status endpoint.
+    let status: serde_json::Value = reqwest::Client::new()
+        .get(daemon.url("/api/status"))
+        .bearer_auth(daemon.token())
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    let warm = status["warm"].as_array().expect("warm list");
+    assert_eq!(warm.len(), 1, "{status}");
+    assert_eq!(warm[0]["channel"], "local-warm");
+    assert!(
+        warm[0]["memory_bytes"].as_u64().is_some_and(|m| m > 0),
+        "{status}"
+    );
+    model.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_agent_is_retired_and_the_next_message_is_answered_cold() {
+    if docker().await.is_none() {
+        return;
+    }
+    let dir = home();
+    let model = start_model().await;
+    let daemon = Daemon::start(
+        &dir.path().join("home"),
+        &test_config(model.port(), dir.path(), "\"warm_idle_sec\": 2"),
+    )
+    .await;
+    let first = ask(&daemon, "idle", "one").await;
+    let id = daemon_id(&daemon);
+    assert_eq!(running_containers(&id).len(), 1, "warm after the turn");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !running_containers(&id).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the idle agent was never retired"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let second = ask(&daemon, "idle", "two").await;
+    assert_eq!(second.answer.as_deref(), Some("answer to: two"));
+    assert_ne!(
+        second.container_id, first.container_id,
+        "a new (cold) container"
+    );
+    assert_eq!(
+        second.claude_session_id, first.claude_session_id,
+        "the session resumed"
+    );
+    model.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_container_killed_between_turns_falls_back_to_cold_once() {
+    if docker().await.is_none() {
+        return;
+    }
+    let dir = home();
+    let model = start_model().await;
+    let daemon = Daemon::start(
+        &dir.path().join("home"),
+        &test_config(model.port(), dir.path(), "\"warm_idle_sec\": 600"),
+    )
+    .await;
+    let first = ask(&daemon, "killed", "before").await;
+    let container = first.container_id.clone().expect("container");
+    Command::new("docker")
+        .args(["kill", &container])
+        .output()
+        .expect("docker kill");
+    let second = ask(&daemon, "killed", "after").await;
+    assert_eq!(second.answer.as_deref(), Some("answer to: after"));
+    assert_ne!(second.container_id.as_deref(), Some(container.as_str()));
+    assert_eq!(second.claude_session_id, first.claude_session_id);
+    let store = daemon.store().await;
+    let runs = store.channel_runs("local:killed").await.expect("runs");
+    assert_eq!(runs.len(), 2, "answered once: {runs:?}");
+    model.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_one_warm_slot_the_older_thread_is_evicted_and_both_keep_working() {
+    if docker().await.is_none() {
+        return;
+    }
+    let dir = home();
+    let model = start_model().await;
+    let daemon = Daemon::start(
+        &dir.path().join("home"),
+        &test_config(
+            model.port(),
+            dir.path(),
+            "\"warm_idle_sec\": 600, \"max_warm_threads\": 1",
+        ),
+    )
+    .await;
+    let a1 = ask(&daemon, "thread-a", "a1").await;
+    let b1 = ask(&daemon, "thread-b", "b1").await;
+    let id = daemon_id(&daemon);
+    let running = running_containers(&id);
+    assert_eq!(running.len(), 1, "only one warm agent: {running:?}");
+    assert_eq!(
+        Some(running[0].clone()),
+        b1.container_id,
+        "the newer thread stays warm"
+    );
+    let a2 = ask(&daemon, "thread-a", "a2").await;
+    assert_eq!(a2.answer.as_deref(), Some("answer to: a2"));
+    assert_ne!(
+        a2.container_id, a1.container_id,
+        "thread a was evicted, so it ran cold"
+    );
+    assert_eq!(a2.claude_session_id, a1.claude_session_id);
+    let b2 = ask(&daemon, "thread-b", "b2").await;
+    assert_eq!(b2.answer.as_deref(), Some("answer to: b2"));
+    assert_eq!(b2.claude_session_id, b1.claude_session_id);
+    model.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_kill_9_with_warm_agents_no_orphan_remains_and_threads_answer() {
+    if docker().await.is_none() {
+        return;
+    }
+    let dir = home();
+    let model = start_model().await;
+    let mut daemon = Daemon::start(
+        &dir.path().join("home"),
+        &test_config(model.port(), dir.path(), "\"warm_idle_sec\": 600"),
+    )
+    .await;
+    let x1 = ask(&daemon, "crash-x", "x1").await;
+    let y1 = ask(&daemon, "crash-y", "y1").await;
+    let id = daemon_id(&daemon);
+    assert_eq!(running_containers(&id).len(), 2);
+    daemon.kill_9();
+    daemon.restart().await;
+    let left: Vec<String> = running_containers(&id)
+        .into_iter()
+        .filter(|c| Some(c) == x1.container_id.as_ref() || Some(c) == y1.container_id.as_ref())
+        .collect();
+    assert!(left.is_empty(), "orphans of the killed daemon: {left:?}");
+    let x2 = ask(&daemon, "crash-x", "x2").await;
+    let y2 = ask(&daemon, "crash-y", "y2").await;
+    assert_eq!(x2.answer.as_deref(), Some("answer to: x2"));
+    assert_eq!(y2.answer.as_deref(), Some("answer to: y2"));
+    assert_eq!(x2.claude_session_id, x1.claude_session_id);
+    assert_eq!(y2.claude_session_id, y1.claude_session_id);
+    model.shutdown().await;
+}
