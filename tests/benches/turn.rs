@@ -187,6 +187,22 @@ async fn main() -> Result<()> {
         ratio(loop_median, raw_median),
     );
 
+    // Warm follow-ups: the thread of round 1 kept its container and `claude` process.
+    println!();
+    println!("warm follow-ups in one thread ({rounds} turns, same scripted turn)");
+    println!("  {:>5}  {:>10}  {:>14}", "turn", "loop turn", "/ raw cold");
+    let mut warm_totals = Vec::new();
+    for round in 1..=rounds {
+        let turn = api
+            .turn("cold-1", &format!("bench follow-up {round}"))
+            .await
+            .with_context(|| log_tail(&daemon))?;
+        println!("  {round:>5}  {:>10}  {:>13.2}×", secs(turn), ratio(turn, raw_median));
+        warm_totals.push(turn);
+    }
+    let warm_median = median(&warm_totals);
+    let warm_memory = warm_agent_memory(&api, &daemon).await?;
+
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle_before_load = median_rss(pid).await?;
 
@@ -251,7 +267,17 @@ async fn main() -> Result<()> {
         secs(loop_median),
         secs(raw_median),
     );
-    paired.sort_by(f64::total_cmp);
+    println!(
+        "  loop warm follow-up / raw docker run = {:.2}×  (goal ≤ 0.20×; warm median {}, raw cold median {})",
+        ratio(warm_median, raw_median),
+        secs(warm_median),
+        secs(raw_median),
+    );
+    println!(
+        "  idle warm agent memory = {}  (median over the warm agents `loop status` reports)",
+        warm_memory.map_or_else(|| "not reported".to_owned(), |kb| mib(kb)),
+    );
+        paired.sort_by(f64::total_cmp);
     println!(
         "  median of the paired per-round ratios = {:.2}×  (range {:.2}×–{:.2}×)",
         paired[paired.len() / 2],
@@ -301,6 +327,32 @@ async fn main() -> Result<()> {
 }
 
 /// The last lines of the daemon's log, for errors.
+/// Median memory (KiB) of the idle warm agents the daemon reports.
+async fn warm_agent_memory(api: &Api, daemon: &Daemon) -> Result<Option<u64>> {
+    let status: serde_json::Value = api
+        .http
+        .get(daemon.url("/api/status"))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .context("GET /api/status")?
+        .json()
+        .await
+        .context("status JSON")?;
+    let mut kib: Vec<u64> = status["warm"]
+        .as_array()
+        .map(|agents| {
+            agents
+                .iter()
+                .filter_map(|a| a["memory_bytes"].as_u64())
+                .map(|b| b / 1024)
+                .collect()
+        })
+        .unwrap_or_default();
+    kib.sort_unstable();
+    Ok(kib.get(kib.len() / 2).copied())
+}
+
 fn log_tail(daemon: &Daemon) -> String {
     let log = daemon.log_text();
     let lines: Vec<&str> = log.lines().collect();
