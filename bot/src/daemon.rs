@@ -113,7 +113,9 @@ async fn bridge_gateway(docker: &bollard::Docker) -> Option<IpAddr> {
 /// The Slack adapter from the config. Approvers are `permissions.approvers.users`, else the
 /// owners; with neither, nobody may decide from Slack (the admin API still can).
 fn slack_adapter(config: &Config) -> Result<loop_adapter_slack::SlackAdapter, DaemonError> {
-    let secret = |s: &crate::config::Secret| secrecy::SecretString::from(s.expose().unwrap_or_default().to_owned());
+    let secret = |s: &crate::config::Secret| {
+        secrecy::SecretString::from(s.expose().unwrap_or_default().to_owned())
+    };
     let mut settings = loop_adapter_slack::SlackSettings::new(
         secret(&config.slack_bot_token),
         secret(&config.slack_app_token),
@@ -128,13 +130,18 @@ fn slack_adapter(config: &Config) -> Result<loop_adapter_slack::SlackAdapter, Da
         config.permissions.approvers.users.clone()
     };
     if settings.approvers.is_empty() {
-        tracing::warn!("slack: no approvers configured (permissions.approvers.users); approval buttons will refuse everyone");
+        tracing::warn!(
+            "slack: no approvers configured (permissions.approvers.users); approval buttons will refuse everyone"
+        );
     }
     if let Some(events) = &config.slack.events_api {
         settings.events_api = Some(loop_adapter_slack::EventsApiSettings {
-            listen: events.listen.parse().map_err(|err: std::net::AddrParseError| {
-                DaemonError::SlackSetup(format!("slack.events_api.listen: {err}"))
-            })?,
+            listen: events
+                .listen
+                .parse()
+                .map_err(|err: std::net::AddrParseError| {
+                    DaemonError::SlackSetup(format!("slack.events_api.listen: {err}"))
+                })?,
             signing_secret: secret(&events.signing_secret),
         });
     }

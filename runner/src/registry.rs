@@ -285,7 +285,10 @@ impl ContainerRegistry {
                 // A container that is created but not started yet (a turn in its first
                 // moments) is not stopped: treating it so would remove it under the turn.
                 let running = summary.state.map(|s| s.to_string()).is_none_or(|state| {
-                    matches!(state.as_str(), "running" | "created" | "restarting" | "paused")
+                    matches!(
+                        state.as_str(),
+                        "running" | "created" | "restarting" | "paused"
+                    )
                 });
                 Some(ContainerEntry {
                     id,

@@ -197,7 +197,11 @@ async fn main() -> Result<()> {
             .turn("cold-1", &format!("bench follow-up {round}"))
             .await
             .with_context(|| log_tail(&daemon))?;
-        println!("  {round:>5}  {:>10}  {:>13.2}×", secs(turn), ratio(turn, raw_median));
+        println!(
+            "  {round:>5}  {:>10}  {:>13.2}×",
+            secs(turn),
+            ratio(turn, raw_median)
+        );
         warm_totals.push(turn);
     }
     let warm_median = median(&warm_totals);
@@ -275,9 +279,9 @@ async fn main() -> Result<()> {
     );
     println!(
         "  idle warm agent memory = {}  (median over the warm agents `loop status` reports)",
-        warm_memory.map_or_else(|| "not reported".to_owned(), |kb| mib(kb)),
+        warm_memory.map_or_else(|| "not reported".to_owned(), mib),
     );
-        paired.sort_by(f64::total_cmp);
+    paired.sort_by(f64::total_cmp);
     println!(
         "  median of the paired per-round ratios = {:.2}×  (range {:.2}×–{:.2}×)",
         paired[paired.len() / 2],

@@ -317,10 +317,19 @@ async fn a_kill_9_mid_turn_is_answered_exactly_once_after_restart() {
     let id = std::fs::read_to_string(daemon.loop_dir.join("daemon-id")).expect("daemon id");
     let containers_of = |id: &str| -> Vec<String> {
         let out = Command::new("docker")
-            .args(["ps", "-aq", "--no-trunc", "--filter", &format!("label=loop-daemon={}", id.trim())])
+            .args([
+                "ps",
+                "-aq",
+                "--no-trunc",
+                "--filter",
+                &format!("label=loop-daemon={}", id.trim()),
+            ])
             .output()
             .expect("docker ps");
-        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
     };
     let before_crash = containers_of(&id);
     assert_eq!(before_crash.len(), 1, "the turn's container is running");

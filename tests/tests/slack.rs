@@ -34,7 +34,12 @@ fn workspace() -> (tempfile::TempDir, std::path::PathBuf) {
 }
 
 /// A daemon config serving Slack through `slack`, plus `extra` top-level JSON fields.
-fn slack_config(model: &FakeModel, slack: &FakeSlack, dir: &std::path::Path, extra: &str) -> String {
+fn slack_config(
+    model: &FakeModel,
+    slack: &FakeSlack,
+    dir: &std::path::Path,
+    extra: &str,
+) -> String {
     let extra = format!(
         r#""slack_bot_token": "{BOT_TOKEN}",
   "slack_app_token": "{APP_TOKEN}",
@@ -43,8 +48,10 @@ fn slack_config(model: &FakeModel, slack: &FakeSlack, dir: &std::path::Path, ext
         api = slack.api_url(),
         sep = if extra.is_empty() { "" } else { ",\n  " },
     );
-    test_config(model.port(), dir, &extra)
-        .replace(r#""platforms": ["local"]"#, r#""platforms": ["local", "slack"]"#)
+    test_config(model.port(), dir, &extra).replace(
+        r#""platforms": ["local"]"#,
+        r#""platforms": ["local", "slack"]"#,
+    )
 }
 
 async fn connected(slack: &FakeSlack, daemon: &Daemon) {
@@ -106,7 +113,12 @@ async fn a_mention_is_answered_once_in_its_thread_despite_429s_and_reconnects() 
     connected(&slack, &daemon).await;
 
     // Someone outside the allowlist is refused politely, in private, and nothing runs.
-    slack.post_as_user("UMALLORY", "C1", &format!("{} run this", FakeSlack::mention()), None);
+    slack.post_as_user(
+        "UMALLORY",
+        "C1",
+        &format!("{} run this", FakeSlack::mention()),
+        None,
+    );
     let refusal = slack
         .wait_for(QUICK, |s| s.ephemerals().into_iter().next())
         .await
@@ -126,9 +138,15 @@ async fn a_mention_is_answered_once_in_its_thread_despite_429s_and_reconnects() 
     for id in &question.event_ids {
         assert!(slack.redeliver(id));
     }
-    let thread = thread_until(&slack, &daemon, "C1", &question.ts, "the answer", TURN, |m| {
-        has_text(m, "It is *42*.")
-    })
+    let thread = thread_until(
+        &slack,
+        &daemon,
+        "C1",
+        &question.ts,
+        "the answer",
+        TURN,
+        |m| has_text(m, "It is *42*."),
+    )
     .await;
     assert!(
         slack
@@ -141,7 +159,10 @@ async fn a_mention_is_answered_once_in_its_thread_despite_429s_and_reconnects() 
     );
     // One status message, edited as the turn went on, and one answer.
     assert_eq!(thread.len(), 2, "{thread:#?}");
-    assert!(thread[0].edits >= 1, "the status message was edited: {thread:#?}");
+    assert!(
+        thread[0].edits >= 1,
+        "the status message was edited: {thread:#?}"
+    );
     assert!(thread[0].text.contains("Done"), "{thread:#?}");
     slack
         .wait_for(QUICK, |s| {
@@ -161,18 +182,28 @@ async fn a_mention_is_answered_once_in_its_thread_despite_429s_and_reconnects() 
     let before = slack.connections();
     slack.drop_connection();
     slack
-        .wait_for(QUICK, |s| (s.connections() > before && s.is_connected()).then_some(()))
+        .wait_for(QUICK, |s| {
+            (s.connections() > before && s.is_connected()).then_some(())
+        })
         .await
         .unwrap_or_else(|| panic!("no reconnect\n{}", daemon.log_text()));
     slack.send_disconnect("refresh_requested");
     slack
-        .wait_for(QUICK, |s| (s.connections() > before + 1 && s.is_connected()).then_some(()))
+        .wait_for(QUICK, |s| {
+            (s.connections() > before + 1 && s.is_connected()).then_some(())
+        })
         .await
         .unwrap_or_else(|| panic!("no reconnect after disconnect\n{}", daemon.log_text()));
     slack.post_as_user("UALICE", "C1", "and plus one?", Some(&question.ts));
-    thread_until(&slack, &daemon, "C1", &question.ts, "the follow-up", TURN, |m| {
-        has_text(m, "Then it is `43`.")
-    })
+    thread_until(
+        &slack,
+        &daemon,
+        "C1",
+        &question.ts,
+        "the follow-up",
+        TURN,
+        |m| has_text(m, "Then it is `43`."),
+    )
     .await;
     let runs = store
         .channel_runs(&format!("slack:C1:{}", question.ts))
@@ -197,12 +228,18 @@ async fn approval_buttons_allow_and_deny_and_the_slash_command_points_the_channe
     let script = Script::new()
         .rule(
             Rule::contains("touch yes")
-                .then(Step::bash(&format!("touch {}; echo \"yes_rc=$?\"", yes.display())))
+                .then(Step::bash(&format!(
+                    "touch {}; echo \"yes_rc=$?\"",
+                    yes.display()
+                )))
                 .then(Step::text("YES {{last_tool_result}}")),
         )
         .rule(
             Rule::contains("touch no")
-                .then(Step::bash(&format!("touch {}; echo \"no_rc=$?\"", no.display())))
+                .then(Step::bash(&format!(
+                    "touch {}; echo \"no_rc=$?\"",
+                    no.display()
+                )))
                 .then(Step::text("NO {{last_tool_result}}")),
         );
     let model = start_model(script).await;
@@ -227,7 +264,12 @@ async fn approval_buttons_allow_and_deny_and_the_slash_command_points_the_channe
     connected(&slack, &daemon).await;
 
     // `/loop dir` points the channel (and so its threads) at the project.
-    slack.slash_command("UALICE", "C7", "/loop", &format!("dir {}", project.display()));
+    slack.slash_command(
+        "UALICE",
+        "C7",
+        "/loop",
+        &format!("dir {}", project.display()),
+    );
     slack
         .wait_for(QUICK, |s| {
             s.bot_messages_in("C7", None)
@@ -238,10 +280,21 @@ async fn approval_buttons_allow_and_deny_and_the_slash_command_points_the_channe
         .unwrap_or_else(|| panic!("no dir reply\n{}", daemon.log_text()));
 
     // Approve.
-    let asked = slack.post_as_user("UALICE", "C7", &format!("{} touch yes", FakeSlack::mention()), None);
-    let prompt = thread_until(&slack, &daemon, "C7", &asked.ts, "the approval prompt", TURN, |m| {
-        m.iter().any(|m| m.blocks.is_some())
-    })
+    let asked = slack.post_as_user(
+        "UALICE",
+        "C7",
+        &format!("{} touch yes", FakeSlack::mention()),
+        None,
+    );
+    let prompt = thread_until(
+        &slack,
+        &daemon,
+        "C7",
+        &asked.ts,
+        "the approval prompt",
+        TURN,
+        |m| m.iter().any(|m| m.blocks.is_some()),
+    )
     .await
     .into_iter()
     .find(|m| m.blocks.is_some())
@@ -249,42 +302,74 @@ async fn approval_buttons_allow_and_deny_and_the_slash_command_points_the_channe
     // Not an approver: refused in private, the prompt stays.
     assert!(slack.click("UALICE", "C7", &prompt.ts, "loop_approve_once"));
     slack
-        .wait_for(QUICK, |s| s.ephemerals().into_iter().find(|e| e.user == "UALICE"))
+        .wait_for(QUICK, |s| {
+            s.ephemerals().into_iter().find(|e| e.user == "UALICE")
+        })
         .await
         .unwrap_or_else(|| panic!("no refusal\n{}", daemon.log_text()));
     assert!(slack.click("UBOSS", "C7", &prompt.ts, "loop_approve_once"));
-    let thread = thread_until(&slack, &daemon, "C7", &asked.ts, "the approved answer", TURN, |m| {
-        has_text(m, "YES")
-    })
+    let thread = thread_until(
+        &slack,
+        &daemon,
+        "C7",
+        &asked.ts,
+        "the approved answer",
+        TURN,
+        |m| has_text(m, "YES"),
+    )
     .await;
     assert!(has_text(&thread, "yes_rc=0"), "{thread:#?}");
     assert!(yes.exists(), "the approved command ran");
     let decided = thread.iter().find(|m| m.ts == prompt.ts).expect("prompt");
-    assert!(decided.text.contains("<@UBOSS>"), "who decided: {decided:#?}");
-    let blocks = decided.blocks.as_ref().map(|b| b.to_string()).unwrap_or_default();
+    assert!(
+        decided.text.contains("<@UBOSS>"),
+        "who decided: {decided:#?}"
+    );
+    let blocks = decided
+        .blocks
+        .as_ref()
+        .map(|b| b.to_string())
+        .unwrap_or_default();
     assert!(blocks.contains("Decided <!date^"), "when: {blocks}");
-    assert!(!slack.click("UBOSS", "C7", &prompt.ts, "loop_deny"), "no buttons left");
+    assert!(
+        !slack.click("UBOSS", "C7", &prompt.ts, "loop_deny"),
+        "no buttons left"
+    );
 
     // Deny.
-    let asked = slack.post_as_user("UALICE", "C7", &format!("{} touch no", FakeSlack::mention()), None);
-    let prompt = thread_until(&slack, &daemon, "C7", &asked.ts, "the second prompt", TURN, |m| {
-        m.iter().any(|m| m.blocks.is_some())
-    })
+    let asked = slack.post_as_user(
+        "UALICE",
+        "C7",
+        &format!("{} touch no", FakeSlack::mention()),
+        None,
+    );
+    let prompt = thread_until(
+        &slack,
+        &daemon,
+        "C7",
+        &asked.ts,
+        "the second prompt",
+        TURN,
+        |m| m.iter().any(|m| m.blocks.is_some()),
+    )
     .await
     .into_iter()
     .find(|m| m.blocks.is_some())
     .expect("prompt");
     assert!(slack.click("UBOSS", "C7", &prompt.ts, "loop_deny"));
-    let thread = thread_until(&slack, &daemon, "C7", &asked.ts, "the denied answer", TURN, |m| {
-        has_text(m, "NO")
-    })
+    let thread = thread_until(
+        &slack,
+        &daemon,
+        "C7",
+        &asked.ts,
+        "the denied answer",
+        TURN,
+        |m| has_text(m, "NO"),
+    )
     .await;
     assert!(!has_text(&thread, "no_rc=0"), "{thread:#?}");
     assert!(!no.exists(), "the denied command did not run");
     let store = daemon.store().await;
-    let approval = store
-        .pending_approvals()
-        .await
-        .expect("approvals");
+    let approval = store.pending_approvals().await.expect("approvals");
     assert!(approval.is_empty(), "nothing left pending: {approval:?}");
 }

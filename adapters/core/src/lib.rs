@@ -11,6 +11,6 @@ pub mod split;
 pub use command::{ChatCommand, parse_command};
 pub use message::{
     Adapter, AdapterError, ApprovalChoice, ApprovalPrompt, Author, ChannelKey, Inbound, Message,
-    PlatformKind, PostedMessage, TurnMark,
+    PlatformKind, PostedMessage, Receipt, TurnMark,
 };
 pub use split::split_message;

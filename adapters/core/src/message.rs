@@ -2,10 +2,11 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::command::ChatCommand;
@@ -171,6 +172,50 @@ pub enum Inbound {
         choice: ApprovalChoice,
         decided_by: Author,
     },
+    /// An item whose sender waits until the orchestrator has taken it (a message is stored),
+    /// so that it acknowledges its platform only then.
+    Receipted {
+        item: Box<Inbound>,
+        receipt: Receipt,
+    },
+}
+
+/// Tells the sender of an [`Inbound::Receipted`] item whether it was taken. Dropping it
+/// unanswered counts as "not taken".
+#[derive(Clone, Default)]
+pub struct Receipt(Arc<Mutex<Option<oneshot::Sender<bool>>>>);
+
+impl Receipt {
+    /// A receipt and the receiver its sender waits on.
+    pub fn new() -> (Receipt, oneshot::Receiver<bool>) {
+        let (tx, rx) = oneshot::channel();
+        (Receipt(Arc::new(Mutex::new(Some(tx)))), rx)
+    }
+
+    /// Answers the sender (once; later calls do nothing).
+    pub fn done(&self, taken: bool) {
+        let sender = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(sender) = sender {
+            let _ = sender.send(taken);
+        }
+    }
+}
+
+impl fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Receipt")
+    }
+}
+
+/// Receipts carry no data: any two are equal, so items compare by content.
+impl PartialEq for Receipt {
+    fn eq(&self, _other: &Receipt) -> bool {
+        true
+    }
 }
 
 /// The three answers to an approval prompt, the same on every platform.

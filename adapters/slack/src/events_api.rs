@@ -74,9 +74,9 @@ fn verified<'b>(
     served: &Served,
     headers: &HeaderMap,
     body: &'b Bytes,
-) -> Result<&'b str, Response> {
+) -> Result<&'b str, Box<Response>> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let refused = |why: &str| (StatusCode::UNAUTHORIZED, why.to_owned()).into_response();
+    let refused = |why: &str| Box::new((StatusCode::UNAUTHORIZED, why.to_owned()).into_response());
     let (Some(signature), Some(timestamp)) = (
         header(SlackEventSignatureVerifier::SLACK_SIGNED_HASH_HEADER),
         header(SlackEventSignatureVerifier::SLACK_SIGNED_TIMESTAMP),
@@ -102,7 +102,7 @@ fn retry_later(err: AdapterError) -> Response {
 async fn events(State(served): State<Arc<Served>>, headers: HeaderMap, body: Bytes) -> Response {
     let text = match verified(&served, &headers, &body) {
         Ok(text) => text,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Ok(event) = serde_json::from_str::<SlackPushEvent>(text) else {
         return (StatusCode::BAD_REQUEST, "not an Events API payload").into_response();
@@ -118,7 +118,7 @@ async fn events(State(served): State<Arc<Served>>, headers: HeaderMap, body: Byt
             if let Some(incoming) = incoming
                 && let Err(err) = served
                     .adapter
-                    .on_message(&callback.event_id.to_string(), incoming, &served.inbound)
+                    .on_message(callback.event_id.as_ref(), incoming, &served.inbound)
                     .await
             {
                 return retry_later(err);
@@ -140,7 +140,7 @@ async fn interactions(
 ) -> Response {
     let text = match verified(&served, &headers, &body) {
         Ok(text) => text,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let payload = form(text).remove("payload").unwrap_or_default();
     let Ok(event) = serde_json::from_str::<SlackInteractionEvent>(&payload) else {
@@ -157,7 +157,7 @@ async fn interactions(
 async fn commands(State(served): State<Arc<Served>>, headers: HeaderMap, body: Bytes) -> Response {
     let text = match verified(&served, &headers, &body) {
         Ok(text) => text,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let fields = form(text);
     let field = |name: &str| fields.get(name).cloned().unwrap_or_default();

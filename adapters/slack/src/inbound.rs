@@ -242,7 +242,12 @@ mod tests {
     #[test]
     fn mentions_start_threads_and_replies_continue_them() {
         let known = |_: &str, thread: &str| thread == "1.0";
-        let cases: Vec<(IncomingMessage, Rules, Option<(&str, &str, bool)>)> = vec![
+        type Case = (
+            IncomingMessage,
+            Rules,
+            Option<(&'static str, &'static str, bool)>,
+        );
+        let cases: Vec<Case> = vec![
             // A mention at the top level starts a thread session rooted at it.
             (
                 msg("C1", "U1", "<@UBOT> fix it", "2.0", None),

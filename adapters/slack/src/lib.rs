@@ -26,7 +26,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use loop_adapter::{
     Adapter, AdapterError, ApprovalPrompt, Author, ChannelKey, ChatCommand, Inbound, PlatformKind,
-    PostedMessage, TurnMark, parse_command,
+    PostedMessage, Receipt, TurnMark, parse_command,
 };
 use secrecy::{ExposeSecret, SecretString};
 use slack_morphism::prelude::*;
@@ -36,10 +36,17 @@ use tokio_util::task::TaskTracker;
 
 use crate::inbound::{Decision, IncomingMessage, Recent, Rules};
 
-/// Slack truncates `text` at 40 000 characters but renders messages over ~4 000 badly; the
-/// orchestrator splits at this length (code-block safe) before mrkdwn conversion, which can
-/// add a few characters (escapes), hence the margin.
-pub const SLACK_MESSAGE_LIMIT: usize = 3_800;
+/// Slack truncates `text` at 40 000 characters but renders messages over ~4 000 badly, so a
+/// longer text is split (code-block safe) into messages of at most this many characters,
+/// before mrkdwn conversion, which can add a few (escapes): hence the margin.
+pub const SLACK_CHUNK: usize = 3_800;
+/// A text that would take more messages than this is uploaded as a file instead, with its
+/// beginning as the comment: a wall of messages is harder to read than one attachment.
+pub const MAX_SPLIT_MESSAGES: usize = 3;
+/// What the orchestrator may hand to one `post`: this adapter splits or uploads by itself.
+pub const SLACK_MESSAGE_LIMIT: usize = 200_000;
+/// Characters of a long answer shown as the comment on its file.
+const PREVIEW_CHARS: usize = 600;
 
 /// The slack-morphism client type used here: hyper with rustls, `http://` allowed so tests and
 /// proxies can point it at another server.
@@ -130,8 +137,9 @@ pub enum SlackError {
 /// restart, a thread needs a mention again until loop posts in it.
 #[derive(Default)]
 struct Memory {
-    /// Threads loop takes part in: (channel, thread ts).
-    threads: std::collections::HashSet<(String, String)>,
+    /// Threads loop takes part in, as `channel:thread_ts` (bounded: the oldest are forgotten
+    /// first, and a reply there then needs a mention again).
+    threads: Recent,
     /// The thread of each channel that most recently started a turn (`/loop stop` there).
     latest_thread: HashMap<String, String>,
     /// Event ids and message ids already handed on.
@@ -245,7 +253,7 @@ impl SlackAdapter {
             inbound::decide(&message, &self.rules(), |channel, thread| {
                 memory
                     .threads
-                    .contains(&(channel.to_owned(), thread.to_owned()))
+                    .contains(&inbound::message_id(channel, thread))
             })
         };
         match decision {
@@ -271,18 +279,18 @@ impl SlackAdapter {
             }
             Decision::Forward(item) => {
                 let (key, triggers) = match &item {
-                    Inbound::Message(m) => (m.channel.clone(), m.triggers),
-                    Inbound::Command { channel, .. } => (channel.clone(), false),
-                    Inbound::Approval { channel, .. } => (channel.clone(), false),
+                    Inbound::Message(m) => (Some(m.channel.clone()), m.triggers),
+                    Inbound::Command { channel, .. } => (Some(channel.clone()), false),
+                    _ => (None, false),
                 };
-                inbound.send(item).await.map_err(|_| {
-                    AdapterError::Unreachable("the orchestrator is not taking messages".into())
-                })?;
-                if let Some(thread) = &key.thread_id {
+                hand_over(inbound, item).await?;
+                if let Some(key) = &key
+                    && let Some(thread) = &key.thread_id
+                {
                     let mut memory = self.memory();
                     memory
                         .threads
-                        .insert((key.channel_id.clone(), thread.clone()));
+                        .insert(&inbound::message_id(&key.channel_id, thread));
                     if triggers {
                         memory
                             .latest_thread
@@ -335,7 +343,7 @@ impl SlackAdapter {
         };
         let item = match command {
             ChatCommand::Prompt(prompt) => Inbound::Message(loop_adapter::Message {
-                message_id: format!("cmd-{channel}-{}", self.memory_token()),
+                message_id: format!("cmd-{channel}-{}", unique_suffix()),
                 channel: key,
                 author: author(user, user),
                 text: prompt,
@@ -348,17 +356,8 @@ impl SlackAdapter {
                 command,
             },
         };
-        inbound.send(item).await.map_err(|_| {
-            AdapterError::Unreachable("the orchestrator is not taking commands".into())
-        })?;
+        hand_over(inbound, item).await?;
         Ok(format!("`/loop {}`", text.trim()))
-    }
-
-    /// A unique-enough token for ids of items that have no Slack id of their own.
-    fn memory_token(&self) -> u128 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
     }
 
     /// A button click on an approval prompt.
@@ -419,15 +418,16 @@ impl SlackAdapter {
             Some(thread) => ChannelKey::thread(PlatformKind::Slack, &channel, thread),
             None => ChannelKey::channel(PlatformKind::Slack, &channel),
         };
-        inbound
-            .send(Inbound::Approval {
+        hand_over(
+            inbound,
+            Inbound::Approval {
                 channel: key,
                 approval_id,
                 choice,
                 decided_by: author(&user_id, &format!("<@{user_id}>")),
-            })
-            .await
-            .map_err(|_| AdapterError::Unreachable("the orchestrator is not taking answers".into()))
+            },
+        )
+        .await
     }
 
     async fn add_reaction(&self, channel: &str, ts: &str, name: &str) -> Result<(), AdapterError> {
@@ -499,10 +499,53 @@ impl SlackAdapter {
         if let Some(thread) = &channel.thread_id {
             self.memory()
                 .threads
-                .insert((channel.channel_id.clone(), thread.clone()));
+                .insert(&inbound::message_id(&channel.channel_id, thread));
         }
         Ok(PostedMessage {
             message_id: posted.ts.to_string(),
+        })
+    }
+
+    /// Uploads a long text as `answer.md` in the thread, its beginning as the comment
+    /// (`files.getUploadURLExternal`, the upload, `files.completeUploadExternal`).
+    async fn upload(
+        &self,
+        channel: &ChannelKey,
+        text: &str,
+    ) -> Result<PostedMessage, AdapterError> {
+        check(channel)?;
+        let session = self.inner.client.open_session(&self.inner.bot_token);
+        let bytes = text.as_bytes().to_vec();
+        let request =
+            SlackApiFilesGetUploadUrlExternalRequest::new("answer.md".to_owned(), bytes.len());
+        let target = web::with_retry("files.getUploadURLExternal", || {
+            session.get_upload_url_external(&request)
+        })
+        .await?;
+        let upload = SlackApiFilesUploadViaUrlRequest::new(
+            target.upload_url.clone(),
+            bytes,
+            "text/markdown".to_owned(),
+        );
+        web::with_retry("files.upload", || session.files_upload_via_url(&upload)).await?;
+        let preview: String = text.chars().take(PREVIEW_CHARS).collect();
+        let comment = format!(
+            "{}…\n\n_The full answer ({} characters) is attached._",
+            mrkdwn::to_mrkdwn(&preview),
+            text.chars().count()
+        );
+        let complete = SlackApiFilesCompleteUploadExternalRequest::new(vec![
+            SlackApiFilesComplete::new(target.file_id.clone()).with_title("answer.md".to_owned()),
+        ])
+        .with_channel_id(SlackChannelId::new(channel.channel_id.clone()))
+        .with_initial_comment(comment)
+        .opt_thread_ts(channel.thread_id.clone().map(SlackTs::new));
+        web::with_retry("files.completeUploadExternal", || {
+            session.files_complete_upload_external(&complete)
+        })
+        .await?;
+        Ok(PostedMessage {
+            message_id: target.file_id.to_string(),
         })
     }
 
@@ -540,6 +583,33 @@ impl SlackAdapter {
         shutdown.cancelled().await;
         listener.shutdown().await;
         Ok(())
+    }
+}
+
+/// A suffix for the ids of items Slack gives no id of their own (`/loop PROMPT`): a slash
+/// command is not redelivered once acknowledged, so the id only has to be unique.
+fn unique_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Hands an item to the orchestrator and waits until it was taken (a message stored): only
+/// then may the event be acknowledged to Slack.
+async fn hand_over(inbound: &mpsc::Sender<Inbound>, item: Inbound) -> Result<(), AdapterError> {
+    let (receipt, taken) = Receipt::new();
+    inbound
+        .send(Inbound::Receipted {
+            item: Box::new(item),
+            receipt,
+        })
+        .await
+        .map_err(|_| AdapterError::Unreachable("the orchestrator is not taking events".into()))?;
+    match taken.await {
+        Ok(true) => Ok(()),
+        _ => Err(AdapterError::Unreachable(
+            "the orchestrator did not take the event".into(),
+        )),
     }
 }
 
@@ -632,7 +702,7 @@ async fn on_push_event(
     if let Some(incoming) = incoming {
         handler
             .adapter
-            .on_message(&event.event_id.to_string(), incoming, &handler.inbound)
+            .on_message(event.event_id.as_ref(), incoming, &handler.inbound)
             .await
             .map_err(not_acknowledged)?;
     }
@@ -668,8 +738,8 @@ async fn on_command_event(
     let reply = handler
         .adapter
         .on_command(
-            &event.channel_id.to_string(),
-            &event.user_id.to_string(),
+            event.channel_id.as_ref(),
+            event.user_id.as_ref(),
             event.text.as_deref().unwrap_or_default(),
             &handler.inbound,
         )
@@ -723,11 +793,21 @@ impl Adapter for SlackAdapter {
     }
 
     async fn post(&self, channel: &ChannelKey, text: &str) -> Result<PostedMessage, AdapterError> {
-        self.post_content(
-            channel,
-            SlackMessageContent::new().with_text(mrkdwn::to_mrkdwn(text)),
-        )
-        .await
+        let length = text.chars().count();
+        if length > SLACK_CHUNK * MAX_SPLIT_MESSAGES {
+            return self.upload(channel, text).await;
+        }
+        let mut first = None;
+        for chunk in loop_adapter::split_message(text, SLACK_CHUNK) {
+            let posted = self
+                .post_content(
+                    channel,
+                    SlackMessageContent::new().with_text(mrkdwn::to_mrkdwn(&chunk)),
+                )
+                .await?;
+            first.get_or_insert(posted);
+        }
+        first.ok_or_else(|| AdapterError::Rejected("chat.postMessage: no_text".to_owned()))
     }
 
     async fn edit(

@@ -15,10 +15,28 @@ use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Plays the orchestrator's intake: takes every item (answering its receipt, as the
+/// orchestrator does once a message is stored) and hands the inner item to the test.
+fn take_as_orchestrator(mut raw: mpsc::Receiver<Inbound>) -> mpsc::UnboundedReceiver<Inbound> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(item) = raw.recv().await {
+            match item {
+                Inbound::Receipted { item, receipt } => {
+                    let _ = tx.send(*item);
+                    receipt.done(true);
+                }
+                other => panic!("items are handed over with a receipt: {other:?}"),
+            }
+        }
+    });
+    rx
+}
+
 struct Rig {
     slack: FakeSlack,
     adapter: SlackAdapter,
-    inbound: mpsc::Receiver<Inbound>,
+    inbound: mpsc::UnboundedReceiver<Inbound>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -37,7 +55,8 @@ impl Rig {
         settings.connections = 1;
         configure(&mut settings);
         let adapter = SlackAdapter::new(settings).expect("adapter");
-        let (tx, inbound) = mpsc::channel(16);
+        let (tx, raw) = mpsc::channel(16);
+        let inbound = take_as_orchestrator(raw);
         let stop = CancellationToken::new();
         let task = {
             let adapter = adapter.clone();
@@ -57,7 +76,12 @@ impl Rig {
             .wait_for(WAIT, |s| s.is_connected().then_some(()))
             .await
             .unwrap_or_else(|| {
-                let calls: Vec<_> = rig.slack.calls().into_iter().map(|c| (c.method, c.status, c.args)).collect();
+                let calls: Vec<_> = rig
+                    .slack
+                    .calls()
+                    .into_iter()
+                    .map(|c| (c.method, c.status, c.args))
+                    .collect();
                 panic!("socket mode did not connect; calls: {calls:?}")
             });
         rig
@@ -408,4 +432,97 @@ async fn approval_buttons_produce_decisions_from_approvers_only() {
     );
     rig.settle().await;
     rig.stop().await;
+}
+
+#[tokio::test]
+async fn long_answers_are_split_and_very_long_ones_uploaded_as_a_file() {
+    let rig = Rig::start(|_| {}).await;
+    let channel = ChannelKey::thread(PlatformKind::Slack, "C1", "1700000000.000001");
+    let paragraph = "word ".repeat(199) + "end\n\n";
+    let medium = paragraph.repeat(8); // ~8 000 characters: three messages at most
+    rig.adapter.post(&channel, &medium).await.expect("split");
+    let posted = rig.slack.bot_messages_in("C1", Some("1700000000.000001"));
+    assert!((2..=3).contains(&posted.len()), "{}", posted.len());
+    assert!(posted.iter().all(|m| m.text.chars().count() <= 4_000));
+
+    let long = paragraph.repeat(40); // ~40 000 characters: a file
+    let file = rig.adapter.post(&channel, &long).await.expect("upload");
+    let uploaded = rig
+        .slack
+        .files()
+        .into_iter()
+        .find(|f| f.id == file.message_id)
+        .expect("a file");
+    assert_eq!(uploaded.content.as_deref(), Some(long.as_str()));
+    assert_eq!(uploaded.channel.as_deref(), Some("C1"));
+    assert_eq!(uploaded.thread_ts.as_deref(), Some("1700000000.000001"));
+    assert!(
+        uploaded
+            .comment
+            .as_deref()
+            .is_some_and(|c| c.contains("is attached")),
+        "{uploaded:?}"
+    );
+    assert_eq!(
+        rig.slack
+            .bot_messages_in("C1", Some("1700000000.000001"))
+            .len(),
+        posted.len(),
+        "no message wall"
+    );
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_the_orchestrator_did_not_take_is_not_acknowledged_and_comes_back() {
+    let slack = FakeSlack::start().await.expect("fake slack");
+    let mut settings = SlackSettings::new(BOT_TOKEN.to_owned().into(), APP_TOKEN.to_owned().into());
+    settings.api_url = Some(slack.api_url());
+    settings.reconnect_delay = Duration::from_secs(1);
+    settings.connections = 1;
+    let adapter = SlackAdapter::new(settings).expect("adapter");
+    let (tx, mut raw) = mpsc::channel(4);
+    let stop = CancellationToken::new();
+    let task = {
+        let stop = stop.clone();
+        tokio::spawn(async move { adapter.run(tx, stop).await })
+    };
+    slack
+        .wait_for(WAIT, |s| s.is_connected().then_some(()))
+        .await
+        .expect("connected");
+    let posted = slack.post_as_user("U1", "C1", &format!("{} hi", FakeSlack::mention()), None);
+    let take = |item: Option<Inbound>| match item {
+        Some(Inbound::Receipted { item, receipt }) => (*item, receipt),
+        other => panic!("{other:?}"),
+    };
+    // The store failed: the receipt says "not taken", so Slack gets no ack.
+    let (first, receipt) = take(tokio::time::timeout(WAIT, raw.recv()).await.expect("item"));
+    receipt.done(false);
+    assert!(
+        matches!(first, Inbound::Message(ref m) if m.message_id == format!("C1:{}", posted.ts))
+    );
+    // The app_mention twin of the message is handed over too (the first was not taken).
+    let (_, receipt) = take(tokio::time::timeout(WAIT, raw.recv()).await.expect("twin"));
+    receipt.done(false);
+    assert_eq!(slack.unacknowledged(), 2);
+    // Slack sends unacknowledged envelopes again on the next connection.
+    slack.drop_connection();
+    let (again, receipt) = take(
+        tokio::time::timeout(WAIT, raw.recv())
+            .await
+            .expect("redelivered"),
+    );
+    receipt.done(true);
+    assert_eq!(again, first);
+    slack
+        .wait_for(WAIT, |s| (s.unacknowledged() == 0).then_some(()))
+        .await
+        .expect("acknowledged once taken");
+    assert!(
+        raw.try_recv().is_err(),
+        "the twin was dropped as a duplicate"
+    );
+    stop.cancel();
+    let _ = tokio::time::timeout(WAIT, task).await;
 }

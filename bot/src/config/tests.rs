@@ -189,6 +189,36 @@ fn slack_without_tokens_is_refused_with_the_key() {
 }
 
 #[test]
+fn the_slack_section_is_read_and_checked() {
+    let fx = Fixture::new();
+    fx.global(
+        r#"{"platforms": ["slack"], "slack_bot_token": "xoxb-1", "slack_app_token": "xapp-1",
+            "slack": {"require_mention_in_threads": true, "allowed_users": ["U1"],
+                      "allowed_channels": ["C1"], "api_url": "http://127.0.0.1:9/api",
+                      "events_api": {"listen": "127.0.0.1:3000", "signing_secret": "s3cret"}}}"#,
+    );
+    let config = fx.load().config;
+    assert!(config.slack.require_mention_in_threads);
+    assert_eq!(config.slack.allowed_users, vec!["U1"]);
+    assert_eq!(config.slack.allowed_channels, vec!["C1"]);
+    assert_eq!(
+        config.slack.api_url.as_deref(),
+        Some("http://127.0.0.1:9/api")
+    );
+    let events = config.slack.events_api.as_ref().expect("events api");
+    assert_eq!(events.listen, "127.0.0.1:3000");
+    assert!(
+        !config.to_redacted_json().contains("s3cret"),
+        "the secret is redacted"
+    );
+    fx.global(
+        r#"{"platforms": ["slack"], "slack_bot_token": "xoxb-1", "slack_app_token": "xapp-1",
+            "slack": {"events_api": {"listen": "nowhere"}}}"#,
+    );
+    assert!(fx.load_err().contains("slack.events_api"));
+}
+
+#[test]
 fn invalid_values_are_refused() {
     let fx = Fixture::new();
     for (text, needle) in [

@@ -202,6 +202,12 @@ impl Orchestrator {
                 self.handle_command(channel, author, command).await?;
                 Ok(None)
             }
+            // The adapter acknowledges its platform when told the item was taken.
+            Inbound::Receipted { item, receipt } => {
+                let taken = Box::pin(self.accept(*item)).await;
+                receipt.done(taken.is_ok());
+                taken
+            }
             // A button on a gate approval prompt (see `crate::gate::answer`).
             Inbound::Approval {
                 channel,

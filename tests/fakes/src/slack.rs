@@ -101,6 +101,21 @@ enum WsCommand {
     Drop,
 }
 
+/// A file uploaded through `files.getUploadURLExternal` + `files.completeUploadExternal`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlackFile {
+    pub id: String,
+    pub filename: String,
+    /// The length announced to `files.getUploadURLExternal`.
+    pub length: usize,
+    /// What was posted to the upload URL.
+    pub content: Option<String>,
+    /// Where it was shared by `files.completeUploadExternal`.
+    pub channel: Option<String>,
+    pub thread_ts: Option<String>,
+    pub comment: Option<String>,
+}
+
 #[derive(Default)]
 struct World {
     calls: Vec<ApiCall>,
@@ -121,6 +136,7 @@ struct World {
     socket: Option<(u32, mpsc::UnboundedSender<WsCommand>)>,
     /// Response URL posts (`response_url` of interactions and commands).
     responses: Vec<Value>,
+    files: Vec<SlackFile>,
 }
 
 struct Shared {
@@ -228,6 +244,7 @@ impl FakeSlack {
             .route("/api/{method}", any(web_api))
             .route("/link/", get(socket_mode))
             .route("/response/{id}", any(response_url))
+            .route("/upload/{id}", any(upload))
             .with_state(Arc::clone(&shared));
         let stop = shared.shutdown.clone().cancelled_owned();
         tokio::spawn(async move {
@@ -523,6 +540,11 @@ impl FakeSlack {
         self.shared.world().ephemerals.clone()
     }
 
+    /// Files uploaded and shared.
+    pub fn files(&self) -> Vec<SlackFile> {
+        self.shared.world().files.clone()
+    }
+
     /// Bodies posted to `response_url`s.
     pub fn responses(&self) -> Vec<Value> {
         self.shared.world().responses.clone()
@@ -762,6 +784,28 @@ fn answer(shared: &Arc<Shared>, method: &str, args: &Value) -> Value {
             ok(json!({"message_ts": shared.next_ts()}))
         }
         "reactions.add" | "reactions.remove" => react(shared, method, args),
+        "files.getUploadURLExternal" => {
+            let (Some(filename), Some(length)) =
+                (text_arg(args, "filename"), text_arg(args, "length"))
+            else {
+                return fail("invalid_arguments");
+            };
+            let file_id = shared.next_id("F");
+            shared.world().files.push(SlackFile {
+                id: file_id.clone(),
+                filename,
+                length: length.parse().unwrap_or(0),
+                content: None,
+                channel: None,
+                thread_ts: None,
+                comment: None,
+            });
+            ok(json!({
+                "upload_url": format!("http://{}/upload/{file_id}", shared.addr),
+                "file_id": file_id,
+            }))
+        }
+        "files.completeUploadExternal" => complete_upload(shared, args),
         _ => fail("unknown_method"),
     }
 }
@@ -845,7 +889,8 @@ fn update_message(shared: &Arc<Shared>, args: &Value) -> Value {
     }
     message.edits += 1;
     let text = message.text.clone();
-    let mut updated = json!({"type": "message", "user": BOT_USER, "bot_id": BOT_ID, "text": text, "ts": ts});
+    let mut updated =
+        json!({"type": "message", "user": BOT_USER, "bot_id": BOT_ID, "text": text, "ts": ts});
     if let Some(blocks) = &message.blocks {
         updated["blocks"] = blocks.clone();
     }
@@ -880,6 +925,55 @@ fn react(shared: &Arc<Shared>, method: &str, args: &Value) -> Value {
     drop(world);
     shared.changed();
     body
+}
+
+/// The upload URL: Slack answers `OK - {length}` as plain text.
+async fn upload(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut world = shared.world();
+    let Some(file) = world.files.iter_mut().find(|f| f.id == id) else {
+        return (StatusCode::NOT_FOUND, "no such upload").into_response();
+    };
+    if body.len() != file.length {
+        return (StatusCode::BAD_REQUEST, "length mismatch").into_response();
+    }
+    file.content = Some(String::from_utf8_lossy(&body).into_owned());
+    drop(world);
+    shared.changed();
+    format!("OK - {}", body.len()).into_response()
+}
+
+fn complete_upload(shared: &Arc<Shared>, args: &Value) -> Value {
+    let Some(files) = args["files"].as_array().cloned().or_else(|| {
+        // Form bodies carry `files` as a JSON string.
+        text_arg(args, "files").and_then(|t| serde_json::from_str::<Vec<Value>>(&t).ok())
+    }) else {
+        return fail("invalid_arguments");
+    };
+    let mut world = shared.world();
+    let mut done = Vec::new();
+    for wanted in files {
+        let Some(file) = world
+            .files
+            .iter_mut()
+            .find(|f| Some(f.id.as_str()) == wanted["id"].as_str())
+        else {
+            return fail("file_not_found");
+        };
+        if file.content.is_none() {
+            return fail("file_upload_incomplete");
+        }
+        file.channel = text_arg(args, "channel_id");
+        file.thread_ts = text_arg(args, "thread_ts");
+        file.comment = text_arg(args, "initial_comment");
+        done.push(json!({"id": file.id, "title": wanted["title"], "name": file.filename}));
+    }
+    drop(world);
+    shared.changed();
+    ok(json!({"files": done}))
 }
 
 async fn response_url(State(shared): State<Arc<Shared>>, body: Bytes) -> impl IntoResponse {
@@ -972,4 +1066,111 @@ fn acknowledge(shared: &Shared, text: &str) {
     ));
     drop(world);
     shared.changed();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn call(slack: &FakeSlack, method: &str, token: &str, body: Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{}/{method}", slack.api_url()))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn the_web_api_checks_tokens_and_rate_limits_like_slack() {
+        let slack = FakeSlack::start().await.expect("start");
+        let body: Value = call(&slack, "auth.test", APP_TOKEN, json!({}))
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(body, json!({"ok": false, "error": "invalid_auth"}));
+        let body: Value = call(&slack, "apps.connections.open", APP_TOKEN, json!({}))
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert!(body["url"].as_str().is_some_and(|u| u.starts_with("ws://")));
+
+        slack.rate_limit("chat.postMessage", 1, 7);
+        let limited = call(
+            &slack,
+            "chat.postMessage",
+            BOT_TOKEN,
+            json!({"channel": "C1", "text": "hi"}),
+        )
+        .await;
+        assert_eq!(limited.status(), 429);
+        assert_eq!(limited.headers()["retry-after"], "7");
+        let posted: Value = call(
+            &slack,
+            "chat.postMessage",
+            BOT_TOKEN,
+            json!({"channel": "C1", "text": "hi", "thread_ts": "1.0"}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+        assert_eq!(posted["ok"], true);
+        let ts = posted["ts"].as_str().expect("ts").to_owned();
+        assert_eq!(slack.bot_messages_in("C1", Some("1.0")).len(), 1);
+        // The bot's own message comes back as an event, waiting for a connection.
+        assert_eq!(slack.unacknowledged(), 1);
+
+        let updated: Value = call(
+            &slack,
+            "chat.update",
+            BOT_TOKEN,
+            json!({"channel": "C1", "ts": ts, "text": "hello"}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+        assert_eq!(updated["message"]["text"], "hello");
+        let missing: Value = call(
+            &slack,
+            "chat.update",
+            BOT_TOKEN,
+            json!({"channel": "C1", "ts": "9.9", "text": "x"}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+        assert_eq!(missing["error"], "message_not_found");
+        for expected in [
+            json!({"ok": true}),
+            json!({"ok": false, "error": "already_reacted"}),
+        ] {
+            let body: Value = call(
+                &slack,
+                "reactions.add",
+                BOT_TOKEN,
+                json!({"channel": "C1", "timestamp": ts, "name": "eyes"}),
+            )
+            .await
+            .json()
+            .await
+            .expect("json");
+            assert_eq!(body, expected);
+        }
+    }
+
+    #[test]
+    fn form_bodies_are_decoded() {
+        assert_eq!(percent_decode("a+b%20c%3D%zz"), "a b c=%zz");
+        let headers = HeaderMap::new();
+        let args = call_args(&headers, Some("channel=C1"), b"text=hi%21&blocks=%5B%5D");
+        assert_eq!(args["channel"], "C1");
+        assert_eq!(args["text"], "hi!");
+        assert_eq!(args["blocks"], json!([]));
+    }
 }
