@@ -186,3 +186,22 @@ pub fn test_config(model_port: u16, allowed_dir: &Path, extra: &str) -> String {
         allowed = allowed_dir.display(),
     )
 }
+
+/// Polls until `check` passes or the deadline expires (then panics with the daemon log).
+pub async fn eventually<F, Fut>(daemon: &Daemon, what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "timed out waiting for {what}\n--- daemon log ---\n{}",
+        daemon.log_text()
+    );
+}

@@ -180,3 +180,22 @@ fn make_traversable(path: &Path) {
         current = dir.parent();
     }
 }
+
+/// The scripted fake model, listening on every interface of this machine so containers reach
+/// it through the Docker bridge (`container_url(model.port())`).
+pub async fn start_model(script: loop_fakes::model::Script) -> loop_fakes::model::FakeModel {
+    loop_fakes::model::FakeModel::start_on(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), script)
+        .await
+        .expect("fake model starts")
+}
+
+/// A temp dir the unprivileged agent can traverse, with a project owned by the agent uid.
+pub fn workspace() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(&project).expect("project");
+    chown(&project, AGENT_UID, AGENT_UID);
+    (dir, project)
+}

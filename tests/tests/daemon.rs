@@ -3,50 +3,13 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use loop_bot::store::{InboxStatus, RunStatus, Store};
-use loop_e2e::daemon::{Daemon, loop_binary, test_config};
-use loop_e2e::support::{AGENT_UID, chown, docker};
-use loop_fakes::model::{FakeModel, Rule, Script, Step};
-
-async fn start_model(script: Script) -> FakeModel {
-    FakeModel::start_on(SocketAddr::from(([0, 0, 0, 0], 0)), script)
-        .await
-        .expect("fake model")
-}
-
-/// A temp dir the unprivileged agent can traverse, with a project owned by the agent uid.
-fn workspace() -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let project = dir.path().join("project");
-    std::fs::create_dir_all(&project).expect("project");
-    chown(&project, AGENT_UID, AGENT_UID);
-    (dir, project)
-}
-
-/// Polls until `check` passes or the deadline expires (then panics with the daemon log).
-async fn eventually<F, Fut>(daemon: &Daemon, what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "timed out waiting for {what}\n--- daemon log ---\n{}",
-        daemon.log_text()
-    );
-}
+use loop_e2e::daemon::{Daemon, eventually, loop_binary, test_config};
+use loop_e2e::support::{AGENT_UID, chown, docker, start_model, workspace};
+use loop_fakes::model::{Rule, Script, Step};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn loop_run_and_chat_edit_files_and_follow_ups_resume() {

@@ -5,34 +5,16 @@
 //! What the agent sees is checked through the model: the fake answers with
 //! `{{last_tool_result}}`, i.e. exactly the tool result the CLI sent back to the model.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use loop_bot::api::wire::{MessageAccepted, MessageState};
 use loop_bot::store::{ApprovalRecord, ApprovalStatus};
 use loop_e2e::daemon::{Daemon, test_config};
-use loop_e2e::support::{AGENT_UID, TestRig, chown, container_url, docker};
+use loop_e2e::support::{AGENT_UID, TestRig, container_url, docker, start_model, workspace};
 use loop_fakes::model::{FakeModel, Rule, Script, Step};
 use loop_runner::agent::{AgentRunner, TurnRequest};
 use loop_runner::spec::GateSpec;
 use tokio_util::sync::CancellationToken;
-
-async fn start_model(script: Script) -> FakeModel {
-    FakeModel::start_on(SocketAddr::from(([0, 0, 0, 0], 0)), script)
-        .await
-        .expect("fake model")
-}
-
-/// A temp dir the unprivileged agent can traverse, with a project owned by the agent uid.
-fn workspace() -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let project = dir.path().join("project");
-    std::fs::create_dir_all(&project).expect("project");
-    chown(&project, AGENT_UID, AGENT_UID);
-    (dir, project)
-}
 
 /// A daemon config with `gates.agentgate` set to `agentgate` (JSON).
 fn gate_config(model: &FakeModel, dir: &std::path::Path, agentgate: serde_json::Value) -> String {

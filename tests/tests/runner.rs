@@ -1,24 +1,15 @@
 //! The runner against the real Docker engine, the real agent image and the real Claude Code
 //! CLI, driven by the scripted fake model.
 
-use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use loop_e2e::support::{AGENT_UID, TestRig, container_url};
-use loop_fakes::model::{FakeModel, Rule, Script, Step};
+use loop_e2e::support::{AGENT_UID, TestRig, container_url, start_model};
+use loop_fakes::model::{Rule, Script, Step};
 use loop_runner::agent::{AgentRunner, Recovery, RunError, TurnRequest};
 use loop_runner::events::AgentEvent;
 use loop_runner::spec::ContainerSettings;
 use tokio_util::sync::CancellationToken;
-
-/// Containers reach the host through the Docker bridge, so the fake listens on every
-/// interface of this machine (it is a test server; nothing else is reachable anyway).
-async fn start_model(script: Script) -> FakeModel {
-    FakeModel::start_on(SocketAddr::from(([0, 0, 0, 0], 0)), script)
-        .await
-        .expect("fake model starts")
-}
 
 fn request(
     rig: &TestRig,

@@ -10,38 +10,13 @@ use futures::StreamExt;
 use loop_bot::api::wire::TaskInfo;
 use loop_bot::commands::client::Client;
 use loop_bot::store::{InboxStatus, Store};
-use loop_e2e::daemon::{Daemon, test_config};
-use loop_e2e::support::{AGENT_UID, chown, docker};
-use loop_fakes::model::{FakeModel, Matcher, Rule, Script, Step};
+use loop_e2e::daemon::{Daemon, eventually, test_config};
+use loop_e2e::support::{AGENT_UID, chown, docker, start_model};
+use loop_fakes::model::{Matcher, Rule, Script, Step};
 use serde_json::json;
 
 const CHANNEL: &str = "sched";
 const KEY: &str = "local:sched";
-
-async fn start_model(script: Script) -> FakeModel {
-    FakeModel::start_on(SocketAddr::from(([0, 0, 0, 0], 0)), script)
-        .await
-        .expect("fake model")
-}
-
-/// Polls until `check` passes or the deadline expires (then panics with the daemon log).
-async fn eventually<F, Fut>(daemon: &Daemon, what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "timed out waiting for {what}\n--- daemon log ---\n{}",
-        daemon.log_text()
-    );
-}
 
 /// Whether every message of the channel has been handled (no turn waiting or running).
 async fn channel_idle(store: &Store) -> bool {

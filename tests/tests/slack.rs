@@ -3,11 +3,10 @@
 //! Mode over a WebSocket), real containers running the real Claude Code CLI against the
 //! scripted fake model.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use loop_e2e::daemon::{Daemon, test_config};
-use loop_e2e::support::{AGENT_UID, chown, docker};
+use loop_e2e::support::{docker, start_model, workspace};
 use loop_fakes::model::{FakeModel, Rule, Script, Step};
 use loop_fakes::slack::{APP_TOKEN, BOT_TOKEN, FakeSlack, SlackMessage};
 
@@ -15,23 +14,6 @@ use loop_fakes::slack::{APP_TOKEN, BOT_TOKEN, FakeSlack, SlackMessage};
 /// start node.
 const TURN: Duration = Duration::from_secs(180);
 const QUICK: Duration = Duration::from_secs(30);
-
-async fn start_model(script: Script) -> FakeModel {
-    FakeModel::start_on(SocketAddr::from(([0, 0, 0, 0], 0)), script)
-        .await
-        .expect("fake model")
-}
-
-/// A temp dir the unprivileged agent can traverse, with a project owned by the agent uid.
-fn workspace() -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let project = dir.path().join("project");
-    std::fs::create_dir_all(&project).expect("project");
-    chown(&project, AGENT_UID, AGENT_UID);
-    (dir, project)
-}
 
 /// A daemon config serving Slack through `slack`, plus `extra` top-level JSON fields.
 fn slack_config(

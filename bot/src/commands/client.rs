@@ -91,65 +91,53 @@ impl Client {
         Ok(stream)
     }
 
-    pub async fn post_message(&self, body: &PostMessage) -> Result<MessageAccepted, ClientError> {
-        let response = self
-            .http
-            .post(self.url("/api/local/messages"))
+    /// Sends an authenticated request and decodes the JSON answer (errors carry the reason the
+    /// daemon gave).
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let response = request
             .bearer_auth(&self.token)
-            .json(body)
             .send()
             .await
             .map_err(|e| self.unreachable(e))?;
-        Client::check(response)
-            .await?
-            .json()
+        let response = Client::check(response).await?;
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        // Some routes answer 202 with no body; decode that as JSON null.
+        let bytes = if bytes.is_empty() {
+            &b"null"[..]
+        } else {
+            &bytes[..]
+        };
+        serde_json::from_slice(bytes).map_err(|e| self.unreachable(e))
+    }
+
+    pub async fn post_message(&self, body: &PostMessage) -> Result<MessageAccepted, ClientError> {
+        self.call(self.http.post(self.url("/api/local/messages")).json(body))
             .await
-            .map_err(|e| self.unreachable(e))
     }
 
     pub async fn post_command(&self, channel: &str, command: &str) -> Result<(), ClientError> {
-        let response = self
-            .http
-            .post(self.url("/api/local/commands"))
-            .bearer_auth(&self.token)
-            .json(&PostCommand {
-                channel: channel.to_owned(),
-                command: command.to_owned(),
-            })
-            .send()
+        let body = PostCommand {
+            channel: channel.to_owned(),
+            command: command.to_owned(),
+        };
+        self.call::<serde_json::Value>(self.http.post(self.url("/api/local/commands")).json(&body))
             .await
-            .map_err(|e| self.unreachable(e))?;
-        Client::check(response).await.map(|_| ())
+            .map(|_| ())
     }
 
     pub async fn message_state(&self, inbox_id: i64) -> Result<MessageState, ClientError> {
-        let response = self
-            .http
-            .get(self.url(&format!("/api/local/messages/{inbox_id}")))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        Client::check(response)
-            .await?
-            .json()
-            .await
-            .map_err(|e| self.unreachable(e))
+        self.call(
+            self.http
+                .get(self.url(&format!("/api/local/messages/{inbox_id}"))),
+        )
+        .await
     }
 
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
-        let response = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        Client::check(response)
-            .await?
-            .json()
-            .await
-            .map_err(|e| self.unreachable(e))
+        self.call(self.http.get(self.url(path))).await
     }
 
     /// POSTs a JSON body to an admin route and returns the JSON answer.
@@ -158,19 +146,7 @@ impl Client {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, ClientError> {
-        let response = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        Client::check(response)
-            .await?
-            .json()
-            .await
-            .map_err(|e| self.unreachable(e))
+        self.call(self.http.post(self.url(path)).json(body)).await
     }
 
     /// Sends one message and waits for its answer, showing progress on stderr.

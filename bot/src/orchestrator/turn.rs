@@ -73,30 +73,18 @@ impl Orchestrator {
                 loaded.config
             }
             Err(err) => {
-                return self
-                    .finish(
-                        channel,
-                        run_id,
-                        RunStatus::Failed,
-                        RunFinish {
-                            error: Some(err.to_string()),
-                            ..Default::default()
-                        },
-                        Some(format!(
-                            "⚠️ The project config is broken, so nothing ran: {err}"
-                        )),
-                    )
-                    .await;
+                let reply = format!("⚠️ The project config is broken, so nothing ran: {err}");
+                return self.refuse(channel, run_id, &err.to_string(), reply).await;
             }
         };
         if let Some(budget) = project.channel_budget_usd {
             let spent = store.channel_cost(&key).await?;
             if spent >= budget {
+                let reply = format!(
+                    "💸 This channel has used its budget (${spent:.2} of ${budget:.2}); raise `channel_budget_usd` to continue."
+                );
                 return self
-                    .finish(channel, run_id, RunStatus::Failed, RunFinish {
-                        error: Some("budget exhausted".to_owned()),
-                        ..Default::default()
-                    }, Some(format!("💸 This channel has used its budget (${spent:.2} of ${budget:.2}); raise `channel_budget_usd` to continue.")))
+                    .refuse(channel, run_id, "budget exhausted", reply)
                     .await;
             }
         }
@@ -107,20 +95,10 @@ impl Orchestrator {
             match crate::gate::policy_json(&project.gates.agentgate) {
                 Ok(policy) => Some(policy),
                 Err(err) => {
-                    return self
-                        .finish(
-                            channel,
-                            run_id,
-                            RunStatus::Failed,
-                            RunFinish {
-                                error: Some(err.to_string()),
-                                ..Default::default()
-                            },
-                            Some(format!(
-                                "🛡️ The gate policy is invalid, so nothing ran: {err}. Fix `gates.agentgate` in the config."
-                            )),
-                        )
-                        .await;
+                    let reply = format!(
+                        "🛡️ The gate policy is invalid, so nothing ran: {err}. Fix `gates.agentgate` in the config."
+                    );
+                    return self.refuse(channel, run_id, &err.to_string(), reply).await;
                 }
             }
         } else {
@@ -331,6 +309,22 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// A started run that must not go on: recorded as failed, `reply` tells the channel why.
+    async fn refuse(
+        &self,
+        channel: &ChannelKey,
+        run_id: &str,
+        error: &str,
+        reply: String,
+    ) -> Result<(), OrchestratorError> {
+        let finish = RunFinish {
+            error: Some(error.to_owned()),
+            ..Default::default()
+        };
+        self.finish(channel, run_id, RunStatus::Failed, finish, Some(reply))
+            .await
+    }
+
     /// A turn that cannot even start: recorded as failed with a reason the user sees.
     async fn fail_early(
         &self,
@@ -343,17 +337,8 @@ impl Orchestrator {
             .store
             .start_run(run_id, &channel.to_string(), "", RunOrigin::Chat, prompt)
             .await?;
-        self.finish(
-            channel,
-            run_id,
-            RunStatus::Failed,
-            RunFinish {
-                error: Some(reason.to_owned()),
-                ..Default::default()
-            },
-            Some(format!("⚠️ {reason}")),
-        )
-        .await
+        self.refuse(channel, run_id, reason, format!("⚠️ {reason}"))
+            .await
     }
 }
 
