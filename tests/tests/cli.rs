@@ -1,0 +1,101 @@
+//! The `loop` CLI's setup commands as a newcomer runs them: `onboard`, `doctor`,
+//! `config show`.
+
+use std::process::{Command, Output};
+
+use loop_e2e::daemon::loop_binary;
+use loop_e2e::support::docker;
+
+fn run(home: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(loop_binary());
+    command
+        .args(args)
+        .env("HOME", home)
+        .env("LOOP_HOME", home.join(".loop"))
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("CLAUDE_CODE_OAUTH_TOKEN")
+        .env_remove("LOOP_ANTHROPIC_API_KEY");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("run loop")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn onboard_then_doctor_says_what_is_missing_and_passes_when_nothing_is() {
+    if docker().await.is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path();
+
+    let onboard = run(home, &["onboard"], &[]);
+    assert!(onboard.status.success(), "{}", text(&onboard));
+    assert!(home.join(".loop/config.json").exists());
+    let again = run(home, &["onboard"], &[]);
+    assert!(text(&again).contains("already exists"), "{}", text(&again));
+
+    // No credentials and no Docker: both named, non-zero exit.
+    let doctor = run(
+        home,
+        &["doctor"],
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    let out = text(&doctor);
+    assert!(!doctor.status.success(), "{out}");
+    assert!(out.contains("[FAIL] credentials"), "{out}");
+    assert!(out.contains("[FAIL] docker"), "{out}");
+    assert!(out.contains("fix:"), "{out}");
+
+    // A broken config names the line.
+    std::fs::write(
+        home.join(".loop/config.json"),
+        "{\n  \"platforms\": [\"local\"],\n  \"x\": }\n",
+    )
+    .expect("write");
+    let doctor = run(home, &["doctor"], &[]);
+    let out = text(&doctor);
+    assert!(!doctor.status.success());
+    assert!(out.contains("config.json:3:"), "{out}");
+
+    // Everything present: exit 0.
+    let image = loop_e2e::support::test_image();
+    std::fs::write(
+        home.join(".loop/config.json"),
+        format!("{{\"platforms\": [\"local\"], \"container_image\": \"{image}\"}}"),
+    )
+    .expect("write");
+    let doctor = run(
+        home,
+        &["doctor"],
+        &[("LOOP_ANTHROPIC_API_KEY", "sk-test-secret-value")],
+    );
+    let out = text(&doctor);
+    assert!(doctor.status.success(), "{out}");
+    assert!(out.contains("[ok  ] image"), "{out}");
+    assert!(
+        !out.contains("sk-test-secret-value"),
+        "secrets never printed"
+    );
+
+    // config show redacts secrets.
+    let show = run(
+        home,
+        &["config", "show"],
+        &[("LOOP_ANTHROPIC_API_KEY", "sk-test-secret-value")],
+    );
+    let out = text(&show);
+    assert!(show.status.success(), "{out}");
+    assert!(
+        out.contains("[REDACTED]") && !out.contains("sk-test-secret-value"),
+        "{out}"
+    );
+}
