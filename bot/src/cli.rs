@@ -58,6 +58,57 @@ pub enum Command {
     Mcp(McpArgs),
     /// List scheduled tasks; `loop tasks cancel ID` cancels one.
     Tasks(TasksArgs),
+    /// Semantic memory: search, list, forget, re-index a project's docs (reads the database and
+    /// loads `memory.model_dir` directly).
+    #[command(subcommand)]
+    Memory(MemoryCommand),
+}
+
+/// Which memories a `loop memory` command looks at; none given: every scope.
+#[derive(Debug, Args, Default)]
+pub struct MemoryScopeArgs {
+    /// A channel's memories (a channel key, e.g. `local:default`).
+    #[arg(long)]
+    pub channel: Vec<String>,
+    /// A project's memories (its directory).
+    #[arg(long)]
+    pub project: Vec<std::path::PathBuf>,
+    /// Global memories.
+    #[arg(long)]
+    pub global: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemoryCommand {
+    /// The memories closest in meaning to QUERY, with scores and sources.
+    Search {
+        query: String,
+        #[arg(long, short = 'k', default_value_t = 10)]
+        top_k: usize,
+        #[command(flatten)]
+        scope: MemoryScopeArgs,
+    },
+    /// The newest memories.
+    List {
+        /// Only this source: `agent`, `turn` or `doc`.
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+        #[command(flatten)]
+        scope: MemoryScopeArgs,
+    },
+    /// Delete one memory.
+    Forget {
+        /// The memory id (from `loop memory list` or `search`).
+        id: String,
+    },
+    /// Re-index a project's Markdown docs (CLAUDE.md, README, docs/); only changed chunks are
+    /// embedded again.
+    Reindex {
+        /// The project directory (default: the current one).
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

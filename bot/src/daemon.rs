@@ -53,6 +53,10 @@ pub enum DaemonError {
     Token(#[from] api::TokenError),
     #[error("cannot set up Slack: {0}")]
     SlackSetup(String),
+    #[error("cannot set up Discord: {0}")]
+    DiscordSetup(String),
+    #[error("cannot set up egress control (gates.egress): {0}")]
+    Egress(#[from] crate::egress::EgressError),
 }
 
 /// Resolves `api_addr` (`:8222`, `127.0.0.1:8222`) to the loopback address loop binds.
@@ -108,6 +112,47 @@ async fn bridge_gateway(docker: &bollard::Docker) -> Option<IpAddr> {
             Some(IpAddr::V4(Ipv4Addr::from(u32::from(base) + 1)))
         })
     })
+}
+
+/// The Discord adapter from the config. Approvers are `permissions.approvers` (users and
+/// roles), else the owners; with neither, nobody may decide from Discord.
+fn discord_adapter(config: &Config) -> Result<loop_adapter_discord::DiscordAdapter, DaemonError> {
+    let id = |field: &str, value: &str| -> Result<Option<u64>, DaemonError> {
+        if value.trim().is_empty() {
+            return Ok(None);
+        }
+        value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|id| *id != 0)
+            .map(Some)
+            .ok_or_else(|| DaemonError::DiscordSetup(format!("{field} is not a Discord id")))
+    };
+    let mut settings = loop_adapter_discord::DiscordSettings::new(secrecy::SecretString::from(
+        config.discord_token.expose().unwrap_or_default().to_owned(),
+    ));
+    settings.application_id = id("discord_app_id", &config.discord_app_id)?;
+    settings.command_guild = id("discord_guild_id", &config.discord_guild_id)?;
+    settings.api_url = config.discord.api_url.clone();
+    settings.require_mention_in_threads = config.discord.require_mention_in_threads;
+    settings.allowed_guilds = config.discord.allowed_guilds.clone();
+    settings.allowed_channels = config.discord.allowed_channels.clone();
+    settings.allowed_users = config.discord.allowed_users.clone();
+    let approvers = &config.permissions.approvers;
+    let approvers = if approvers.users.is_empty() && approvers.roles.is_empty() {
+        &config.permissions.owners
+    } else {
+        approvers
+    };
+    settings.approver_users = approvers.users.clone();
+    settings.approver_roles = approvers.roles.clone();
+    if settings.approver_users.is_empty() && settings.approver_roles.is_empty() {
+        tracing::warn!(
+            "discord: no approvers configured (permissions.approvers.users/roles); approval buttons will refuse everyone"
+        );
+    }
+    Ok(loop_adapter_discord::DiscordAdapter::new(settings))
 }
 
 /// The Slack adapter from the config. Approvers are `permissions.approvers.users`, else the
@@ -205,11 +250,35 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         }
     })?;
 
-    let facts = HostFacts::detect(&config, daemon_id, local_addr.port());
+    let mut facts = HostFacts::detect(&config, daemon_id, local_addr.port());
+    // Egress control: agents on an internal network reach only its gateway, where the API
+    // listens too and the allowlisting proxy is their way out.
+    let egress = if config.gates.egress.enabled {
+        let base_url = config
+            .envs
+            .get("ANTHROPIC_BASE_URL")
+            .and_then(|v| v.as_str());
+        let allow = crate::egress::allowlist(&config.gates.egress.allowed_hosts, base_url);
+        let setup = crate::egress::EgressSetup::start(&docker, allow).await?;
+        let addr = SocketAddr::new(IpAddr::V4(setup.gateway), local_addr.port());
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Bind { addr, source })?;
+        listeners.push(listener);
+        setup.apply(&mut facts, local_addr.port())?;
+        let firewall = setup.firewall(local_addr.port())?;
+        tracing::info!(network = crate::egress::NETWORK, proxy = ?setup.proxy.local_addr().ok(), allowed = ?setup.allow.describe(), "egress control on");
+        Some((setup, firewall))
+    } else {
+        None
+    };
     let local = LocalAdapter::new();
     let mut adapters: Vec<Arc<dyn Adapter>> = vec![Arc::new(local.clone())];
     if config.platforms.contains(&crate::config::Platform::Slack) {
         adapters.push(Arc::new(slack_adapter(&config)?));
+    }
+    if config.platforms.contains(&crate::config::Platform::Discord) {
+        adapters.push(Arc::new(discord_adapter(&config)?));
     }
     let warm = WarmConfig {
         idle: std::time::Duration::from_secs(config.warm_idle_sec),
@@ -227,6 +296,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         adapters.clone(),
         shutdown.clone(),
     );
+    attach_memory(&orchestrator, &config, &store).await;
 
     let tracker = TaskTracker::new();
     let api_state = ApiState {
@@ -239,6 +309,14 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
     let router = api::router(api_state);
     // The API outlives intake: clients can still read answers while turns drain.
     let api_stop = CancellationToken::new();
+    if let Some((egress, firewall)) = egress {
+        tracker.spawn(crate::egress::serve(
+            egress.proxy,
+            egress.allow,
+            firewall,
+            api_stop.clone(),
+        ));
+    }
     for listener in listeners {
         let router = router.clone();
         let stop = api_stop.clone();
@@ -350,6 +428,29 @@ pub fn client_api_addr(config: &Config) -> Result<SocketAddr, DaemonError> {
     } else {
         addr
     })
+}
+
+/// Loads the embedding model and attaches semantic memory when `memory.enabled`. A model that
+/// cannot be loaded is logged and memory stays off: the daemon runs without it.
+async fn attach_memory(orchestrator: &Orchestrator, config: &Config, store: &Store) {
+    if !config.memory.enabled {
+        return;
+    }
+    let loading = config.clone();
+    match tokio::task::spawn_blocking(move || crate::memory::load_embedder(&loading)).await {
+        Ok(Ok(embedder)) => {
+            orchestrator.set_memory(crate::memory::Memory::new(
+                store.clone(),
+                embedder,
+                &config.memory,
+            ));
+            tracing::info!(model_dir = ?config.memory.model_dir, "semantic memory on");
+        }
+        Ok(Err(err)) => {
+            tracing::error!(error = %err, "semantic memory is off: cannot load the embedding model")
+        }
+        Err(err) => tracing::error!(error = %err, "semantic memory is off: model loading panicked"),
+    }
 }
 
 #[cfg(test)]

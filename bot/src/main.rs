@@ -247,6 +247,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Memory(command) => {
+            use loop_bot::cli::MemoryCommand;
+            use loop_bot::commands::memory;
+            let config = load(&sources)?;
+            let store = loop_bot::store::Store::open(&config.database_url()).await?;
+            let text = match command {
+                MemoryCommand::Search {
+                    query,
+                    top_k,
+                    scope,
+                } => memory::search(&config, &store, &query, top_k, &scope).await?,
+                MemoryCommand::List {
+                    source,
+                    limit,
+                    scope,
+                } => memory::list(&store, source.as_deref(), limit, &scope).await?,
+                MemoryCommand::Forget { id } => memory::forget(&store, &id).await?,
+                MemoryCommand::Reindex { dir } => {
+                    let dir = dir.unwrap_or_else(|| std::path::PathBuf::from("."));
+                    memory::reindex(&config, &store, &dir).await?
+                }
+            };
+            println!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Usage => {
             let config = load(&sources)?;
             let store = loop_bot::store::Store::open(&config.database_url()).await?;

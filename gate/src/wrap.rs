@@ -398,7 +398,16 @@ fn drop_capabilities() -> Result<(), WrapError> {
             caps::drop(None, CapSet::Bounding, cap).map_err(err("drop bounding"))?;
         }
     }
-    caps::clear(None, CapSet::Ambient).map_err(err("clear ambient"))?;
+    if let Err(source) = caps::clear(None, CapSet::Ambient) {
+        // gVisor's older releases do not implement ambient capabilities at all (EINVAL): with
+        // no ambient set there is nothing to clear. Anywhere else a failure is fatal.
+        let ambient_unsupported =
+            caps::read(None, CapSet::Ambient).map_or(true, |set| set.is_empty());
+        if !ambient_unsupported {
+            return Err(err("clear ambient")(source));
+        }
+        tracing::debug!(error = %source, "no ambient capabilities on this kernel; nothing to clear");
+    }
     caps::set(None, CapSet::Inheritable, &CapsHashSet::new()).map_err(err("clear inheritable"))?;
     caps::set(None, CapSet::Effective, &keep).map_err(err("set effective"))?;
     caps::set(None, CapSet::Permitted, &keep).map_err(err("set permitted"))?;

@@ -279,3 +279,69 @@ async fn after_a_kill_9_with_warm_agents_no_orphan_remains_and_threads_answer() 
     assert_eq!(y2.claude_session_id, y1.claude_session_id);
     model.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_gvisor_warm_follow_ups_work_and_the_gate_is_refused_clearly() {
+    let Some(docker) = docker().await else {
+        return;
+    };
+    let info = loop_runner::docker::engine_info(&docker)
+        .await
+        .expect("docker info");
+    if !info.runtimes.iter().any(|r| r == "runsc") {
+        eprintln!(
+            "SKIPPED: the runsc runtime is not registered with dockerd ({:?})",
+            info.runtimes
+        );
+        return;
+    }
+    let dir = home();
+    let model = start_model().await;
+    // The gate needs seccomp user notification, which gVisor lacks: a clear refusal.
+    let gated = Daemon::start(
+        &dir.path().join("gated"),
+        &test_config(model.port(), dir.path(), "\"container_runtime\": \"runsc\""),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(gated.url("/api/local/messages"))
+        .bearer_auth(gated.token())
+        .json(&serde_json::json!({"channel": "gvisor", "text": "hello"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 202);
+    let store = gated.store().await;
+    loop_e2e::daemon::eventually(&gated, "the refusal", Duration::from_secs(60), || {
+        let store = store.clone();
+        async move {
+            store
+                .channel_runs("local:gvisor")
+                .await
+                .expect("runs")
+                .first()
+                .is_some_and(|r| r.error.as_deref() == Some("gate unsupported under gVisor"))
+        }
+    })
+    .await;
+    drop(gated);
+    // Without the gate, gVisor runs the agent and keeps it warm between turns.
+    let daemon = Daemon::start(
+        &dir.path().join("plain"),
+        &test_config(
+            model.port(),
+            dir.path(),
+            "\"container_runtime\": \"runsc\", \"warm_idle_sec\": 600, \"gates\": {\"agentgate\": {\"enabled\": false}}",
+        ),
+    )
+    .await;
+    let first = ask(&daemon, "gvisor", "one").await;
+    let second = ask(&daemon, "gvisor", "two").await;
+    assert_eq!(second.answer.as_deref(), Some("answer to: two"));
+    assert_eq!(
+        first.container_id, second.container_id,
+        "the follow-up reused the gVisor agent"
+    );
+    model.shutdown().await;
+}

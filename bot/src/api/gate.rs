@@ -468,6 +468,7 @@ mod tests {
                 git_excludes_file: None,
                 daemon_id: "d-test".into(),
                 api_url: "http://127.0.0.1:1".into(),
+                network: None,
             };
             let local = LocalAdapter::new();
             let orchestrator = Orchestrator::new(

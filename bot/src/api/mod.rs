@@ -7,6 +7,7 @@
 
 mod auth;
 mod gate;
+pub mod memory;
 pub mod tasks;
 pub mod wire;
 
@@ -143,6 +144,11 @@ pub fn router(state: ApiState) -> Router {
                 .delete(tasks::cancel_task),
         )
         .route("/api/messages", post(tasks::send_message))
+        // Semantic memory: same token rules as tasks (see `memory.rs`).
+        .route("/api/memory/save", post(memory::save))
+        .route("/api/memory/search", post(memory::search))
+        .route("/api/memory/forget", post(memory::forget))
+        .route("/api/memory/index", post(memory::index))
         .merge(admin)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -198,3 +198,82 @@ pub struct TaskInfo {
 pub struct SendMessage {
     pub content: String,
 }
+
+/// `POST /api/memory/save`: remember a text.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaveMemory {
+    pub content: String,
+    /// `channel` (the default), `project` or `global`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Where the text came from (a file, a URL, a person).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ref: Option<String>,
+    /// The channel key; required with the admin token, implied by a container token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// `POST /api/memory/search`: the memories closest in meaning to `query`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchMemory {
+    pub query: String,
+    /// How many results (default 5, at most 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// `POST /api/memory/forget`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetMemory {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// `POST /api/memory/index`: re-index the channel's project docs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexMemory {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// One memory on the wire; `score` is set in search results (cosine similarity, -1..1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemoryInfo {
+    pub id: String,
+    /// `global`, `project` or `channel`.
+    pub scope: String,
+    /// The project directory or channel key ("" for global).
+    pub scope_key: String,
+    /// `agent`, `turn` or `doc`.
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ref: Option<String>,
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
+    pub created_at: i64,
+}
+
+/// Answer of `POST /api/memory/forget`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Forgotten {
+    pub forgotten: bool,
+}
+
+/// Answer of `POST /api/memory/index`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reindexed {
+    pub files: usize,
+    pub chunks: usize,
+    pub embedded: usize,
+    pub unchanged: usize,
+    pub removed: usize,
+}

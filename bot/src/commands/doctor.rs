@@ -145,6 +145,15 @@ async fn docker_checks(config: &Config) -> Vec<Check> {
                     info.version, info.api_version, info.storage_driver
                 ),
             ));
+            if config.container_runtime.as_deref() == Some(crate::gate::GVISOR_RUNTIME)
+                && config.gates.agentgate.enabled
+            {
+                checks.push(Check::fail(
+                    "gate",
+                    "the security gate cannot run under gVisor (no seccomp user notification in runsc)",
+                    "use runc with the gate, or set gates.agentgate.enabled to false to rely on gVisor's isolation",
+                ));
+            }
             if let Some(runtime) = &config.container_runtime {
                 if info.runtimes.iter().any(|r| r == runtime) {
                     checks.push(Check::ok("runtime", format!("{runtime} is registered")));

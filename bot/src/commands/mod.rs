@@ -5,6 +5,7 @@ pub mod config_show;
 pub mod doctor;
 pub mod gate;
 pub mod image;
+pub mod memory;
 pub mod onboard;
 pub mod service;
 pub mod tasks;

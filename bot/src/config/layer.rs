@@ -116,6 +116,8 @@ pub struct MemoryLayer {
     pub embeddings: Option<EmbeddingsLayer>,
     /// Directory holding a local sentence-embedding model (loop's addition).
     pub model_dir: Option<String>,
+    /// Best memories put into the first prompt of a new session (loop's addition; 0 = off).
+    pub inject_top_k: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -151,6 +153,13 @@ pub struct AgentGateLayer {
     pub connect_rules: Option<Vec<Value>>,
     /// Seconds an `approve` prompt waits for a human before it counts as a deny.
     pub approval_timeout_sec: Option<u64>,
+}
+
+/// `gates.egress`: global-only.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct EgressLayer {
+    pub enabled: Option<bool>,
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -198,6 +207,7 @@ impl Default for AuditSettings {
 pub struct GatesLayer {
     pub agentgate: Option<AgentGateLayer>,
     pub docker_proxy: Option<DockerProxyLayer>,
+    pub egress: Option<EgressLayer>,
     pub rate_limits: Option<RateLimits>,
     pub audit: Option<AuditSettings>,
     /// Global-only: let project files loosen gates (switch off, add `allow` rules).
@@ -273,6 +283,7 @@ pub struct ConfigLayer {
     pub gates: Option<GatesLayer>,
     pub scheduler: Option<SchedulerLayer>,
     pub slack: Option<SlackLayer>,
+    pub discord: Option<DiscordLayer>,
 }
 
 /// `slack`: loop's own Slack settings (the Go Loop has only the two tokens). Global-only.
@@ -288,6 +299,21 @@ pub struct SlackLayer {
     pub api_url: Option<String>,
     /// Receive events over HTTP (Events API) instead of Socket Mode.
     pub events_api: Option<SlackEventsApiLayer>,
+}
+
+/// `discord`: loop's own Discord settings (the token and ids are top-level fields). Global-only.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DiscordLayer {
+    /// Whether a message in a thread loop takes part in needs a mention to start a turn.
+    pub require_mention_in_threads: Option<bool>,
+    /// Guild (server) ids where runs may start; empty: every guild the bot is in.
+    pub allowed_guilds: Option<Vec<String>>,
+    /// Channel ids where runs may start (a thread counts as its parent); empty: every channel.
+    pub allowed_channels: Option<Vec<String>>,
+    /// Discord user ids who may start runs; empty: everyone.
+    pub allowed_users: Option<Vec<String>>,
+    /// REST base URL (an HTTP proxy, tests); `https://discord.com` by default.
+    pub api_url: Option<String>,
 }
 
 /// `slack.events_api`.

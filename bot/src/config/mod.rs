@@ -150,6 +150,7 @@ pub struct Config {
     pub gates: GatesConfig,
     pub scheduler: SchedulerConfig,
     pub slack: SlackConfig,
+    pub discord: DiscordConfig,
     /// `~/.loop` or `$LOOP_HOME`: the database, per-container policy files, logs.
     pub loop_dir: PathBuf,
     /// The host user's home directory.
@@ -172,6 +173,8 @@ pub struct MemoryConfig {
     pub reindex_interval_sec: u64,
     pub embeddings: EmbeddingsLayer,
     pub model_dir: Option<String>,
+    /// Best memories put into the first prompt of a new session (0 = off).
+    pub inject_top_k: usize,
 }
 
 impl Default for MemoryConfig {
@@ -183,6 +186,7 @@ impl Default for MemoryConfig {
             reindex_interval_sec: 300,
             embeddings: EmbeddingsLayer::default(),
             model_dir: None,
+            inject_top_k: 0,
         }
     }
 }
@@ -236,10 +240,21 @@ pub struct DockerProxyConfig {
     pub body_rules: Vec<Value>,
 }
 
+/// `gates.egress` (loop's addition, global-only): agent containers on an internal network
+/// whose only way out is the daemon's allowlisting proxy (`crate::egress`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EgressConfig {
+    pub enabled: bool,
+    /// `host`, `host:port` or `*.domain`; empty means `api.anthropic.com`. The host of
+    /// `envs.ANTHROPIC_BASE_URL` is always added.
+    pub allowed_hosts: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GatesConfig {
     pub agentgate: AgentGateConfig,
     pub docker_proxy: DockerProxyConfig,
+    pub egress: EgressConfig,
     pub rate_limits: RateLimits,
     pub audit: AuditSettings,
     pub trust_project_config: bool,
@@ -275,6 +290,16 @@ pub struct SlackConfig {
     pub allowed_channels: Vec<String>,
     pub api_url: Option<String>,
     pub events_api: Option<SlackEventsApiConfig>,
+}
+
+/// loop's Discord settings (`discord`); the token and ids are the Go Loop's top-level fields.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DiscordConfig {
+    pub require_mention_in_threads: bool,
+    pub allowed_guilds: Vec<String>,
+    pub allowed_channels: Vec<String>,
+    pub allowed_users: Vec<String>,
+    pub api_url: Option<String>,
 }
 
 /// `slack.events_api`: both fields are required when the section is present.
@@ -393,6 +418,7 @@ impl Config {
             gates: GatesConfig::default(),
             scheduler: SchedulerConfig::default(),
             slack: SlackConfig::default(),
+            discord: DiscordConfig::default(),
             loop_dir: sources.loop_dir.clone(),
             home: sources.home.clone(),
             env_layer: ConfigLayer::default(),
@@ -477,6 +503,18 @@ impl Config {
             set(&mut self.memory.paths, memory.paths.clone());
             self.apply_memory_scalars(memory);
         }
+        if let Some(discord) = layer.discord.clone() {
+            set(
+                &mut self.discord.require_mention_in_threads,
+                discord.require_mention_in_threads,
+            );
+            set(&mut self.discord.allowed_guilds, discord.allowed_guilds);
+            set(&mut self.discord.allowed_channels, discord.allowed_channels);
+            set(&mut self.discord.allowed_users, discord.allowed_users);
+            if discord.api_url.is_some() {
+                self.discord.api_url = discord.api_url.filter(|u| !u.is_empty());
+            }
+        }
         if let Some(slack) = layer.slack.clone() {
             set(
                 &mut self.slack.require_mention_in_threads,
@@ -523,6 +561,10 @@ impl Config {
                 set(&mut target.http_rules, proxy.http_rules);
                 set(&mut target.body_rules, proxy.body_rules);
             }
+            if let Some(egress) = gates.egress {
+                set(&mut self.gates.egress.enabled, egress.enabled);
+                set(&mut self.gates.egress.allowed_hosts, egress.allowed_hosts);
+            }
             set(&mut self.gates.rate_limits, gates.rate_limits);
             set(&mut self.gates.audit, gates.audit);
             set(
@@ -565,6 +607,12 @@ impl Config {
         if layer.slack.is_some() {
             warnings.push(format!(
                 "{}: `slack` is global-only and was ignored",
+                file.display()
+            ));
+        }
+        if layer.discord.is_some() {
+            warnings.push(format!(
+                "{}: `discord` is global-only and was ignored",
                 file.display()
             ));
         }
@@ -614,9 +662,10 @@ impl Config {
         if gates.rate_limits.is_some()
             || gates.audit.is_some()
             || gates.trust_project_config.is_some()
+            || gates.egress.is_some()
         {
             warnings.push(format!(
-                "{}: gates.rate_limits, gates.audit and gates.trust_project_config are global-only and were ignored",
+                "{}: gates.rate_limits, gates.audit, gates.egress and gates.trust_project_config are global-only and were ignored",
                 file.display()
             ));
         }
@@ -756,6 +805,7 @@ impl Config {
             memory.reindex_interval_sec,
         );
         set(&mut self.memory.embeddings, memory.embeddings);
+        set(&mut self.memory.inject_top_k, memory.inject_top_k);
         if memory.model_dir.is_some() {
             self.memory.model_dir = memory.model_dir;
         }

@@ -219,6 +219,27 @@ fn the_slack_section_is_read_and_checked() {
 }
 
 #[test]
+fn the_discord_section_is_read() {
+    let fx = Fixture::new();
+    fx.global(
+        r#"{"platforms": ["discord"], "discord_token": "t0ken", "discord_guild_id": "5",
+            "discord": {"require_mention_in_threads": true, "allowed_guilds": ["5"],
+                        "allowed_channels": ["10"], "allowed_users": ["7"],
+                        "api_url": "http://127.0.0.1:9"}}"#,
+    );
+    let config = fx.load().config;
+    assert!(config.discord.require_mention_in_threads);
+    assert_eq!(config.discord.allowed_guilds, vec!["5"]);
+    assert_eq!(config.discord.allowed_channels, vec!["10"]);
+    assert_eq!(config.discord.allowed_users, vec!["7"]);
+    assert_eq!(
+        config.discord.api_url.as_deref(),
+        Some("http://127.0.0.1:9")
+    );
+    assert!(!config.to_redacted_json().contains("t0ken"));
+}
+
+#[test]
 fn invalid_values_are_refused() {
     let fx = Fixture::new();
     for (text, needle) in [
@@ -432,4 +453,28 @@ fn scheduler_settings_default_layer_and_only_the_zone_is_per_project() {
     fx.global(r#"{"scheduler": {"missed_runs": "sometimes"}}"#);
     let err = fx.load_err();
     assert!(err.contains("scheduler.missed_runs"), "{err}");
+}
+
+#[test]
+fn egress_is_off_by_default_and_global_only() {
+    let fx = Fixture::new();
+    let defaults = fx.load().config;
+    assert!(!defaults.gates.egress.enabled);
+    assert!(defaults.gates.egress.allowed_hosts.is_empty());
+    fx.global(
+        r#"{"gates": {"egress": {"enabled": true, "allowed_hosts": ["api.anthropic.com", "*.github.com"]}}}"#,
+    );
+    let work = fx.project(r#"{"gates": {"egress": {"enabled": false, "allowed_hosts": ["*"]}}}"#);
+    let loaded = fx.load().config.for_project(&work).expect("loads");
+    let egress = &loaded.config.gates.egress;
+    assert!(egress.enabled, "a project cannot switch egress control off");
+    assert_eq!(
+        egress.allowed_hosts,
+        vec!["api.anthropic.com", "*.github.com"]
+    );
+    assert!(
+        loaded.warnings.join("\n").contains("gates.egress"),
+        "{:?}",
+        loaded.warnings
+    );
 }

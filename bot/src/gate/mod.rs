@@ -22,6 +22,10 @@ mod answer;
 pub mod approver;
 pub mod audit;
 
+/// The Docker runtime name of gVisor, under which the gate cannot run (no seccomp user
+/// notification there).
+pub const GVISOR_RUNTIME: &str = "runsc";
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 

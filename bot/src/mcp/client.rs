@@ -7,7 +7,10 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::wire::{CreateTask, ErrorBody, SendMessage, TaskInfo, UpdateTask};
+use crate::api::wire::{
+    CreateTask, ErrorBody, ForgetMemory, Forgotten, IndexMemory, MemoryInfo, Reindexed, SaveMemory,
+    SearchMemory, SendMessage, TaskInfo, UpdateTask,
+};
 
 /// How long one API call may take; the daemon answers task calls from its database at once.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -136,6 +139,37 @@ impl ApiClient {
         self.call::<_, serde_json::Value>(Method::POST, "/api/messages", Some(&body))
             .await
             .map(|_| ())
+    }
+
+    pub async fn memory_save(&self, request: &SaveMemory) -> Result<MemoryInfo, ApiCallError> {
+        self.call(Method::POST, "/api/memory/save", Some(request))
+            .await
+    }
+
+    pub async fn memory_search(
+        &self,
+        request: &SearchMemory,
+    ) -> Result<Vec<MemoryInfo>, ApiCallError> {
+        self.call(Method::POST, "/api/memory/search", Some(request))
+            .await
+    }
+
+    pub async fn memory_forget(&self, id: &str) -> Result<Forgotten, ApiCallError> {
+        let body = ForgetMemory {
+            id: id.to_owned(),
+            channel: None,
+        };
+        self.call(Method::POST, "/api/memory/forget", Some(&body))
+            .await
+    }
+
+    pub async fn memory_index(&self) -> Result<Reindexed, ApiCallError> {
+        self.call(
+            Method::POST,
+            "/api/memory/index",
+            Some(&IndexMemory::default()),
+        )
+        .await
     }
 }
 

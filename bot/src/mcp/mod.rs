@@ -10,6 +10,7 @@
 //! stdout is the protocol: logs go to `--log` only.
 
 mod client;
+mod memory;
 
 use std::path::PathBuf;
 
@@ -35,7 +36,8 @@ pub struct McpOptions {
     pub api_url: String,
     /// Who asked for this turn, recorded as the creator of tasks.
     pub author_id: Option<String>,
-    /// Memory tools (a later issue; accepted now so the Go Loop's command line works).
+    /// Memory tools (`memory_save`, `memory_search`, `memory_forget`, `search_memory`,
+    /// `index_memory`); the daemon passes `--memory` when `memory.enabled`.
     pub memory: bool,
     pub log: Option<PathBuf>,
     /// The container's token, from [`API_TOKEN_ENV`].
@@ -216,7 +218,13 @@ impl LoopMcp {
         LoopMcp {
             api: ApiClient::new(&options.api_url, options.token.clone()),
             author_id: options.author_id.clone(),
-            tool_router: LoopMcp::tool_router(),
+            tool_router: {
+                let mut router = LoopMcp::tool_router();
+                if options.memory {
+                    router.merge(LoopMcp::memory_router());
+                }
+                router
+            },
         }
     }
 
@@ -360,7 +368,7 @@ impl LoopMcp {
     }
 }
 
-#[tool_handler]
+#[tool_handler(router = self.tool_router)]
 impl ServerHandler for LoopMcp {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
@@ -412,6 +420,42 @@ mod tests {
             serde_json::from_value(serde_json::json!({"id": "ab12cd34"})).expect("s");
         assert_eq!(id.id, "ab12cd34");
         assert!(serde_json::from_value::<TaskIdParams>(serde_json::json!({"id": null})).is_err());
+    }
+
+    #[test]
+    fn memory_tools_only_with_memory() {
+        let mut options = McpOptions {
+            channel_id: "general".to_owned(),
+            api_url: "http://127.0.0.1:1".to_owned(),
+            author_id: None,
+            memory: false,
+            log: None,
+            token: None,
+        };
+        let names = |server: &LoopMcp| -> Vec<String> {
+            server
+                .tool_router
+                .list_all()
+                .into_iter()
+                .map(|t| t.name.to_string())
+                .collect()
+        };
+        assert!(
+            !names(&LoopMcp::new(&options))
+                .iter()
+                .any(|n| n.contains("memory"))
+        );
+        options.memory = true;
+        let with = names(&LoopMcp::new(&options));
+        for tool in [
+            "memory_save",
+            "memory_search",
+            "memory_forget",
+            "search_memory",
+            "index_memory",
+        ] {
+            assert!(with.iter().any(|n| n == tool), "{tool} missing: {with:?}");
+        }
     }
 
     #[tokio::test]

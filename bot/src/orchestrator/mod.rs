@@ -96,6 +96,8 @@ struct Inner {
     draining: CancellationToken,
     /// Container tokens, waiting approvals and session answers of the security gate.
     gate: GateHub,
+    /// Semantic memory, when `memory.enabled` and its model loaded (set once at start).
+    memory: std::sync::OnceLock<crate::memory::Memory>,
 }
 
 /// The orchestrator handle. Cheap to clone.
@@ -130,6 +132,7 @@ impl Orchestrator {
                 shutdown,
                 config,
                 gate: GateHub::default(),
+                memory: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -140,6 +143,16 @@ impl Orchestrator {
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Semantic memory, if the daemon runs with it.
+    pub fn memory(&self) -> Option<&crate::memory::Memory> {
+        self.inner.memory.get()
+    }
+
+    /// Attaches semantic memory (once; a second call is ignored).
+    pub fn set_memory(&self, memory: crate::memory::Memory) {
+        let _ = self.inner.memory.set(memory);
     }
 
     /// The security gate's live state (the API authenticates container tokens with it).

@@ -89,6 +89,16 @@ impl Orchestrator {
             }
         }
 
+        // gVisor (runsc) does not implement seccomp user notification, which the gate is built
+        // on: the agent would not start. Say so instead of silently dropping the gate.
+        if project.gates.agentgate.enabled
+            && project.container_runtime.as_deref() == Some(crate::gate::GVISOR_RUNTIME)
+        {
+            let reply = "🛡️ The security gate cannot run under gVisor (`container_runtime: \"runsc\"` has no seccomp user notification). Use runc with the gate, or set `gates.agentgate.enabled: false` to rely on gVisor's own isolation.".to_owned();
+            return self
+                .refuse(channel, run_id, "gate unsupported under gVisor", reply)
+                .await;
+        }
         // The gate's policy is checked before anything starts: a broken rule is a clear message
         // here rather than a container that refuses to run the agent.
         let gate_policy = if project.gates.agentgate.enabled {
@@ -109,6 +119,30 @@ impl Orchestrator {
             run_id: run_id.to_owned(),
             channel: key.clone(),
         });
+        // A new session starts with the best memories, when `memory.inject_top_k` asks for it.
+        let prompt = match self.memory() {
+            Some(memory)
+                if project.memory.inject_top_k > 0 && session.claude_session_id.is_none() =>
+            {
+                let scopes =
+                    crate::memory::visible_scopes(channel, Some(&work_dir.display().to_string()));
+                match memory
+                    .search(&scopes, &latest, project.memory.inject_top_k)
+                    .await
+                {
+                    Ok(hits) => match crate::memory::context_block(&hits) {
+                        Some(block) => format!("{block}\n{prompt}"),
+                        None => prompt,
+                    },
+                    Err(err) => {
+                        tracing::warn!(error = %err, "memory search for the first prompt failed");
+                        prompt
+                    }
+                }
+            }
+            _ => prompt,
+        };
+        let indexed_prompt = build_prompt(&messages);
         let mut request = TurnRequest {
             run_id: run_id.to_owned(),
             target: ChannelTarget {
@@ -256,7 +290,28 @@ impl Orchestrator {
         {
             tracing::debug!(error = %err, "final status edit failed");
         }
+        let memory_job = match (self.memory(), status == RunStatus::Succeeded, &reply) {
+            (Some(memory), true, Some(answer)) => Some((memory.clone(), answer.clone())),
+            _ => None,
+        };
         let finished = self.finish(channel, run_id, status, finish, reply).await;
+        // The finished turn goes into the channel's memory, and the project's docs are
+        // re-indexed when due; neither delays the answer.
+        if let Some((memory, answer)) = memory_job {
+            let (key, run_id, work_dir) = (key.clone(), run_id.to_owned(), work_dir.clone());
+            let interval = Duration::from_secs(project.memory.reindex_interval_sec);
+            self.inner.tracker.spawn(async move {
+                if let Err(err) = memory
+                    .index_turn(&key, &run_id, &indexed_prompt, &answer)
+                    .await
+                {
+                    tracing::warn!(error = %err, run_id = %run_id, "cannot index the turn in memory");
+                }
+                if let Err(err) = memory.reindex_docs_if_due(&work_dir, interval).await {
+                    tracing::warn!(error = %err, "cannot re-index the project's docs");
+                }
+            });
+        }
         // Once the answer is out, the messages it answered show how the turn ended (Slack: ✅
         // or ❌ reactions).
         let mark = if status == RunStatus::Succeeded {

@@ -97,6 +97,8 @@ pub struct HostFacts {
     pub git_excludes_file: Option<PathBuf>,
     pub daemon_id: String,
     pub api_url: String,
+    /// The Docker network agents join (`gates.egress`); `None`: the default bridge.
+    pub network: Option<String>,
 }
 
 impl HostFacts {
@@ -113,6 +115,7 @@ impl HostFacts {
             git_excludes_file: git_excludes_file(&config.home),
             daemon_id,
             api_url: format!("http://{}:{api_port}", loop_runner::spec::HOST_ALIAS),
+            network: None,
         }
     }
 }
@@ -161,7 +164,7 @@ pub fn container_settings(
         timezone: facts.timezone.clone(),
         host_proxy_env: facts.proxy_env.clone(),
         git_excludes_file: facts.git_excludes_file.clone(),
-        network: None,
+        network: facts.network.clone(),
         daemon_id: facts.daemon_id.clone(),
         sessions_dir: Some(config.loop_dir.join("sessions")),
         gate: None,

@@ -221,3 +221,29 @@ pub mod scheduled_tasks {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod memories {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "memories")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub scope: String,
+        pub scope_key: String,
+        pub source: String,
+        pub source_ref: Option<String>,
+        #[sea_orm(column_type = "Text")]
+        pub content: String,
+        pub content_hash: String,
+        pub embedding: Option<Vec<u8>>,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -13,6 +13,7 @@ mod approvals;
 mod conversations;
 mod entity;
 mod inbox;
+mod memories;
 mod records;
 mod runs;
 mod tasks;
@@ -24,6 +25,7 @@ pub use approvals::{
     NewApproval, NewAuditEntry,
 };
 pub use inbox::{Accepted, MAX_MESSAGE_CHARS};
+pub use memories::{MemoryRecord, MemoryScope, NewMemory, StoredVector};
 pub use records::*;
 pub use runs::RunOrigin;
 pub use tasks::{

@@ -7,6 +7,8 @@
 //! - [`model`]: a scripted Anthropic Messages API server that the real Claude Code CLI talks to
 //!   through `ANTHROPIC_BASE_URL`.
 //! - [`slack`]: the Slack Web API and Socket Mode, for the real slack-morphism client.
+//! - [`discord`]: Discord's REST API and Gateway, for the real serenity client.
 
+pub mod discord;
 pub mod model;
 pub mod slack;

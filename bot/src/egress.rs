@@ -1,0 +1,645 @@
+//! Egress control (`gates.egress`): agent containers on an internal Docker network whose only
+//! way out is an HTTP proxy run by the daemon, which lets through listed hosts only.
+//!
+//! The daemon creates the network [`NETWORK`] (`--internal`: Docker gives its containers no
+//! default route and drops forwarding to other interfaces), binds the proxy and the host API
+//! on that network's gateway address (the host side of its bridge, the one address such a
+//! container can reach), and gives containers `HTTP(S)_PROXY=http://GATEWAY:PORT`, an API URL
+//! of `http://GATEWAY:APIPORT` and `NO_PROXY` with that gateway and `host.docker.internal`.
+//!
+//! The proxy understands `CONNECT host:port` (HTTPS and any other tunnel) and plain-HTTP
+//! requests in absolute form (`GET http://host[:port]/path`). Anything else, and any host:port
+//! not in the allowlist, gets `403`. An allowlist entry is `host`, `host:port` or `*.domain`
+//! (`[v6]:port` for IPv6); without a port it allows 80 and 443. Names are compared as written
+//! by the client, case-insensitively, and resolved on the host.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::NetworkCreateRequest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// The internal Docker network agent containers join when egress control is on.
+pub const NETWORK: &str = "loop-egress";
+/// The host that is always allowed when `allowed_hosts` is empty: the model API.
+pub const DEFAULT_HOST: &str = "api.anthropic.com";
+/// The longest request head the proxy reads before refusing.
+const MAX_HEAD: usize = 16 * 1024;
+/// How long a client has to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long connecting to an allowed upstream may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    #[error("docker network {NETWORK}: {0}")]
+    Network(#[from] bollard::errors::Error),
+    #[error("docker network {NETWORK} exists but is not internal; remove it or rename it")]
+    NotInternal,
+    #[error("docker network {NETWORK} has no IPv4 gateway")]
+    NoGateway,
+    #[error("iptables {args}: {detail} (egress control needs root and iptables)")]
+    Firewall { args: String, detail: String },
+    #[error("cannot bind the egress proxy on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The Linux bridge loop asks Docker to name the network's interface.
+pub const BRIDGE: &str = "loop-egress0";
+/// The iptables chain (filter table, jumped to from INPUT for [`BRIDGE`]) that keeps the
+/// network's containers away from every host port except the proxy's and the API's.
+pub const CHAIN: &str = "LOOP-EGRESS";
+
+/// Creates the internal network when missing; returns its gateway address and bridge name.
+pub async fn ensure_network(docker: &Docker) -> Result<(Ipv4Addr, String), EgressError> {
+    let existing = docker
+        .inspect_network(
+            NETWORK,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await;
+    let network = match existing {
+        Ok(network) => network,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {
+            docker
+                .create_network(NetworkCreateRequest {
+                    name: NETWORK.to_owned(),
+                    driver: Some("bridge".to_owned()),
+                    internal: Some(true),
+                    labels: Some([("loop.egress".to_owned(), "1".to_owned())].into()),
+                    options: Some(
+                        [(
+                            "com.docker.network.bridge.name".to_owned(),
+                            BRIDGE.to_owned(),
+                        )]
+                        .into(),
+                    ),
+                    ..Default::default()
+                })
+                .await?;
+            docker
+                .inspect_network(
+                    NETWORK,
+                    None::<bollard::query_parameters::InspectNetworkOptions>,
+                )
+                .await?
+        }
+        Err(err) => return Err(err.into()),
+    };
+    if network.internal != Some(true) {
+        return Err(EgressError::NotInternal);
+    }
+    // Docker names a bridge `br-` and the network id's first 12 characters unless told.
+    let bridge = network
+        .options
+        .as_ref()
+        .and_then(|o| o.get("com.docker.network.bridge.name").cloned())
+        .or_else(|| {
+            network
+                .id
+                .as_ref()
+                .and_then(|id| id.get(..12))
+                .map(|id| format!("br-{id}"))
+        })
+        .ok_or(EgressError::NoGateway)?;
+    let gateway = network
+        .ipam
+        .and_then(|ipam| ipam.config)
+        .into_iter()
+        .flatten()
+        .find_map(|c| c.gateway.and_then(|g| g.parse::<Ipv4Addr>().ok()))
+        .ok_or(EgressError::NoGateway)?;
+    Ok((gateway, bridge))
+}
+
+/// The host side of the network's isolation. Docker's `--internal` only stops forwarding;
+/// packets to the host's own addresses (docker0's, the gateway's, any interface's) go through
+/// INPUT, so without this a container could reach every host service listening on them. The
+/// chain ends in a reject; each daemon inserts accepts for its two ports at the top and
+/// removes them when it stops (on drop).
+#[derive(Debug)]
+pub struct Firewall {
+    rules: Vec<Vec<String>>,
+}
+
+fn iptables(args: &[String]) -> Result<(), EgressError> {
+    let output = std::process::Command::new("iptables")
+        .arg("-w")
+        .args(args)
+        .output()
+        .map_err(|err| EgressError::Firewall {
+            args: args.join(" "),
+            detail: err.to_string(),
+        })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(EgressError::Firewall {
+            args: args.join(" "),
+            detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| (*a).to_owned()).collect()
+}
+
+impl Firewall {
+    /// Sets up the chain (once per host) and lets `ports` on `gateway` through.
+    pub fn install(
+        bridge: &str,
+        gateway: Ipv4Addr,
+        ports: &[u16],
+    ) -> Result<Firewall, EgressError> {
+        if iptables(&strings(&["-n", "-L", CHAIN])).is_err() {
+            iptables(&strings(&["-N", CHAIN]))?;
+            iptables(&strings(&[
+                "-A",
+                CHAIN,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
+            ]))?;
+            iptables(&strings(&[
+                "-A",
+                CHAIN,
+                "-p",
+                "tcp",
+                "-j",
+                "REJECT",
+                "--reject-with",
+                "tcp-reset",
+            ]))?;
+            iptables(&strings(&["-A", CHAIN, "-j", "REJECT"]))?;
+        }
+        let jump = strings(&["INPUT", "-i", bridge, "-j", CHAIN]);
+        let check: Vec<String> = std::iter::once("-C".to_owned())
+            .chain(jump.iter().cloned())
+            .collect();
+        if iptables(&check).is_err() {
+            let insert: Vec<String> = std::iter::once("-I".to_owned())
+                .chain(jump.iter().cloned())
+                .collect();
+            iptables(&insert)?;
+        }
+        let mut firewall = Firewall { rules: Vec::new() };
+        for port in ports {
+            let rule = vec![
+                CHAIN.to_owned(),
+                "-p".to_owned(),
+                "tcp".to_owned(),
+                "-d".to_owned(),
+                gateway.to_string(),
+                "--dport".to_owned(),
+                port.to_string(),
+                "-j".to_owned(),
+                "ACCEPT".to_owned(),
+            ];
+            let insert: Vec<String> = std::iter::once("-I".to_owned())
+                .chain(rule.iter().cloned())
+                .collect();
+            iptables(&insert)?;
+            firewall.rules.push(rule);
+        }
+        Ok(firewall)
+    }
+}
+
+impl Drop for Firewall {
+    fn drop(&mut self) {
+        for rule in &self.rules {
+            let delete: Vec<String> = std::iter::once("-D".to_owned())
+                .chain(rule.iter().cloned())
+                .collect();
+            if let Err(err) = iptables(&delete) {
+                tracing::warn!(error = %err, "egress: cannot remove a firewall rule");
+            }
+        }
+    }
+}
+
+/// The allowlist: `allowed_hosts` (or [`DEFAULT_HOST`] when empty) plus the host of
+/// `ANTHROPIC_BASE_URL` when `envs` sets one, since the model must stay reachable.
+pub fn allowlist(allowed_hosts: &[String], base_url: Option<&str>) -> Allowlist {
+    let mut entries: Vec<Entry> = if allowed_hosts.is_empty() {
+        vec![Entry::parse(DEFAULT_HOST)]
+    } else {
+        allowed_hosts.iter().map(|h| Entry::parse(h)).collect()
+    };
+    if let Some(url) = base_url.and_then(|u| reqwest::Url::parse(u).ok())
+        && let Some(host) = url.host_str()
+    {
+        entries.push(Entry {
+            host: host.trim_matches(['[', ']']).to_ascii_lowercase(),
+            port: url.port_or_known_default(),
+        });
+    }
+    Allowlist(entries)
+}
+
+/// Which host:port pairs the proxy lets through.
+#[derive(Debug, Clone)]
+pub struct Allowlist(Vec<Entry>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    /// Lower-case host, brackets removed; `*.example.com` matches subdomains only.
+    host: String,
+    /// `None`: 80 and 443.
+    port: Option<u16>,
+}
+
+impl Entry {
+    fn parse(text: &str) -> Entry {
+        let text = text.trim();
+        let (host, port) = split_host_port(text).unwrap_or((text, None));
+        Entry {
+            host: host.to_ascii_lowercase(),
+            port,
+        }
+    }
+
+    fn matches(&self, host: &str, port: u16) -> bool {
+        let port_ok = match self.port {
+            Some(p) => p == port,
+            None => port == 80 || port == 443,
+        };
+        let host_ok = match self.host.strip_prefix("*.") {
+            Some(domain) => host
+                .strip_suffix(domain)
+                .is_some_and(|rest| rest.ends_with('.') && rest.len() > 1),
+            None => self.host == host,
+        };
+        port_ok && host_ok
+    }
+}
+
+impl Allowlist {
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
+        self.0.iter().any(|e| e.matches(&host, port))
+    }
+
+    /// The entries as configured, for the start-up log.
+    pub fn describe(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|e| match e.port {
+                Some(p) => format!("{}:{p}", e.host),
+                None => e.host.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Splits `host:port`, `[v6]:port`, `host` or `[v6]`; `None` for an invalid port.
+fn split_host_port(text: &str) -> Option<(&str, Option<u16>)> {
+    if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        return match after.strip_prefix(':') {
+            Some(port) => Some((host, Some(port.parse().ok()?))),
+            None if after.is_empty() => Some((host, None)),
+            None => None,
+        };
+    }
+    match text.rsplit_once(':') {
+        // A bare IPv6 address has several colons and no port.
+        Some((host, _)) if host.contains(':') => Some((text, None)),
+        Some((host, port)) => Some((host, Some(port.parse().ok()?))),
+        None => Some((text, None)),
+    }
+}
+
+/// Binds the proxy on `gateway` (an ephemeral port).
+pub async fn bind(gateway: Ipv4Addr) -> Result<TcpListener, EgressError> {
+    let addr = SocketAddr::new(IpAddr::V4(gateway), 0);
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| EgressError::Bind { addr, source })
+}
+
+/// Serves the proxy until `stop` is cancelled; each connection on its own task.
+/// `firewall` is dropped (its rules removed) when serving stops.
+pub async fn serve(
+    listener: TcpListener,
+    allow: Allowlist,
+    firewall: Firewall,
+    stop: CancellationToken,
+) {
+    let _firewall = firewall;
+    let allow = std::sync::Arc::new(allow);
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((client, peer)) => {
+                let allow = allow.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = handle(client, peer, &allow) => {}
+                    }
+                });
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "egress proxy: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// What the client asked for.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    /// `CONNECT host:port`.
+    Tunnel { host: String, port: u16 },
+    /// An absolute-form plain-HTTP request; `head` is rewritten to origin form.
+    Forward {
+        host: String,
+        port: u16,
+        head: Vec<u8>,
+    },
+}
+
+async fn handle(mut client: TcpStream, peer: SocketAddr, allow: &Allowlist) {
+    let (head, rest) = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client)).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(())) | Err(_) => {
+            let _ = refuse(&mut client, 400, "bad request").await;
+            return;
+        }
+    };
+    let target = match parse_request(&head) {
+        Ok(target) => target,
+        Err(why) => {
+            tracing::info!(%peer, why, "egress proxy: refused a request");
+            let _ = refuse(&mut client, 403, why).await;
+            return;
+        }
+    };
+    let (host, port) = match &target {
+        Target::Tunnel { host, port } | Target::Forward { host, port, .. } => (host.clone(), *port),
+    };
+    if !allow.allows(&host, port) {
+        tracing::info!(%peer, host, port, "egress proxy: host not allowed");
+        let _ = refuse(&mut client, 403, "host not allowed by gates.egress").await;
+        return;
+    }
+    let upstream = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TcpStream::connect((host.trim_matches(['[', ']']), port)),
+    )
+    .await;
+    let mut upstream = match upstream {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => {
+            tracing::info!(%peer, host, port, error = %err, "egress proxy: upstream unreachable");
+            let _ = refuse(&mut client, 502, "upstream unreachable").await;
+            return;
+        }
+        Err(_) => {
+            let _ = refuse(&mut client, 504, "upstream timed out").await;
+            return;
+        }
+    };
+    tracing::debug!(%peer, host, port, "egress proxy: allowed");
+    let started = match target {
+        Target::Tunnel { .. } => client
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await
+            .is_ok(),
+        Target::Forward { head, .. } => upstream.write_all(&head).await.is_ok(),
+    };
+    if !started || (!rest.is_empty() && upstream.write_all(&rest).await.is_err()) {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+/// Reads up to the end of the request head; returns the head and any bytes after it.
+async fn read_head(client: &mut TcpStream) -> Result<(Vec<u8>, Vec<u8>), ()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = client.read(&mut chunk).await.map_err(|_| ())?;
+        if n == 0 {
+            return Err(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return Ok((buf, rest));
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(());
+        }
+    }
+}
+
+/// Parses the request line; `Err` says why the request is refused.
+fn parse_request(head: &[u8]) -> Result<Target, &'static str> {
+    let text = std::str::from_utf8(head).map_err(|_| "request head is not UTF-8")?;
+    let (line, headers) = text.split_once("\r\n").ok_or("no request line")?;
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("malformed request line");
+    };
+    if method.eq_ignore_ascii_case("CONNECT") {
+        let (host, port) = split_host_port(target).ok_or("bad CONNECT target")?;
+        let port = port.ok_or("CONNECT needs a port")?;
+        return Ok(Target::Tunnel {
+            host: host.to_owned(),
+            port,
+        });
+    }
+    let rest = target
+        .strip_prefix("http://")
+        .ok_or("only CONNECT and absolute http:// requests are proxied")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    let (host, port) = split_host_port(authority).ok_or("bad request host")?;
+    if host.is_empty() {
+        return Err("bad request host");
+    }
+    let head = format!("{method} {path} {version}\r\n{headers}").into_bytes();
+    Ok(Target::Forward {
+        host: host.to_owned(),
+        port: port.unwrap_or(80),
+        head,
+    })
+}
+
+async fn refuse(client: &mut TcpStream, status: u16, why: &str) -> std::io::Result<()> {
+    let reason = match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        502 => "Bad Gateway",
+        _ => "Gateway Timeout",
+    };
+    let body = format!("loop egress proxy: {why}\n");
+    let response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(response.as_bytes()).await?;
+    client.shutdown().await
+}
+
+/// What the daemon set up for egress control at start.
+#[derive(Debug)]
+pub struct EgressSetup {
+    /// The internal network's gateway: the proxy and the host API listen there.
+    pub gateway: Ipv4Addr,
+    /// The proxy's listener, served by [`serve`].
+    pub proxy: TcpListener,
+    pub allow: Allowlist,
+    /// The network's bridge interface, for [`Firewall::install`].
+    pub bridge: String,
+}
+
+impl EgressSetup {
+    /// Creates the network and binds the proxy; the daemon binds the API on `gateway`.
+    pub async fn start(docker: &Docker, allow: Allowlist) -> Result<EgressSetup, EgressError> {
+        let (gateway, bridge) = ensure_network(docker).await?;
+        let proxy = bind(gateway).await?;
+        Ok(EgressSetup {
+            gateway,
+            proxy,
+            allow,
+            bridge,
+        })
+    }
+
+    /// Lets the network reach the proxy and `api_port` on the gateway, nothing else on the
+    /// host.
+    pub fn firewall(&self, api_port: u16) -> Result<Firewall, EgressError> {
+        let proxy_port = self
+            .proxy
+            .local_addr()
+            .map_err(|source| EgressError::Bind {
+                addr: SocketAddr::new(IpAddr::V4(self.gateway), 0),
+                source,
+            })?
+            .port();
+        Firewall::install(&self.bridge, self.gateway, &[proxy_port, api_port])
+    }
+
+    /// Points containers at the network, the proxy and the API on the gateway. The host's
+    /// own proxy variables are replaced: the daemon's proxy is the only way out.
+    pub fn apply(
+        &self,
+        facts: &mut crate::orchestrator::workspace::HostFacts,
+        api_port: u16,
+    ) -> Result<(), EgressError> {
+        let proxy_addr = self
+            .proxy
+            .local_addr()
+            .map_err(|source| EgressError::Bind {
+                addr: SocketAddr::new(IpAddr::V4(self.gateway), 0),
+                source,
+            })?;
+        let gateway = self.gateway;
+        facts.network = Some(NETWORK.to_owned());
+        facts.api_url = format!("http://{gateway}:{api_port}");
+        let proxy = format!("http://{proxy_addr}");
+        let no_proxy = format!(
+            "{},{gateway},localhost,127.0.0.1",
+            loop_runner::spec::HOST_ALIAS
+        );
+        facts.proxy_env = loop_runner::spec::PROXY_VARS
+            .iter()
+            .map(|var| ((*var).to_owned(), proxy.clone()))
+            .chain(
+                ["NO_PROXY", "no_proxy"]
+                    .iter()
+                    .map(|var| ((*var).to_owned(), no_proxy.clone())),
+            )
+            .collect();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlist_table() {
+        let allow = allowlist(
+            &[
+                "api.anthropic.com".into(),
+                "example.org:8443".into(),
+                "*.github.com".into(),
+                "[::1]:9".into(),
+            ],
+            Some("http://172.17.0.1:4000"),
+        );
+        let cases = [
+            ("api.anthropic.com", 443, true),
+            ("API.Anthropic.com", 80, true),
+            ("api.anthropic.com", 22, false),
+            ("example.org", 8443, true),
+            ("example.org", 443, false),
+            ("codeload.github.com", 443, true),
+            ("github.com", 443, false),
+            ("evilgithub.com", 443, false),
+            ("[::1]", 9, true),
+            ("172.17.0.1", 4000, true),
+            ("172.17.0.1", 4001, false),
+            ("1.1.1.1", 80, false),
+        ];
+        for (host, port, want) in cases {
+            assert_eq!(allow.allows(host, port), want, "{host}:{port}");
+        }
+        let default = allowlist(&[], None);
+        assert!(default.allows("api.anthropic.com", 443));
+        assert!(!default.allows("example.org", 443));
+    }
+
+    #[test]
+    fn request_lines() {
+        assert_eq!(
+            parse_request(b"CONNECT api.anthropic.com:443 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Ok(Target::Tunnel {
+                host: "api.anthropic.com".into(),
+                port: 443
+            })
+        );
+        assert_eq!(
+            parse_request(b"GET http://h:81/a?b HTTP/1.1\r\nHost: h\r\n\r\n"),
+            Ok(Target::Forward {
+                host: "h".into(),
+                port: 81,
+                head: b"GET /a?b HTTP/1.1\r\nHost: h\r\n\r\n".to_vec()
+            })
+        );
+        assert!(matches!(
+            parse_request(b"GET http://u@h HTTP/1.1\r\n\r\n"),
+            Ok(Target::Forward { port: 80, .. })
+        ));
+        assert!(parse_request(b"GET /local HTTP/1.1\r\n\r\n").is_err());
+        assert!(parse_request(b"GET https://h/ HTTP/1.1\r\n\r\n").is_err());
+        assert!(parse_request(b"CONNECT h HTTP/1.1\r\n\r\n").is_err());
+    }
+}
