@@ -145,6 +145,52 @@ impl Daemon {
         self.spawn().await;
     }
 
+    /// Posts a prompt to a local channel working in `project`, as `loop run --dir` does;
+    /// returns its inbox id.
+    pub async fn post_in(&self, channel: &str, project: &Path, text: &str) -> i64 {
+        let response = reqwest::Client::new()
+            .post(self.url("/api/local/messages"))
+            .bearer_auth(self.token())
+            .json(&serde_json::json!({"channel": channel, "text": text, "dir": project.display().to_string()}))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 202);
+        let accepted: loop_bot::api::wire::MessageAccepted =
+            response.json().await.expect("accepted");
+        accepted.inbox_id.expect("a new message")
+    }
+
+    /// Waits for the run of a message to end; returns its answer (or its error).
+    pub async fn answer(&self, inbox_id: i64, timeout: Duration) -> String {
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            let state: loop_bot::api::wire::MessageState = client
+                .get(self.url(&format!("/api/local/messages/{inbox_id}")))
+                .bearer_auth(self.token())
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("state");
+            if let Some(status) = state.run_status.as_deref()
+                && status != "running"
+            {
+                return state
+                    .answer
+                    .or(state.error)
+                    .unwrap_or_else(|| format!("(run {status} without text)"));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!(
+            "message {inbox_id} got no answer in {timeout:?}\n--- daemon log ---\n{}",
+            self.log_text()
+        );
+    }
+
     /// The daemon's database, opened alongside it (SQLite WAL allows that).
     pub async fn store(&self) -> Store {
         let url = format!(

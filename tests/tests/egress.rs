@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use loop_bot::api::wire::{MessageAccepted, MessageState};
 use loop_e2e::daemon::{Daemon, test_config};
 use loop_e2e::support::{docker, start_model, workspace};
 use loop_fakes::model::{Rule, Script, Step};
@@ -60,48 +59,6 @@ async fn other_server(ip: &str) -> (u16, Arc<AtomicUsize>) {
     (port, hits)
 }
 
-async fn post(daemon: &Daemon, channel: &str, project: &std::path::Path, text: &str) -> i64 {
-    let response = reqwest::Client::new()
-        .post(daemon.url("/api/local/messages"))
-        .bearer_auth(daemon.token())
-        .json(&serde_json::json!({"channel": channel, "text": text, "dir": project.display().to_string()}))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(response.status(), 202);
-    let accepted: MessageAccepted = response.json().await.expect("accepted");
-    accepted.inbox_id.expect("a new message")
-}
-
-async fn answer(daemon: &Daemon, inbox_id: i64, timeout: Duration) -> String {
-    let client = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + timeout;
-    while tokio::time::Instant::now() < deadline {
-        let state: MessageState = client
-            .get(daemon.url(&format!("/api/local/messages/{inbox_id}")))
-            .bearer_auth(daemon.token())
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("state");
-        if let Some(status) = state.run_status.as_deref()
-            && status != "running"
-        {
-            return state
-                .answer
-                .or(state.error)
-                .unwrap_or_else(|| format!("(run {status} without text)"));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!(
-        "message {inbox_id} got no answer in {timeout:?}\n--- daemon log ---\n{}",
-        daemon.log_text()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn only_allowlisted_hosts_are_reachable_and_only_through_the_proxy() {
     let Some(docker) = docker().await else {
@@ -151,8 +108,10 @@ echo done"#
     );
     let mut daemon = Daemon::start(&home, &config).await;
 
-    let inbox = post(&daemon, "egress", &project, "please check egress").await;
-    let text = answer(&daemon, inbox, Duration::from_secs(180)).await;
+    let inbox = daemon
+        .post_in("egress", &project, "please check egress")
+        .await;
+    let text = daemon.answer(inbox, Duration::from_secs(180)).await;
     let log = daemon.log_text();
     assert!(text.starts_with("RESULT "), "{text}\n{log}");
     assert!(text.contains("done"), "{text}");

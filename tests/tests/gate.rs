@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use loop_bot::api::wire::{MessageAccepted, MessageState};
 use loop_bot::store::{ApprovalRecord, ApprovalStatus};
 use loop_e2e::daemon::{Daemon, test_config};
 use loop_e2e::support::{AGENT_UID, TestRig, container_url, docker, start_model, workspace};
@@ -23,50 +22,6 @@ fn gate_config(model: &FakeModel, dir: &std::path::Path, agentgate: serde_json::
         dir,
         &format!("\"gates\": {{\"agentgate\": {agentgate}}}"),
     )
-}
-
-/// Posts a prompt to a local channel working in `project`; returns its inbox id.
-async fn post(daemon: &Daemon, channel: &str, project: &std::path::Path, text: &str) -> i64 {
-    let response = reqwest::Client::new()
-        .post(daemon.url("/api/local/messages"))
-        .bearer_auth(daemon.token())
-        .json(&serde_json::json!({"channel": channel, "text": text, "dir": project.display().to_string()}))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(response.status(), 202);
-    let accepted: MessageAccepted = response.json().await.expect("accepted");
-    accepted.inbox_id.expect("a new message")
-}
-
-/// Waits for the run of a message to end; returns its answer (or error).
-async fn answer(daemon: &Daemon, inbox_id: i64, timeout: Duration) -> String {
-    let client = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + timeout;
-    while tokio::time::Instant::now() < deadline {
-        let state: MessageState = client
-            .get(daemon.url(&format!("/api/local/messages/{inbox_id}")))
-            .bearer_auth(daemon.token())
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("state");
-        if let Some(status) = state.run_status.as_deref()
-            && status != "running"
-        {
-            return state
-                .answer
-                .or(state.error)
-                .unwrap_or_else(|| format!("(run {status} without text)"));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!(
-        "message {inbox_id} got no answer in {timeout:?}\n--- daemon log ---\n{}",
-        daemon.log_text()
-    );
 }
 
 /// Waits for exactly one pending approval whose summary contains `needle`.
@@ -145,8 +100,10 @@ async fn a_denied_command_fails_for_the_agent_others_run_and_the_supervisor_is_o
     )
     .await;
 
-    let inbox = post(&daemon, "gate-deny", &project, "please check the gate").await;
-    let text = answer(&daemon, inbox, Duration::from_secs(180)).await;
+    let inbox = daemon
+        .post_in("gate-deny", &project, "please check the gate")
+        .await;
+    let text = daemon.answer(inbox, Duration::from_secs(180)).await;
     assert!(text.starts_with("RESULT "), "{text}\n{}", daemon.log_text());
     assert!(
         !text.contains("fetched-something"),
@@ -192,8 +149,10 @@ async fn a_denied_command_fails_for_the_agent_others_run_and_the_supervisor_is_o
     )
     .expect("project config");
     let requests_before = model.requests().len();
-    let inbox = post(&daemon, "gate-bad", &bad_project, "please check the gate").await;
-    let text = answer(&daemon, inbox, Duration::from_secs(60)).await;
+    let inbox = daemon
+        .post_in("gate-bad", &bad_project, "please check the gate")
+        .await;
+    let text = daemon.answer(inbox, Duration::from_secs(60)).await;
     assert!(
         text.contains("invalid gate policy") && text.contains("command_rules[0]"),
         "{text}"
@@ -294,7 +253,7 @@ async fn approvals_are_asked_in_the_channel_and_answered_by_a_person() {
 
     // Allowed for the session through the admin API: the second identical touch is not
     // asked again.
-    let inbox = post(&daemon, "gate-yes", &project, "touch yes").await;
+    let inbox = daemon.post_in("gate-yes", &project, "touch yes").await;
     let approval = pending_approval(&daemon, "gate-approval-yes").await;
     assert_eq!(approval.channel_key, "local:gate-yes");
     assert_eq!(approval.status, ApprovalStatus::Pending);
@@ -318,14 +277,14 @@ async fn approvals_are_asked_in_the_channel_and_answered_by_a_person() {
         409,
         "an answered approval cannot be answered again"
     );
-    let text = answer(&daemon, inbox, Duration::from_secs(180)).await;
+    let text = daemon.answer(inbox, Duration::from_secs(180)).await;
     assert!(text.contains("first_rc=0"), "{text}");
     assert!(text.contains("second_rc=0"), "{text}");
     assert!(yes.exists(), "the approved command ran");
 
     // The thread's next turn (on its warm agent, when loop keeps one) can still ask; allowed
     // once with the CLI.
-    let inbox = post(&daemon, "gate-yes", &project, "touch again").await;
+    let inbox = daemon.post_in("gate-yes", &project, "touch again").await;
     let approval = pending_approval(&daemon, "gate-approval-again").await;
     let approved = daemon.cli(&["approve", &approval.id]);
     assert!(
@@ -333,12 +292,12 @@ async fn approvals_are_asked_in_the_channel_and_answered_by_a_person() {
         "{}",
         String::from_utf8_lossy(&approved.stderr)
     );
-    let text = answer(&daemon, inbox, Duration::from_secs(180)).await;
+    let text = daemon.answer(inbox, Duration::from_secs(180)).await;
     assert!(text.contains("again_rc=0"), "{text}");
     assert!(again.exists());
 
     // Denied with the CLI: the command fails with a permission error the agent sees.
-    let inbox = post(&daemon, "gate-no", &project, "touch no").await;
+    let inbox = daemon.post_in("gate-no", &project, "touch no").await;
     let approval = pending_approval(&daemon, "gate-approval-no").await;
     let denied_out = daemon.cli(&["deny", &approval.id]);
     assert!(
@@ -346,7 +305,7 @@ async fn approvals_are_asked_in_the_channel_and_answered_by_a_person() {
         "{}",
         String::from_utf8_lossy(&denied_out.stderr)
     );
-    let text = answer(&daemon, inbox, Duration::from_secs(180)).await;
+    let text = daemon.answer(inbox, Duration::from_secs(180)).await;
     assert!(text.starts_with("NO "), "{text}");
     assert!(text.contains("touch_rc=1"), "{text}");
     assert!(denied(&text), "{text}");
@@ -421,8 +380,8 @@ async fn an_unanswered_approval_expires_as_a_deny() {
         ),
     )
     .await;
-    let inbox = post(&daemon, "gate-late", &project, "touch late").await;
-    let text = answer(&daemon, inbox, Duration::from_secs(180)).await;
+    let inbox = daemon.post_in("gate-late", &project, "touch late").await;
+    let text = daemon.answer(inbox, Duration::from_secs(180)).await;
     assert!(text.starts_with("LATE "), "{text}");
     assert!(text.contains("touch_rc=1"), "{text}");
     assert!(denied(&text), "{text}");
