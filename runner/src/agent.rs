@@ -72,6 +72,19 @@ enum WarmTurn {
     Lost,
 }
 
+/// Awaits one turn's reading within the turn timeout, unless the turn is cancelled first.
+/// The caller stops the container on an error.
+async fn within_limits<T>(
+    work: impl std::future::Future<Output = T>,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Result<T, RunError> {
+    tokio::select! {
+        done = tokio::time::timeout(timeout, work) => done.map_err(|_| RunError::TimedOut(timeout)),
+        _ = cancel.cancelled() => Err(RunError::Cancelled),
+    }
+}
+
 /// Builds the error for a `result` event with `is_error`.
 fn agent_error(result: TurnResult) -> RunError {
     RunError::Agent {
@@ -433,18 +446,12 @@ impl DockerRunner {
             return WarmTurn::Lost;
         }
         let timeout = request.settings.timeout;
-        let read = tokio::select! {
-            read = tokio::time::timeout(timeout, agent.io.read_turn(&agent.name, events)) => read,
-            _ = cancel.cancelled() => {
-                self.retire(agent).await;
-                return WarmTurn::Done(Err(RunError::Cancelled));
-            }
-        };
+        let read = within_limits(agent.io.read_turn(&agent.name, events), timeout, cancel).await;
         let turn = match read {
             Ok(turn) => turn,
-            Err(_) => {
+            Err(err) => {
                 self.retire(agent).await;
-                return WarmTurn::Done(Err(RunError::TimedOut(timeout)));
+                return WarmTurn::Done(Err(err));
             }
         };
         match turn.result {
@@ -630,17 +637,11 @@ impl DockerRunner {
             tracing::debug!(container = %plan.name, error = %err, "stdin write failed");
         }
         let timeout = request.settings.timeout;
-        let turn = tokio::select! {
-            read = tokio::time::timeout(timeout, io.read_turn(&plan.name, events)) => match read {
-                Ok(turn) => turn,
-                Err(_) => {
-                    self.kill(id).await;
-                    return Err(RunError::TimedOut(timeout));
-                }
-            },
-            _ = cancel.cancelled() => {
+        let turn = match within_limits(io.read_turn(&plan.name, events), timeout, cancel).await {
+            Ok(turn) => turn,
+            Err(err) => {
                 self.kill(id).await;
-                return Err(RunError::Cancelled);
+                return Err(err);
             }
         };
         match turn.result {
@@ -863,17 +864,11 @@ impl DockerRunner {
             (turn.result, code)
         };
         let timeout = request.settings.timeout;
-        let (result, code) = tokio::select! {
-            finished = tokio::time::timeout(timeout, read) => match finished {
-                Ok(done) => done,
-                Err(_) => {
-                    self.kill(id).await;
-                    return Err(RunError::TimedOut(timeout));
-                }
-            },
-            _ = cancel.cancelled() => {
+        let (result, code) = match within_limits(read, timeout, cancel).await {
+            Ok(done) => done,
+            Err(err) => {
                 self.kill(id).await;
-                return Err(RunError::Cancelled);
+                return Err(err);
             }
         };
 
