@@ -5,6 +5,7 @@
 //!
 //! - [`policy`]: the policy file, its validation, the baseline and the pure decision function.
 //! - [`filter`]: which syscalls are trapped and why, the BPF program, and installing it.
+//! - [`inject`]: race-free opens: the supervisor opens as the agent and injects the fd.
 //! - [`notify`]: the supervisor loop that receives notifications, reads the target's
 //!   arguments, asks the policy and an [`notify::Approver`], and answers the kernel.
 //! - [`channel`]: the typed handshake that hands the listener fd to the supervisor.
@@ -14,6 +15,7 @@
 
 pub mod channel;
 pub mod filter;
+pub mod inject;
 pub mod notify;
 pub mod policy;
 pub mod wire;

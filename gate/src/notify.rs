@@ -11,14 +11,14 @@
 //! Answering `CONTINUE` lets the kernel run the syscall with the arguments *as they are in the
 //! target's memory at that moment*. The supervisor reads them first, then decides: another
 //! thread of the agent can rewrite the path in between. `NOTIF_ID_VALID` after the read only
-//! proves the syscall is still waiting, not that its memory is unchanged. The kernel's answer
-//! to this is `SECCOMP_IOCTL_NOTIF_ADDFD` (the supervisor opens the file itself and injects the
-//! fd); this crate does **not** do that yet, so a multi-threaded agent that races its own
-//! memory can get a different path than the one checked. The gate is therefore a guard rail
-//! against an agent that follows the rules it is shown, not a boundary against one that
-//! attacks the gate: the container (uid, mounts, no docker socket) remains the boundary.
-//! Symlinks are handled by also deciding the symlink-resolved path (stricter verdict wins),
-//! which has the same race between resolve and use.
+//! proves the syscall is still waiting, not that its memory is unchanged. For opens a person
+//! approved, the supervisor therefore opens the checked path itself, as the agent, and
+//! injects the fd (`SECCOMP_IOCTL_NOTIF_ADDFD`, see [`crate::inject`]); the approval's wait,
+//! the longest window there is, is closed. Opens the policy allows outright and every other
+//! syscall still `CONTINUE` (see gate/README.md, "Residual risks"): the gate is a guard rail
+//! against an agent that follows the rules it is shown; the container (uid, mounts, no docker
+//! socket) remains the boundary. Symlinks are handled by also deciding the symlink-resolved
+//! path (stricter verdict wins).
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use crate::inject::{self, Creds, OpenCall};
 use crate::policy::{self, ConnectTarget, Decision, FileOperation, Policy, Request, Verdict};
 use crate::wire::{
     ApprovalDecision, ApprovalOutcome, ApprovalRequest, AuditOutcome, AuditRecord, GateAction,
@@ -251,7 +252,7 @@ impl<A: Approver> Inner<A> {
         let nr = notif.data.nr;
         let name = crate::filter::syscall_name(nr).unwrap_or("unknown");
         let target = Target { pid: notif.pid };
-        let requests = read_requests(&target, &notif.data);
+        let call = read_call(&target, &notif.data);
         // The reads above raced with the target dying and its pid being reused; only a still
         // valid id proves the memory we read belonged to the process that made this call.
         if !id_valid(listener, notif.id) {
@@ -262,8 +263,8 @@ impl<A: Approver> Inner<A> {
             );
             return None;
         }
-        let requests = match requests {
-            Ok(requests) => requests,
+        let call = match call {
+            Ok(call) => call,
             Err(err) => {
                 tracing::warn!(pid = notif.pid, syscall = name, error = %err, "cannot read syscall arguments, denying");
                 send(listener, notif.id, Response::Errno(errno_for_syscall(nr)));
@@ -271,7 +272,7 @@ impl<A: Approver> Inner<A> {
                 return None;
             }
         };
-        let Some((decision, request)) = self.policy.decide_all(&requests) else {
+        let Some((decision, request)) = self.policy.decide_all(&call.requests) else {
             send(listener, notif.id, Response::Continue);
             return None;
         };
@@ -301,15 +302,19 @@ impl<A: Approver> Inner<A> {
                 );
                 None
             }
-            Verdict::Approve => self.approve(listener, notif, name, request, &decision, errno),
+            Verdict::Approve => {
+                self.approve(listener, notif, name, &call, request, &decision, errno)
+            }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn approve(
         self: &Arc<Self>,
         listener: &Arc<Listener>,
         notif: &libc::seccomp_notif,
         name: &'static str,
+        call: &Call,
         request: &Request,
         decision: &Decision,
         errno: i32,
@@ -317,7 +322,6 @@ impl<A: Approver> Inner<A> {
         let key = request.session_key();
         if self.is_session_allowed(&key) {
             tracing::debug!(pid = notif.pid, key = %key, "allowed for session");
-            send(listener, notif.id, Response::Continue);
             self.audit(
                 notif.pid,
                 name,
@@ -325,6 +329,24 @@ impl<A: Approver> Inner<A> {
                 Some(decision),
                 AuditOutcome::AllowedBySession,
             );
+            if call.open.as_ref().is_some_and(OpenCall::injectable) {
+                // The open may block (a FIFO) and runs as the agent: on a thread of its own.
+                let inner = Arc::clone(self);
+                let for_thread = Arc::clone(listener);
+                let (id, pid, call) = (notif.id, notif.pid, call.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("loop-gate-open".to_owned())
+                    .spawn(move || inner.allow(&for_thread, id, pid, &call));
+                return match spawned {
+                    Ok(handle) => Some(handle),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot spawn open thread, denying");
+                        send(listener, id, Response::Errno(errno));
+                        None
+                    }
+                };
+            }
+            send(listener, notif.id, Response::Continue);
             return None;
         }
         let pending = self.pending.fetch_add(1, Ordering::SeqCst);
@@ -342,6 +364,7 @@ impl<A: Approver> Inner<A> {
             return None;
         }
         let body = ApprovalRequest::new(&self.channel_id, notif.pid, request, decision);
+        let call = call.clone();
         let inner = Arc::clone(self);
         let listener_for_error = Arc::clone(listener);
         let listener = Arc::clone(listener);
@@ -352,15 +375,13 @@ impl<A: Approver> Inner<A> {
                 let outcome = inner.approver.ask(&body);
                 inner.pending.fetch_sub(1, Ordering::SeqCst);
                 tracing::info!(pid = body.pid, request = %body.summary, outcome = ?outcome, "approval answered");
-                let (response, audited) = match outcome {
-                    ApprovalDecision::AllowOnce => (Response::Continue, AuditOutcome::ApprovedOnce),
+                let (allowed, audited) = match outcome {
+                    ApprovalDecision::AllowOnce => (true, AuditOutcome::ApprovedOnce),
                     ApprovalDecision::AllowSession => {
                         inner.allow_for_session(body.session_key.clone());
-                        (Response::Continue, AuditOutcome::ApprovedForSession)
+                        (true, AuditOutcome::ApprovedForSession)
                     }
-                    ApprovalDecision::Deny => {
-                        (Response::Errno(errno), AuditOutcome::DeniedByApprover)
-                    }
+                    ApprovalDecision::Deny => (false, AuditOutcome::DeniedByApprover),
                 };
                 // Recorded before answering, so records follow the agent's order of calls.
                 inner.audit_record(AuditRecord {
@@ -371,7 +392,11 @@ impl<A: Approver> Inner<A> {
                     rule: Some(body.rule),
                     outcome: audited,
                 });
-                send(&listener, id, response);
+                if allowed {
+                    inner.allow(&listener, id, body.pid, &call);
+                } else {
+                    send(&listener, id, Response::Errno(errno));
+                }
             });
         match spawned {
             Ok(handle) => Some(handle),
@@ -386,6 +411,68 @@ impl<A: Approver> Inner<A> {
 }
 
 impl<A> Inner<A> {
+    /// Lets an allowed syscall happen. An open the supervisor can perform itself is opened
+    /// here, as the agent, and its fd injected (see [`crate::inject`]): the kernel never reads
+    /// the path again, so a thread that rewrites it after the check changes nothing. Every
+    /// real path the open resolves to must be one that was checked, or one the policy allows
+    /// outright; anything else fails with `EACCES`. Other syscalls `CONTINUE`.
+    fn allow(&self, listener: &Listener, id: u64, pid: u32, call: &Call) {
+        let Some(open) = call.open.as_ref().filter(|o| o.injectable()) else {
+            send(listener, id, Response::Continue);
+            return;
+        };
+        let creds = Creds::of(pid);
+        // The status read raced with the target dying and its pid being reused.
+        if !id_valid(listener, id) {
+            return;
+        }
+        let creds = match creds {
+            Ok(creds) => creds,
+            Err(err) => {
+                tracing::warn!(pid, error = %err, "cannot read the agent's credentials, denying");
+                send(listener, id, Response::Errno(libc::EACCES));
+                return;
+            }
+        };
+        let checked: HashSet<&Path> = call
+            .requests
+            .iter()
+            .filter_map(|r| match r {
+                Request::File { path, .. } => Some(path.as_path()),
+                _ => None,
+            })
+            .collect();
+        let operations = open_operations(u64::from(open.flags as u32));
+        let policy = &self.policy;
+        let verify = |real: &Path| {
+            checked.contains(real) || {
+                let now: Vec<Request> = operations
+                    .iter()
+                    .map(|operation| Request::File {
+                        path: real.to_path_buf(),
+                        operation: *operation,
+                    })
+                    .collect();
+                policy
+                    .decide_all(&now)
+                    .is_none_or(|(d, _)| d.verdict == Verdict::Allow)
+            }
+        };
+        match inject::open_as(&creds, open, &verify) {
+            Ok(fd) => {
+                if let Err(err) = inject::send_fd(listener.fd.as_raw_fd(), id, &fd, open.cloexec())
+                {
+                    // ENOENT: the target is gone. Anything else: the syscall still waits.
+                    tracing::debug!(id, error = %err, "cannot inject the opened fd");
+                    if err.raw_os_error() != Some(libc::ENOENT) {
+                        send(listener, id, Response::Errno(libc::EACCES));
+                    }
+                }
+            }
+            Err(errno) => send(listener, id, Response::Errno(errno)),
+        }
+    }
+
     fn audit(
         &self,
         pid: u32,
@@ -817,9 +904,76 @@ pub fn open_operations(flags: u64) -> Vec<FileOperation> {
     ops
 }
 
+/// One trapped syscall as the supervisor read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// What the policy decides. Empty: nothing to check (e.g. a netlink `connect`).
+    pub requests: Vec<Request>,
+    /// For the open family: the open as checked, which the supervisor can perform itself
+    /// (see [`crate::inject`]).
+    pub open: Option<OpenCall>,
+}
+
 /// Reads the arguments of one trapped syscall and turns them into policy requests. An empty
 /// list means nothing to check (e.g. a netlink `connect`).
 pub fn read_requests(target: &Target, data: &libc::seccomp_data) -> Result<Vec<Request>, ArgError> {
+    read_call(target, data).map(|call| call.requests)
+}
+
+/// Reads the arguments of one trapped syscall once: the policy requests, and for an open the
+/// call as checked (never read again from the target's memory).
+pub fn read_call(target: &Target, data: &libc::seccomp_data) -> Result<Call, ArgError> {
+    let nr = libc::c_long::from(data.nr);
+    let a = data.args;
+    let at_fdcwd = libc::AT_FDCWD as u32 as u64;
+    let open = |path: PathBuf, flags: u64, mode: u64, resolve: u64| {
+        let mut requests = Vec::new();
+        let call = OpenCall {
+            path,
+            flags: flags as u32 as i32,
+            mode: mode as u32,
+            resolve,
+        };
+        file_requests(
+            &mut requests,
+            &call.path,
+            call.flags & libc::O_NOFOLLOW == 0,
+            &open_operations(flags),
+        );
+        Call {
+            requests,
+            open: Some(call),
+        }
+    };
+    if nr == libc::SYS_openat {
+        return Ok(open(target.path_arg(a[0], a[1])?, a[2], a[3], 0));
+    }
+    if nr == libc::SYS_openat2 {
+        let path = target.path_arg(a[0], a[1])?;
+        // struct open_how { __u64 flags; __u64 mode; __u64 resolve; }
+        let flags = target.read_u64(a[2])?;
+        let mode = target.read_u64(a[2] + 8)?;
+        let resolve = target.read_u64(a[2] + 16)?;
+        return Ok(open(path, flags, mode, resolve));
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if nr == libc::SYS_open {
+            return Ok(open(target.path_arg(at_fdcwd, a[0])?, a[1], a[2], 0));
+        }
+        if nr == libc::SYS_creat {
+            let flags = (libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC) as u64;
+            return Ok(open(target.path_arg(at_fdcwd, a[0])?, flags, a[1], 0));
+        }
+    }
+    Ok(Call {
+        requests: read_other(target, data)?,
+        open: None,
+    })
+}
+
+/// Everything but the open family.
+fn read_other(target: &Target, data: &libc::seccomp_data) -> Result<Vec<Request>, ArgError> {
     use FileOperation::*;
     let nr = libc::c_long::from(data.nr);
     let a = data.args;
@@ -847,20 +1001,6 @@ pub fn read_requests(target: &Target, data: &libc::seccomp_data) -> Result<Vec<R
                 cwd: cwd.clone(),
             });
         }
-        return Ok(out);
-    }
-    if nr == libc::SYS_openat {
-        let path = target.path_arg(a[0], a[1])?;
-        let follow = (a[2] as u32 as i32) & libc::O_NOFOLLOW == 0;
-        file_requests(&mut out, &path, follow, &open_operations(a[2]));
-        return Ok(out);
-    }
-    if nr == libc::SYS_openat2 {
-        let path = target.path_arg(a[0], a[1])?;
-        // struct open_how starts with `__u64 flags`.
-        let flags = target.read_u64(a[2])?;
-        let follow = (flags as u32 as i32) & libc::O_NOFOLLOW == 0;
-        file_requests(&mut out, &path, follow, &open_operations(flags));
         return Ok(out);
     }
     if nr == libc::SYS_renameat || nr == libc::SYS_renameat2 {
@@ -923,17 +1063,6 @@ pub fn read_requests(target: &Target, data: &libc::seccomp_data) -> Result<Vec<R
     #[cfg(target_arch = "x86_64")]
     {
         let path0 = || target.path_arg(at_fdcwd, a[0]);
-        if nr == libc::SYS_open {
-            let path = path0()?;
-            let follow = (a[1] as u32 as i32) & libc::O_NOFOLLOW == 0;
-            file_requests(&mut out, &path, follow, &open_operations(a[1]));
-            return Ok(out);
-        }
-        if nr == libc::SYS_creat {
-            let path = path0()?;
-            file_requests(&mut out, &path, true, &[Write, Create]);
-            return Ok(out);
-        }
         if nr == libc::SYS_rename {
             let old = path0()?;
             let new = target.path_arg(at_fdcwd, a[1])?;
@@ -1423,6 +1552,65 @@ mod tests {
                 AuditOutcome::AllowedBySession,
                 AuditOutcome::AllowedBySession,
             ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_approved_open_is_the_path_that_was_approved() {
+        let dir = scratch("race");
+        let policy = compile(
+            &format!(
+                r#"{{"file_rules": [{{"paths": ["{0}/ask-*"], "operations": ["write"], "decision": "approve"}},
+                                    {{"paths": ["{0}/zzz-*"], "operations": ["write", "create"], "decision": "deny"}}]}}"#,
+                dir.display()
+            ),
+            &dir,
+        );
+        // The person takes a while to answer; the agent swaps the path meanwhile.
+        let approver = |_: &ApprovalRequest| {
+            std::thread::sleep(std::time::Duration::from_millis(400));
+            ApprovalDecision::AllowOnce
+        };
+        let d = dir.clone();
+        let code = run_gated(policy, approver, move || {
+            let asked = format!("{}/ask-race\0", d.display());
+            let swapped = format!("{}/zzz-race\0", d.display());
+            let buf = Arc::new(Mutex::new(asked.into_bytes()));
+            let ptr = buf.lock().map(|mut b| b.as_mut_ptr() as usize).unwrap_or(0);
+            let racer = std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                // SAFETY: the buffer outlives both threads and has the swapped string's length;
+                // the other thread is blocked in the kernel on it, which is the point.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(swapped.as_ptr(), ptr as *mut u8, swapped.len())
+                };
+            });
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC;
+            // SAFETY: ptr is a NUL-terminated path in a live buffer.
+            let fd = unsafe { libc::open(ptr as *const libc::c_char, flags, 0o644) };
+            let _ = racer.join();
+            if fd < 0 {
+                return 1;
+            }
+            let opened = std::fs::read_link(format!("/proc/self/fd/{fd}"));
+            if opened.ok() != Some(d.join("ask-race")) {
+                return 2;
+            }
+            // SAFETY: fd is ours.
+            let fd_flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            if fd_flags & libc::FD_CLOEXEC == 0 {
+                return 3;
+            }
+            // The buffer now names the denied file; the kernel never looked at it again.
+            drop(buf);
+            0
+        });
+        assert_eq!(code, 0, "child failed check {code}");
+        assert!(dir.join("ask-race").exists());
+        assert!(
+            !dir.join("zzz-race").exists(),
+            "the swapped path was not opened"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -60,8 +60,16 @@ const PARENT_PID_ENV: &str = "LOOP_SYSCALLWRAP_PARENT";
 /// The fd the child finds its end of the handshake on.
 pub const CHILD_SOCKET_FD: RawFd = 3;
 
-/// Capabilities the parent keeps while it supervises.
-const KEPT_CAPS: [Capability; 2] = [Capability::CAP_SYS_PTRACE, Capability::CAP_DAC_READ_SEARCH];
+/// Capabilities the parent keeps while it supervises: SYS_PTRACE reads the agent's arguments,
+/// DAC_READ_SEARCH resolves paths in the agent's 0700 home, SETUID and SETGID let an open the
+/// supervisor performs for the agent take the agent's fsuid, fsgid and groups
+/// ([`crate::inject`]). The agent (another uid, no_new_privs) can gain none of them.
+const KEPT_CAPS: [Capability; 4] = [
+    Capability::CAP_SYS_PTRACE,
+    Capability::CAP_DAC_READ_SEARCH,
+    Capability::CAP_SETUID,
+    Capability::CAP_SETGID,
+];
 
 /// Errors of `syscallwrap`, parent and child.
 #[derive(Debug, thiserror::Error)]
@@ -576,7 +584,7 @@ mod tests {
                 };
                 // Capabilities must be down to the kept set.
                 let effective = caps::read(None, CapSet::Effective).unwrap_or_default();
-                let code = if effective.contains(&Capability::CAP_SETUID) {
+                let code = if effective.contains(&Capability::CAP_CHOWN) {
                     103
                 } else {
                     code

@@ -349,6 +349,91 @@ async fn approvals_are_asked_in_the_channel_and_answered_by_a_person() {
     model.shutdown().await;
 }
 
+/// Builds `tests/fixtures/racer.c` (static, so it runs in the agent image) into `dir`.
+fn build_racer(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/racer.c");
+    let out = dir.join("racer");
+    let built = std::process::Command::new("gcc")
+        .args(["-static", "-O2", "-pthread", "-o"])
+        .arg(&out)
+        .arg(source)
+        .status();
+    match built {
+        Ok(status) if status.success() => Some(out),
+        _ if loop_e2e::support::skip_unavailable() => {
+            eprintln!("skipping: cannot build the racer with gcc -static");
+            None
+        }
+        other => panic!("gcc -static must build {source}: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_path_swapped_while_a_person_approves_is_not_what_gets_opened() {
+    if docker().await.is_none() {
+        return;
+    }
+    let (dir, project) = workspace();
+    let Some(racer) = build_racer(&project) else {
+        return;
+    };
+    let asked = project.join("race-asked.txt");
+    let secret = project.join("race-secret.txt");
+    let model = start_model(
+        Script::new().rule(
+            Rule::contains("race the gate")
+                .then(Step::bash(&format!(
+                    "{} {} {}; echo \"race_rc=$?\"",
+                    racer.display(),
+                    asked.display(),
+                    secret.display()
+                )))
+                .then(Step::text("RACE {{last_tool_result}}")),
+        ),
+    )
+    .await;
+    let home = dir.path().join("home");
+    let daemon = Daemon::start(
+        &home,
+        &gate_config(
+            &model,
+            dir.path(),
+            serde_json::json!({
+                "approval_timeout_sec": 120,
+                "file_rules": [
+                    {"paths": ["**/race-asked*"], "operations": ["write"], "decision": "approve"},
+                    {"paths": ["**/race-secret*"], "operations": ["write", "create"], "decision": "deny"}
+                ]
+            }),
+        ),
+    )
+    .await;
+    let inbox = daemon.post_in("gate-race", &project, "race the gate").await;
+    let approval = pending_approval(&daemon, "race-asked").await;
+    // The racer rewrites its buffer 300 ms into the wait; the person answers after that.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        decide(&daemon, &approval.id, "allow_once").await.status(),
+        200
+    );
+    let text = daemon.answer(inbox, Duration::from_secs(180)).await;
+    assert!(text.contains("race_rc=0"), "{text}\n{}", daemon.log_text());
+    assert!(
+        text.contains(&format!(
+            "opened={} buffer={}",
+            asked.display(),
+            secret.display()
+        )),
+        "the approved path is what was opened, though the buffer names another: {text}"
+    );
+    assert_eq!(std::fs::read_to_string(&asked).expect("asked"), "raced\n");
+    assert!(!secret.exists(), "the swapped-in path was never opened");
+    // Opened as the agent, not as the root supervisor.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&asked).expect("stat").uid(), AGENT_UID);
+    model.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unanswered_approval_expires_as_a_deny() {
     if docker().await.is_none() {
