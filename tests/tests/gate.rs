@@ -349,23 +349,88 @@ async fn approvals_are_asked_in_the_channel_and_answered_by_a_person() {
     model.shutdown().await;
 }
 
-/// Builds `tests/fixtures/racer.c` (static, so it runs in the agent image) into `dir`.
-fn build_racer(dir: &std::path::Path) -> Option<std::path::PathBuf> {
-    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/racer.c");
-    let out = dir.join("racer");
+/// Builds `tests/fixtures/{name}.c` (static, so it runs in the agent image) into `dir`.
+fn build_fixture(name: &str, dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let source = format!("{}/fixtures/{name}.c", env!("CARGO_MANIFEST_DIR"));
+    let out = dir.join(name);
     let built = std::process::Command::new("gcc")
         .args(["-static", "-O2", "-pthread", "-o"])
         .arg(&out)
-        .arg(source)
+        .arg(&source)
         .status();
     match built {
         Ok(status) if status.success() => Some(out),
         _ if loop_e2e::support::skip_unavailable() => {
-            eprintln!("skipping: cannot build the racer with gcc -static");
+            eprintln!("skipping: cannot build {source} with gcc -static");
             None
         }
         other => panic!("gcc -static must build {source}: {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_cannot_ptrace_signal_read_or_unset_its_way_past_the_supervisor() {
+    if docker().await.is_none() {
+        return;
+    }
+    let (dir, project) = workspace();
+    let Some(escape) = build_fixture("escape", &project) else {
+        return;
+    };
+    let command = format!(
+        "{}; echo \"token=[$LOOP_GATE_TOKEN]\"; cp /bin/echo /tmp/curl; \
+         env -u LOOP_GATE_ENABLED -u LOOP_GATE_POLICY_FILE -u LOOP_CHANNEL_ID /tmp/curl leaked; \
+         echo \"unset_rc=$?\"; LOOP_GATE_ENABLED=0 bash -c '/tmp/curl leaked; echo \"zero_rc=$?\"'",
+        escape.display()
+    );
+    let model = start_model(
+        Script::new().rule(
+            Rule::contains("try to escape")
+                .then(Step::bash(&command))
+                .then(Step::text("ESCAPE {{last_tool_result}}")),
+        ),
+    )
+    .await;
+    let home = dir.path().join("home");
+    let daemon = Daemon::start(
+        &home,
+        &gate_config(
+            &model,
+            dir.path(),
+            serde_json::json!({"command_rules": [{"commands": ["curl"], "decision": "deny"}]}),
+        ),
+    )
+    .await;
+    let inbox = daemon
+        .post_in("gate-escape", &project, "try to escape")
+        .await;
+    let text = daemon.answer(inbox, Duration::from_secs(180)).await;
+    assert!(text.starts_with("ESCAPE "), "{text}\n{}", daemon.log_text());
+    for (attempt, refused) in [
+        ("ptrace_attach", "EPERM"),
+        ("ptrace_seize", "EPERM"),
+        ("vm_readv", "EPERM"),
+        ("proc_mem", "EACCES"),
+        ("proc_environ", "EACCES"),
+        ("kill", "EPERM"),
+        ("seccomp_off", "EINVAL"),
+        ("no_new_privs_off", "EINVAL"),
+    ] {
+        assert!(
+            text.contains(&format!("{attempt}={refused}")),
+            "{attempt} must fail with {refused}: {text}"
+        );
+    }
+    assert!(!text.contains("=ok"), "{text}");
+    assert!(
+        text.contains("token=[]"),
+        "the agent never sees the gate token: {text}"
+    );
+    // The filter is in the kernel, inherited by every child: the environment does not matter.
+    assert!(!text.contains("leaked"), "{text}");
+    assert!(text.contains("unset_rc=126"), "{text}");
+    assert!(text.contains("zero_rc=126"), "{text}");
+    model.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -374,7 +439,7 @@ async fn a_path_swapped_while_a_person_approves_is_not_what_gets_opened() {
         return;
     }
     let (dir, project) = workspace();
-    let Some(racer) = build_racer(&project) else {
+    let Some(racer) = build_fixture("racer", &project) else {
         return;
     };
     let asked = project.join("race-asked.txt");
