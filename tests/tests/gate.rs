@@ -500,6 +500,65 @@ async fn a_path_swapped_while_a_person_approves_is_not_what_gets_opened() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_container_over_its_approval_rate_limit_is_denied_without_asking() {
+    if docker().await.is_none() {
+        return;
+    }
+    let (dir, project) = workspace();
+    let first = project.join("gate-limit-1");
+    let second = project.join("gate-limit-2");
+    let model = start_model(
+        Script::new().rule(
+            Rule::contains("touch twice")
+                .then(Step::bash(&format!(
+                    "touch {}; echo \"rc1=$?\"; touch {}; echo \"rc2=$?\"",
+                    first.display(),
+                    second.display()
+                )))
+                .then(Step::text("LIMIT {{last_tool_result}}")),
+        ),
+    )
+    .await;
+    let home = dir.path().join("home");
+    let daemon = Daemon::start(
+        &home,
+        &test_config(
+            model.port(),
+            dir.path(),
+            r#""gates": {"agentgate": {"approval_timeout_sec": 120,
+                "command_rules": [{"commands": ["touch"], "args_patterns": ["gate-limit"], "decision": "approve"}]},
+                "rate_limits": {"pending": 30, "per_minute": 1, "total": 10}}"#,
+        ),
+    )
+    .await;
+    let inbox = daemon.post_in("gate-limit", &project, "touch twice").await;
+    let approval = pending_approval(&daemon, "gate-limit-1").await;
+    assert_eq!(
+        decide(&daemon, &approval.id, "allow_once").await.status(),
+        200
+    );
+    let text = daemon.answer(inbox, Duration::from_secs(180)).await;
+    assert!(text.contains("rc1=0"), "{text}");
+    assert!(text.contains("rc2=1") && denied(&text), "{text}");
+    assert!(first.exists() && !second.exists());
+    let store = daemon.store().await;
+    let audit = store.gate_audit(10).await.expect("audit");
+    let limited = audit
+        .iter()
+        .find(|e| e.detail.contains("gate-limit-2"))
+        .unwrap_or_else(|| panic!("no audit entry: {audit:?}"));
+    assert_eq!(
+        (limited.verdict.as_str(), limited.source.as_str()),
+        ("deny", "over_limit")
+    );
+    assert!(
+        store.pending_approvals().await.expect("pending").is_empty(),
+        "the second was never asked"
+    );
+    model.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_unanswered_approval_expires_as_a_deny() {
     if docker().await.is_none() {
         return;

@@ -241,6 +241,24 @@ pub(super) async fn container_approval(
         ));
     };
 
+    if let Err(over) = gate.admit_prompt(&container, &state.orchestrator.config().gates.rate_limits)
+    {
+        tracing::warn!(channel = %channel, summary = %request.summary, reason = %over, "approval not asked: over the rate limit");
+        store
+            .record_gate_decision(audit("deny", "over_limit", None, None))
+            .await?;
+        if over.tell_channel {
+            let text = format!("🔐 Not asking about `{}`: {over}.", request.summary);
+            if let Err(err) = adapter.post(&channel, &text).await {
+                tracing::debug!(error = %err, "cannot post the rate-limit notice");
+            }
+        }
+        return Ok(Json(ApprovalResponse {
+            decision: ApprovalDecision::Deny,
+            message: Some(format!("denied by the loop gate: {over}")),
+        }));
+    }
+
     let timeout_sec = state
         .orchestrator
         .config()

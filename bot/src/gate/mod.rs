@@ -26,8 +26,9 @@ pub mod audit;
 /// notification there).
 pub const GVISOR_RUNTIME: &str = "runsc";
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use loop_gate::policy::{PolicyError, PolicyFile};
 use loop_gate::wire::ApprovalDecision;
@@ -35,7 +36,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::api::{ContainerIdentity, ContainerTokens};
-use crate::config::AgentGateConfig;
+use crate::config::{AgentGateConfig, RateLimits};
 pub use answer::{Answered, answer, decision_of_choice};
 
 /// Where a policy error is reported as coming from.
@@ -87,6 +88,33 @@ struct HubInner {
     live_api: Mutex<HashMap<String, String>>,
     /// The run each container is serving now, for the approval rows.
     runs: Mutex<HashMap<String, String>>,
+    /// Approval prompts each container has asked for (`gates.rate_limits`).
+    prompts: Mutex<HashMap<String, PromptCount>>,
+}
+
+#[derive(Default)]
+struct PromptCount {
+    total: u32,
+    /// When the prompts of the last minute were asked.
+    recent: VecDeque<Instant>,
+    /// Whether the channel was told about the limit (once per limit and window).
+    told_total: bool,
+    told_minute: Option<Instant>,
+}
+
+/// Why a container may not ask a person now (`gates.rate_limits`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverLimit {
+    /// What was exceeded, for the agent and the chat.
+    pub reason: String,
+    /// True the first time (per limit and minute): the channel should be told once.
+    pub tell_channel: bool,
+}
+
+impl std::fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
 }
 
 /// The daemon's live gate state. Cheap to clone. Everything here is in memory on purpose:
@@ -176,6 +204,7 @@ impl GateHub {
         lock(&self.inner.live_api).remove(container);
         lock(&self.inner.runs).remove(container);
         lock(&self.inner.session_allows).retain(|(c, _)| c != container);
+        lock(&self.inner.prompts).remove(container);
         self.resolve_waiters_gone(container);
     }
 
@@ -225,6 +254,60 @@ impl GateHub {
                 .is_ok(),
             None => false,
         }
+    }
+
+    /// Counts one approval prompt of `container` against `limits.per_minute` and
+    /// `limits.total` (0 = no limit); over either, the prompt is not asked and the call is
+    /// denied. `limits.pending` is enforced in the container's supervisor. A runaway agent
+    /// therefore cannot flood the channel with prompts.
+    pub fn admit_prompt(&self, container: &str, limits: &RateLimits) -> Result<(), OverLimit> {
+        self.admit_prompt_at(container, limits, Instant::now())
+    }
+
+    fn admit_prompt_at(
+        &self,
+        container: &str,
+        limits: &RateLimits,
+        now: Instant,
+    ) -> Result<(), OverLimit> {
+        const MINUTE: Duration = Duration::from_secs(60);
+        let mut prompts = lock(&self.inner.prompts);
+        let count = prompts.entry(container.to_owned()).or_default();
+        while count
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= MINUTE)
+        {
+            count.recent.pop_front();
+        }
+        if limits.total > 0 && count.total >= limits.total {
+            let tell_channel = !std::mem::replace(&mut count.told_total, true);
+            return Err(OverLimit {
+                reason: format!(
+                    "this container asked for {} approvals, the most gates.rate_limits.total allows; further requests are denied until its next container",
+                    count.total
+                ),
+                tell_channel,
+            });
+        }
+        if limits.per_minute > 0 && count.recent.len() >= limits.per_minute as usize {
+            let tell_channel = count
+                .told_minute
+                .is_none_or(|t| now.duration_since(t) >= MINUTE);
+            if tell_channel {
+                count.told_minute = Some(now);
+            }
+            return Err(OverLimit {
+                reason: format!(
+                    "more than {} approvals asked within a minute (gates.rate_limits.per_minute); denied without asking",
+                    limits.per_minute
+                ),
+                tell_channel,
+            });
+        }
+        count.total += 1;
+        count.recent.push_back(now);
+        Ok(())
     }
 
     /// Whether a person already allowed `session_key` for this container's session.
@@ -320,6 +403,58 @@ mod tests {
         assert!(!hub.session_allowed("run-1", "execve:/usr/bin/git:push"));
         assert!(hub.resolve("a3", ApprovalDecision::Deny, "bob"));
         assert!(other.await.is_ok());
+    }
+
+    #[test]
+    fn prompts_are_limited_per_minute_and_in_total() {
+        let hub = GateHub::default();
+        let limits = RateLimits {
+            pending: 30,
+            per_minute: 3,
+            total: 5,
+        };
+        let t0 = Instant::now();
+        for i in 0..3 {
+            assert_eq!(
+                hub.admit_prompt_at("c", &limits, t0 + Duration::from_secs(i)),
+                Ok(())
+            );
+        }
+        let over = hub
+            .admit_prompt_at("c", &limits, t0 + Duration::from_secs(10))
+            .expect_err("fourth in a minute");
+        assert!(
+            over.tell_channel && over.reason.contains("per_minute"),
+            "{over}"
+        );
+        let again = hub
+            .admit_prompt_at("c", &limits, t0 + Duration::from_secs(20))
+            .expect_err("still over");
+        assert!(!again.tell_channel, "the channel is told once per minute");
+        assert_eq!(
+            hub.admit_prompt_at("other", &limits, t0),
+            Ok(()),
+            "per container"
+        );
+        // A minute after the first ones, two more fit; then the total is reached.
+        let later = t0 + Duration::from_secs(61);
+        assert_eq!(hub.admit_prompt_at("c", &limits, later), Ok(()));
+        assert_eq!(hub.admit_prompt_at("c", &limits, later), Ok(()));
+        let over = hub
+            .admit_prompt_at("c", &limits, later + Duration::from_secs(120))
+            .expect_err("total");
+        assert!(over.tell_channel && over.reason.contains("total"), "{over}");
+        // A new container starts from zero; 0 means no limit.
+        hub.container_gone("c");
+        assert_eq!(hub.admit_prompt_at("c", &limits, later), Ok(()));
+        let unlimited = RateLimits {
+            pending: 30,
+            per_minute: 0,
+            total: 0,
+        };
+        for _ in 0..100 {
+            assert_eq!(hub.admit_prompt_at("u", &unlimited, t0), Ok(()));
+        }
     }
 
     #[test]

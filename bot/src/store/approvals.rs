@@ -378,6 +378,21 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes audit entries, and approvals no longer pending, created before `before_ms`
+    /// (`gates.audit.retention_days`). Returns how many audit entries went.
+    pub async fn purge_gate_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let audit = gate_audit::Entity::delete_many()
+            .filter(gate_audit::Column::CreatedAt.lt(before_ms))
+            .exec(self.db())
+            .await?;
+        approvals::Entity::delete_many()
+            .filter(approvals::Column::CreatedAt.lt(before_ms))
+            .filter(approvals::Column::Status.ne(ApprovalStatus::Pending.as_str()))
+            .exec(self.db())
+            .await?;
+        Ok(audit.rows_affected)
+    }
+
     /// The newest `limit` audit entries, newest first.
     pub async fn gate_audit(&self, limit: u64) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = gate_audit::Entity::find()
@@ -523,6 +538,34 @@ mod tests {
             assert_eq!(log[0].source, "timeout", "{backend}: newest first");
             assert_eq!(log[1].verdict, "allow");
             assert_eq!(store.gate_audit(1).await.expect("limit").len(), 1);
+
+            // Retention: everything created before the cutoff goes, pending prompts stay.
+            store
+                .create_approval(new_approval("waiting", now_ms() + 60_000))
+                .await
+                .expect("create");
+            assert_eq!(
+                store
+                    .purge_gate_audit(now_ms() - 60_000)
+                    .await
+                    .expect("purge"),
+                0,
+                "{backend}: nothing is that old"
+            );
+            assert_eq!(
+                store.purge_gate_audit(now_ms() + 1).await.expect("purge"),
+                4,
+                "{backend}"
+            );
+            assert!(store.gate_audit(10).await.expect("audit").is_empty());
+            assert!(matches!(
+                store.approval("a1").await,
+                Err(StoreError::NotFound(_))
+            ));
+            assert_eq!(
+                store.approval("waiting").await.expect("kept").status,
+                ApprovalStatus::Pending
+            );
         }
     }
 }
