@@ -250,7 +250,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         }
     })?;
 
-    let mut facts = HostFacts::detect(&config, daemon_id, local_addr.port());
+    let mut facts = HostFacts::detect(&config, daemon_id.clone(), local_addr.port());
     // Egress control: agents on an internal network reach only its gateway, where the API
     // listens too and the allowlisting proxy is their way out.
     let egress = if config.gates.egress.enabled {
@@ -266,7 +266,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
             .map_err(|source| DaemonError::Bind { addr, source })?;
         listeners.push(listener);
         setup.apply(&mut facts, local_addr.port())?;
-        let firewall = setup.firewall(local_addr.port())?;
+        let firewall = setup.firewall(local_addr.port(), &daemon_id)?;
         tracing::info!(network = crate::egress::NETWORK, proxy = ?setup.proxy.local_addr().ok(), allowed = ?setup.allow.describe(), "egress control on");
         Some((setup, firewall))
     } else {
@@ -344,6 +344,13 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         let registry = registry.clone();
         let token = shutdown.child_token();
         tracker.spawn(async move { registry.run_reconcile_loop(keep_alive, token).await });
+    }
+
+    if config.gates.audit.retention_days > 0 {
+        let store = store.clone();
+        let retention = u64::from(config.gates.audit.retention_days);
+        let token = shutdown.child_token();
+        tracker.spawn(async move { purge_audit_loop(store, retention, token).await });
     }
 
     let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(INBOUND_BUFFER);
@@ -432,6 +439,25 @@ pub fn client_api_addr(config: &Config) -> Result<SocketAddr, DaemonError> {
 
 /// Loads the embedding model and attaches semantic memory when `memory.enabled`. A model that
 /// cannot be loaded is logged and memory stays off: the daemon runs without it.
+/// Drops gate audit entries and answered approvals older than `gates.audit.retention_days`,
+/// at start and then hourly.
+async fn purge_audit_loop(store: Store, retention_days: u64, stop: CancellationToken) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+    let keep_ms = i64::try_from(retention_days.saturating_mul(86_400_000)).unwrap_or(i64::MAX);
+    loop {
+        let cutoff = crate::store::now_ms().saturating_sub(keep_ms);
+        match store.purge_gate_audit(cutoff).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, retention_days, "old gate audit entries removed"),
+            Err(err) => tracing::warn!(error = %err, "cannot purge the gate audit log"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(EVERY) => {}
+        }
+    }
+}
+
 async fn attach_memory(orchestrator: &Orchestrator, config: &Config, store: &Store) {
     if !config.memory.enabled {
         return;

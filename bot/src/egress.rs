@@ -154,11 +154,14 @@ fn strings(args: &[&str]) -> Vec<String> {
 }
 
 impl Firewall {
-    /// Sets up the chain (once per host) and lets `ports` on `gateway` through.
+    /// Sets up the chain (once per host) and lets `ports` on `gateway` through. The rules
+    /// carry `owner` (the daemon id) as a comment: rules a killed run of the same daemon left
+    /// behind are removed first, while other daemons' rules on this host are left alone.
     pub fn install(
         bridge: &str,
         gateway: Ipv4Addr,
         ports: &[u16],
+        owner: &str,
     ) -> Result<Firewall, EgressError> {
         if iptables(&strings(&["-n", "-L", CHAIN])).is_err() {
             iptables(&strings(&["-N", CHAIN]))?;
@@ -194,6 +197,8 @@ impl Firewall {
                 .collect();
             iptables(&insert)?;
         }
+        let comment = format!("loop:{owner}");
+        remove_stale(&comment);
         let mut firewall = Firewall { rules: Vec::new() };
         for port in ports {
             let rule = vec![
@@ -204,6 +209,10 @@ impl Firewall {
                 gateway.to_string(),
                 "--dport".to_owned(),
                 port.to_string(),
+                "-m".to_owned(),
+                "comment".to_owned(),
+                "--comment".to_owned(),
+                comment.clone(),
                 "-j".to_owned(),
                 "ACCEPT".to_owned(),
             ];
@@ -215,6 +224,46 @@ impl Firewall {
         }
         Ok(firewall)
     }
+}
+
+/// Deletes the rules of [`CHAIN`] tagged with `comment` (left by a run that was killed).
+fn remove_stale(comment: &str) {
+    let Ok(output) = std::process::Command::new("iptables")
+        .args(["-S", CHAIN])
+        .output()
+    else {
+        return;
+    };
+    let listing = String::from_utf8_lossy(&output.stdout);
+    for line in stale_rules(&listing, comment) {
+        let mut delete = vec!["-D".to_owned()];
+        delete.extend(line);
+        match iptables(&delete) {
+            Ok(()) => {
+                tracing::info!(rule = %delete.join(" "), "egress: removed a stale firewall rule")
+            }
+            Err(err) => tracing::warn!(error = %err, "egress: cannot remove a stale firewall rule"),
+        }
+    }
+}
+
+/// The rules of an `iptables -S CHAIN` listing tagged `--comment comment`, as arguments
+/// after `-A` (so `-D` + them deletes the rule).
+fn stale_rules(listing: &str, comment: &str) -> Vec<Vec<String>> {
+    listing
+        .lines()
+        .filter_map(|line| line.strip_prefix("-A "))
+        .map(|rest| {
+            rest.split_whitespace()
+                .map(|word| word.trim_matches('"').to_owned())
+                .collect::<Vec<String>>()
+        })
+        .filter(|words| {
+            words
+                .windows(2)
+                .any(|w| w[0] == "--comment" && w[1] == comment)
+        })
+        .collect()
 }
 
 impl Drop for Firewall {
@@ -533,7 +582,7 @@ impl EgressSetup {
 
     /// Lets the network reach the proxy and `api_port` on the gateway, nothing else on the
     /// host.
-    pub fn firewall(&self, api_port: u16) -> Result<Firewall, EgressError> {
+    pub fn firewall(&self, api_port: u16, daemon_id: &str) -> Result<Firewall, EgressError> {
         let proxy_port = self
             .proxy
             .local_addr()
@@ -542,7 +591,12 @@ impl EgressSetup {
                 source,
             })?
             .port();
-        Firewall::install(&self.bridge, self.gateway, &[proxy_port, api_port])
+        Firewall::install(
+            &self.bridge,
+            self.gateway,
+            &[proxy_port, api_port],
+            daemon_id,
+        )
     }
 
     /// Points containers at the network, the proxy and the API on the gateway. The host's
@@ -583,6 +637,20 @@ impl EgressSetup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_rules_are_found_by_their_comment() {
+        let listing = "-N LOOP-EGRESS\n\
+            -A LOOP-EGRESS -d 172.30.0.1/32 -p tcp -m tcp --dport 4100 -m comment --comment loop:abc -j ACCEPT\n\
+            -A LOOP-EGRESS -d 172.30.0.1/32 -p tcp -m tcp --dport 4200 -m comment --comment \"loop:other\" -j ACCEPT\n\
+            -A LOOP-EGRESS -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n";
+        let stale = stale_rules(listing, "loop:abc");
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0][0], "LOOP-EGRESS");
+        assert!(stale[0].contains(&"4100".to_owned()));
+        assert_eq!(stale_rules(listing, "loop:other").len(), 1);
+        assert!(stale_rules(listing, "loop:none").is_empty());
+    }
 
     #[test]
     fn allowlist_table() {

@@ -144,7 +144,30 @@ echo done"#
         .addr()
         .and_then(|a| a.rsplit(':').next().map(str::to_owned))
         .expect("api addr");
-    assert!(firewall_rules().contains(&format!("--dport {api_port} ")));
+    let rules = firewall_rules();
+    let owner = rules
+        .lines()
+        .find(|l| l.contains(&format!("--dport {api_port} ")))
+        .and_then(|l| l.split("--comment ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("the API's hole is tagged with the daemon: {rules}"));
+    assert_eq!(rules.matches(owner.as_str()).count(), 2, "{rules}");
+    // A daemon killed with -9 cannot remove its holes; its next start does, and opens its own.
+    daemon.kill_9();
+    assert_eq!(firewall_rules().matches(owner.as_str()).count(), 2);
+    daemon.restart().await;
+    let rules = firewall_rules();
+    assert_eq!(
+        rules.matches(owner.as_str()).count(),
+        2,
+        "no stale holes pile up: {rules}"
+    );
+    let api_port = daemon
+        .addr()
+        .and_then(|a| a.rsplit(':').next().map(str::to_owned))
+        .expect("api addr");
+    assert!(rules.contains(&format!("--dport {api_port} ")), "{rules}");
     assert!(daemon.terminate().success());
     let rules = firewall_rules();
     assert!(!rules.contains(&format!("--dport {api_port} ")), "{rules}");
