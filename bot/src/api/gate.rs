@@ -74,6 +74,9 @@ fn outcome_text(summary: &str, decision: ApprovalDecision, source: &str, by: &st
         ApprovalDecision::AllowSession => "✅ allowed for this session",
         ApprovalDecision::Deny if source == "timeout" => "⌛ denied: no answer in time",
         ApprovalDecision::Deny if source == "container_gone" => "⏹️ denied: the turn ended",
+        ApprovalDecision::Deny if source == "disconnected" => {
+            "⏹️ denied: the agent stopped waiting (its container went away)"
+        }
         ApprovalDecision::Deny => "🚫 denied",
     };
     if source == "person" {
@@ -284,9 +287,15 @@ pub(super) async fn container_approval(
         .await?;
     // Registered before the prompt goes out, so a quick answer cannot be missed.
     let waiting = gate.wait_for(&id, &container);
-    let _forget = ForgetOnDrop {
+    let mut open = OpenPrompt {
         gate: gate.clone(),
         id: id.clone(),
+        store: store.clone(),
+        adapter: adapter.clone(),
+        channel: channel.clone(),
+        message_id: None,
+        summary: request.summary.clone(),
+        disconnected: Some(audit("deny", "disconnected", None, Some(&id))),
     };
     // Platforms with buttons show the three answers; the others post the text.
     let prompt = ApprovalPrompt {
@@ -299,6 +308,7 @@ pub(super) async fn container_approval(
         Ok(posted) => posted,
         Err(err) => {
             tracing::warn!(channel = %channel, error = %err, "cannot post an approval prompt");
+            open.disconnected = None;
             let _ = store
                 .decide_approval(&id, ApprovalAnswer::Expire, "unavailable")
                 .await;
@@ -311,6 +321,7 @@ pub(super) async fn container_approval(
             ));
         }
     };
+    open.message_id = Some(posted.message_id.clone());
     if let Err(err) = store.set_approval_message(&id, &posted.message_id).await {
         tracing::debug!(error = %err, "cannot record the prompt's message id");
     }
@@ -326,6 +337,8 @@ pub(super) async fn container_approval(
         }
         Err(_) => settle(&store, &id, "timeout").await?,
     };
+    // Settled: whatever happens to the container's request from here, the row is decided.
+    open.disconnected = None;
     if decision == ApprovalDecision::AllowSession {
         gate.allow_for_session(&container, &request.session_key);
     }
@@ -372,15 +385,62 @@ async fn settle(
     )
 }
 
-/// Stops the hub from holding a waiter for a request that ended (answered or dropped).
-struct ForgetOnDrop {
+/// A prompt whose container's request is still waiting. Dropped when the request ends: the
+/// hub stops holding its waiter, and if the request went away unanswered (the container was
+/// killed, its connection closed) the approval is settled as a deny right away, audited and
+/// its chat prompt updated, instead of staying pending until it expires.
+struct OpenPrompt {
     gate: crate::gate::GateHub,
     id: String,
+    store: crate::store::Store,
+    adapter: std::sync::Arc<dyn loop_adapter::Adapter>,
+    channel: ChannelKey,
+    message_id: Option<String>,
+    summary: String,
+    /// The audit row to write if the request is dropped unanswered; None once settled.
+    disconnected: Option<NewAuditEntry>,
 }
 
-impl Drop for ForgetOnDrop {
+impl Drop for OpenPrompt {
     fn drop(&mut self) {
         self.gate.forget(&self.id);
+        let Some(entry) = self.disconnected.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (store, adapter, channel) = (
+            self.store.clone(),
+            self.adapter.clone(),
+            self.channel.clone(),
+        );
+        let (id, message_id, summary) = (
+            self.id.clone(),
+            self.message_id.take(),
+            self.summary.clone(),
+        );
+        runtime.spawn(async move {
+            match store.decide_approval(&id, ApprovalAnswer::Expire, "disconnected").await {
+                Ok(Decided::Now(_)) => {}
+                // A person's answer got there first, or the row is gone: nothing to settle.
+                Ok(Decided::Already(_)) => return,
+                Err(err) => {
+                    tracing::warn!(approval = %id, error = %err, "cannot settle an abandoned approval");
+                    return;
+                }
+            }
+            tracing::info!(approval = %id, "approval abandoned: the container stopped waiting");
+            if let Err(err) = store.record_gate_decision(entry).await {
+                tracing::warn!(error = %err, "cannot audit an abandoned approval");
+            }
+            if let Some(message_id) = message_id {
+                let text = outcome_text(&summary, ApprovalDecision::Deny, "disconnected", "");
+                if let Err(err) = adapter.edit(&channel, &message_id, &text).await {
+                    tracing::debug!(error = %err, "cannot update the approval prompt");
+                }
+            }
+        });
     }
 }
 
@@ -574,6 +634,49 @@ mod tests {
                 return rest.trim_end_matches('`').to_owned();
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_request_that_goes_away_settles_its_approval_at_once() {
+        let api = Api::start(300).await;
+        let token = api.orchestrator.gate().begin_turn("local:c1", "run-1");
+        let mut events = api.local.subscribe();
+        // The container's request is cut off while a person has not answered yet.
+        let pending = tokio::spawn(api.send(&token, &body("local-c1", "/usr/bin/git")));
+        let id = prompted_id(&mut events).await;
+        pending.abort();
+        let store = api.orchestrator.store();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let record = store.approval(&id).await.expect("approval");
+            if record.status == ApprovalStatus::Expired {
+                assert_eq!(record.decided_by.as_deref(), Some("disconnected"));
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still {:?} long after its request went away",
+                record.status
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The prompt in the channel says so, and the audit log has the deny.
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .expect("an edit in time")
+                .expect("event");
+            if let LocalEvent::Edited { text, .. } = event {
+                assert!(text.contains("stopped waiting"), "{text}");
+                break;
+            }
+        }
+        let audit = store.gate_audit(5).await.expect("audit");
+        assert_eq!(
+            (audit[0].verdict.as_str(), audit[0].source.as_str()),
+            ("deny", "disconnected")
+        );
+        assert_eq!(api.decide(&id, "allow_once").await.status(), 409);
     }
 
     #[tokio::test]
