@@ -59,7 +59,7 @@ pub enum Command {
     /// List scheduled tasks; `loop tasks cancel ID` cancels one.
     Tasks(TasksArgs),
     /// Semantic memory: search, list, forget, re-index a project's docs (reads the database and
-    /// loads `memory.model_dir` directly).
+    /// loads the embedding model directly, downloading it on first use).
     #[command(subcommand)]
     Memory(MemoryCommand),
 }

@@ -41,7 +41,7 @@ fn memory(state: &ApiState) -> Result<&Memory, ApiError> {
     state.orchestrator.memory().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "memory is off in this loop (set memory.enabled = true and memory.model_dir)",
+            "memory is off in this loop (set memory.enabled = true; the daemon log says why a model did not load)",
         )
     })
 }

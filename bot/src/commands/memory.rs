@@ -1,6 +1,8 @@
 //! `loop memory search|list|forget|reindex`: semantic memory from the terminal. Reads the
-//! database directly; `search` and `reindex` load the embedding model (`memory.model_dir`).
+//! database directly; `search` and `reindex` load the embedding model (`memory.model_dir`, or
+//! the download cache, downloading the model on first use with progress on a terminal).
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use crate::cli::MemoryScopeArgs;
@@ -29,12 +31,32 @@ pub async fn scopes(store: &Store, args: &MemoryScopeArgs) -> Result<Vec<MemoryS
 }
 
 async fn open(config: &Config, store: &Store) -> Result<Memory, MemoryError> {
+    announce_download(config);
     let loading = config.clone();
-    let embedder = tokio::task::spawn_blocking(move || load_embedder(&loading))
+    let progress = std::io::stderr().is_terminal();
+    let embedder = tokio::task::spawn_blocking(move || load_embedder(&loading, progress))
         .await
         .map_err(|err| MemoryError::Join(err.to_string()))??;
     Ok(Memory::new(store.clone(), embedder, &config.memory))
 }
+
+/// Says on stderr that the model is about to be downloaded, when it is.
+#[cfg(feature = "model-download")]
+fn announce_download(config: &Config) {
+    use crate::memory::embed;
+    let cache = config.model_cache_dir();
+    if config.memory.model_dir.is_none() && !embed::is_cached(&cache) {
+        eprintln!(
+            "Downloading the embedding model {} from {} into {} (once; memory.model_dir uses a local copy instead)",
+            embed::hub_repo(),
+            embed::hub_endpoint(),
+            embed::effective_cache_dir(&cache).display()
+        );
+    }
+}
+
+#[cfg(not(feature = "model-download"))]
+fn announce_download(_config: &Config) {}
 
 fn one_line(text: &str, max: usize) -> String {
     let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");

@@ -116,6 +116,8 @@ pub struct MemoryLayer {
     pub embeddings: Option<EmbeddingsLayer>,
     /// Directory holding a local sentence-embedding model (loop's addition).
     pub model_dir: Option<String>,
+    /// Where the downloaded model is kept when `model_dir` is unset (loop's addition).
+    pub cache_dir: Option<String>,
     /// Best memories put into the first prompt of a new session (loop's addition; 0 = off).
     pub inject_top_k: Option<usize>,
 }

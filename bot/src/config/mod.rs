@@ -172,7 +172,10 @@ pub struct MemoryConfig {
     pub max_chunk_chars: usize,
     pub reindex_interval_sec: u64,
     pub embeddings: EmbeddingsLayer,
+    /// A local all-MiniLM-L6-v2 directory; unset: the model is downloaded into `cache_dir`.
     pub model_dir: Option<String>,
+    /// The download cache (unset: `~/.loop/models`, see [`Config::model_cache_dir`]).
+    pub cache_dir: Option<String>,
     /// Best memories put into the first prompt of a new session (0 = off).
     pub inject_top_k: usize,
 }
@@ -186,6 +189,7 @@ impl Default for MemoryConfig {
             reindex_interval_sec: 300,
             embeddings: EmbeddingsLayer::default(),
             model_dir: None,
+            cache_dir: None,
             inject_top_k: 0,
         }
     }
@@ -471,6 +475,14 @@ impl Config {
     /// Expands a leading `~` against the host user's home.
     pub fn expand(&self, path: &str) -> PathBuf {
         expand_home(path, &self.home)
+    }
+
+    /// Where a downloaded embedding model is kept: `memory.cache_dir`, else `~/.loop/models`.
+    pub fn model_cache_dir(&self) -> PathBuf {
+        match &self.memory.cache_dir {
+            Some(dir) => self.expand(dir),
+            None => self.loop_dir.join("models"),
+        }
     }
 
     /// The database URL: `database_url` when set, else the SQLite file in WAL mode.
@@ -806,8 +818,12 @@ impl Config {
         );
         set(&mut self.memory.embeddings, memory.embeddings);
         set(&mut self.memory.inject_top_k, memory.inject_top_k);
+        // An empty string unsets a path (so a later layer can go back to the download).
         if memory.model_dir.is_some() {
-            self.memory.model_dir = memory.model_dir;
+            self.memory.model_dir = memory.model_dir.filter(|d| !d.is_empty());
+        }
+        if memory.cache_dir.is_some() {
+            self.memory.cache_dir = memory.cache_dir.filter(|d| !d.is_empty());
         }
     }
 

@@ -332,6 +332,25 @@ fn project_memory_paths_append_and_templates_merge_by_name() {
 }
 
 #[test]
+fn the_model_is_downloaded_into_the_loop_home_unless_a_directory_is_given() {
+    let fx = Fixture::new();
+    let config = fx.load().config;
+    assert_eq!(config.memory.model_dir, None);
+    assert_eq!(config.model_cache_dir(), fx.sources.loop_dir.join("models"));
+
+    fx.global(r#"{"memory": {"model_dir": "~/models/minilm", "cache_dir": "~/cache"}}"#);
+    let config = fx.load().config;
+    assert_eq!(config.memory.model_dir.as_deref(), Some("~/models/minilm"));
+    assert_eq!(config.model_cache_dir(), fx.sources.home.join("cache"));
+
+    // A project may set them too; an empty string goes back to the default.
+    let work = fx.project(r#"{"memory": {"model_dir": "", "cache_dir": "/var/cache/models"}}"#);
+    let config = fx.load().config.for_project(&work).expect("loads").config;
+    assert_eq!(config.memory.model_dir, None);
+    assert_eq!(config.model_cache_dir(), PathBuf::from("/var/cache/models"));
+}
+
+#[test]
 fn project_auth_replaces_global_auth_as_a_whole() {
     let fx = Fixture::new();
     fx.global(r#"{"claude_code_oauth_token": "global-oauth"}"#);

@@ -1,7 +1,14 @@
 //! Sentence embeddings with fastembed (ONNX Runtime loaded at run time from `ORT_DYLIB_PATH`).
-//! The model comes from a local directory (`memory.model_dir`) holding an all-MiniLM-L6-v2 class
-//! model: `model.onnx` (or any `*.onnx`, also under `onnx/`), `tokenizer.json`, `config.json`,
-//! `special_tokens_map.json` and `tokenizer_config.json`. Vectors are mean-pooled and unit length.
+//!
+//! The model is all-MiniLM-L6-v2 (or any model of its class), from one of two places:
+//! - a local directory (`memory.model_dir`) holding `model.onnx` (or any `*.onnx`, also under
+//!   `onnx/`), `tokenizer.json`, `config.json`, `special_tokens_map.json` and
+//!   `tokenizer_config.json` ([`FastEmbedder::load`]);
+//! - fastembed's own download from the Hugging Face hub (`HF_ENDPOINT` selects a mirror) into a
+//!   cache directory, `~/.loop/models` by default ([`FastEmbedder::download`], cargo feature
+//!   `model-download`). Once cached, loading makes no network request at all.
+//!
+//! Vectors are mean-pooled and unit length.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -64,7 +71,146 @@ fn find_onnx(dir: &Path) -> Option<PathBuf> {
     None
 }
 
+/// The model fastembed downloads; its model list maps it to a hub repository and files.
+#[cfg(feature = "model-download")]
+const HUB_MODEL: fastembed::EmbeddingModel = fastembed::EmbeddingModel::AllMiniLML6V2;
+
+/// The hub the download talks to: `HF_ENDPOINT`, else huggingface.co. fastembed reads the same
+/// variable the same way; this copy only names the hub in messages.
+pub fn hub_endpoint() -> String {
+    std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".to_owned())
+}
+
+/// Where the download cache really is: fastembed puts the model in `HF_HOME` when that is set,
+/// whatever cache directory it was given.
+pub fn effective_cache_dir(cache_dir: &Path) -> PathBuf {
+    std::env::var_os("HF_HOME").map_or_else(|| cache_dir.to_path_buf(), PathBuf::from)
+}
+
+/// The hub repository of the downloaded model, e.g. `Qdrant/all-MiniLM-L6-v2-onnx`.
+#[cfg(feature = "model-download")]
+pub fn hub_repo() -> String {
+    TextEmbedding::get_model_info(&HUB_MODEL)
+        .map(|info| info.model_code.clone())
+        .unwrap_or_else(|_| format!("{HUB_MODEL:?}"))
+}
+
+/// Whether the download cache already holds every file of the model, so loading it needs no
+/// network. Reads the hub cache layout that fastembed's hub client writes (and the Python
+/// `huggingface_hub` documents): `models--{org}--{name}/refs/main` names a commit whose files
+/// are under `snapshots/{commit}/`.
+#[cfg(feature = "model-download")]
+pub fn is_cached(cache_dir: &Path) -> bool {
+    let Ok(info) = TextEmbedding::get_model_info(&HUB_MODEL) else {
+        return false;
+    };
+    let repo = effective_cache_dir(cache_dir)
+        .join(format!("models--{}", info.model_code.replace('/', "--")));
+    let Ok(commit) = std::fs::read_to_string(repo.join("refs/main")) else {
+        return false;
+    };
+    let snapshot = repo.join("snapshots").join(commit.trim());
+    [info.model_file.as_str()]
+        .into_iter()
+        .chain(TOKENIZER_FILES)
+        .chain(info.additional_files.iter().map(String::as_str))
+        .all(|file| snapshot.join(file).is_file())
+}
+
+/// The tokenizer files fastembed reads next to the ONNX file.
+#[cfg(feature = "model-download")]
+const TOKENIZER_FILES: [&str; 4] = [
+    "tokenizer.json",
+    "config.json",
+    "special_tokens_map.json",
+    "tokenizer_config.json",
+];
+
+/// An error and its sources as one line, without repeating a source the message already
+/// quotes (`request error: http status: 404` is followed by `http status: 404`).
+#[cfg(feature = "model-download")]
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(next) = source {
+        let text = next.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = next.source();
+    }
+    line
+}
+
+/// The error for a failed download: what failed, from where, and the way out.
+#[cfg(feature = "model-download")]
+fn download_error(err: &fastembed::Error) -> MemoryError {
+    let mut reason = error_chain(err);
+    let lower = reason.to_lowercase();
+    if lower.contains("certificate") || lower.contains("unknownissuer") {
+        // hf-hub builds its own ureq agent on rustls with the webpki (Mozilla) roots compiled
+        // in; there is no way to hand it the system store or `extra_ca_certs`.
+        reason.push_str(
+            " (the download trusts only the Mozilla root certificates built into loop, not the system store, SSL_CERT_FILE or extra_ca_certs)",
+        );
+    }
+    MemoryError::Download {
+        repo: hub_repo(),
+        endpoint: hub_endpoint(),
+        reason,
+    }
+}
+
+/// Maps ort's panic (it panics rather than failing when the shared library cannot be loaded).
+fn ort_missing(_: Box<dyn std::any::Any + Send>) -> MemoryError {
+    MemoryError::Model(format!(
+        "cannot load ONNX Runtime: set ORT_DYLIB_PATH to libonnxruntime.so (now {:?})",
+        std::env::var("ORT_DYLIB_PATH").ok()
+    ))
+}
+
 impl FastEmbedder {
+    /// Loads all-MiniLM-L6-v2 through fastembed's hub download into `cache_dir` (or `HF_HOME`),
+    /// fetching only what the cache lacks: from `HF_ENDPOINT` (default huggingface.co), with
+    /// `HF_TOKEN` when set and the proxy of `HTTPS_PROXY`/`ALL_PROXY` (`NO_PROXY` honoured).
+    /// `show_progress` draws a progress bar per file on stderr. Blocking: call it from
+    /// `spawn_blocking`.
+    #[cfg(feature = "model-download")]
+    pub fn download(
+        cache_dir: &Path,
+        show_progress: bool,
+        intra_threads: Option<usize>,
+    ) -> Result<FastEmbedder, MemoryError> {
+        let cache = effective_cache_dir(cache_dir);
+        // Created here so that an unwritable cache is reported as such, not as a failed
+        // download.
+        std::fs::create_dir_all(&cache).map_err(|source| MemoryError::CacheDir {
+            path: cache.display().to_string(),
+            source,
+        })?;
+        let mut options = fastembed::TextInitOptions::new(HUB_MODEL)
+            .with_max_length(MAX_TOKENS)
+            .with_cache_dir(cache_dir.to_path_buf())
+            .with_show_download_progress(show_progress);
+        options.intra_threads = intra_threads;
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            TextEmbedding::try_new(options)
+        }))
+        .map_err(ort_missing)?
+        .map_err(|err| match &err {
+            fastembed::Error::ModelRetrieval { .. } => download_error(&err),
+            // Tokenizer files come through the hub client's own error, turned into text.
+            fastembed::Error::Other(text) if text.starts_with("HuggingFace API") => {
+                download_error(&err)
+            }
+            _ => MemoryError::Model(format!("{}: {}", cache.display(), error_chain(&err))),
+        })?;
+        Ok(FastEmbedder {
+            model: Mutex::new(loaded),
+        })
+    }
+
     /// Loads the model in `dir`. Needs `ORT_DYLIB_PATH` (or `libonnxruntime.so` on the loader
     /// path); `intra_threads` caps ONNX Runtime's threads (None: every core).
     pub fn load(dir: &Path, intra_threads: Option<usize>) -> Result<FastEmbedder, MemoryError> {
@@ -86,16 +232,10 @@ impl FastEmbedder {
             UserDefinedEmbeddingModel::new(onnx_file, tokenizer_files).with_pooling(Pooling::Mean);
         let mut options = InitOptionsUserDefined::new().with_max_length(MAX_TOKENS);
         options.intra_threads = intra_threads;
-        // ort panics (rather than failing) when the shared library cannot be loaded.
         let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             TextEmbedding::try_new_from_user_defined(model, options)
         }))
-        .map_err(|_| {
-            MemoryError::Model(format!(
-                "cannot load ONNX Runtime: set ORT_DYLIB_PATH to libonnxruntime.so (now {:?})",
-                std::env::var("ORT_DYLIB_PATH").ok()
-            ))
-        })?
+        .map_err(ort_missing)?
         .map_err(|err| MemoryError::Model(format!("{}: {err}", dir.display())))?;
         Ok(FastEmbedder {
             model: Mutex::new(loaded),

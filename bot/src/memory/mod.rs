@@ -56,9 +56,23 @@ pub enum MemoryError {
     #[error("embedding model: {0}")]
     Model(String),
     #[error(
-        "memory.model_dir is not set: point it at a local all-MiniLM-L6-v2 directory (model.onnx, tokenizer.json, config.json, special_tokens_map.json, tokenizer_config.json)"
+        "memory.model_dir is not set and this loop was built without the model-download feature: point memory.model_dir at a local all-MiniLM-L6-v2 directory (model.onnx, tokenizer.json, config.json, special_tokens_map.json, tokenizer_config.json)"
     )]
     NoModelDir,
+    #[error(
+        "cannot download the embedding model {repo} from {endpoint}: {reason}; check the network (HF_ENDPOINT selects a mirror) or, to work offline, set memory.model_dir to a local copy of the model"
+    )]
+    Download {
+        repo: String,
+        endpoint: String,
+        reason: String,
+    },
+    #[error("cannot create the model cache {path}: {source}")]
+    CacheDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -123,15 +137,49 @@ impl std::fmt::Debug for Memory {
     }
 }
 
-/// Loads the configured model (blocking: a few hundred milliseconds).
-pub fn load_embedder(config: &Config) -> Result<Arc<dyn Embedder>, MemoryError> {
-    let dir = config
-        .memory
-        .model_dir
-        .as_deref()
-        .ok_or(MemoryError::NoModelDir)?;
-    let dir = config.expand(dir);
-    Ok(Arc::new(FastEmbedder::load(&dir, None)?))
+/// Loads the configured model (blocking: a few hundred milliseconds, plus the download on
+/// first use): from `memory.model_dir`, else through fastembed's download into
+/// [`Config::model_cache_dir`]. `show_progress` draws download progress on stderr.
+pub fn load_embedder(
+    config: &Config,
+    show_progress: bool,
+) -> Result<Arc<dyn Embedder>, MemoryError> {
+    match config.memory.model_dir.as_deref() {
+        Some(dir) => Ok(Arc::new(FastEmbedder::load(&config.expand(dir), None)?)),
+        None => download_embedder(config, show_progress),
+    }
+}
+
+#[cfg(feature = "model-download")]
+fn download_embedder(
+    config: &Config,
+    show_progress: bool,
+) -> Result<Arc<dyn Embedder>, MemoryError> {
+    Ok(Arc::new(FastEmbedder::download(
+        &config.model_cache_dir(),
+        show_progress,
+        None,
+    )?))
+}
+
+#[cfg(not(feature = "model-download"))]
+fn download_embedder(
+    _config: &Config,
+    _show_progress: bool,
+) -> Result<Arc<dyn Embedder>, MemoryError> {
+    Err(MemoryError::NoModelDir)
+}
+
+/// Where the model comes from, in words, for logs and the CLI.
+pub fn describe_model_source(config: &Config) -> String {
+    match config.memory.model_dir.as_deref() {
+        Some(dir) => format!("model_dir {}", config.expand(dir).display()),
+        None => format!(
+            "download cache {} (from {})",
+            embed::effective_cache_dir(&config.model_cache_dir()).display(),
+            embed::hub_endpoint()
+        ),
+    }
 }
 
 impl Memory {

@@ -8,7 +8,9 @@
 //!   through `ANTHROPIC_BASE_URL`.
 //! - [`slack`]: the Slack Web API and Socket Mode, for the real slack-morphism client.
 //! - [`discord`]: Discord's REST API and Gateway, for the real serenity client.
+//! - [`hfhub`]: the Hugging Face hub's file downloads, for the hub client fastembed uses.
 
 pub mod discord;
+pub mod hfhub;
 pub mod model;
 pub mod slack;
