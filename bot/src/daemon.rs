@@ -28,6 +28,8 @@ pub const API_ADDR_FILE: &str = "api.addr";
 pub const DAEMON_ID_FILE: &str = "daemon-id";
 /// Inbound items buffered between adapters and the orchestrator.
 const INBOUND_BUFFER: usize = 1024;
+/// Threads per platform remembered at start (the adapters keep at most 10 000 anyway).
+const KNOWN_THREADS: u64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -296,9 +298,16 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         adapters.clone(),
         shutdown.clone(),
     );
-    attach_memory(&orchestrator, &config, &store).await;
-
     let tracker = TaskTracker::new();
+    if config.memory.enabled && config.memory.model_dir.is_none() {
+        // A download (first start, or a hub that hangs: its client has no timeouts) must not
+        // keep the daemon from answering; memory comes on when the model is there.
+        let (orchestrator, config, store) = (orchestrator.clone(), config.clone(), store.clone());
+        tracker.spawn(async move { attach_memory(&orchestrator, &config, &store).await });
+    } else {
+        // A local model loads in well under a second: turns find memory on from the start.
+        attach_memory(&orchestrator, &config, &store).await;
+    }
     let api_state = ApiState {
         orchestrator: orchestrator.clone(),
         local,
@@ -351,6 +360,22 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         let retention = u64::from(config.gates.audit.retention_days);
         let token = shutdown.child_token();
         tracker.spawn(async move { purge_audit_loop(store, retention, token).await });
+    }
+
+    // Threads loop took part in before this start: replies there still need no mention.
+    for adapter in &adapters {
+        match store.known_threads(adapter.platform(), KNOWN_THREADS).await {
+            Ok(threads) if !threads.is_empty() => {
+                tracing::debug!(
+                    platform = adapter.platform().as_str(),
+                    threads = threads.len(),
+                    "threads remembered"
+                );
+                adapter.remember_threads(&threads);
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "cannot read the threads loop takes part in"),
+        }
     }
 
     let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(INBOUND_BUFFER);
@@ -462,15 +487,20 @@ async fn attach_memory(orchestrator: &Orchestrator, config: &Config, store: &Sto
     if !config.memory.enabled {
         return;
     }
+    let source = crate::memory::describe_model_source(config);
+    if config.memory.model_dir.is_none() {
+        // The first start downloads the model (about 90 MB); memory is off until then.
+        tracing::info!(%source, "loading the embedding model in the background (downloaded on first use)");
+    }
     let loading = config.clone();
-    match tokio::task::spawn_blocking(move || crate::memory::load_embedder(&loading)).await {
+    match tokio::task::spawn_blocking(move || crate::memory::load_embedder(&loading, false)).await {
         Ok(Ok(embedder)) => {
             orchestrator.set_memory(crate::memory::Memory::new(
                 store.clone(),
                 embedder,
                 &config.memory,
             ));
-            tracing::info!(model_dir = ?config.memory.model_dir, "semantic memory on");
+            tracing::info!(%source, "semantic memory on");
         }
         Ok(Err(err)) => {
             tracing::error!(error = %err, "semantic memory is off: cannot load the embedding model")

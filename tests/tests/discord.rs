@@ -99,11 +99,12 @@ async fn a_mention_is_answered_once_in_its_thread_despite_429s_duplicates_and_a_
                 .then(Step::bash("sleep 3; echo slept"))
                 .then(Step::text("It is **42**.")),
         )
-        .rule(Rule::contains("and plus one").then(Step::text("Then it is `43`.")));
+        .rule(Rule::contains("and plus one").then(Step::text("Then it is `43`.")))
+        .rule(Rule::contains("and times two").then(Step::text("Then it is `86`.")));
     let model = start_model(script).await;
     let discord = FakeDiscord::start().await.expect("fake discord");
     let home = dir.path().join("home");
-    let daemon = Daemon::start(&home, &discord_config(&model, &discord, dir.path(), "")).await;
+    let mut daemon = Daemon::start(&home, &discord_config(&model, &discord, dir.path(), "")).await;
     connected(&discord, &daemon).await;
 
     // Someone outside the allowlist is refused and nothing runs; other bots are ignored.
@@ -192,6 +193,29 @@ async fn a_mention_is_answered_once_in_its_thread_despite_429s_duplicates_and_a_
         !daemon.log_text().contains(TOKEN),
         "the token is never logged"
     );
+
+    // After a kill -9 and a restart, a reply in the thread still needs no mention: the
+    // threads loop takes part in are in the database, not only in the adapter's memory.
+    let before = discord.connections();
+    daemon.kill_9();
+    daemon.restart().await;
+    discord
+        .wait_for(QUICK, |d| {
+            (d.connections() > before && d.is_connected()).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("no connection after the restart\n{}", daemon.log_text()));
+    discord.post_as_user(ALICE, &thread, "and times two?");
+    thread_until(
+        &discord,
+        &daemon,
+        &question,
+        "the follow-up after a restart",
+        TURN,
+        |m| has_text(m, "Then it is `86`."),
+    )
+    .await;
+    assert_eq!(store.channel_runs(&key).await.expect("runs").len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]

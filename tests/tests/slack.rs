@@ -87,11 +87,12 @@ async fn a_mention_is_answered_once_in_its_thread_despite_429s_and_reconnects() 
     let (dir, _project) = workspace();
     let script = Script::new()
         .rule(Rule::contains("what is six times seven").then(Step::text("It is **42**.")))
-        .rule(Rule::contains("and plus one").then(Step::text("Then it is `43`.")));
+        .rule(Rule::contains("and plus one").then(Step::text("Then it is `43`.")))
+        .rule(Rule::contains("and times two").then(Step::text("Then it is `86`.")));
     let model = start_model(script).await;
     let slack = FakeSlack::start().await.expect("fake slack");
     let home = dir.path().join("home");
-    let daemon = Daemon::start(&home, &slack_config(&model, &slack, dir.path(), "")).await;
+    let mut daemon = Daemon::start(&home, &slack_config(&model, &slack, dir.path(), "")).await;
     connected(&slack, &daemon).await;
 
     // Someone outside the allowlist is refused politely, in private, and nothing runs.
@@ -197,6 +198,29 @@ async fn a_mention_is_answered_once_in_its_thread_despite_429s_and_reconnects() 
         .wait_for(QUICK, |s| (s.unacknowledged() == 0).then_some(()))
         .await
         .unwrap_or_else(|| panic!("{} envelopes not acknowledged", slack.unacknowledged()));
+
+    // After a kill -9 and a restart, a reply in the thread still needs no mention: the
+    // threads loop takes part in are in the database, not only in the adapter's memory.
+    let before = slack.connections();
+    daemon.kill_9();
+    daemon.restart().await;
+    slack
+        .wait_for(QUICK, |s| {
+            (s.connections() > before && s.is_connected()).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("no connection after the restart\n{}", daemon.log_text()));
+    slack.post_as_user("UALICE", "C1", "and times two?", Some(&question.ts));
+    thread_until(
+        &slack,
+        &daemon,
+        "C1",
+        &question.ts,
+        "the follow-up after a restart",
+        TURN,
+        |m| has_text(m, "Then it is `86`."),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -277,6 +277,11 @@ pub trait Adapter: Send + Sync {
     /// Longest message the platform accepts, in characters.
     fn max_message_len(&self) -> usize;
 
+    /// Threads loop took part in before this start (from the database), so that a reply in
+    /// one continues the conversation without a new mention, as it did before the restart.
+    /// Platforms that do not tell threads apart by mention ignore it.
+    fn remember_threads(&self, _threads: &[ChannelKey]) {}
+
     /// Receives platform events until `shutdown`, sending each to `inbound`. The adapter
     /// acknowledges an event to its platform only after `inbound` accepted it.
     async fn run(

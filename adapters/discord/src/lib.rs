@@ -118,8 +118,8 @@ impl DiscordSettings {
     }
 }
 
-/// What the adapter remembers while it runs (lost on restart: a thread then needs a mention
-/// again until loop posts in it).
+/// What the adapter remembers while it runs. The threads loop takes part in are seeded from
+/// the database at start ([`Adapter::remember_threads`]); the rest starts empty.
 #[derive(Default)]
 struct Memory {
     /// Threads loop takes part in.
@@ -609,6 +609,21 @@ impl Adapter for DiscordAdapter {
 
     fn max_message_len(&self) -> usize {
         DISCORD_MESSAGE_LIMIT
+    }
+
+    fn remember_threads(&self, threads: &[ChannelKey]) {
+        let mut memory = self.memory();
+        for key in threads
+            .iter()
+            .filter(|k| k.platform == PlatformKind::Discord)
+        {
+            if let Some(thread) = &key.thread_id {
+                memory.threads.insert(thread);
+                memory
+                    .parents
+                    .insert(thread.clone(), key.channel_id.clone());
+            }
+        }
     }
 
     async fn run(

@@ -772,6 +772,17 @@ impl Adapter for SlackAdapter {
         SLACK_MESSAGE_LIMIT
     }
 
+    fn remember_threads(&self, threads: &[ChannelKey]) {
+        let mut memory = self.memory();
+        for key in threads.iter().filter(|k| k.platform == PlatformKind::Slack) {
+            if let Some(thread) = &key.thread_id {
+                memory
+                    .threads
+                    .insert(&inbound::message_id(&key.channel_id, thread));
+            }
+        }
+    }
+
     async fn run(
         &self,
         inbound: mpsc::Sender<Inbound>,

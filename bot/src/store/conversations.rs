@@ -33,6 +33,26 @@ impl Store {
         Ok(())
     }
 
+    /// The most recent `limit` threads of `platform` loop took part in, newest first.
+    pub async fn known_threads(
+        &self,
+        platform: loop_adapter::PlatformKind,
+        limit: u64,
+    ) -> Result<Vec<ChannelKey>, StoreError> {
+        use sea_orm::QuerySelect;
+        let rows = channels::Entity::find()
+            .filter(channels::Column::Platform.eq(platform.as_str()))
+            .filter(channels::Column::ThreadId.is_not_null())
+            .order_by_desc(channels::Column::CreatedAt)
+            .limit(limit)
+            .all(self.db())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| Some(ChannelKey::thread(platform, row.channel_id, row.thread_id?)))
+            .collect())
+    }
+
     /// The channel's own work directory, or its parent channel's for a thread.
     pub async fn channel_work_dir(&self, key: &ChannelKey) -> Result<Option<String>, StoreError> {
         for candidate in [key.to_string(), key.parent().to_string()] {
