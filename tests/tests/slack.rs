@@ -379,3 +379,83 @@ async fn approval_buttons_allow_and_deny_and_the_slash_command_points_the_channe
     let approval = store.pending_approvals().await.expect("approvals");
     assert!(approval.is_empty(), "nothing left pending: {approval:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_scheduled_run_answers_in_a_thread_titled_with_its_task() {
+    if docker().await.is_none() {
+        return;
+    }
+    let (dir, _project) = workspace();
+    let model = start_model(
+        Script::new().rule(Rule::contains("report the weather").then(Step::text("Sunny, 21°C."))),
+    )
+    .await;
+    let slack = FakeSlack::start().await.expect("fake slack");
+    let home = dir.path().join("home");
+    let daemon = Daemon::start(
+        &home,
+        &slack_config(
+            &model,
+            &slack,
+            dir.path(),
+            r#""scheduler": {"min_interval_sec": 1}"#,
+        ),
+    )
+    .await;
+    connected(&slack, &daemon).await;
+    let http = reqwest::Client::new();
+    let task: loop_bot::api::wire::TaskInfo = http
+        .post(daemon.url("/api/tasks"))
+        .bearer_auth(daemon.token())
+        .json(&serde_json::json!({
+            "channel": "slack:C1",
+            "schedule": "every 3s",
+            "prompt": "report the weather",
+            "name": "weather"
+        }))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("task");
+    // The run's title goes to the channel, its answer into the title's thread.
+    let title = slack
+        .wait_for(TURN, |s| {
+            s.bot_messages_in("C1", None)
+                .into_iter()
+                .find(|m| m.text.contains(&format!("Task {}", task.id)))
+        })
+        .await
+        .unwrap_or_else(|| panic!("no task thread\n{}", daemon.log_text()));
+    assert!(
+        title.text.contains("\"weather\"") && title.text.contains("every 3s"),
+        "{}",
+        title.text
+    );
+    thread_until(
+        &slack,
+        &daemon,
+        "C1",
+        &title.ts,
+        "the task's answer",
+        TURN,
+        |m| has_text(m, "Sunny, 21°C."),
+    )
+    .await;
+    let cancelled = http
+        .delete(daemon.url(&format!("/api/tasks/{}", task.id)))
+        .bearer_auth(daemon.token())
+        .send()
+        .await
+        .expect("cancel");
+    assert!(cancelled.status().is_success());
+    // The run is recorded as the task's.
+    let store = daemon.store().await;
+    let runs = store
+        .channel_runs(&format!("slack:C1:{}", title.ts))
+        .await
+        .expect("runs");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].task_id.as_deref(), Some(task.id.as_str()));
+}

@@ -293,6 +293,16 @@ pub trait Adapter: Send + Sync {
     /// Posts a message in a channel or thread.
     async fn post(&self, channel: &ChannelKey, text: &str) -> Result<PostedMessage, AdapterError>;
 
+    /// Posts `title` in `channel` and opens a thread on it (a scheduled task's run goes
+    /// there). `None`: the platform has no threads, the run stays in the channel.
+    async fn open_thread(
+        &self,
+        _channel: &ChannelKey,
+        _title: &str,
+    ) -> Result<Option<ChannelKey>, AdapterError> {
+        Ok(None)
+    }
+
     /// Replaces the text of a message loop posted earlier (status updates).
     async fn edit(
         &self,

@@ -611,6 +611,39 @@ impl Adapter for DiscordAdapter {
         DISCORD_MESSAGE_LIMIT
     }
 
+    async fn open_thread(
+        &self,
+        channel: &ChannelKey,
+        title: &str,
+    ) -> Result<Option<ChannelKey>, AdapterError> {
+        let parent = channel.parent();
+        let posted = self.post(&parent, title).await?;
+        let channel_id = Self::target(&parent)?;
+        let message_id = posted
+            .message_id
+            .parse::<u64>()
+            .ok()
+            .filter(|id| *id != 0)
+            .map(serenity::all::MessageId::new)
+            .ok_or_else(|| AdapterError::BadChannelKey(posted.message_id.clone()))?;
+        let name: String = title.chars().take(THREAD_NAME_CHARS).collect();
+        let thread = rest::with_retry("create thread", || {
+            channel_id.create_thread_from_message(
+                self.http(),
+                message_id,
+                CreateThread::new(name.clone()),
+            )
+        })
+        .await?;
+        let thread = ChannelKey::thread(
+            PlatformKind::Discord,
+            parent.channel_id,
+            thread.id.to_string(),
+        );
+        self.remember_threads(std::slice::from_ref(&thread));
+        Ok(Some(thread))
+    }
+
     fn remember_threads(&self, threads: &[ChannelKey]) {
         let mut memory = self.memory();
         for key in threads

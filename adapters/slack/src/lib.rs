@@ -772,6 +772,19 @@ impl Adapter for SlackAdapter {
         SLACK_MESSAGE_LIMIT
     }
 
+    async fn open_thread(
+        &self,
+        channel: &ChannelKey,
+        title: &str,
+    ) -> Result<Option<ChannelKey>, AdapterError> {
+        // A Slack thread is the replies to a message: the title's ts names it.
+        let parent = channel.parent();
+        let posted = self.post(&parent, title).await?;
+        let thread = ChannelKey::thread(PlatformKind::Slack, parent.channel_id, posted.message_id);
+        self.remember_threads(std::slice::from_ref(&thread));
+        Ok(Some(thread))
+    }
+
     fn remember_threads(&self, threads: &[ChannelKey]) {
         let mut memory = self.memory();
         for key in threads.iter().filter(|k| k.platform == PlatformKind::Slack) {

@@ -128,11 +128,39 @@ pub struct TickReport {
 /// dispatcher), the bare inbox in the scheduler's own tests.
 pub trait TaskIntake: Send + Sync + 'static {
     fn enqueue(&self, message: Message) -> BoxFuture<'_, Result<(), OrchestratorError>>;
+
+    /// Opens a thread titled `title` in `channel` for one run; `None` keeps the run in the
+    /// channel (no threads on the platform, or the platform failed: the run must not be lost
+    /// over its title).
+    fn open_thread<'a>(
+        &'a self,
+        _channel: &'a ChannelKey,
+        _title: &'a str,
+    ) -> BoxFuture<'a, Option<ChannelKey>> {
+        Box::pin(async { None })
+    }
 }
 
 impl TaskIntake for Orchestrator {
     fn enqueue(&self, message: Message) -> BoxFuture<'_, Result<(), OrchestratorError>> {
         Box::pin(async move { self.accept(Inbound::Message(message)).await.map(|_| ()) })
+    }
+
+    fn open_thread<'a>(
+        &'a self,
+        channel: &'a ChannelKey,
+        title: &'a str,
+    ) -> BoxFuture<'a, Option<ChannelKey>> {
+        Box::pin(async move {
+            let adapter = self.adapter_for(channel.platform)?;
+            match adapter.open_thread(channel, title).await {
+                Ok(thread) => thread,
+                Err(err) => {
+                    tracing::warn!(channel = %channel, error = %err, "cannot open a thread for a task run; it runs in the channel");
+                    None
+                }
+            }
+        })
     }
 }
 
@@ -279,6 +307,17 @@ impl Scheduler {
             tracing::warn!(task = %task.id, channel = %task.channel_key, "task has a malformed channel key");
             return Ok(());
         };
+        // Each run answers in a thread of its own, titled with the task (the Go Loop habit);
+        // a task created inside a thread stays there.
+        let channel = if channel.thread_id.is_none() {
+            let title = task_thread_title(task);
+            self.intake
+                .open_thread(&channel, &title)
+                .await
+                .unwrap_or(channel)
+        } else {
+            channel
+        };
         let message = Message {
             message_id: task_message_id(&task.id, scheduled_ms),
             channel,
@@ -297,16 +336,31 @@ impl Scheduler {
     }
 }
 
+/// The title of a run's thread: the task id, its name and its schedule.
+pub fn task_thread_title(task: &TaskRecord) -> String {
+    let name = task
+        .name
+        .as_deref()
+        .map(|n| format!(" \"{n}\""))
+        .unwrap_or_default();
+    format!(
+        "⏰ Task {}{name} · {} {}",
+        task.id, task.kind, task.schedule
+    )
+}
+
 /// A run is a task's when one of its messages is a task's run (see [`task_message_id`]).
 pub fn run_origin(messages: &[crate::store::InboxMessage]) -> crate::store::RunOrigin {
-    let from_task = messages.iter().any(|m| {
-        m.platform_message_id
-            .starts_with(crate::store::TASK_MESSAGE_PREFIX)
+    let task = messages.iter().find_map(|m| {
+        let rest = m
+            .platform_message_id
+            .strip_prefix(crate::store::TASK_MESSAGE_PREFIX)?;
+        // `task:{id}:{scheduled_ms}`.
+        Some(rest.rsplit_once(':').map_or(rest, |(id, _)| id).to_owned())
     });
-    if from_task {
-        crate::store::RunOrigin::Task
-    } else {
-        crate::store::RunOrigin::Chat
+    match task {
+        Some(id) => crate::store::RunOrigin::Task(id),
+        None => crate::store::RunOrigin::Chat,
     }
 }
 

@@ -109,6 +109,8 @@ pub struct RunRecord {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub cost_usd: f64,
+    /// The scheduled task the run was for.
+    pub task_id: Option<String>,
     pub created_at: i64,
     pub finished_at: Option<i64>,
 }

@@ -16,17 +16,25 @@ use super::records::{
 use super::{Store, StoreError};
 
 /// Where a run came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunOrigin {
     Chat,
-    Task,
+    /// A scheduled task's run (its id).
+    Task(String),
 }
 
 impl RunOrigin {
-    fn as_str(self) -> &'static str {
+    fn as_str(&self) -> &'static str {
         match self {
             RunOrigin::Chat => "chat",
-            RunOrigin::Task => "task",
+            RunOrigin::Task(_) => "task",
+        }
+    }
+
+    fn task_id(&self) -> Option<String> {
+        match self {
+            RunOrigin::Chat => None,
+            RunOrigin::Task(id) => Some(id.clone()),
         }
     }
 }
@@ -48,7 +56,7 @@ impl Store {
             session_id: Set(session_id.to_owned()),
             status: Set(RunStatus::Running.as_str().to_owned()),
             origin: Set(origin.as_str().to_owned()),
-            task_id: Set(None),
+            task_id: Set(origin.task_id()),
             container_id: Set(None),
             prompt: Set(prompt.to_owned()),
             answer: Set(None),
@@ -316,6 +324,7 @@ fn run_record(row: runs::Model) -> RunRecord {
         input_tokens: row.input_tokens,
         output_tokens: row.output_tokens,
         cost_usd: row.cost_usd,
+        task_id: row.task_id,
         created_at: row.created_at,
         finished_at: row.finished_at,
     }
