@@ -12,5 +12,6 @@ pub mod logging;
 pub mod mcp;
 pub mod memory;
 pub mod orchestrator;
+pub mod permissions;
 pub mod scheduler;
 pub mod store;

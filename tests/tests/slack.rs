@@ -459,3 +459,113 @@ async fn each_scheduled_run_answers_in_a_thread_titled_with_its_task() {
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0].task_id.as_deref(), Some(task.id.as_str()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn owners_decide_who_may_use_loop_in_a_channel() {
+    if docker().await.is_none() {
+        return;
+    }
+    let (dir, _project) = workspace();
+    let model = start_model(
+        Script::new().rule(Rule::contains("say hello").then(Step::text("Hello from loop."))),
+    )
+    .await;
+    let slack = FakeSlack::start().await.expect("fake slack");
+    let home = dir.path().join("home");
+    // The Go Loop's permissions: UBOSS owns loop; nobody else is a member yet.
+    let config = slack_config(&model, &slack, dir.path(), "").replace(
+        r#""permissions": {"approvers": {"users": ["UBOSS"]}}"#,
+        r#""permissions": {"owners": {"users": ["UBOSS"]}, "approvers": {"users": ["UBOSS"]}}"#,
+    );
+    assert!(config.contains("owners"), "{config}");
+    let daemon = Daemon::start(&home, &config).await;
+    connected(&slack, &daemon).await;
+    let refusals = |s: &FakeSlack, needle: &str| {
+        s.ephemerals()
+            .into_iter()
+            .filter(|e| e.user == "UALICE" && e.text.contains(needle))
+            .count()
+    };
+    let reply = |needle: &'static str| {
+        let slack = &slack;
+        let daemon = &daemon;
+        async move {
+            slack
+                .wait_for(QUICK, |s| {
+                    s.bot_messages_in("C9", None)
+                        .into_iter()
+                        .find(|m| m.text.contains(needle))
+                })
+                .await
+                .unwrap_or_else(|| panic!("no reply {needle:?}\n{}", daemon.log_text()))
+        }
+    };
+
+    // Not a member: refused in private, nothing runs, and she cannot let herself in.
+    slack.post_as_user(
+        "UALICE",
+        "C9",
+        &format!("{} say hello", FakeSlack::mention()),
+        None,
+    );
+    slack
+        .wait_for(QUICK, |s| (refusals(s, "not allowed") == 1).then_some(()))
+        .await
+        .unwrap_or_else(|| panic!("no refusal: {:?}", slack.ephemerals()));
+    slack.slash_command("UALICE", "C9", "/loop", "allow_user UALICE owner");
+    slack
+        .wait_for(QUICK, |s| (refusals(s, "not allowed") == 2).then_some(()))
+        .await
+        .unwrap_or_else(|| panic!("no refusal: {:?}", slack.ephemerals()));
+    assert!(model.requests().is_empty(), "no turn ran");
+
+    // The owner lets her in (a mention, as Slack escapes it); now she is answered.
+    slack.slash_command("UBOSS", "C9", "/loop", "allow_user <@UALICE|alice>");
+    reply("may now use loop here").await;
+    let question = slack.post_as_user(
+        "UALICE",
+        "C9",
+        &format!("{} say hello", FakeSlack::mention()),
+        None,
+    );
+    thread_until(
+        &slack,
+        &daemon,
+        "C9",
+        &question.ts,
+        "the answer",
+        TURN,
+        |m| has_text(m, "Hello from loop."),
+    )
+    .await;
+    // A member may not change the channel's directory or who may use it.
+    slack.slash_command("UALICE", "C9", "/loop", "dir /tmp");
+    slack
+        .wait_for(QUICK, |s| {
+            (refusals(s, "Only this channel's owners") == 1).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("no owner-only refusal: {:?}", slack.ephemerals()));
+
+    // Denied again: refused; the grant is stored in the database with who gave it.
+    slack.slash_command("UBOSS", "C9", "/loop", "deny_user UALICE");
+    reply("may no longer use loop here").await;
+    let store = daemon.store().await;
+    let grants = store
+        .channel_grants(&"slack:C9".parse().expect("key"))
+        .await
+        .expect("grants");
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    assert_eq!(grants[0].granted_by, "UBOSS");
+    slack.post_as_user(
+        "UALICE",
+        "C9",
+        &format!("{} say hello", FakeSlack::mention()),
+        None,
+    );
+    slack
+        .wait_for(QUICK, |s| (refusals(s, "not allowed") == 3).then_some(()))
+        .await
+        .unwrap_or_else(|| panic!("no refusal after the deny: {:?}", slack.ephemerals()));
+    assert_eq!(model.requests().len(), 1, "only the allowed question ran");
+}

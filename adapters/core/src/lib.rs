@@ -8,7 +8,7 @@ pub mod command;
 pub mod message;
 pub mod split;
 
-pub use command::{ChatCommand, parse_command};
+pub use command::{ChatCommand, GrantLevel, GrantSubject, parse_command};
 pub use message::{
     Adapter, AdapterError, ApprovalChoice, ApprovalPrompt, Author, ChannelKey, Inbound, Message,
     PlatformKind, PostedMessage, Receipt, TurnMark,

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use loop_adapter::{
-    Adapter, AdapterError, Author, ChannelKey, ChatCommand, Inbound, Message, PlatformKind,
-    split_message,
+    Adapter, AdapterError, Author, ChannelKey, ChatCommand, GrantLevel, GrantSubject, Inbound,
+    Message, PlatformKind, split_message,
 };
 use loop_runner::AgentRunner;
 use serde::Serialize;
@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::gate::GateHub;
+use crate::permissions::{self, Role, needs_owner};
 use crate::store::{Accepted, Store, StoreError};
 pub use progress::ProgressState;
 pub use workspace::HostFacts;
@@ -206,12 +207,38 @@ impl Orchestrator {
             return Err(OrchestratorError::ShuttingDown);
         }
         match inbound {
-            Inbound::Message(message) => self.accept_message(message).await.map(Some),
+            Inbound::Message(message) => {
+                if !message.author.is_bot
+                    && self
+                        .role_of(&message.channel, &message.author)
+                        .await?
+                        .is_none()
+                {
+                    tracing::info!(channel = %message.channel, user = %message.author.id, "message from someone not allowed in this channel");
+                    if message.triggers {
+                        self.refuse_privately(&message.channel, &message.author, NOT_ALLOWED)
+                            .await;
+                    }
+                    return Ok(Some(Accepted::Duplicate));
+                }
+                self.accept_message(message).await.map(Some)
+            }
             Inbound::Command {
                 channel,
                 author,
                 command,
             } => {
+                let role = self.role_of(&channel, &author).await?;
+                let refusal = match role {
+                    None => Some(NOT_ALLOWED),
+                    Some(Role::Member) if needs_owner(&command) => Some(OWNERS_ONLY),
+                    _ => None,
+                };
+                if let Some(refusal) = refusal {
+                    tracing::info!(channel = %channel, user = %author.id, ?command, "command refused");
+                    self.refuse_privately(&channel, &author, refusal).await;
+                    return Ok(None);
+                }
                 self.handle_command(channel, author, command).await?;
                 Ok(None)
             }
@@ -232,6 +259,46 @@ impl Orchestrator {
                     .await?;
                 Ok(None)
             }
+        }
+    }
+
+    /// Stores a scheduled run's message. Its author is the task, which someone allowed in the
+    /// channel created: no permission check.
+    pub(crate) async fn accept_scheduled(
+        &self,
+        message: Message,
+    ) -> Result<Accepted, OrchestratorError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(OrchestratorError::ShuttingDown);
+        }
+        self.accept_message(message).await
+    }
+
+    /// What `author` may do in `channel` (see [`crate::permissions`]). The local platform is
+    /// authenticated by the admin token: always an owner.
+    async fn role_of(
+        &self,
+        channel: &ChannelKey,
+        author: &Author,
+    ) -> Result<Option<Role>, OrchestratorError> {
+        if channel.platform == PlatformKind::Local {
+            return Ok(Some(Role::Owner));
+        }
+        let grants = self.inner.store.channel_grants(channel).await?;
+        Ok(permissions::role_of(
+            &self.inner.config.permissions,
+            &grants,
+            author,
+        ))
+    }
+
+    /// Tells one person, privately where the platform can, why loop will not do what they asked.
+    async fn refuse_privately(&self, channel: &ChannelKey, author: &Author, text: &str) {
+        let Ok(adapter) = self.adapter(channel.platform) else {
+            return;
+        };
+        if let Err(err) = adapter.post_private(channel, &author.id, text).await {
+            tracing::warn!(channel = %channel, error = %err, "cannot tell someone they are not allowed");
         }
     }
 
@@ -320,6 +387,22 @@ impl Orchestrator {
                 Some(task) => crate::scheduler::describe_task(&task),
                 None => format!("No task `{id}` in this channel."),
             },
+            ChatCommand::Grant { subject, level } => {
+                self.inner
+                    .store
+                    .set_channel_grant(&channel, &subject, level, &author.id)
+                    .await?;
+                tracing::info!(channel = %key, by = %author.id, subject = ?subject, level = level.as_str(), "channel grant changed");
+                let who = match &subject {
+                    GrantSubject::User(id) => format!("user `{id}`"),
+                    GrantSubject::Role(id) => format!("role `{id}`"),
+                };
+                match level {
+                    GrantLevel::Owner => format!("🔑 {who} is now an owner here."),
+                    GrantLevel::Member => format!("✅ {who} may now use loop here."),
+                    GrantLevel::Denied => format!("🚫 {who} may no longer use loop here."),
+                }
+            }
             ChatCommand::Cancel(id) => match self.channel_task(&key, &id).await? {
                 Some(task) => {
                     self.inner.store.delete_task(&task.id).await?;
@@ -518,4 +601,6 @@ async fn post_chunks(
     Ok(first)
 }
 
-const HELP: &str = "Commands: `/loop status` · `/loop dir PATH` (work in a directory) · `/loop stop` (stop the running turn) · `/loop new` (fresh session) · `/loop tasks` · `/loop task ID` · `/loop cancel ID`. Anything else: mention me, or start with `!loop`.";
+const HELP: &str = "Commands: `/loop status` · `/loop dir PATH` (work in a directory) · `/loop stop` (stop the running turn) · `/loop new` (fresh session) · `/loop tasks` · `/loop task ID` · `/loop cancel ID` · `/loop allow_user|allow_role WHO [owner]` · `/loop deny_user|deny_role WHO` (owners: who may use loop here). Anything else: mention me, or start with `!loop`.";
+const NOT_ALLOWED: &str = "🔒 You are not allowed to use loop in this channel. An owner can let you in with `/loop allow_user <your user id>`.";
+const OWNERS_ONLY: &str = "🔒 Only this channel's owners can do that.";

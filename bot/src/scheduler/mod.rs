@@ -24,7 +24,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use futures::future::BoxFuture;
-use loop_adapter::{Author, ChannelKey, Inbound, Message};
+use loop_adapter::{Author, ChannelKey, Message};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, MissedRuns};
@@ -143,7 +143,7 @@ pub trait TaskIntake: Send + Sync + 'static {
 
 impl TaskIntake for Orchestrator {
     fn enqueue(&self, message: Message) -> BoxFuture<'_, Result<(), OrchestratorError>> {
-        Box::pin(async move { self.accept(Inbound::Message(message)).await.map(|_| ()) })
+        Box::pin(async move { self.accept_scheduled(message).await.map(|_| ()) })
     }
 
     fn open_thread<'a>(

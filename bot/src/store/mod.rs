@@ -12,6 +12,7 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 mod approvals;
 mod conversations;
 mod entity;
+mod grants;
 mod inbox;
 mod memories;
 mod records;
@@ -24,6 +25,7 @@ pub use approvals::{
     ApprovalAnswer, ApprovalRecord, ApprovalScope, ApprovalStatus, AuditEntry, Decided,
     NewApproval, NewAuditEntry,
 };
+pub use grants::ChannelGrant;
 pub use inbox::{Accepted, MAX_MESSAGE_CHARS};
 pub use memories::{MemoryRecord, MemoryScope, NewMemory, StoredVector};
 pub use records::*;
@@ -198,6 +200,7 @@ mod tests {
                 "approvals",
                 "gate_audit",
                 "memories",
+                "channel_grants",
             ] {
                 assert!(
                     tables.iter().any(|t| t == table),
