@@ -6,9 +6,18 @@
 #   HOST_USER, HOST_UID, HOST_GID  the host user the agent stands in for
 #   HOME                           the agent's home (same path as on the host)
 #   CHOWN_PATHS                    colon-separated paths to hand to the agent (chown -R)
-#   LOOP_DOCKERPROXY_ENABLED=1     start `loop dockerproxy` in the background, as root
+#   LOOP_DOCKERPROXY_ENABLED=1     start `loop dockerproxy` in the background, as root, and wait
+#                                  (at most 5 s) for its socket /run/loop/docker.sock
 #   LOOP_GATE_ENABLED=1            exec `loop syscallwrap -- CMD...` as root (it drops privileges)
 # Otherwise CMD runs as the agent user through gosu.
+#
+# Docker proxy: the host's Docker socket is mounted at /run/loop-docker-host/docker.sock, in a
+# root-only (0700) tmpfs; the directory is made root-only again here before anything else runs,
+# so the agent (another uid, maybe one in the host's docker group) can never open it. Only the
+# proxy, root without capabilities, connects to it. The agent reaches the proxy through
+# DOCKER_HOST=unix:///run/loop/docker.sock or /var/run/docker.sock. Without the gate,
+# LOOP_GATE_TOKEN (the proxy's approval token) is removed from the agent's environment here;
+# with the gate, `loop syscallwrap` removes it.
 #
 # The agent never runs as uid 0: the claude CLI refuses --dangerously-skip-permissions as root.
 # loop's runner passes the host user's non-zero uid. When HOST_UID is unset or 0 (loop itself
@@ -19,6 +28,13 @@
 set -eu
 
 log() { echo "entrypoint: $*" >&2; }
+
+# --- docker proxy, first of all: the host's socket is root's alone ------------------------------
+DOCKER_HOST_DIR=/run/loop-docker-host
+if [ "${LOOP_DOCKERPROXY_ENABLED:-}" = 1 ] && [ -e "$DOCKER_HOST_DIR" ]; then
+    chown root:root "$DOCKER_HOST_DIR"
+    chmod 0700 "$DOCKER_HOST_DIR"
+fi
 
 is_uint() {
     case "$1" in '' | *[!0-9]*) return 1 ;; *) return 0 ;; esac
@@ -128,12 +144,34 @@ fi
 
 LOOP_BIN=/usr/local/bin/loop
 
-# --- docker proxy (hook): root, in the background, before any privilege drop ---------------------
+# --- docker proxy: root, in the background, before any privilege drop ----------------------------
+# It drops every capability itself; the agent (another uid) cannot signal it. Its stdout must
+# not reach the container's stdout, which is the agent's stream-json.
 if [ "${LOOP_DOCKERPROXY_ENABLED:-}" = 1 ]; then
-    if [ -x "$LOOP_BIN" ]; then
-        "$LOOP_BIN" dockerproxy &
-    else
-        log "LOOP_DOCKERPROXY_ENABLED=1 but $LOOP_BIN is missing; no docker proxy"
+    if [ ! -x "$LOOP_BIN" ]; then
+        log "LOOP_DOCKERPROXY_ENABLED=1 but $LOOP_BIN is missing; refusing to start without the docker proxy"
+        exit 126
+    fi
+    "$LOOP_BIN" dockerproxy </dev/null >&2 &
+    proxy_pid=$!
+    # The agent's first docker call must not race the proxy's bind: wait for its socket.
+    proxy_socket=/run/loop/docker.sock
+    tries=0
+    while [ ! -S "$proxy_socket" ]; do
+        if ! kill -0 "$proxy_pid" 2>/dev/null; then
+            log "loop dockerproxy exited before listening; see its error above"
+            exit 126
+        fi
+        tries=$((tries + 1))
+        if [ "$tries" -gt 100 ]; then
+            log "loop dockerproxy did not listen on $proxy_socket within 5 s"
+            exit 126
+        fi
+        sleep 0.05
+    done
+    if [ "${LOOP_GATE_ENABLED:-}" != 1 ]; then
+        # The proxy has read its approval token; the agent must not.
+        unset LOOP_GATE_TOKEN
     fi
 fi
 

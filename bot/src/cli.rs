@@ -53,6 +53,10 @@ pub enum Command {
     /// seccomp policy in $LOOP_GATE_POLICY_FILE.
     #[command(hide = true)]
     Syscallwrap(SyscallwrapArgs),
+    /// The agent container's Docker socket (its entrypoint starts this as root): forward to
+    /// the host's daemon what the policy in $LOOP_DOCKERPROXY_POLICY_FILE allows.
+    #[command(hide = true)]
+    Dockerproxy,
     /// The agent container's built-in `loop` MCP server over stdio (the agent's CLI starts it).
     #[command(hide = true)]
     Mcp(McpArgs),

@@ -26,6 +26,10 @@ fn main() -> ExitCode {
         loop_bot::gate::approver::init_logging();
         return exit_code(loop_bot::gate::approver::run_parent(&args.command));
     }
+    // The same for the docker proxy: it drops its capabilities before its runtime starts.
+    if let Command::Dockerproxy = &cli.command {
+        return exit_code(loop_bot::gate::dockerproxy::run());
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -218,8 +222,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", gate::check(&args.policy_file, &args.command)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Syscallwrap(_) => {
-            anyhow::bail!("syscallwrap runs before the runtime starts; this is a bug")
+        Command::Syscallwrap(_) | Command::Dockerproxy => {
+            anyhow::bail!(
+                "syscallwrap and dockerproxy run before the runtime starts; this is a bug"
+            )
         }
         Command::Mcp(args) => {
             loop_bot::mcp::serve(loop_bot::mcp::McpOptions {

@@ -26,7 +26,7 @@ pub enum Role {
 }
 
 fn in_set(set: &PermissionSet, author: &Author) -> bool {
-    set.users.iter().any(|u| *u == author.id) || set.roles.iter().any(|r| author.roles.contains(r))
+    set.users.contains(&author.id) || set.roles.iter().any(|r| author.roles.contains(r))
 }
 
 fn grant_matches(grant: &ChannelGrant, author: &Author) -> bool {

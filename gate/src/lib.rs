@@ -11,9 +11,11 @@
 //! - [`channel`]: the typed handshake that hands the listener fd to the supervisor.
 //! - [`wire`]: the approval protocol (`POST /api/gate/container-approval`) that the bot serves.
 //! - [`wrap`]: `loop syscallwrap -- CMD ARGS`, the root parent and agent child handshake.
+//! - [`dockerproxy`]: `loop dockerproxy`, the agent container's policy-checked Docker socket.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod channel;
+pub mod dockerproxy;
 pub mod filter;
 pub mod inject;
 pub mod notify;

@@ -292,6 +292,15 @@ pub struct PolicyFile {
     /// TCP/UDP egress rules for `connect(2)`.
     #[serde(default)]
     pub connect_rules: Vec<ConnectRule>,
+    /// Written by loop, never taken from a config file: `loop dockerproxy` serves
+    /// `/var/run/docker.sock` in this container, so the baseline lets the agent connect to it
+    /// (the host's socket, at `/run/loop-docker-host/docker.sock`, stays denied either way).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub docker_proxy: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 impl PolicyFile {
@@ -561,7 +570,8 @@ pub struct Policy {
 impl Policy {
     /// Compiles a policy file on top of the baseline.
     pub fn compile(file: &PolicyFile, context: &PolicyContext) -> Result<Policy, PolicyError> {
-        let baseline = RuleSet::compile(&baseline_file(), context, "baseline.")?;
+        let baseline =
+            RuleSet::compile(&baseline_file_for(file.docker_proxy), context, "baseline.")?;
         let user = RuleSet::compile(file, context, "")?;
         Ok(Policy {
             default_decision: file.default_decision,
@@ -1311,23 +1321,40 @@ fn file_rule(
 /// The built-in baseline (LOOP-COMPAT.md, "Loop's baseline denies"). It cannot be widened by a
 /// user rule; see the module docs. The `rm -r` guard is native code, not a rule here.
 pub fn baseline_file() -> PolicyFile {
+    baseline_file_for(false)
+}
+
+/// Unix sockets the agent never connects to: the host daemon's, wherever it is mounted.
+const HOST_DOCKER_SOCKETS: &[&str] = &[
+    "/run/loop-docker-host",
+    "/run/loop-docker-host/**",
+    "/var/run/loop-docker-host",
+    "/var/run/loop-docker-host/**",
+    "/var/run/docker/**",
+    "/run/docker/**",
+    "/run/containerd/**",
+];
+/// The conventional socket paths: the host's socket when someone mounted it there, or
+/// `loop dockerproxy` when it serves them (see [`PolicyFile::docker_proxy`]).
+const CONVENTIONAL_DOCKER_SOCKETS: &[&str] = &["/var/run/docker.sock", "/run/docker.sock"];
+
+/// The baseline; with `docker_proxy` the conventional socket paths are the proxy's and are
+/// not denied (the runner then keeps user mounts off them).
+pub fn baseline_file_for(docker_proxy: bool) -> PolicyFile {
     use Verdict::{Approve, Deny};
+    let sockets = HOST_DOCKER_SOCKETS
+        .iter()
+        .chain(CONVENTIONAL_DOCKER_SOCKETS.iter().filter(|_| !docker_proxy));
     PolicyFile {
         default_decision: Verdict::Allow,
-        path_rules: [
-            "/var/run/docker.sock",
-            "/run/docker.sock",
-            "/var/run/docker/**",
-            "/run/docker/**",
-            "/run/containerd/**",
-        ]
-        .iter()
-        .map(|pattern| PathRule {
-            pattern: (*pattern).to_owned(),
-            decision: Deny,
-            message: Some("the host docker socket is not reachable from the agent".to_owned()),
-        })
-        .collect(),
+        docker_proxy: false,
+        path_rules: sockets
+            .map(|pattern| PathRule {
+                pattern: (*pattern).to_owned(),
+                decision: Deny,
+                message: Some("the host docker socket is not reachable from the agent".to_owned()),
+            })
+            .collect(),
         command_rules: Vec::new(),
         file_rules: vec![
             file_rule(
@@ -1766,6 +1793,7 @@ mod tests {
             (unix("/var/run/docker.sock"), Deny),
             (unix("/run/docker.sock"), Deny),
             (unix("/run//docker.sock"), Deny),
+            (unix("/run/loop-docker-host/docker.sock"), Deny),
             (unix("/tmp/my.sock"), Allow),
             (exec("rm -rf /"), Deny),
             (exec("rm -rf /home/agent"), Deny),
@@ -1805,10 +1833,35 @@ mod tests {
         check(&p, file("/etc/loop/gate-policy.json", Write), Deny);
         check(&p, file("/work/project/.loop/config.json", Write), Approve);
         check(&p, unix("/var/run/docker.sock"), Deny);
+        check(&p, unix("/run/loop-docker-host/docker.sock"), Deny);
         check(&p, exec("rm -rf /"), Deny);
         let decision = p.decide(&file("/home/agent/.ssh/id_rsa", Read));
         assert_eq!(decision.rule, RuleRef::Baseline(RuleKind::File, 3));
         assert!(decision.message.is_some());
+    }
+
+    #[test]
+    fn with_the_docker_proxy_only_the_conventional_sockets_open_up() {
+        let p = policy(
+            r#"{"docker_proxy": true,
+                "path_rules": [{"pattern": "/run/loop-docker-host/**", "decision": "allow"}]}"#,
+        );
+        check(&p, unix("/var/run/docker.sock"), Allow);
+        check(&p, unix("/run/docker.sock"), Allow);
+        check(&p, unix("/run/loop/docker.sock"), Allow);
+        check(&p, unix("/run/loop-docker-host/docker.sock"), Deny);
+        check(&p, unix("/var/run/loop-docker-host/docker.sock"), Deny);
+        check(&p, unix("/run/loop-docker-host"), Deny);
+        check(&p, unix("/run/containerd/containerd.sock"), Deny);
+        // A user rule still tightens them.
+        let p = policy(
+            r#"{"docker_proxy": true,
+                "path_rules": [{"pattern": "/run/docker.sock", "decision": "deny"}]}"#,
+        );
+        check(&p, unix("/run/docker.sock"), Deny);
+        // And it is written back only when set.
+        let text = serde_json::to_string(&PolicyFile::default()).unwrap();
+        assert!(!text.contains("docker_proxy"), "{text}");
     }
 
     #[test]

@@ -44,6 +44,13 @@ pub enum GateAction {
         /// `1.2.3.4:443` or `[::1]:443`.
         address: String,
     },
+    /// A Docker API call through `loop dockerproxy`.
+    Docker {
+        /// `GET`, `POST`, ...
+        method: String,
+        /// The version-stripped path and query, e.g. `/containers/create?name=web`.
+        path: String,
+    },
 }
 
 impl From<&Request> for GateAction {
@@ -246,6 +253,13 @@ mod tests {
             serde_json::to_value(&inet).unwrap(),
             serde_json::json!({"kind": "connect_inet", "address": "[::1]:443"})
         );
+        let docker = GateAction::Docker {
+            method: "POST".into(),
+            path: "/containers/create?name=web".into(),
+        };
+        let json = serde_json::json!({"kind": "docker", "method": "POST", "path": "/containers/create?name=web"});
+        assert_eq!(serde_json::to_value(&docker).unwrap(), json);
+        assert_eq!(serde_json::from_value::<GateAction>(json).unwrap(), docker);
     }
 
     #[test]

@@ -592,8 +592,7 @@ impl DockerRunner {
             {
                 Ok(outcome) => return Ok(outcome),
                 Err(err) => {
-                    self.finish_container(&id, &plan.name, request.keep_alive)
-                        .await;
+                    self.finish_container(&id, plan, request.keep_alive).await;
                     return Err(err);
                 }
             }
@@ -601,14 +600,18 @@ impl DockerRunner {
         let outcome = self
             .drive(&id, plan, io, request, prompt, events, cancel)
             .await;
-        self.finish_container(&id, &plan.name, request.keep_alive)
-            .await;
+        self.finish_container(&id, plan, request.keep_alive).await;
         outcome
     }
 
-    /// Stopped containers linger for `keep_alive` so their logs can be read, then go.
-    async fn finish_container(&self, id: &str, name: &str, keep_alive: Duration) {
+    /// Stopped containers linger for `keep_alive` so their logs can be read, then go. What
+    /// the agent created through its docker proxy goes now: nothing controls it any more.
+    async fn finish_container(&self, id: &str, plan: &ContainerPlan, keep_alive: Duration) {
+        let name = plan.name.as_str();
         self.registry.set_status(id, ContainerStatus::Stopped);
+        if plan.proxy_policy.is_some() {
+            self.registry.remove_proxy_owned(name).await;
+        }
         if keep_alive.is_zero() {
             if let Err(err) = self.registry.remove_now(id).await {
                 tracing::warn!(container = %name, error = %err, "cannot remove container");
@@ -755,6 +758,9 @@ impl DockerRunner {
         }
         let host_config = HostConfig {
             binds: Some(plan.binds.clone()),
+            tmpfs: (!plan.tmpfs.is_empty())
+                .then(|| plan.tmpfs.clone().into_iter().collect::<HashMap<_, _>>()),
+            security_opt: (!plan.security_opt.is_empty()).then(|| plan.security_opt.clone()),
             memory,
             // Equal swap and memory limits: no swap, so an OOM is an OOM.
             memory_swap: memory,
@@ -950,6 +956,14 @@ fn write_host_files(plan: &ContainerPlan, settings: &ContainerSettings) -> Resul
         std::fs::write(path, &gate.policy_json).map_err(|e| setup("gate policy", path, e))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o640))
             .map_err(|e| setup("gate policy", path, e))?;
+    }
+    if let Some((path, json)) = &plan.proxy_policy {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| setup("directory", dir, e))?;
+        }
+        std::fs::write(path, json).map_err(|e| setup("docker proxy policy", path, e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o640))
+            .map_err(|e| setup("docker proxy policy", path, e))?;
     }
     Ok(())
 }

@@ -37,6 +37,19 @@ pub async fn connect() -> Result<Docker, DockerError> {
     Ok(docker)
 }
 
+/// The host path of the local Docker socket loop's client uses (`DOCKER_HOST=unix://...`,
+/// else `/var/run/docker.sock`), for the docker proxy to mount; `None` when `DOCKER_HOST` is
+/// not a unix socket (a TCP or SSH engine cannot be mounted into a container).
+pub fn local_socket_path(docker_host: Option<&str>) -> Option<std::path::PathBuf> {
+    match docker_host.map(str::trim).filter(|h| !h.is_empty()) {
+        None => Some(std::path::PathBuf::from("/var/run/docker.sock")),
+        Some(host) => host
+            .strip_prefix("unix://")
+            .filter(|path| path.starts_with('/'))
+            .map(std::path::PathBuf::from),
+    }
+}
+
 /// Version, API version and runtimes of the engine.
 pub async fn engine_info(docker: &Docker) -> Result<EngineInfo, DockerError> {
     let version = docker.version().await.map_err(|source| DockerError::Api {
@@ -86,6 +99,26 @@ pub async fn image_exists(docker: &Docker, image: &str) -> Result<bool, DockerEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_local_socket_comes_from_docker_host() {
+        use std::path::PathBuf;
+        assert_eq!(
+            local_socket_path(None),
+            Some(PathBuf::from("/var/run/docker.sock"))
+        );
+        assert_eq!(
+            local_socket_path(Some("")),
+            Some(PathBuf::from("/var/run/docker.sock"))
+        );
+        assert_eq!(
+            local_socket_path(Some("unix:///run/user/1000/docker.sock")),
+            Some(PathBuf::from("/run/user/1000/docker.sock"))
+        );
+        assert_eq!(local_socket_path(Some("tcp://10.0.0.1:2375")), None);
+        assert_eq!(local_socket_path(Some("ssh://me@host")), None);
+        assert_eq!(local_socket_path(Some("unix://relative")), None);
+    }
 
     #[test]
     fn compares_api_versions_numerically() {

@@ -13,6 +13,12 @@ pub const LABEL_CHANNEL: &str = "loop-channel";
 /// own orphans from another daemon's live containers.
 pub const LABEL_DAEMON: &str = "loop-daemon";
 
+/// Set by `loop dockerproxy` (loop-gate's `dockerproxy::OWNER_LABEL`) on what an agent
+/// creates: the agent container's name. Removed with the agent; never one of loop's own.
+pub const LABEL_PROXY_OWNER: &str = "loop.dockerproxy.owner";
+/// Set by `loop dockerproxy` on what an agent creates: the daemon id, for orphan cleanup.
+pub const LABEL_PROXY_DAEMON: &str = "loop.dockerproxy.daemon";
+
 /// Longest sanitised base kept in a name.
 const MAX_BASE_LEN: usize = 40;
 

@@ -17,7 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::docker::DockerError;
-use crate::naming::{APP_AGENT, LABEL_APP, LABEL_CHANNEL, LABEL_DAEMON, LABEL_TYPE};
+use crate::naming::{
+    APP_AGENT, LABEL_APP, LABEL_CHANNEL, LABEL_DAEMON, LABEL_PROXY_DAEMON, LABEL_PROXY_OWNER,
+    LABEL_TYPE,
+};
 use crate::spec::ContainerKind;
 
 /// How often [`ContainerRegistry::run_reconcile_loop`] compares the registry with Docker.
@@ -224,8 +227,19 @@ impl ContainerRegistry {
         });
     }
 
-    /// Force-removes a container from Docker and the registry.
+    /// Force-removes a container from Docker and the registry, and (best effort) what its
+    /// agent created through the docker proxy.
     pub async fn remove_now(&self, id: &str) -> Result<(), DockerError> {
+        let name = match self.get(id) {
+            Some(entry) => Some(entry.name),
+            None => self
+                .docker
+                .inspect_container(id, None)
+                .await
+                .ok()
+                .and_then(|info| info.name)
+                .map(|n| n.trim_start_matches('/').to_owned()),
+        };
         let result = self
             .docker
             .remove_container(
@@ -238,6 +252,9 @@ impl ContainerRegistry {
             )
             .await;
         self.unregister(id);
+        if let Some(name) = name.filter(|n| !n.is_empty()) {
+            self.remove_proxy_owned(&name).await;
+        }
         match result {
             Ok(()) => Ok(()),
             Err(bollard::errors::Error::DockerResponseServerError {
@@ -247,6 +264,71 @@ impl ContainerRegistry {
                 call: "remove_container",
                 source,
             }),
+        }
+    }
+
+    /// Removes, best effort, the containers and networks labelled
+    /// `loop.dockerproxy.owner=<agent>`: what that agent created through its docker proxy.
+    pub async fn remove_proxy_owned(&self, agent: &str) {
+        self.remove_labelled(&format!("{LABEL_PROXY_OWNER}={agent}"))
+            .await;
+    }
+
+    async fn remove_labelled(&self, label: &str) {
+        let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters.clone()),
+                ..Default::default()
+            }))
+            .await;
+        match containers {
+            Ok(list) => {
+                for id in list.into_iter().filter_map(|c| c.id) {
+                    let removed = self
+                        .docker
+                        .remove_container(
+                            &id,
+                            Some(RemoveContainerOptions {
+                                force: true,
+                                v: true,
+                                ..Default::default()
+                            }),
+                        )
+                        .await;
+                    match removed {
+                        Ok(()) => {
+                            tracing::debug!(container = %id, label, "removed a container the agent created")
+                        }
+                        Err(err) => {
+                            tracing::warn!(container = %id, error = %err, "cannot remove a container the agent created")
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, label, "cannot list the containers the agent created")
+            }
+        }
+        let networks = self
+            .docker
+            .list_networks(Some(bollard::query_parameters::ListNetworksOptions {
+                filters: Some(filters),
+            }))
+            .await;
+        match networks {
+            Ok(list) => {
+                for id in list.into_iter().filter_map(|n| n.id) {
+                    if let Err(err) = self.docker.remove_network(&id).await {
+                        tracing::warn!(network = %id, error = %err, "cannot remove a network the agent created");
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, label, "cannot list the networks the agent created")
+            }
         }
     }
 
@@ -275,6 +357,11 @@ impl ContainerRegistry {
             .into_iter()
             .filter_map(|summary| {
                 let labels = summary.labels.unwrap_or_default();
+                // Created by an agent through its docker proxy (which always sets the owner
+                // label), whatever other labels its image gave it: never one of loop's own.
+                if labels.contains_key(LABEL_PROXY_OWNER) {
+                    return None;
+                }
                 let id = summary.id?;
                 let name = summary
                     .names
@@ -372,6 +459,10 @@ impl ContainerRegistry {
         for entry in all {
             self.remove_now(&entry.id).await?;
         }
+        // What agents of this daemon created through their docker proxies, whichever agent
+        // (a crash leaves them behind their agents).
+        self.remove_labelled(&format!("{LABEL_PROXY_DAEMON}={}", self.daemon_id))
+            .await;
         Ok(count)
     }
 

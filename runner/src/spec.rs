@@ -14,6 +14,27 @@ use crate::naming;
 pub const LOOP_BIN_IN_IMAGE: &str = "/usr/local/bin/loop";
 /// Where the per-container gate policy is mounted.
 pub const GATE_POLICY_IN_CONTAINER: &str = "/etc/loop/gate-policy.json";
+/// Where the per-container docker proxy policy is mounted.
+pub const PROXY_POLICY_IN_CONTAINER: &str = "/etc/loop/proxy-policy.json";
+/// The directory holding the host's Docker socket in the container: a root-only (`0700`)
+/// tmpfs, so the agent (another uid, even one in the host's docker group) cannot reach it.
+pub const DOCKER_UPSTREAM_DIR: &str = "/run/loop-docker-host";
+/// Where the host's Docker socket is mounted in the container (only the proxy opens it).
+pub const DOCKER_UPSTREAM_IN_CONTAINER: &str = "/run/loop-docker-host/docker.sock";
+/// The docker proxy's socket; `DOCKER_HOST` names it. The proxy also serves
+/// `/var/run/docker.sock` (`/run/docker.sock` through the image's `/var/run -> /run`).
+pub const DOCKER_PROXY_SOCKET: &str = "/run/loop/docker.sock";
+/// Container paths a user mount may not cover (or shadow) while the proxy is on: the proxy's
+/// sockets and the host socket's directory.
+const PROXY_RESERVED_PATHS: &[&str] = &[
+    "/run/docker.sock",
+    "/var/run/docker.sock",
+    "/run/loop",
+    "/var/run/loop",
+    DOCKER_UPSTREAM_DIR,
+    "/var/run/loop-docker-host",
+    PROXY_POLICY_IN_CONTAINER,
+];
 /// The host as containers see it.
 pub const HOST_ALIAS: &str = "host.docker.internal";
 /// The proxy variables forwarded from the host.
@@ -116,6 +137,31 @@ impl std::fmt::Debug for GateSpec {
     }
 }
 
+/// The docker proxy's per-container wiring (`gates.docker_proxy`).
+#[derive(Clone)]
+pub struct DockerProxySpec {
+    /// The policy JSON from the daemon (rules, protected images, network), already validated;
+    /// the plan adds this container's `context` (name, channel, daemon, allowed paths).
+    pub policy_json: String,
+    /// The host's Docker socket, bind-mounted at [`DOCKER_UPSTREAM_IN_CONTAINER`].
+    pub host_socket: PathBuf,
+    /// `~/.loop/run`: the policy goes to `{policy_dir}/{name}/proxy-policy.json`.
+    pub policy_dir: PathBuf,
+    /// The approval token: set as `LOOP_GATE_TOKEN` when the gate (which sets it otherwise) is
+    /// off. The entrypoint unsets it before the agent starts; the proxy keeps it.
+    pub token: String,
+}
+
+impl std::fmt::Debug for DockerProxySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerProxySpec")
+            .field("host_socket", &self.host_socket)
+            .field("policy_dir", &self.policy_dir)
+            .field("token", &"[REDACTED]")
+            .finish()
+    }
+}
+
 /// Everything about containers that comes from configuration, already merged for the project.
 #[derive(Debug, Clone)]
 pub struct ContainerSettings {
@@ -155,6 +201,8 @@ pub struct ContainerSettings {
     /// works in the next fresh container and no channel can read another's transcripts.
     pub sessions_dir: Option<PathBuf>,
     pub gate: Option<GateSpec>,
+    /// The docker proxy, when `gates.docker_proxy` is on.
+    pub docker_proxy: Option<DockerProxySpec>,
     /// Bearer token of the container's calls to the host API (the built-in MCP server's task
     /// tools), scoped to the channel; set as `LOOP_API_TOKEN`. None: the tools cannot reach
     /// the daemon and say so.
@@ -227,6 +275,12 @@ pub struct ContainerPlan {
     pub mcp_config: Value,
     /// The gate policy to write on the host before start, and where.
     pub gate_policy_path: Option<PathBuf>,
+    /// The docker proxy's policy to write on the host before start: where, and the JSON.
+    pub proxy_policy: Option<(PathBuf, String)>,
+    /// tmpfs mounts: container path → options.
+    pub tmpfs: BTreeMap<String, String>,
+    /// Docker `SecurityOpt`s of the container.
+    pub security_opt: Vec<String>,
     pub cmd: Vec<String>,
 }
 
@@ -270,7 +324,7 @@ pub fn plan_container(
     labels.insert(naming::LABEL_CHANNEL.to_owned(), target.channel_id.clone());
     labels.insert(naming::LABEL_DAEMON.to_owned(), settings.daemon_id.clone());
 
-    let mounts = plan_mounts(settings, target);
+    let mounts = plan_mounts(settings, target, settings.docker_proxy.is_some());
     let copy_files = plan_copy_files(settings, &mounts.container_paths);
     let mut chown_paths = mounts.chown_paths.clone();
     chown_paths.extend(
@@ -295,6 +349,47 @@ pub fn plan_container(
         env.push(format!("LOOP_GATE_TOKEN={}", gate.token));
         path
     });
+    let mut tmpfs = BTreeMap::new();
+    let mut security_opt = Vec::new();
+    let proxy_policy = settings.docker_proxy.as_ref().map(|proxy| {
+        let path = proxy.policy_dir.join(&name).join("proxy-policy.json");
+        binds.push(format!("{}:{PROXY_POLICY_IN_CONTAINER}:ro", path.display()));
+        binds.push(format!(
+            "{}:{DOCKER_UPSTREAM_IN_CONTAINER}",
+            proxy.host_socket.display()
+        ));
+        // Docker mounts parents first: the socket lands inside the root-only tmpfs.
+        tmpfs.insert(
+            DOCKER_UPSTREAM_DIR.to_owned(),
+            "mode=0700,uid=0,gid=0,nosuid,nodev,noexec".to_owned(),
+        );
+        // Nested containers run as root on the host's kernel and can leave setuid files in
+        // the directories they mount; with no new privileges, the agent cannot use them.
+        security_opt.push("no-new-privileges:true".to_owned());
+        env.push("LOOP_DOCKERPROXY_ENABLED=1".to_owned());
+        env.push(format!(
+            "LOOP_DOCKERPROXY_POLICY_FILE={PROXY_POLICY_IN_CONTAINER}"
+        ));
+        env.push(format!(
+            "LOOP_DOCKERPROXY_UPSTREAM={DOCKER_UPSTREAM_IN_CONTAINER}"
+        ));
+        env.push(format!(
+            "LOOP_DOCKERPROXY_LISTEN={DOCKER_PROXY_SOCKET},/run/docker.sock"
+        ));
+        env.push(format!("DOCKER_HOST=unix://{DOCKER_PROXY_SOCKET}"));
+        if settings.gate.is_none() {
+            env.push(format!("LOOP_CHANNEL_ID={}", target.channel_id));
+            env.push(format!("LOOP_GATE_TOKEN={}", proxy.token));
+        }
+        let json = proxy_policy_json(
+            &proxy.policy_json,
+            &name,
+            &target.channel_id,
+            &settings.daemon_id,
+            &mounts.project_roots,
+        );
+        (path, json)
+    });
 
     let cmd = match kind {
         ContainerKind::Agent => claude_command(settings, &mcp_config_path, invocation),
@@ -312,8 +407,52 @@ pub fn plan_container(
         mcp_config_path,
         mcp_config,
         gate_policy_path,
+        proxy_policy,
+        tmpfs,
+        security_opt,
         cmd,
     }
+}
+
+/// The daemon's proxy policy with this container's `context`: its name (the owner label of
+/// what it creates), channel, daemon id and the directories nested containers may mount (the
+/// project mount and the extra directories, each mounted at the same path here).
+fn proxy_policy_json(
+    base: &str,
+    name: &str,
+    channel: &str,
+    daemon_id: &str,
+    roots: &[PathBuf],
+) -> String {
+    let mut value: Value = serde_json::from_str(base).unwrap_or_else(|_| json!({}));
+    if !value.is_object() {
+        value = json!({});
+    }
+    let context = value
+        .as_object_mut()
+        .map(|object| object.entry("context").or_insert_with(|| json!({})));
+    if let Some(Value::Object(context)) = context {
+        context.insert("owner".to_owned(), json!(name));
+        context.insert("channel".to_owned(), json!(channel));
+        context.insert("daemon".to_owned(), json!(daemon_id));
+        let mut paths: Vec<String> = Vec::new();
+        for root in roots {
+            let text = root.display().to_string();
+            if !paths.contains(&text) {
+                paths.push(text);
+            }
+        }
+        context.insert("allowed_paths".to_owned(), json!(paths));
+    }
+    serde_json::to_string_pretty(&value).unwrap_or_default()
+}
+
+/// Whether a user mount at `dest` would cover or shadow one of the proxy's paths.
+fn is_proxy_reserved(dest: &Path) -> bool {
+    PROXY_RESERVED_PATHS.iter().any(|reserved| {
+        let reserved = Path::new(reserved);
+        dest == reserved || reserved.starts_with(dest) || dest.starts_with(reserved)
+    })
 }
 
 /// The `claude` command line. The prompt is not on it: turns are written to stdin as
@@ -450,18 +589,26 @@ struct MountPlan {
     /// Container paths that are bind-mounted (for the copy-file collision filter).
     container_paths: Vec<PathBuf>,
     chown_paths: Vec<String>,
+    /// The project mount and the extra directories: what the docker proxy lets nested
+    /// containers mount.
+    project_roots: Vec<PathBuf>,
 }
 
 fn is_named_volume(source: &str) -> bool {
     !source.contains('/') && !source.starts_with('~') && !source.starts_with('.')
 }
 
-fn plan_mounts(settings: &ContainerSettings, target: &ChannelTarget) -> MountPlan {
+fn plan_mounts(
+    settings: &ContainerSettings,
+    target: &ChannelTarget,
+    docker_proxy: bool,
+) -> MountPlan {
     let home = &settings.agent.home;
     let mut plan = MountPlan {
         binds: Vec::new(),
         container_paths: Vec::new(),
         chown_paths: Vec::new(),
+        project_roots: Vec::new(),
     };
     for mount in &settings.mounts {
         let mut parts = mount.splitn(3, ':');
@@ -471,6 +618,11 @@ fn plan_mounts(settings: &ContainerSettings, target: &ChannelTarget) -> MountPla
         };
         let mode = parts.next();
         let dest = expand_tilde(dest, home);
+        if docker_proxy && is_proxy_reserved(&dest) {
+            // A mount there could put the host's socket where the agent may connect.
+            tracing::warn!(mount, "skipping a mount over the docker proxy's sockets");
+            continue;
+        }
         let bind = if is_named_volume(source) {
             plan.chown_paths.push(dest.display().to_string());
             source.to_owned()
@@ -510,12 +662,14 @@ fn plan_mounts(settings: &ContainerSettings, target: &ChannelTarget) -> MountPla
         _ => target.work_dir.clone(),
     };
     plan.binds.push(format!("{0}:{0}", project_mount.display()));
-    plan.container_paths.push(project_mount);
+    plan.container_paths.push(project_mount.clone());
+    plan.project_roots.push(project_mount);
     for dir in &settings.extra_dirs {
         let dir = expand_tilde(dir, home);
         if dir.exists() {
             plan.binds.push(format!("{0}:{0}", dir.display()));
-            plan.container_paths.push(dir);
+            plan.container_paths.push(dir.clone());
+            plan.project_roots.push(dir);
         }
     }
     plan

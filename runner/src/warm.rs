@@ -193,14 +193,21 @@ pub fn fingerprint(plan: &ContainerPlan, settings: &ContainerSettings) -> u64 {
         .as_ref()
         .map(|g| g.policy_json.clone())
         .hash(&mut hasher);
+    settings
+        .docker_proxy
+        .as_ref()
+        .map(|p| (p.policy_json.clone(), p.host_socket.clone()))
+        .hash(&mut hasher);
     for entry in &plan.env {
         if !PER_TURN_ENV.iter().any(|prefix| entry.starts_with(prefix)) {
             entry.hash(&mut hasher);
         }
     }
-    // The gate policy path contains the container name, which is random per plan.
+    // The policy paths contain the container name, which is random per plan.
     for bind in &plan.binds {
-        if !bind.ends_with(":/etc/loop/gate-policy.json:ro") {
+        if !bind.ends_with(":/etc/loop/gate-policy.json:ro")
+            && !bind.ends_with(":/etc/loop/proxy-policy.json:ro")
+        {
             bind.hash(&mut hasher);
         }
     }

@@ -191,6 +191,52 @@ impl Daemon {
         );
     }
 
+    /// Waits for exactly one pending approval whose summary contains `needle`.
+    pub async fn pending_approval(&self, needle: &str) -> loop_bot::store::ApprovalRecord {
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while tokio::time::Instant::now() < deadline {
+            let pending: Vec<loop_bot::store::ApprovalRecord> = client
+                .get(self.url("/api/approvals"))
+                .bearer_auth(self.token())
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("approvals");
+            let mut matching: Vec<_> = pending
+                .into_iter()
+                .filter(|a| a.summary.contains(needle))
+                .collect();
+            if let Some(approval) = matching.pop() {
+                assert!(matching.is_empty(), "one prompt per action");
+                return approval;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!(
+            "no approval for {needle:?} was asked\n--- daemon log ---\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Answers approval `id` through the admin API (`allow_once`, `allow_session`, `deny`).
+    pub async fn decide(&self, id: &str, decision: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.url(&format!("/api/approvals/{id}")))
+            .bearer_auth(self.token())
+            .json(&serde_json::json!({"decision": decision, "by": "e2e"}))
+            .send()
+            .await
+            .expect("decide")
+    }
+
+    /// The daemon's id (`~/.loop/daemon-id`), which labels its containers.
+    pub fn daemon_id(&self) -> Option<&str> {
+        self.daemon_id.as_deref().map(str::trim)
+    }
+
     /// The daemon's database, opened alongside it (SQLite WAL allows that).
     pub async fn store(&self) -> Store {
         let url = format!(

@@ -122,6 +122,7 @@ impl TestRig {
             daemon_id: self.daemon_id.clone(),
             sessions_dir: Some(self.dir.path().join("sessions")),
             gate: None,
+            docker_proxy: None,
             api_token: None,
         }
     }

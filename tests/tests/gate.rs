@@ -24,46 +24,6 @@ fn gate_config(model: &FakeModel, dir: &std::path::Path, agentgate: serde_json::
     )
 }
 
-/// Waits for exactly one pending approval whose summary contains `needle`.
-async fn pending_approval(daemon: &Daemon, needle: &str) -> ApprovalRecord {
-    let client = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while tokio::time::Instant::now() < deadline {
-        let pending: Vec<ApprovalRecord> = client
-            .get(daemon.url("/api/approvals"))
-            .bearer_auth(daemon.token())
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("approvals");
-        let mut matching: Vec<ApprovalRecord> = pending
-            .into_iter()
-            .filter(|a| a.summary.contains(needle))
-            .collect();
-        if let Some(approval) = matching.pop() {
-            assert!(matching.is_empty(), "one prompt per action");
-            return approval;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "no approval for {needle:?} was asked\n--- daemon log ---\n{}",
-        daemon.log_text()
-    );
-}
-
-async fn decide(daemon: &Daemon, id: &str, decision: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(daemon.url(&format!("/api/approvals/{id}")))
-        .bearer_auth(daemon.token())
-        .json(&serde_json::json!({"decision": decision, "by": "e2e"}))
-        .send()
-        .await
-        .expect("decide")
-}
-
 fn denied(text: &str) -> bool {
     text.contains("Operation not permitted") || text.contains("Permission denied")
 }
@@ -193,7 +153,7 @@ async fn a_denied_command_fails_for_the_agent_others_run_and_the_supervisor_is_o
         .await
         .expect("get");
     assert_eq!(anonymous.status(), 401);
-    assert_eq!(decide(&daemon, "nope", "deny").await.status(), 404);
+    assert_eq!(daemon.decide("nope", "deny").await.status(), 404);
     model.shutdown().await;
 }
 
@@ -254,7 +214,7 @@ async fn approvals_are_asked_in_the_channel_and_answered_by_a_person() {
     // Allowed for the session through the admin API: the second identical touch is not
     // asked again.
     let inbox = daemon.post_in("gate-yes", &project, "touch yes").await;
-    let approval = pending_approval(&daemon, "gate-approval-yes").await;
+    let approval = daemon.pending_approval("gate-approval-yes").await;
     assert_eq!(approval.channel_key, "local:gate-yes");
     assert_eq!(approval.status, ApprovalStatus::Pending);
     assert!(
@@ -267,13 +227,13 @@ async fn approvals_are_asked_in_the_channel_and_answered_by_a_person() {
         "{}",
         String::from_utf8_lossy(&listed.stderr)
     );
-    let response = decide(&daemon, &approval.id, "allow_session").await;
+    let response = daemon.decide(&approval.id, "allow_session").await;
     assert_eq!(response.status(), 200);
     let decided: ApprovalRecord = response.json().await.expect("record");
     assert_eq!(decided.status, ApprovalStatus::Allowed);
     assert_eq!(decided.decided_by.as_deref(), Some("e2e"));
     assert_eq!(
-        decide(&daemon, &approval.id, "deny").await.status(),
+        daemon.decide(&approval.id, "deny").await.status(),
         409,
         "an answered approval cannot be answered again"
     );
@@ -285,7 +245,7 @@ async fn approvals_are_asked_in_the_channel_and_answered_by_a_person() {
     // The thread's next turn (on its warm agent, when loop keeps one) can still ask; allowed
     // once with the CLI.
     let inbox = daemon.post_in("gate-yes", &project, "touch again").await;
-    let approval = pending_approval(&daemon, "gate-approval-again").await;
+    let approval = daemon.pending_approval("gate-approval-again").await;
     let approved = daemon.cli(&["approve", &approval.id]);
     assert!(
         approved.status.success(),
@@ -298,7 +258,7 @@ async fn approvals_are_asked_in_the_channel_and_answered_by_a_person() {
 
     // Denied with the CLI: the command fails with a permission error the agent sees.
     let inbox = daemon.post_in("gate-no", &project, "touch no").await;
-    let approval = pending_approval(&daemon, "gate-approval-no").await;
+    let approval = daemon.pending_approval("gate-approval-no").await;
     let denied_out = daemon.cli(&["deny", &approval.id]);
     assert!(
         denied_out.status.success(),
@@ -474,11 +434,11 @@ async fn a_path_swapped_while_a_person_approves_is_not_what_gets_opened() {
     )
     .await;
     let inbox = daemon.post_in("gate-race", &project, "race the gate").await;
-    let approval = pending_approval(&daemon, "race-asked").await;
+    let approval = daemon.pending_approval("race-asked").await;
     // The racer rewrites its buffer 300 ms into the wait; the person answers after that.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        decide(&daemon, &approval.id, "allow_once").await.status(),
+        daemon.decide(&approval.id, "allow_once").await.status(),
         200
     );
     let text = daemon.answer(inbox, Duration::from_secs(180)).await;
@@ -532,9 +492,9 @@ async fn a_container_over_its_approval_rate_limit_is_denied_without_asking() {
     )
     .await;
     let inbox = daemon.post_in("gate-limit", &project, "touch twice").await;
-    let approval = pending_approval(&daemon, "gate-limit-1").await;
+    let approval = daemon.pending_approval("gate-limit-1").await;
     assert_eq!(
-        decide(&daemon, &approval.id, "allow_once").await.status(),
+        daemon.decide(&approval.id, "allow_once").await.status(),
         200
     );
     let text = daemon.answer(inbox, Duration::from_secs(180)).await;
@@ -613,7 +573,7 @@ async fn an_unanswered_approval_expires_as_a_deny() {
     assert_eq!(approval.status, ApprovalStatus::Expired);
     // Too late to answer now.
     assert_eq!(
-        decide(&daemon, &approval.id, "allow_once").await.status(),
+        daemon.decide(&approval.id, "allow_once").await.status(),
         409
     );
     model.shutdown().await;

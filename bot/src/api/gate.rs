@@ -36,6 +36,7 @@ fn syscall_of(action: &GateAction) -> &'static str {
         GateAction::Exec { .. } => "execve",
         GateAction::File { .. } => "open",
         GateAction::ConnectUnix { .. } | GateAction::ConnectInet { .. } => "connect",
+        GateAction::Docker { .. } => "docker",
     }
 }
 
@@ -140,6 +141,7 @@ fn describe(action: &GateAction) -> String {
         GateAction::File { path, operation } => format!("{operation} {path}"),
         GateAction::ConnectUnix { path } => format!("connect unix:{path}"),
         GateAction::ConnectInet { address } => format!("connect {address}"),
+        GateAction::Docker { method, path } => format!("docker {method} {path}"),
     }
 }
 

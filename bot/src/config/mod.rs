@@ -722,11 +722,21 @@ impl Config {
             }
         }
         if let Some(proxy) = gates.docker_proxy {
+            // Unlike the gate, the docker proxy grants access (to the host's Docker daemon,
+            // within its baseline): switching it on is a loosening, switching it off tightens.
             match proxy.enabled {
-                Some(true) => self.gates.docker_proxy.enabled = true,
-                Some(false) if trusted => self.gates.docker_proxy.enabled = false,
-                Some(false) => ignored("gates.docker_proxy.enabled=false"),
+                Some(false) => self.gates.docker_proxy.enabled = false,
+                Some(true) if trusted => self.gates.docker_proxy.enabled = true,
+                Some(true) => {
+                    ignored("gates.docker_proxy.enabled=true (it gives the agent Docker)")
+                }
                 None => {}
+            }
+            if proxy.default_decision.is_some() {
+                warnings.push(format!(
+                    "{}: gates.docker_proxy.default_decision is global-only and was ignored",
+                    file.display()
+                ));
             }
             let target = &mut self.gates.docker_proxy;
             for (project_rules, global_rules) in [

@@ -416,6 +416,58 @@ fn trusted_projects_may_loosen_gates() {
 }
 
 #[test]
+fn a_project_may_not_switch_the_docker_proxy_on_but_may_tighten_it() {
+    let fx = Fixture::new();
+    fx.global(
+        r#"{"gates": {"docker_proxy": {"default_decision": "approve",
+            "http_rules": [{"paths": ["/images/**"], "decision": "allow"}]}}}"#,
+    );
+    let work = fx.project(
+        r#"{"gates": {"docker_proxy": {"enabled": true, "default_decision": "allow",
+            "http_rules": [{"paths": ["/build"], "decision": "deny"},
+                           {"paths": ["/containers/**"], "decision": "allow"}],
+            "body_rules": [{"field": "Image", "patterns": ["*"], "decision": "approve"}]}}}"#,
+    );
+    let loaded = fx.load().config.for_project(&work).expect("loads");
+    let proxy = &loaded.config.gates.docker_proxy;
+    assert!(
+        !proxy.enabled,
+        "switching the proxy on gives the agent Docker: global only"
+    );
+    assert_eq!(proxy.default_decision, Some(GateDecision::Approve));
+    let paths: Vec<_> = proxy
+        .http_rules
+        .iter()
+        .map(|r| r["paths"][0].as_str().expect("string").to_owned())
+        .collect();
+    assert_eq!(
+        paths,
+        ["/build", "/images/**"],
+        "project deny first, its allow dropped"
+    );
+    assert_eq!(proxy.body_rules.len(), 1);
+    let warnings = loaded.warnings.join("\n");
+    assert!(
+        warnings.contains("gates.docker_proxy.enabled=true"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("docker_proxy.default_decision"),
+        "{warnings}"
+    );
+
+    // Switching it off tightens; a trusted project may switch it on.
+    fx.global(r#"{"gates": {"docker_proxy": {"enabled": true}}}"#);
+    let work = fx.project(r#"{"gates": {"docker_proxy": {"enabled": false}}}"#);
+    let config = fx.load().config.for_project(&work).expect("loads").config;
+    assert!(!config.gates.docker_proxy.enabled);
+    fx.global(r#"{"gates": {"trust_project_config": true}}"#);
+    let work = fx.project(r#"{"gates": {"docker_proxy": {"enabled": true}}}"#);
+    let config = fx.load().config.for_project(&work).expect("loads").config;
+    assert!(config.gates.docker_proxy.enabled);
+}
+
+#[test]
 fn ask_is_accepted_as_approve() {
     let fx = Fixture::new();
     fx.global(r#"{"gates": {"agentgate": {"default_decision": "ask"}}}"#);

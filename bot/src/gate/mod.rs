@@ -5,6 +5,7 @@
 //!   that asks the daemon; [`audit`] ships the supervisor's own decisions to the daemon.
 //! - [`policy_json`]: the per-container policy file, built from `gates.agentgate` and checked
 //!   with the gate's own loader before a container starts.
+//! - [`dockerproxy`]: the docker proxy's policy file and `loop dockerproxy`.
 //! - [`GateHub`]: the daemon's live gate state: container tokens, approvals waiting for a
 //!   person, and "allow for session" answers.
 //!
@@ -21,6 +22,7 @@
 mod answer;
 pub mod approver;
 pub mod audit;
+pub mod dockerproxy;
 
 /// The Docker runtime name of gVisor, under which the gate cannot run (no seccomp user
 /// notification there).
@@ -44,14 +46,17 @@ const POLICY_ORIGIN: &str = "gates.agentgate";
 
 /// Builds the per-container policy file from the (project-merged) gate config and validates
 /// it exactly as the in-container loader will: a bad rule stops the turn on the host with a
-/// message naming the field, instead of a container that refuses to start.
-pub fn policy_json(gate: &AgentGateConfig) -> Result<String, PolicyError> {
+/// message naming the field, instead of a container that refuses to start. `docker_proxy`
+/// (never from a config file) says `loop dockerproxy` serves `/var/run/docker.sock` in that
+/// container, which the baseline then lets the agent reach.
+pub fn policy_json(gate: &AgentGateConfig, docker_proxy: bool) -> Result<String, PolicyError> {
     let value = json!({
         "default_decision": gate.default_decision,
         "path_rules": gate.path_rules,
         "command_rules": gate.command_rules,
         "file_rules": gate.file_rules,
         "connect_rules": gate.connect_rules,
+        "docker_proxy": docker_proxy,
     });
     let file = PolicyFile::from_value(value, POLICY_ORIGIN)?;
     file.validate()?;
@@ -342,8 +347,15 @@ mod tests {
         gate.command_rules = vec![json!({"commands": ["curl"], "decision": "deny"})];
         gate.connect_rules =
             vec![json!({"hosts": ["10.0.0.0/8"], "ports": [22], "decision": "deny"})];
-        let text = policy_json(&gate).expect("valid");
+        let text = policy_json(&gate, false).expect("valid");
         let parsed = PolicyFile::from_json(&text, "test").expect("round trip");
+        assert!(!parsed.docker_proxy);
+        let with_proxy = policy_json(&gate, true).expect("valid");
+        assert!(
+            PolicyFile::from_json(&with_proxy, "test")
+                .expect("round trip")
+                .docker_proxy
+        );
         assert_eq!(parsed.command_rules.len(), 1);
         assert_eq!(parsed.connect_rules.len(), 1);
         assert_eq!(
@@ -353,7 +365,7 @@ mod tests {
 
         gate.file_rules =
             vec![json!({"paths": ["**/.env"], "operatons": ["read"], "decision": "deny"})];
-        let err = policy_json(&gate)
+        let err = policy_json(&gate, false)
             .expect_err("a typo must not pass")
             .to_string();
         assert!(
@@ -364,7 +376,9 @@ mod tests {
         gate.file_rules = vec![];
         gate.command_rules =
             vec![json!({"commands": ["git"], "args_patterns": ["(unclosed"], "decision": "deny"})];
-        let err = policy_json(&gate).expect_err("bad regex").to_string();
+        let err = policy_json(&gate, false)
+            .expect_err("bad regex")
+            .to_string();
         assert!(err.contains("command_rules[0].args_patterns[0]"), "{err}");
     }
 

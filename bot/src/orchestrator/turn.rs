@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use loop_adapter::ChannelKey;
-use loop_runner::spec::{ChannelTarget, GateSpec};
+use loop_runner::spec::{ChannelTarget, DockerProxySpec, GateSpec};
 use loop_runner::{RunError, TurnOutcome, TurnRequest};
 use tokio_util::sync::CancellationToken;
 
@@ -101,8 +101,9 @@ impl Orchestrator {
         }
         // The gate's policy is checked before anything starts: a broken rule is a clear message
         // here rather than a container that refuses to run the agent.
+        let docker_proxy = project.gates.docker_proxy.enabled;
         let gate_policy = if project.gates.agentgate.enabled {
-            match crate::gate::policy_json(&project.gates.agentgate) {
+            match crate::gate::policy_json(&project.gates.agentgate, docker_proxy) {
                 Ok(policy) => Some(policy),
                 Err(err) => {
                     let reply = format!(
@@ -111,6 +112,51 @@ impl Orchestrator {
                     return self.refuse(channel, run_id, &err.to_string(), reply).await;
                 }
             }
+        } else {
+            None
+        };
+        // The same for the docker proxy's policy, and the host socket it forwards to.
+        let proxy = if docker_proxy {
+            let global = &self.inner.config;
+            let facts = crate::gate::dockerproxy::ProxyFacts {
+                agentgate_default: project.gates.agentgate.default_decision,
+                protected_images: vec![
+                    global.container_image.clone(),
+                    project.container_image.clone(),
+                    global.browser.chrome_image.clone(),
+                    project.browser.chrome_image.clone(),
+                ],
+                network: self.inner.facts.network.clone(),
+            };
+            let policy = match crate::gate::dockerproxy::policy_json(
+                &project.gates.docker_proxy,
+                &facts,
+            ) {
+                Ok(policy) => policy,
+                Err(err) => {
+                    let reply = format!(
+                        "🐳 The docker proxy policy is invalid, so nothing ran: {err}. Fix `gates.docker_proxy` in the config."
+                    );
+                    return self.refuse(channel, run_id, &err.to_string(), reply).await;
+                }
+            };
+            let docker_host = std::env::var("DOCKER_HOST").ok();
+            let Some(socket) = loop_runner::docker::local_socket_path(docker_host.as_deref())
+            else {
+                let reply = format!(
+                    "🐳 The docker proxy needs a local Docker socket to mount, and DOCKER_HOST is `{}`, so nothing ran. Unset DOCKER_HOST or set `gates.docker_proxy.enabled: false`.",
+                    docker_host.unwrap_or_default()
+                );
+                return self
+                    .refuse(
+                        channel,
+                        run_id,
+                        "docker proxy without a local socket",
+                        reply,
+                    )
+                    .await;
+            };
+            Some((policy, socket))
         } else {
             None
         };
@@ -169,9 +215,10 @@ impl Orchestrator {
         // The built-in MCP server's host API token (task tools). Not the gate's token, which
         // the agent must never see; revoked with it when the container goes (below).
         request.settings.api_token = Some(self.inner.gate.api_token(&key));
-        if let Some(policy_json) = gate_policy {
+        if gate_policy.is_some() || proxy.is_some() {
             // Keyed by the channel (see `crate::gate`): a warm agent keeps the token it was
-            // started with; the token is revoked below when no warm agent stays behind.
+            // started with; the token is revoked below when no warm agent stays behind. The
+            // gate and the docker proxy share it.
             let token = self.inner.gate.begin_turn(&key, run_id);
             let timeout = self.inner.config.gates.agentgate.approval_timeout_sec;
             request.settings.envs.insert(
@@ -188,11 +235,22 @@ impl Orchestrator {
                 crate::gate::approver::MAX_PENDING_ENV.to_owned(),
                 serde_json::Value::String(self.inner.config.gates.rate_limits.pending.to_string()),
             );
-            request.settings.gate = Some(GateSpec {
-                policy_json,
-                token,
-                policy_dir: self.inner.config.loop_dir.join("run"),
-            });
+            let policy_dir = self.inner.config.loop_dir.join("run");
+            if let Some((policy_json, host_socket)) = proxy {
+                request.settings.docker_proxy = Some(DockerProxySpec {
+                    policy_json,
+                    host_socket,
+                    policy_dir: policy_dir.clone(),
+                    token: token.clone(),
+                });
+            }
+            if let Some(policy_json) = gate_policy {
+                request.settings.gate = Some(GateSpec {
+                    policy_json,
+                    token,
+                    policy_dir,
+                });
+            }
         }
         let (tx, rx) = tokio::sync::mpsc::channel(EVENT_BUFFER);
         let events = self.inner.events.clone();

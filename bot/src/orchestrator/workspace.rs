@@ -168,6 +168,7 @@ pub fn container_settings(
         daemon_id: facts.daemon_id.clone(),
         sessions_dir: Some(config.loop_dir.join("sessions")),
         gate: None,
+        docker_proxy: None,
         api_token: None,
     }
 }

@@ -45,6 +45,7 @@ impl Fixture {
             daemon_id: "d1".into(),
             sessions_dir: None,
             gate: None,
+            docker_proxy: None,
             api_token: None,
         };
         let target = ChannelTarget {
@@ -352,6 +353,111 @@ fn gate_wiring_mounts_the_policy_and_sets_the_env() {
     );
     assert_eq!(env_of(&plan, "LOOP_CHANNEL_ID"), Some("C123"));
     assert_eq!(env_of(&plan, "LOOP_GATE_TOKEN").map(str::len), Some(64));
+}
+
+#[test]
+fn docker_proxy_wiring_mounts_the_host_socket_root_only_and_writes_the_context() {
+    let mut fx = Fixture::new();
+    let policy_dir = fx.dir.path().join("run");
+    let extra = fx.dir.path().join("extra");
+    std::fs::create_dir_all(&extra).expect("extra");
+    fx.settings.extra_dirs = vec![extra.display().to_string()];
+    // User mounts over the proxy's paths are dropped; others stay.
+    let source = fx.dir.path().join("sock");
+    std::fs::write(&source, "").expect("source");
+    fx.settings.mounts = vec![
+        format!("{}:/var/run/docker.sock", source.display()),
+        format!("{}:/run", source.display()),
+        format!("{}:/run/loop/x", source.display()),
+        format!("{}:/srv/data", source.display()),
+    ];
+    fx.settings.docker_proxy = Some(DockerProxySpec {
+        policy_json: r#"{"default_decision": "allow", "context": {"protected_images": ["loop-agent:latest"]}}"#.into(),
+        host_socket: PathBuf::from("/var/run/docker.sock"),
+        policy_dir: policy_dir.clone(),
+        token: "cd".repeat(32),
+    });
+    let plan = fx.plan();
+    let (path, json) = plan.proxy_policy.clone().expect("proxy policy");
+    assert_eq!(path, policy_dir.join(&plan.name).join("proxy-policy.json"));
+    assert!(plan.binds.contains(&format!(
+        "{}:/etc/loop/proxy-policy.json:ro",
+        path.display()
+    )));
+    assert!(
+        plan.binds
+            .contains(&"/var/run/docker.sock:/run/loop-docker-host/docker.sock".to_owned())
+    );
+    assert_eq!(
+        plan.tmpfs.get("/run/loop-docker-host").map(String::as_str),
+        Some("mode=0700,uid=0,gid=0,nosuid,nodev,noexec")
+    );
+    assert_eq!(plan.security_opt, ["no-new-privileges:true"]);
+    let user_mounts: Vec<_> = plan
+        .binds
+        .iter()
+        .filter(|b| b.starts_with(&source.display().to_string()))
+        .collect();
+    assert_eq!(user_mounts, [&format!("{}:/srv/data", source.display())]);
+    assert_eq!(env_of(&plan, "LOOP_DOCKERPROXY_ENABLED"), Some("1"));
+    assert_eq!(
+        env_of(&plan, "LOOP_DOCKERPROXY_POLICY_FILE"),
+        Some("/etc/loop/proxy-policy.json")
+    );
+    assert_eq!(
+        env_of(&plan, "LOOP_DOCKERPROXY_UPSTREAM"),
+        Some("/run/loop-docker-host/docker.sock")
+    );
+    assert_eq!(
+        env_of(&plan, "DOCKER_HOST"),
+        Some("unix:///run/loop/docker.sock")
+    );
+    // Without the gate, the proxy gets the token and channel itself.
+    assert_eq!(env_of(&plan, "LOOP_GATE_TOKEN").map(str::len), Some(64));
+    assert_eq!(env_of(&plan, "LOOP_CHANNEL_ID"), Some("C123"));
+    assert_eq!(env_of(&plan, "LOOP_GATE_ENABLED"), None);
+    let policy: Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(policy["context"]["owner"], json!(plan.name));
+    assert_eq!(policy["context"]["channel"], json!("C123"));
+    assert_eq!(policy["context"]["daemon"], json!("d1"));
+    assert_eq!(
+        policy["context"]["protected_images"],
+        json!(["loop-agent:latest"])
+    );
+    assert_eq!(
+        policy["context"]["allowed_paths"],
+        json!([
+            fx.target.work_dir.display().to_string(),
+            extra.display().to_string()
+        ])
+    );
+
+    // With the gate too, the token is set once (by the gate's wiring).
+    fx.settings.gate = Some(GateSpec {
+        policy_json: "{}".into(),
+        token: "cd".repeat(32),
+        policy_dir,
+    });
+    let plan = fx.plan();
+    assert_eq!(
+        plan.env
+            .iter()
+            .filter(|e| e.starts_with("LOOP_GATE_TOKEN="))
+            .count(),
+        1
+    );
+    assert_eq!(
+        plan.env
+            .iter()
+            .filter(|e| e.starts_with("LOOP_CHANNEL_ID="))
+            .count(),
+        1
+    );
+    // Without the proxy, nothing of it.
+    fx.settings.docker_proxy = None;
+    let plan = fx.plan();
+    assert!(plan.proxy_policy.is_none() && plan.tmpfs.is_empty() && plan.security_opt.is_empty());
+    assert_eq!(env_of(&plan, "DOCKER_HOST"), None);
 }
 
 #[test]

@@ -1,0 +1,226 @@
+//! The bot's side of the docker proxy (`loop-gate` holds its policy and server):
+//!
+//! - [`policy_json`]: the per-container policy file from `gates.docker_proxy`, checked with
+//!   the proxy's own loader before a container starts (the runner adds the container's name,
+//!   channel, daemon id and the directories nested containers may mount).
+//! - [`run`]: `loop dockerproxy`, which the entrypoint starts as root inside the agent
+//!   container: drop every capability, bind the sockets, serve. Approvals go through the same
+//!   [`HttpApprover`] as `loop syscallwrap`, audit records through the same [`AuditShipper`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use loop_gate::dockerproxy::{self, ProxyConfig, ProxyPolicy, ProxyPolicyError, ProxyPolicyFile};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::approver::HttpApprover;
+use super::audit::AuditShipper;
+use crate::config::{DockerProxyConfig, GateDecision};
+
+/// Where a policy error is reported as coming from.
+const POLICY_ORIGIN: &str = "gates.docker_proxy";
+/// How long an exiting proxy waits for its last audit records.
+const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the daemon knows for the policy besides the rules.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyFacts {
+    /// `gates.agentgate.default_decision`, used when `gates.docker_proxy` sets none.
+    pub agentgate_default: GateDecision,
+    /// The images no agent may replace: the agent image (global and project) and the browser
+    /// image.
+    pub protected_images: Vec<String>,
+    /// The internal network with `gates.egress` on.
+    pub network: Option<String>,
+}
+
+/// Builds the policy file's JSON (without the per-container context the runner adds) and
+/// validates it as the proxy will: a bad rule stops the turn with a message naming the field.
+pub fn policy_json(
+    config: &DockerProxyConfig,
+    facts: &ProxyFacts,
+) -> Result<String, ProxyPolicyError> {
+    let mut images: Vec<String> = Vec::new();
+    for image in &facts.protected_images {
+        if !image.is_empty() && !images.contains(image) {
+            images.push(image.clone());
+        }
+    }
+    let value = json!({
+        "default_decision": config.default_decision.unwrap_or(facts.agentgate_default),
+        "http_rules": config.http_rules,
+        "body_rules": config.body_rules,
+        "context": {
+            "protected_images": images,
+            "network": facts.network,
+        },
+    });
+    let file = ProxyPolicyFile::from_value(value, POLICY_ORIGIN)?;
+    file.validate()?;
+    Ok(serde_json::to_string_pretty(&file).unwrap_or_else(|_| Value::Null.to_string()))
+}
+
+/// Sets `LOOP_DOCKERPROXY_LOG` (`warn` by default) for the proxy's stderr (the container's log).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(dockerproxy::LOG_ENV)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// `loop dockerproxy`: returns the exit status. Called before any thread exists, because
+/// capabilities are dropped per thread.
+pub fn run() -> i32 {
+    init_logging();
+    match serve() {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("loop dockerproxy: {err}");
+            1
+        }
+    }
+}
+
+fn serve() -> Result<(), String> {
+    let config = ProxyConfig::from_env();
+    // Read while still privileged: the policy file is the daemon user's, mode 0640.
+    let file = ProxyPolicyFile::load(&config.policy_file).map_err(|e| error_chain(&e))?;
+    let policy = ProxyPolicy::compile(&file).map_err(|e| error_chain(&e))?;
+    dockerproxy::drop_privileges().map_err(|e| e.to_string())?;
+    // Bound in reverse: the first socket (the one `DOCKER_HOST` names, which the entrypoint
+    // waits for) comes last, so once it exists every socket is up.
+    let mut listeners = Vec::new();
+    for path in config.listen.iter().rev() {
+        listeners.push(loop_gate::dockerproxy::server::bind(path).map_err(|e| error_chain(&e))?);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let audit = AuditShipper::from_env();
+    let proxy = Arc::new(dockerproxy::server::Proxy::new(
+        policy,
+        config.upstream.clone(),
+        config.channel_id.clone(),
+        Arc::new(HttpApprover::from_env()),
+        Some(Arc::new(audit.clone())),
+        config.max_pending,
+    ));
+    tracing::info!(listen = ?config.listen, upstream = %config.upstream.display(), "docker proxy serving");
+    let shutdown = CancellationToken::new();
+    let served = runtime.block_on(async {
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal as unix_signal};
+            if let Ok(mut term) = unix_signal(SignalKind::terminate()) {
+                term.recv().await;
+                signal.cancel();
+            }
+        });
+        dockerproxy::server::serve(proxy, listeners, shutdown).await
+    });
+    audit.flush(AUDIT_FLUSH_TIMEOUT);
+    served.map_err(|e| format!("serving failed: {e}"))
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_comes_from_the_config_and_is_validated() {
+        let mut config = DockerProxyConfig {
+            enabled: true,
+            ..Default::default()
+        };
+        config.http_rules = vec![
+            json!({"methods": ["POST"], "paths": ["/containers/*/exec"], "decision": "approve"}),
+        ];
+        config.body_rules = vec![
+            json!({"endpoints": ["/containers/create"], "field": "HostConfig.NetworkMode", "patterns": ["host"], "decision": "deny"}),
+        ];
+        let facts = ProxyFacts {
+            agentgate_default: GateDecision::Approve,
+            protected_images: vec![
+                "loop-agent:latest".into(),
+                "loop-agent:latest".into(),
+                String::new(),
+            ],
+            network: Some("loop-egress".into()),
+        };
+        let text = policy_json(&config, &facts).expect("valid");
+        let file = ProxyPolicyFile::from_json(&text, "t").expect("round trip");
+        assert_eq!(file.http_rules.len(), 1);
+        assert_eq!(file.body_rules.len(), 1);
+        assert_eq!(
+            file.default_decision,
+            loop_gate::policy::Verdict::Approve,
+            "follows agentgate"
+        );
+        assert_eq!(file.context.protected_images, ["loop-agent:latest"]);
+        assert_eq!(file.context.network.as_deref(), Some("loop-egress"));
+
+        config.default_decision = Some(GateDecision::Deny);
+        let text = policy_json(&config, &facts).expect("valid");
+        assert!(text.contains("\"deny\""));
+
+        config.body_rules = vec![json!({"field": "Image", "patterns": ["x"], "decison": "deny"})];
+        let err = policy_json(&config, &facts)
+            .expect_err("a typo must not pass")
+            .to_string();
+        assert!(
+            err.contains("gates.docker_proxy") && err.contains("body_rules[0]"),
+            "{err}"
+        );
+        config.body_rules = vec![];
+        config.http_rules = vec![json!({"paths": ["containers/*"], "decision": "deny"})];
+        let err = policy_json(&config, &facts)
+            .expect_err("relative path")
+            .to_string();
+        assert!(err.contains("http_rules[0].paths[0]"), "{err}");
+    }
+
+    #[test]
+    fn labels_agree_with_the_runner() {
+        assert_eq!(
+            dockerproxy::OWNER_LABEL,
+            loop_runner::naming::LABEL_PROXY_OWNER
+        );
+        assert_eq!(
+            dockerproxy::DAEMON_LABEL,
+            loop_runner::naming::LABEL_PROXY_DAEMON
+        );
+        assert_eq!(
+            dockerproxy::DEFAULT_UPSTREAM,
+            loop_runner::spec::DOCKER_UPSTREAM_IN_CONTAINER
+        );
+        assert_eq!(
+            dockerproxy::UPSTREAM_DIR,
+            loop_runner::spec::DOCKER_UPSTREAM_DIR
+        );
+        assert_eq!(
+            dockerproxy::DEFAULT_LISTEN,
+            loop_runner::spec::DOCKER_PROXY_SOCKET
+        );
+        assert_eq!(
+            dockerproxy::DEFAULT_POLICY_PATH,
+            loop_runner::spec::PROXY_POLICY_IN_CONTAINER
+        );
+    }
+}
