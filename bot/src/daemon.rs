@@ -211,13 +211,18 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
 
     let docker = loop_runner::docker::connect().await?;
     let daemon_id = daemon_id(&config.loop_dir)?;
-    let registry = ContainerRegistry::new(docker.clone(), daemon_id.clone());
+    let registry = ContainerRegistry::new(docker.clone(), daemon_id.clone())
+        .with_run_dir(config.loop_dir.join("run"));
     let restored = registry.restore().await?;
     if restored > 0 {
         // No turn survives a daemon restart: its messages are re-queued and re-run, so the
         // old containers are orphans.
         let removed = registry.cleanup().await?;
         tracing::info!(removed, "removed containers left by the previous daemon");
+    }
+    let swept = registry.sweep_run_dir().await;
+    if swept > 0 {
+        tracing::info!(swept, "removed policy files of containers that are gone");
     }
 
     // Host API: loopback, plus the Docker bridge so containers can call back.

@@ -85,6 +85,8 @@ pub struct ContainerRegistry {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     shell_locks: Arc<tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// `~/.loop/run`: each container's policy files live in `{run_dir}/{name}/` and go with it.
+    run_dir: Option<std::path::PathBuf>,
 }
 
 impl ContainerRegistry {
@@ -102,7 +104,67 @@ impl ContainerRegistry {
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             shell_locks: Arc::new(tokio::sync::Mutex::new(HashMap::new())),
+            run_dir: None,
         }
+    }
+
+    /// Removes `{run_dir}/{name}/` (the gate and proxy policy files) with each container.
+    pub fn with_run_dir(mut self, run_dir: impl Into<std::path::PathBuf>) -> ContainerRegistry {
+        self.run_dir = Some(run_dir.into());
+        self
+    }
+
+    /// Deletes the policy directory of container `name`, if there is one.
+    fn remove_run_files(&self, name: &str) {
+        let Some(run_dir) = &self.run_dir else {
+            return;
+        };
+        // Only loop's own names: never a path that leaves the run directory.
+        let ours = name.starts_with("loop-")
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            && !name.contains("..");
+        if !ours {
+            return;
+        }
+        match std::fs::remove_dir_all(run_dir.join(name)) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(container = %name, error = %err, "cannot remove the container's policy files")
+            }
+        }
+    }
+
+    /// Deletes the policy directories whose container no longer exists (left by a daemon that
+    /// was killed, or containers removed behind loop's back). Returns how many went.
+    pub async fn sweep_run_dir(&self) -> usize {
+        let Some(run_dir) = &self.run_dir else {
+            return 0;
+        };
+        let Ok(entries) = std::fs::read_dir(run_dir) else {
+            return 0;
+        };
+        let mut swept = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !entry.path().is_dir() || !name.starts_with("loop-") {
+                continue;
+            }
+            let gone = matches!(
+                self.docker.inspect_container(&name, None).await,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404,
+                    ..
+                })
+            );
+            if gone {
+                self.remove_run_files(&name);
+                swept += 1;
+            }
+        }
+        swept
     }
 
     pub fn docker(&self) -> &Docker {
@@ -254,6 +316,7 @@ impl ContainerRegistry {
         self.unregister(id);
         if let Some(name) = name.filter(|n| !n.is_empty()) {
             self.remove_proxy_owned(&name).await;
+            self.remove_run_files(&name);
         }
         match result {
             Ok(()) => Ok(()),

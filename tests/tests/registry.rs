@@ -183,3 +183,38 @@ async fn delayed_removal_fires_and_re_registering_cancels_it() {
     );
     rig.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_files_go_with_their_container_and_leftovers_are_swept() {
+    let Some(rig) = TestRig::new().await else {
+        return;
+    };
+    let project = rig.project("C-run-files");
+    let settings = rig.settings(&container_url(9), &project);
+    let shell = rig
+        .runner
+        .ensure_shell(&settings, &rig.target("C-run-files", &project))
+        .await
+        .expect("shell");
+    let run_dir = rig.dir.path().join("run");
+    let registry = ContainerRegistry::new(rig.docker.clone(), rig.daemon_id.clone())
+        .with_run_dir(&run_dir);
+    let files = |name: &str| {
+        let dir = run_dir.join(name);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("gate-policy.json"), "{}").expect("file");
+        dir
+    };
+    let live = files(&shell.name);
+    let leftover = files("loop-killed-daemon-0a1b2c");
+    let foreign = files("not-a-loop-container");
+    // At start: the directory of a container that no longer exists goes; the rest stays.
+    assert_eq!(registry.sweep_run_dir().await, 1);
+    assert!(!leftover.exists());
+    assert!(live.exists() && foreign.exists());
+    // Removing a container removes its policy files.
+    registry.remove_now(&shell.id).await.expect("remove");
+    assert!(!live.exists(), "the policy files went with the container");
+    assert!(foreign.exists(), "never anything that is not loop's");
+    rig.cleanup().await;
+}
