@@ -86,6 +86,36 @@ async fn onboard_then_doctor_says_what_is_missing_and_passes_when_nothing_is() {
         "secrets never printed"
     );
 
+    // With the docker proxy on, a policy with a typo fails, naming the field; a good one passes.
+    let with_proxy = |rules: &str| {
+        format!(
+            "{{\"platforms\": [\"local\"], \"container_image\": \"{image}\",
+              \"gates\": {{\"docker_proxy\": {{\"enabled\": true, \"http_rules\": {rules}}}}}}}"
+        )
+    };
+    std::fs::write(
+        home.join(".loop/config.json"),
+        with_proxy(r#"[{"methods": ["DELETE"], "paths": ["/images/**"], "decison": "deny"}]"#),
+    )
+    .expect("write");
+    let key = [("LOOP_ANTHROPIC_API_KEY", "sk-test-secret-value")];
+    let doctor = run(home, &["doctor"], &key);
+    let out = text(&doctor);
+    assert!(!doctor.status.success(), "{out}");
+    assert!(
+        out.contains("[FAIL] docker proxy") && out.contains("http_rules[0]"),
+        "{out}"
+    );
+    std::fs::write(
+        home.join(".loop/config.json"),
+        with_proxy(r#"[{"methods": ["DELETE"], "paths": ["/images/**"], "decision": "deny"}]"#),
+    )
+    .expect("write");
+    let doctor = run(home, &["doctor"], &key);
+    let out = text(&doctor);
+    assert!(doctor.status.success(), "{out}");
+    assert!(out.contains("[ok  ] docker proxy"), "{out}");
+
     // config show redacts secrets.
     let show = run(
         home,

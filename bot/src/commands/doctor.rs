@@ -184,6 +184,9 @@ async fn docker_checks(config: &Config) -> Vec<Check> {
             "check dockerd's log",
         )),
     }
+    if config.gates.docker_proxy.enabled {
+        checks.push(docker_proxy_check(config));
+    }
     match loop_runner::docker::image_exists(&docker, &config.container_image).await {
         Ok(true) => checks.push(Check::ok(
             "image",
@@ -197,6 +200,37 @@ async fn docker_checks(config: &Config) -> Vec<Check> {
         Err(err) => checks.push(Check::fail("image", err.to_string(), "check dockerd's log")),
     }
     checks
+}
+
+/// With `gates.docker_proxy` on: a local socket the runner can mount, and a valid policy.
+fn docker_proxy_check(config: &Config) -> Check {
+    let docker_host = std::env::var("DOCKER_HOST").ok();
+    let Some(socket) = loop_runner::docker::local_socket_path(docker_host.as_deref()) else {
+        return Check::fail(
+            "docker proxy",
+            format!(
+                "DOCKER_HOST is {:?}: the proxy needs a local Docker socket to mount",
+                docker_host.unwrap_or_default()
+            ),
+            "unset DOCKER_HOST (or point it at a unix socket), or set gates.docker_proxy.enabled to false",
+        );
+    };
+    let facts = crate::gate::dockerproxy::ProxyFacts {
+        agentgate_default: config.gates.agentgate.default_decision,
+        protected_images: vec![config.container_image.clone()],
+        network: None,
+    };
+    match crate::gate::dockerproxy::policy_json(&config.gates.docker_proxy, &facts) {
+        Ok(_) => Check::ok(
+            "docker proxy",
+            format!("policy valid; agents reach {} through it", socket.display()),
+        ),
+        Err(err) => Check::fail(
+            "docker proxy",
+            err.to_string(),
+            "fix gates.docker_proxy in the config (`loop config show` prints it)",
+        ),
+    }
 }
 
 async fn database_check(config: &Config) -> Check {
