@@ -197,8 +197,8 @@ async fn policy_files_go_with_their_container_and_leftovers_are_swept() {
         .await
         .expect("shell");
     let run_dir = rig.dir.path().join("run");
-    let registry = ContainerRegistry::new(rig.docker.clone(), rig.daemon_id.clone())
-        .with_run_dir(&run_dir);
+    let registry =
+        ContainerRegistry::new(rig.docker.clone(), rig.daemon_id.clone()).with_run_dir(&run_dir);
     let files = |name: &str| {
         let dir = run_dir.join(name);
         std::fs::create_dir_all(&dir).expect("dir");

@@ -6,6 +6,7 @@
 //! thread. Each approval then runs on its own supervisor thread, which builds a small
 //! current-thread runtime for its one HTTP call.
 
+use crate::error_chain;
 use std::ffi::OsString;
 use std::time::Duration;
 
@@ -182,17 +183,6 @@ fn parent(command: &[OsString]) -> Result<i32, WrapError> {
 
 /// How long an exiting `syscallwrap` waits for its last audit records to be delivered.
 const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@
 //!   container: drop every capability, bind the sockets, serve. Approvals go through the same
 //!   [`HttpApprover`] as `loop syscallwrap`, audit records through the same [`AuditShipper`].
 
+use crate::error_chain;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -126,17 +127,6 @@ fn serve() -> Result<(), String> {
     });
     audit.flush(AUDIT_FLUSH_TIMEOUT);
     served.map_err(|e| format!("serving failed: {e}"))
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -126,27 +126,10 @@ const TOKENIZER_FILES: [&str; 4] = [
     "tokenizer_config.json",
 ];
 
-/// An error and its sources as one line, without repeating a source the message already
-/// quotes (`request error: http status: 404` is followed by `http status: 404`).
-#[cfg(feature = "model-download")]
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(next) = source {
-        let text = next.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = next.source();
-    }
-    line
-}
-
 /// The error for a failed download: what failed, from where, and the way out.
 #[cfg(feature = "model-download")]
 fn download_error(err: &fastembed::Error) -> MemoryError {
-    let mut reason = error_chain(err);
+    let mut reason = crate::error_chain(err);
     let lower = reason.to_lowercase();
     if lower.contains("certificate") || lower.contains("unknownissuer") {
         // hf-hub builds its own ureq agent on rustls with the webpki (Mozilla) roots compiled
@@ -204,7 +187,7 @@ impl FastEmbedder {
             fastembed::Error::Other(text) if text.starts_with("HuggingFace API") => {
                 download_error(&err)
             }
-            _ => MemoryError::Model(format!("{}: {}", cache.display(), error_chain(&err))),
+            _ => MemoryError::Model(format!("{}: {}", cache.display(), crate::error_chain(&err))),
         })?;
         Ok(FastEmbedder {
             model: Mutex::new(loaded),

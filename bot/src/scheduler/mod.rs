@@ -336,16 +336,22 @@ impl Scheduler {
     }
 }
 
-/// The title of a run's thread: the task id, its name and its schedule.
-pub fn task_thread_title(task: &TaskRecord) -> String {
-    let name = task
-        .name
+/// ` "name"` when the task has one.
+fn quoted_name(task: &TaskRecord) -> String {
+    task.name
         .as_deref()
         .map(|n| format!(" \"{n}\""))
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The title of a run's thread: the task id, its name and its schedule.
+pub fn task_thread_title(task: &TaskRecord) -> String {
     format!(
-        "⏰ Task {}{name} · {} {}",
-        task.id, task.kind, task.schedule
+        "⏰ Task {}{} · {} {}",
+        task.id,
+        quoted_name(task),
+        task.kind,
+        task.schedule
     )
 }
 
@@ -367,14 +373,12 @@ pub fn run_origin(messages: &[crate::store::InboxMessage]) -> crate::store::RunO
 /// What the agent receives when a task runs: a header that says it is a scheduled run (so it
 /// does not schedule itself again), then the prompt.
 pub fn task_prompt(task: &TaskRecord) -> String {
-    let name = task
-        .name
-        .as_deref()
-        .map(|n| format!(" \"{n}\""))
-        .unwrap_or_default();
     format!(
-        "[scheduled task {}{name}, {}]\n{}",
-        task.id, task.schedule, task.prompt
+        "[scheduled task {}{}, {}]\n{}",
+        task.id,
+        quoted_name(task),
+        task.schedule,
+        task.prompt
     )
 }
 
@@ -389,11 +393,7 @@ pub fn describe_task(task: &TaskRecord) -> String {
                     .to_string()
             })
     };
-    let name = task
-        .name
-        .as_deref()
-        .map(|n| format!(" \"{n}\""))
-        .unwrap_or_default();
+    let name = quoted_name(task);
     let state = if task.enabled { "" } else { " (disabled)" };
     let next = when(task.next_run_at).unwrap_or_else(|| "never".to_owned());
     let mut prompt: String = task.prompt.chars().take(80).collect();
