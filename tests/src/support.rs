@@ -200,3 +200,50 @@ pub fn workspace() -> (tempfile::TempDir, PathBuf) {
     chown(&project, AGENT_UID, AGENT_UID);
     (dir, project)
 }
+
+/// The default bridge's gateway (docker0): a host address that containers on the internal
+/// network have no route to.
+pub async fn bridge_ip(docker: &bollard::Docker) -> String {
+    let network = docker
+        .inspect_network(
+            "bridge",
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .expect("inspect bridge");
+    let config = network
+        .ipam
+        .and_then(|i| i.config)
+        .and_then(|c| c.into_iter().next())
+        .expect("bridge ipam");
+    if let Some(gateway) = config.gateway {
+        return gateway;
+    }
+    let subnet = config.subnet.expect("bridge subnet");
+    let base: std::net::Ipv4Addr = subnet
+        .split('/')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("subnet address");
+    std::net::Ipv4Addr::from(u32::from(base) + 1).to_string()
+}
+
+/// A one-line HTTP server on `ip` that counts its connections: nobody may reach it.
+pub async fn other_server(ip: &str) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind((ip, 0))
+        .await
+        .expect("bind other server");
+    let port = listener.local_addr().expect("addr").port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            use tokio::io::AsyncWriteExt;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nother-secret")
+                .await;
+        }
+    });
+    (port, hits)
+}

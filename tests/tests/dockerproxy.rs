@@ -6,10 +6,11 @@
 //! - End to end: a real `loop serve`, a real agent container whose entrypoint starts the proxy,
 //!   and the Claude CLI (driven by the scripted fake model) running a node client against
 //!   `/var/run/docker.sock` inside the container; once with the proxy alone, once with the
-//!   seccomp gate on as well.
+//!   seccomp gate on as well, once with egress control on.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,8 +25,8 @@ use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use loop_e2e::daemon::{Daemon, test_config};
-use loop_e2e::support::{docker, start_model, test_image, workspace};
-use loop_fakes::model::{Rule, Script, Step};
+use loop_e2e::support::{bridge_ip, docker, other_server, start_model, test_image, workspace};
+use loop_fakes::model::{FakeModel, Rule, Script, Step};
 use loop_gate::dockerproxy::server::{Proxy, bind, serve};
 use loop_gate::dockerproxy::{OWNER_LABEL, ProxyPolicy, ProxyPolicyFile};
 use loop_gate::wire::{ApprovalDecision, ApprovalRequest, AuditOutcome, AuditRecord, GateAction};
@@ -752,6 +753,18 @@ fn install_client(project: &Path) -> std::path::PathBuf {
     target
 }
 
+/// A model that runs `command` when asked to "use docker" and answers `DOCKER <its output>`.
+async fn docker_model(command: &str) -> FakeModel {
+    start_model(
+        Script::new().rule(
+            Rule::contains("use docker")
+                .then(Step::bash(command))
+                .then(Step::text("DOCKER {{last_tool_result}}")),
+        ),
+    )
+    .await
+}
+
 /// `name=value` lines of the client's output.
 fn steps(text: &str) -> HashMap<String, String> {
     let text = text.strip_prefix("DOCKER ").unwrap_or(text);
@@ -841,14 +854,7 @@ async fn an_agent_uses_docker_through_its_proxy_and_a_person_approves_a_start() 
         test_image(),
         client.display()
     );
-    let model = start_model(
-        Script::new().rule(
-            Rule::contains("use docker")
-                .then(Step::bash(&command))
-                .then(Step::text("DOCKER {{last_tool_result}}")),
-        ),
-    )
-    .await;
+    let model = docker_model(&command).await;
     let home = dir.path().join("home");
     let config = test_config(
         model.port(),
@@ -950,14 +956,7 @@ async fn with_the_gate_on_the_agent_reaches_the_proxy_but_never_the_host_socket(
         image = test_image(),
         client = client.display()
     );
-    let model = start_model(
-        Script::new().rule(
-            Rule::contains("use docker")
-                .then(Step::bash(&command))
-                .then(Step::text("DOCKER {{last_tool_result}}")),
-        ),
-    )
-    .await;
+    let model = docker_model(&command).await;
     let home = dir.path().join("home");
     let config = test_config(
         model.port(),
@@ -994,5 +993,68 @@ async fn with_the_gate_on_the_agent_reaches_the_proxy_but_never_the_host_socket(
         owned_by_daemon(&host, &daemon).await.is_empty(),
         "a stopping daemon removes the agents and what they created"
     );
+    model.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_egress_control_nested_containers_stay_on_the_internal_network() {
+    let Some(host) = docker().await else {
+        return;
+    };
+    let bridge = bridge_ip(&host).await;
+    let (port, hits) = other_server(&bridge).await;
+    let (dir, project) = workspace();
+    let client = install_client(&project);
+    let command = format!("PROBE={bridge}:{port} node {} 2>&1", client.display());
+    let model = docker_model(&command).await;
+    // The model is addressed by the bridge IP, reached through the egress proxy (egress.rs).
+    let config = test_config(
+        model.port(),
+        dir.path(),
+        r#""gates": {
+    "egress": {"enabled": true, "allowed_hosts": ["api.anthropic.com"]},
+    "docker_proxy": {"enabled": true}
+  }"#,
+    )
+    .replace(
+        &format!("http://host.docker.internal:{}", model.port()),
+        &format!("http://{bridge}:{}", model.port()),
+    );
+    let mut daemon = Daemon::start(&dir.path().join("home"), &config).await;
+    let _daemon_guard = LabelGuard(format!(
+        "loop.dockerproxy.daemon={}",
+        daemon.daemon_id().expect("daemon id")
+    ));
+    let inbox = daemon.post_in("proxy-egress", &project, "use docker").await;
+    let text = daemon.answer(inbox, Duration::from_secs(240)).await;
+    assert!(text.starts_with("DOCKER "), "{text}\n{}", daemon.log_text());
+    let steps = steps(&text);
+    let step = |name: &str| steps.get(name).map(String::as_str).unwrap_or_default();
+
+    // No network, `bridge`, `default`: all land on the internal network (the agent stays warm,
+    // so they still exist), and none reaches the host's server.
+    let network = loop_bot::egress::NETWORK;
+    for name in ["net_unset", "net_bridge", "net_default"] {
+        let (id, probe) = step(name)
+            .strip_prefix("201 ")
+            .and_then(|s| s.split_once(' '))
+            .unwrap_or_else(|| panic!("{name} was created: {text}"));
+        assert_eq!(probe, "probe-closed", "{name}: {text}");
+        let info = host.inspect_container(id, None).await.expect("inspect");
+        let mode = info.host_config.and_then(|h| h.network_mode);
+        assert_eq!(mode.as_deref(), Some(network), "{name}");
+        let networks = info.network_settings.and_then(|n| n.networks);
+        let joined: Vec<String> = networks.unwrap_or_default().into_keys().collect();
+        assert_eq!(joined, [network], "{name}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "{text}");
+    // The host network, another network, creating and connecting networks: refused.
+    for name in ["net_host", "net_other", "network_create", "network_connect"] {
+        assert!(
+            step(name).starts_with("403 loop docker proxy:") && step(name).contains("egress"),
+            "{name}: {text}"
+        );
+    }
+    assert!(daemon.terminate().success());
     model.shutdown().await;
 }

@@ -4,60 +4,12 @@
 //! else: not a second server on the host that is not allowlisted (directly or through the
 //! proxy), not an outside address.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use loop_e2e::daemon::{Daemon, test_config};
-use loop_e2e::support::{docker, start_model, workspace};
+use loop_e2e::support::{bridge_ip, docker, other_server, start_model, workspace};
 use loop_fakes::model::{Rule, Script, Step};
-use tokio::io::AsyncWriteExt;
-
-/// The default bridge's gateway (docker0): a host address that containers on the internal
-/// network have no route to.
-async fn bridge_ip(docker: &bollard::Docker) -> String {
-    let network = docker
-        .inspect_network(
-            "bridge",
-            None::<bollard::query_parameters::InspectNetworkOptions>,
-        )
-        .await
-        .expect("inspect bridge");
-    let config = network
-        .ipam
-        .and_then(|i| i.config)
-        .and_then(|c| c.into_iter().next())
-        .expect("bridge ipam");
-    if let Some(gateway) = config.gateway {
-        return gateway;
-    }
-    let subnet = config.subnet.expect("bridge subnet");
-    let base: std::net::Ipv4Addr = subnet
-        .split('/')
-        .next()
-        .and_then(|s| s.parse().ok())
-        .expect("subnet address");
-    std::net::Ipv4Addr::from(u32::from(base) + 1).to_string()
-}
-
-/// A one-line HTTP server on `ip` that counts its connections: nobody may reach it.
-async fn other_server(ip: &str) -> (u16, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind((ip, 0))
-        .await
-        .expect("bind other server");
-    let port = listener.local_addr().expect("addr").port();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nother-secret")
-                .await;
-        }
-    });
-    (port, hits)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_allowlisted_hosts_are_reachable_and_only_through_the_proxy() {
@@ -126,6 +78,23 @@ echo done"#
     assert!(!text.contains("node_other=200"), "{text}");
     assert!(!text.contains("other-secret"), "{text}");
     assert_eq!(other_hits.load(Ordering::SeqCst), 0, "{text}");
+    // The control: the same server is reachable from a container on Docker's default bridge,
+    // so "closed" above is the egress fence, not a server nobody could reach.
+    let control = std::process::Command::new("docker")
+        .args(["run", "--rm", "--entrypoint", "bash"])
+        .arg(loop_e2e::support::test_image())
+        .arg("-c")
+        .arg(format!(
+            "exec 3<>/dev/tcp/{bridge}/{other_port} && echo open"
+        ))
+        .output()
+        .expect("docker run");
+    assert!(
+        String::from_utf8_lossy(&control.stdout).contains("open"),
+        "{}",
+        String::from_utf8_lossy(&control.stderr)
+    );
+    assert_eq!(other_hits.load(Ordering::SeqCst), 1);
     // The container really ran on the internal network.
     assert!(
         log.contains("egress control on"),
