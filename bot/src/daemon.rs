@@ -500,12 +500,17 @@ async fn attach_memory(orchestrator: &Orchestrator, config: &Config, store: &Sto
     let loading = config.clone();
     match tokio::task::spawn_blocking(move || crate::memory::load_embedder(&loading, false)).await {
         Ok(Ok(embedder)) => {
-            orchestrator.set_memory(crate::memory::Memory::new(
-                store.clone(),
-                embedder,
-                &config.memory,
-            ));
+            let memory = crate::memory::Memory::new(store.clone(), embedder, &config.memory);
+            orchestrator.set_memory(memory.clone());
             tracing::info!(%source, "semantic memory on");
+            // Memories another model embedded are skipped by search until embedded again.
+            tokio::spawn(async move {
+                match memory.reembed_stale().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(memories = n, "embedded again with the current model"),
+                    Err(err) => tracing::warn!(error = %err, "cannot embed old memories again"),
+                }
+            });
         }
         Ok(Err(err)) => {
             tracing::error!(error = %err, "semantic memory is off: cannot load the embedding model")

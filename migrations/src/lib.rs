@@ -10,6 +10,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_initial;
 mod m20261122_000002_channel_grants;
+mod m20261122_000003_embedding_model;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261122_000002_channel_grants::Migration),
+            Box::new(m20261122_000003_embedding_model::Migration),
         ]
     }
 }

@@ -258,6 +258,7 @@ async fn main() -> Result<()> {
                 content: base_texts[i % base_texts.len()].clone(),
                 content_hash: format!("{i:064x}"),
                 embedding: row.clone(),
+                embedding_model: model.model_id(),
             })
             .await?;
     }

@@ -37,7 +37,13 @@ async fn open(config: &Config, store: &Store) -> Result<Memory, MemoryError> {
     let embedder = tokio::task::spawn_blocking(move || load_embedder(&loading, progress))
         .await
         .map_err(|err| MemoryError::Join(err.to_string()))??;
-    Ok(Memory::new(store.clone(), embedder, &config.memory))
+    let memory = Memory::new(store.clone(), embedder, &config.memory);
+    // Vectors another model made are useless to this one: embed them again first.
+    let reembedded = memory.reembed_stale().await?;
+    if reembedded > 0 {
+        eprintln!("embedded {reembedded} memories again with the current model");
+    }
+    Ok(memory)
 }
 
 /// Says on stderr that the model is about to be downloaded, when it is.

@@ -23,6 +23,10 @@ use super::search::normalize;
 /// Turns texts into unit-length vectors. Blocking: call it from `spawn_blocking`.
 pub trait Embedder: Send + Sync + 'static {
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, MemoryError>;
+
+    /// Names the model, so that vectors of different models are never compared: stored with
+    /// every vector, and a vector of another model is embedded again.
+    fn model_id(&self) -> String;
 }
 
 /// Tokens per text the model sees; longer texts are truncated.
@@ -33,6 +37,7 @@ const BATCH: usize = 32;
 /// A fastembed model behind a lock (a session runs one batch at a time).
 pub struct FastEmbedder {
     model: Mutex<TextEmbedding>,
+    id: String,
 }
 
 impl std::fmt::Debug for FastEmbedder {
@@ -191,6 +196,7 @@ impl FastEmbedder {
         })?;
         Ok(FastEmbedder {
             model: Mutex::new(loaded),
+            id: format!("hub:{}", hub_repo()),
         })
     }
 
@@ -211,6 +217,12 @@ impl FastEmbedder {
             special_tokens_map_file: read(dir, "special_tokens_map.json")?,
             tokenizer_config_file: read(dir, "tokenizer_config.json")?,
         };
+        // The weights name the model: the same files under another path are the same model.
+        let id = {
+            use sha2::Digest;
+            let digest = hex::encode(sha2::Sha256::digest(&onnx_file));
+            format!("onnx-sha256:{}", &digest[..16])
+        };
         let model =
             UserDefinedEmbeddingModel::new(onnx_file, tokenizer_files).with_pooling(Pooling::Mean);
         let mut options = InitOptionsUserDefined::new().with_max_length(MAX_TOKENS);
@@ -222,11 +234,16 @@ impl FastEmbedder {
         .map_err(|err| MemoryError::Model(format!("{}: {err}", dir.display())))?;
         Ok(FastEmbedder {
             model: Mutex::new(loaded),
+            id,
         })
     }
 }
 
 impl Embedder for FastEmbedder {
+    fn model_id(&self) -> String {
+        self.id.clone()
+    }
+
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, MemoryError> {
         if texts.is_empty() {
             return Ok(Vec::new());

@@ -247,6 +247,7 @@ impl Memory {
                 content: content.to_owned(),
                 content_hash: chunk::content_hash(content),
                 embedding,
+                embedding_model: self.inner.embedder.model_id(),
             })
             .await?;
         self.invalidate(Some(&record.scope));
@@ -322,7 +323,12 @@ impl Memory {
             }
             return Ok(hit);
         }
-        let rows = self.inner.store.memory_vectors(scopes, None).await?;
+        let model = self.inner.embedder.model_id();
+        let rows = self
+            .inner
+            .store
+            .memory_vectors(scopes, None, &model)
+            .await?;
         let dim = rows.first().map_or(0, |r| r.embedding.len());
         let mut vectors = VectorSet::with_capacity(dim, rows.len());
         let mut records = Vec::with_capacity(rows.len());
@@ -341,6 +347,34 @@ impl Memory {
             cache.insert(scope.clone(), cached.clone());
         }
         Ok(cached)
+    }
+
+    /// Embeds again, from their text, the memories whose vector another model made (after
+    /// `memory.model_dir` changed, or the model was downloaded instead): until then search
+    /// skips them. Returns how many were embedded.
+    pub async fn reembed_stale(&self) -> Result<usize, MemoryError> {
+        let model = self.inner.embedder.model_id();
+        let mut done = 0;
+        loop {
+            let stale = self.inner.store.memory_stale(&model, 64).await?;
+            if stale.is_empty() {
+                break;
+            }
+            let vectors = self
+                .embed(stale.iter().map(|(_, content)| content.clone()).collect())
+                .await?;
+            for ((id, _), vector) in stale.iter().zip(vectors) {
+                self.inner
+                    .store
+                    .memory_set_embedding(id, &vector, &model)
+                    .await?;
+                done += 1;
+            }
+        }
+        if done > 0 {
+            self.invalidate(None);
+        }
+        Ok(done)
     }
 
     /// Forgets one memory (only within `scopes`, when any are given).
@@ -495,6 +529,7 @@ impl Memory {
                         content: content.clone(),
                         content_hash: hash.clone(),
                         embedding,
+                        embedding_model: self.inner.embedder.model_id(),
                     })
                     .await?;
                 report.embedded += 1;

@@ -41,6 +41,10 @@ impl Embedder for Counting {
         self.texts.fetch_add(texts.len(), Ordering::SeqCst);
         self.inner.embed(texts)
     }
+
+    fn model_id(&self) -> String {
+        self.inner.model_id()
+    }
 }
 
 fn config(max_chunk_chars: usize) -> MemoryConfig {
@@ -231,5 +235,49 @@ async fn reindex_embeds_only_changed_chunks() {
         );
         // Counting: the search query itself.
         assert_eq!(counting.texts.load(Ordering::SeqCst), 6);
+    }
+}
+
+#[tokio::test]
+async fn vectors_of_another_model_are_never_compared_and_are_embedded_again() {
+    let Some(model) = real_model() else { return };
+    for db in TestDb::all().await {
+        let store = db.store().clone();
+        let channel = MemoryScope::Channel("local:models".to_owned());
+        // Stored by another model (its vector is garbage for this one).
+        store
+            .memory_insert(crate::store::NewMemory {
+                scope: channel.clone(),
+                source: SOURCE_AGENT.to_owned(),
+                source_ref: None,
+                content: "The staging database password rotates every Monday.".to_owned(),
+                content_hash: "h".to_owned(),
+                embedding: vec![1.0; 768],
+                embedding_model: "ollama:nomic-embed-text".to_owned(),
+            })
+            .await
+            .expect("insert");
+        let memory = Memory::new(store, model.clone(), &config(2000));
+        let search = || {
+            memory.search(
+                std::slice::from_ref(&channel),
+                "when does the db password change?",
+                3,
+            )
+        };
+        assert!(
+            search().await.expect("search").is_empty(),
+            "{}",
+            db.backend()
+        );
+        assert_eq!(memory.reembed_stale().await.expect("reembed"), 1);
+        assert_eq!(
+            memory.reembed_stale().await.expect("again"),
+            0,
+            "nothing left"
+        );
+        let hits = search().await.expect("search");
+        assert_eq!(hits.len(), 1, "{}", db.backend());
+        assert!(hits[0].score > 0.3, "{hits:#?}");
     }
 }

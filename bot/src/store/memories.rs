@@ -70,6 +70,8 @@ pub struct NewMemory {
     pub content: String,
     pub content_hash: String,
     pub embedding: Vec<f32>,
+    /// The model that made `embedding`.
+    pub embedding_model: String,
 }
 
 /// A stored memory without its vector.
@@ -146,6 +148,7 @@ impl Store {
             content: Set(new.content),
             content_hash: Set(new.content_hash),
             embedding: Set(Some(encode_vector(&new.embedding))),
+            embedding_model: Set(Some(new.embedding_model)),
             created_at: Set(now),
             updated_at: Set(now),
         }
@@ -178,13 +181,17 @@ impl Store {
         Ok(rows.into_iter().map(|m| record(m).0).collect())
     }
 
-    /// Every memory of the given scopes with its vector (rows without one are skipped).
+    /// Every memory of the given scopes with a vector of `model` (rows without one, or with
+    /// another model's, are skipped: their vectors cannot be compared).
     pub async fn memory_vectors(
         &self,
         scopes: &[MemoryScope],
         source: Option<&str>,
+        model: &str,
     ) -> Result<Vec<StoredVector>, StoreError> {
-        let mut query = memories::Entity::find().filter(scopes_condition(scopes));
+        let mut query = memories::Entity::find()
+            .filter(scopes_condition(scopes))
+            .filter(memories::Column::EmbeddingModel.eq(model));
         if let Some(source) = source {
             query = query.filter(memories::Column::Source.eq(source));
         }
@@ -216,6 +223,56 @@ impl Store {
             .one(&self.db)
             .await?;
         Ok(row.unwrap_or((0, None)))
+    }
+
+    /// Up to `limit` memories whose vector is not `model`'s (another model's, or from before
+    /// models were recorded): their id and text, to embed again.
+    pub async fn memory_stale(
+        &self,
+        model: &str,
+        limit: u64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = memories::Entity::find()
+            .filter(
+                Condition::any()
+                    .add(memories::Column::EmbeddingModel.is_null())
+                    .add(memories::Column::EmbeddingModel.ne(model)),
+            )
+            .select_only()
+            .column(memories::Column::Id)
+            .column(memories::Column::Content)
+            .order_by_asc(memories::Column::Id)
+            .limit(limit)
+            .into_tuple::<(String, String)>()
+            .all(&self.db)
+            .await?;
+        Ok(rows)
+    }
+
+    /// Replaces a memory's vector with one of `model`.
+    pub async fn memory_set_embedding(
+        &self,
+        id: &str,
+        embedding: &[f32],
+        model: &str,
+    ) -> Result<(), StoreError> {
+        memories::Entity::update_many()
+            .col_expr(
+                memories::Column::Embedding,
+                sea_orm::sea_query::Expr::value(encode_vector(embedding)),
+            )
+            .col_expr(
+                memories::Column::EmbeddingModel,
+                sea_orm::sea_query::Expr::value(model),
+            )
+            .col_expr(
+                memories::Column::UpdatedAt,
+                sea_orm::sea_query::Expr::value(now_ms()),
+            )
+            .filter(memories::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
     }
 
     /// Every scope that holds at least one memory.
