@@ -493,7 +493,7 @@ async fn attach_memory(orchestrator: &Orchestrator, config: &Config, store: &Sto
         return;
     }
     let source = crate::memory::describe_model_source(config);
-    if config.memory.model_dir.is_none() {
+    if config.memory.model_dir.is_none() && !crate::memory::uses_ollama(config) {
         // The first start downloads the model (about 90 MB); memory is off until then.
         tracing::info!(%source, "loading the embedding model in the background (downloaded on first use)");
     }

@@ -481,3 +481,70 @@ async fn a_failing_hub_is_a_clear_error_and_changes_nothing() {
         missing.requests()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_go_loop_ollama_provider_embeds_through_an_ollama_server() {
+    let Some(model_dir) = model_dir() else { return };
+    // A faithful Ollama whose vectors come from the real model: rankings mean something.
+    let model = std::sync::Arc::new(
+        loop_bot::memory::embed::FastEmbedder::load(Path::new(&model_dir), Some(1))
+            .expect("load the model"),
+    );
+    let embed: loop_fakes::ollama::EmbedFn = std::sync::Arc::new(move |texts: &[String]| {
+        use loop_bot::memory::embed::Embedder;
+        model.embed(texts).expect("embed")
+    });
+    let ollama = loop_fakes::ollama::FakeOllama::start("nomic-embed-text", embed)
+        .await
+        .expect("fake ollama");
+    let settings = |model: &str| {
+        format!(
+            r#", "embeddings": {{"provider": "ollama", "ollama_url": "{}", "model": "{model}"}}"#,
+            ollama.url()
+        )
+    };
+    let (_dir, home, project) = memory_home(&settings("nomic-embed-text"));
+    // No hub is involved: an unreachable HF_ENDPOINT proves nothing is downloaded.
+    let no_hub = "http://127.0.0.1:9";
+    let indexed = loop_cli(
+        &home,
+        no_hub,
+        &["memory", "reindex", &project.display().to_string()],
+    );
+    assert!(
+        indexed.status.success() && stdout(&indexed).contains("3 embedded"),
+        "{}{}",
+        stderr(&indexed),
+        stdout(&indexed)
+    );
+    assert!(
+        !stderr(&indexed).contains("Downloading"),
+        "{}",
+        stderr(&indexed)
+    );
+    assert_release_doc_ranks_first(&home, no_hub, &project);
+    assert!(
+        ollama
+            .requests()
+            .iter()
+            .all(|(model, _)| model == "nomic-embed-text"),
+        "{:?}",
+        ollama.requests()
+    );
+    // A model the server does not have: Ollama's own reason, and nothing changes.
+    write_memory_config(&home, &settings("llama-embed-missing"));
+    let before = stdout(&loop_cli(&home, no_hub, &["memory", "list"]));
+    let search = loop_cli(&home, no_hub, &["memory", "search", "deploy"]);
+    assert!(!search.status.success());
+    assert!(
+        stderr(&search).contains("not found, try pulling it first")
+            && stderr(&search).contains("llama-embed-missing"),
+        "{}",
+        stderr(&search)
+    );
+    assert_eq!(
+        stdout(&loop_cli(&home, no_hub, &["memory", "list"])),
+        before
+    );
+    ollama.stop();
+}

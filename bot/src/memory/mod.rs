@@ -10,6 +10,7 @@
 
 pub mod chunk;
 pub mod embed;
+pub mod ollama;
 pub mod search;
 
 use std::collections::{HashMap, HashSet};
@@ -144,10 +145,30 @@ pub fn load_embedder(
     config: &Config,
     show_progress: bool,
 ) -> Result<Arc<dyn Embedder>, MemoryError> {
+    let embeddings = &config.memory.embeddings;
+    match embeddings.provider.as_deref().map(str::trim) {
+        None | Some("" | "local" | "fastembed") => {}
+        Some("ollama") => {
+            return Ok(Arc::new(ollama::OllamaEmbedder::new(
+                embeddings.ollama_url.as_deref(),
+                embeddings.model.as_deref(),
+            )?));
+        }
+        Some(other) => {
+            return Err(MemoryError::Model(format!(
+                "memory.embeddings.provider {other:?} is not known: use \"local\" (the default, embedded) or \"ollama\""
+            )));
+        }
+    }
     match config.memory.model_dir.as_deref() {
         Some(dir) => Ok(Arc::new(FastEmbedder::load(&config.expand(dir), None)?)),
         None => download_embedder(config, show_progress),
     }
+}
+
+/// Whether memory uses an Ollama server instead of the local model.
+pub fn uses_ollama(config: &Config) -> bool {
+    config.memory.embeddings.provider.as_deref().map(str::trim) == Some("ollama")
 }
 
 #[cfg(feature = "model-download")]
@@ -172,6 +193,17 @@ fn download_embedder(
 
 /// Where the model comes from, in words, for logs and the CLI.
 pub fn describe_model_source(config: &Config) -> String {
+    if uses_ollama(config) {
+        let embeddings = &config.memory.embeddings;
+        return format!(
+            "Ollama at {} (model {})",
+            embeddings
+                .ollama_url
+                .as_deref()
+                .unwrap_or(ollama::DEFAULT_URL),
+            embeddings.model.as_deref().unwrap_or(ollama::DEFAULT_MODEL)
+        );
+    }
     match config.memory.model_dir.as_deref() {
         Some(dir) => format!("model_dir {}", config.expand(dir).display()),
         None => format!(

@@ -9,8 +9,10 @@
 //! - [`slack`]: the Slack Web API and Socket Mode, for the real slack-morphism client.
 //! - [`discord`]: Discord's REST API and Gateway, for the real serenity client.
 //! - [`hfhub`]: the Hugging Face hub's file downloads, for the hub client fastembed uses.
+//! - [`ollama`]: Ollama's embedding endpoint, for `memory.embeddings.provider: "ollama"`.
 
 pub mod discord;
 pub mod hfhub;
 pub mod model;
+pub mod ollama;
 pub mod slack;
