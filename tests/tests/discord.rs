@@ -285,6 +285,65 @@ async fn approval_buttons_obey_approvers_and_the_slash_command_points_the_channe
         .await
         .unwrap_or_else(|| panic!("the interaction was not answered\n{}", daemon.log_text()));
 
+    // `/loop schedule` with Discord's options, and an owner's grant through the user picker.
+    discord.slash_with(
+        ALICE,
+        CHANNEL,
+        "schedule",
+        serde_json::json!([
+            {"name": "schedule", "type": 3, "value": "every 2h"},
+            {"name": "prompt", "type": 3, "value": "summarise the channel"},
+            {"name": "type", "type": 3, "value": "interval"}
+        ]),
+    );
+    let scheduled = discord
+        .wait_for(QUICK, |d| {
+            d.bot_messages_in(CHANNEL)
+                .into_iter()
+                .find(|m| m.content.contains("Scheduled"))
+        })
+        .await
+        .unwrap_or_else(|| panic!("no schedule reply\n{}", daemon.log_text()));
+    assert!(
+        scheduled.content.contains("every 2h"),
+        "{}",
+        scheduled.content
+    );
+    let store = daemon.store().await;
+    let tasks = store
+        .tasks(Some(&format!("discord:{CHANNEL}")))
+        .await
+        .expect("tasks");
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0].prompt, "summarise the channel");
+    assert_eq!(tasks[0].created_by.as_deref(), Some(ALICE));
+    discord.slash_with(
+        BOSS,
+        CHANNEL,
+        "allow_user",
+        serde_json::json!([
+            {"name": "user", "type": 6, "value": ALICE},
+            {"name": "level", "type": 3, "value": "owner"}
+        ]),
+    );
+    discord
+        .wait_for(QUICK, |d| {
+            d.bot_messages_in(CHANNEL)
+                .into_iter()
+                .find(|m| m.content.contains("is now an owner here"))
+        })
+        .await
+        .unwrap_or_else(|| panic!("no grant reply\n{}", daemon.log_text()));
+    let grants = store
+        .channel_grants(&format!("discord:{CHANNEL}").parse().expect("key"))
+        .await
+        .expect("grants");
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    assert_eq!(
+        grants[0].subject,
+        loop_adapter::GrantSubject::User(ALICE.to_owned())
+    );
+
     // Approve, by role.
     let asked = discord.post_as_user(
         ALICE,

@@ -569,3 +569,86 @@ async fn owners_decide_who_may_use_loop_in_a_channel() {
         .unwrap_or_else(|| panic!("no refusal after the deny: {:?}", slack.ephemerals()));
     assert_eq!(model.requests().len(), 1, "only the allowed question ran");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_loop_schedule_command_creates_tasks_directly_and_from_templates() {
+    if docker().await.is_none() {
+        return;
+    }
+    let (dir, _project) = workspace();
+    let model = start_model(Script::new()).await;
+    let slack = FakeSlack::start().await.expect("fake slack");
+    let home = dir.path().join("home");
+    let prompts = dir.path().join("prompts");
+    std::fs::create_dir_all(&prompts).expect("prompts");
+    std::fs::write(
+        prompts.join("nightly.md"),
+        "Run the nightly checks and report.",
+    )
+    .expect("prompt");
+    let templates = format!(
+        r#""task_templates": [
+    {{"name": "weekly", "description": "weekly digest", "schedule": "0 9 * * 1", "type": "cron", "prompt": "Write the weekly digest."}},
+    {{"name": "nightly", "schedule": "0 2 * * *", "type": "cron", "prompt_path": "{}"}}
+  ]"#,
+        prompts.join("nightly.md").display()
+    );
+    let daemon = Daemon::start(&home, &slack_config(&model, &slack, dir.path(), &templates)).await;
+    connected(&slack, &daemon).await;
+    let reply = |needle: String| {
+        let slack = &slack;
+        let daemon = &daemon;
+        async move {
+            slack
+                .wait_for(QUICK, |s| {
+                    s.bot_messages_in("C5", None)
+                        .into_iter()
+                        .find(|m| m.text.contains(&needle))
+                })
+                .await
+                .unwrap_or_else(|| panic!("no reply {needle:?}\n{}", daemon.log_text()))
+        }
+    };
+    slack.slash_command(
+        "UALICE",
+        "C5",
+        "/loop",
+        "schedule \"0 9 * * 1-5\" check the build",
+    );
+    reply("0 9 * * 1-5".to_owned()).await;
+    slack.slash_command("UALICE", "C5", "/loop", "schedule template weekly");
+    reply("\"weekly\"".to_owned()).await;
+    slack.slash_command("UALICE", "C5", "/loop", "schedule template nightly");
+    reply("\"nightly\"".to_owned()).await;
+    // Bad input is explained and stores nothing.
+    slack.slash_command("UALICE", "C5", "/loop", "schedule 61 * * * * never");
+    reply("⚠️".to_owned()).await;
+    slack.slash_command("UALICE", "C5", "/loop", "schedule template nope");
+    reply("no task template `nope`".to_owned()).await;
+
+    let store = daemon.store().await;
+    let mut tasks = store.tasks(Some("slack:C5")).await.expect("tasks");
+    tasks.sort_by(|a, b| a.schedule.cmp(&b.schedule));
+    let summary: Vec<(&str, &str, Option<&str>)> = tasks
+        .iter()
+        .map(|t| (t.schedule.as_str(), t.prompt.as_str(), t.name.as_deref()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "0 2 * * *",
+                "Run the nightly checks and report.",
+                Some("nightly")
+            ),
+            ("0 9 * * 1", "Write the weekly digest.", Some("weekly")),
+            ("0 9 * * 1-5", "check the build", None),
+        ],
+        "{tasks:#?}"
+    );
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.created_by.as_deref() == Some("UALICE"))
+    );
+}

@@ -25,6 +25,15 @@ pub enum ChatCommand {
         subject: GrantSubject,
         level: GrantLevel,
     },
+    /// `/loop schedule SCHEDULE [cron|interval|once] PROMPT`: a scheduled task for this
+    /// channel, as the agent's `schedule_task` would make it.
+    Schedule {
+        schedule: String,
+        kind: Option<String>,
+        prompt: String,
+    },
+    /// `/loop schedule template NAME`: a task from `task_templates`.
+    ScheduleTemplate(String),
     /// Ask the agent: `!loop <prompt>` is an ordinary turn.
     Prompt(String),
     /// Explain the commands.
@@ -135,6 +144,72 @@ fn grant(word: &str, arg: &str) -> Option<ChatCommand> {
     Some(ChatCommand::Grant { subject, level })
 }
 
+/// A cron field as typed: digits, `*`, `/`, `,`, `-`.
+fn cron_field(word: &str) -> bool {
+    !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '*' | '/' | ',' | '-'))
+}
+
+/// `/loop schedule ...`: the schedule is quoted (`"0 9 * * 1-5"`, `'every 2h'`), or
+/// `every X` / `in X`, or 5 or 6 cron fields, or one word (`30m`, an RFC 3339 time); then an
+/// optional type (`cron`, `interval`, `once`, as the Go Loop's `type`), then the prompt.
+fn schedule(arg: &str) -> Option<ChatCommand> {
+    let arg = arg.trim();
+    if let Some(name) = arg.strip_prefix("template ") {
+        let name = name.trim();
+        return (!name.is_empty() && !name.contains(char::is_whitespace))
+            .then(|| ChatCommand::ScheduleTemplate(name.to_owned()));
+    }
+    let (schedule, rest) = match arg.chars().next()? {
+        quote @ ('"' | '\'' | '`' | '“') => {
+            let close = if quote == '“' { '”' } else { quote };
+            let inner = &arg[quote.len_utf8()..];
+            let end = inner.find(close)?;
+            (
+                inner[..end].trim().to_owned(),
+                &inner[end + close.len_utf8()..],
+            )
+        }
+        _ => {
+            let words: Vec<&str> = arg.split_whitespace().collect();
+            let cron = words.iter().take(6).take_while(|w| cron_field(w)).count();
+            let take = match words.first() {
+                Some(&("every" | "in")) => 2,
+                _ if cron >= 5 => cron,
+                _ => 1,
+            };
+            if words.len() < take {
+                return None;
+            }
+            let schedule = words[..take].join(" ");
+            // The rest of the text after those words, spacing kept.
+            let mut rest = arg;
+            for word in &words[..take] {
+                let at = rest.find(word)? + word.len();
+                rest = &rest[at..];
+            }
+            (schedule, rest)
+        }
+    };
+    let rest = rest.trim();
+    let (kind, prompt) = match rest.split_once(char::is_whitespace) {
+        Some((word, prompt)) if matches!(word, "cron" | "interval" | "once") => {
+            (Some(word.to_owned()), prompt.trim())
+        }
+        _ => (None, rest),
+    };
+    if schedule.is_empty() || prompt.is_empty() {
+        return None;
+    }
+    Some(ChatCommand::Schedule {
+        schedule,
+        kind,
+        prompt: prompt.to_owned(),
+    })
+}
+
 /// Parses `/loop status`, `!loop dir ~/src/app`, ... Returns `None` for text that is not
 /// addressed to loop. Unknown subcommands are `Help`, so a typo gets an explanation.
 pub fn parse_command(text: &str) -> Option<ChatCommand> {
@@ -161,6 +236,7 @@ pub fn parse_command(text: &str) -> Option<ChatCommand> {
         "task" | "cancel" => ChatCommand::Tasks,
         "dir" if !arg.is_empty() => ChatCommand::Dir(arg.to_owned()),
         "dir" => ChatCommand::Status,
+        "schedule" => schedule(arg).unwrap_or(ChatCommand::Help),
         "allow_user" | "allow_role" | "deny_user" | "deny_role" => {
             grant(&word.to_ascii_lowercase(), arg).unwrap_or(ChatCommand::Help)
         }
@@ -175,6 +251,58 @@ mod tests {
 
     fn check(input: &str, expected: Option<ChatCommand>) {
         assert_eq!(parse_command(input), expected, "{input:?}");
+    }
+
+    #[test]
+    fn parses_schedules() {
+        let task = |schedule: &str, kind: Option<&str>, prompt: &str| {
+            Some(ChatCommand::Schedule {
+                schedule: schedule.into(),
+                kind: kind.map(str::to_owned),
+                prompt: prompt.into(),
+            })
+        };
+        check(
+            "/loop schedule \"0 9 * * 1-5\" check the build",
+            task("0 9 * * 1-5", None, "check the build"),
+        );
+        check(
+            "/loop schedule 0 9 * * 1-5 cron check the build",
+            task("0 9 * * 1-5", Some("cron"), "check the build"),
+        );
+        check(
+            "/loop schedule */5 * * * * * tick",
+            task("*/5 * * * * *", None, "tick"),
+        );
+        check(
+            "/loop schedule every 2h  summarise   the channel",
+            task("every 2h", None, "summarise   the channel"),
+        );
+        check(
+            "/loop schedule in 10m remind me",
+            task("in 10m", None, "remind me"),
+        );
+        check(
+            "/loop schedule 30m interval ping",
+            task("30m", Some("interval"), "ping"),
+        );
+        check(
+            "/loop schedule 2026-12-01T09:00:00Z once ship it",
+            task("2026-12-01T09:00:00Z", Some("once"), "ship it"),
+        );
+        check(
+            "/loop schedule template nightly",
+            Some(ChatCommand::ScheduleTemplate("nightly".into())),
+        );
+        for bad in [
+            "/loop schedule",
+            "/loop schedule every",
+            "/loop schedule \"0 9 * * *\"",
+            "/loop schedule \"0 9 * * * unclosed prompt",
+            "/loop schedule template",
+        ] {
+            check(bad, Some(ChatCommand::Help));
+        }
     }
 
     #[test]

@@ -267,7 +267,58 @@ async fn slash_commands_are_registered_and_answered() {
         .iter()
         .filter_map(|o| o["name"].as_str())
         .collect();
-    assert_eq!(names, ["status", "dir", "stop", "new", "tasks"]);
+    assert_eq!(
+        names,
+        [
+            "status",
+            "dir",
+            "stop",
+            "new",
+            "tasks",
+            "task",
+            "cancel",
+            "schedule",
+            "template",
+            "allow_user",
+            "deny_user",
+            "allow_role",
+            "deny_role"
+        ]
+    );
+    // Users and roles come from Discord's pickers (option types 6 and 8): ids, not names.
+    let option_type = |sub: &str, option: &str| {
+        commands[0]["options"]
+            .as_array()
+            .and_then(|subs| subs.iter().find(|s| s["name"] == sub))
+            .and_then(|s| s["options"].as_array())
+            .and_then(|options| options.iter().find(|o| o["name"] == option))
+            .map(|o| o["type"].clone())
+    };
+    assert_eq!(option_type("allow_user", "user"), Some(6.into()));
+    assert_eq!(option_type("deny_role", "role"), Some(8.into()));
+
+    let id = rig.fake.slash_with(
+        "1",
+        CHANNEL,
+        "allow_role",
+        serde_json::json!([{"name": "role", "type": 8, "value": "77"}]),
+    );
+    match rig.next().await {
+        Inbound::Command { command, .. } => assert_eq!(
+            command,
+            ChatCommand::Grant {
+                subject: loop_adapter::GrantSubject::Role("77".into()),
+                level: loop_adapter::GrantLevel::Member
+            }
+        ),
+        other => panic!("expected a command, got {other:?}"),
+    }
+    rig.fake
+        .wait_for(QUICK, |f| {
+            f.interaction(&id).filter(|i| !i.responses.is_empty())
+        })
+        .await
+        .expect("the interaction is answered");
 
     let id = rig.fake.slash("1", CHANNEL, "dir", Some("~/src/app"));
     match rig.next().await {

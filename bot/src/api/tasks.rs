@@ -12,7 +12,6 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{TimeZone, Utc};
-use chrono_tz::Tz;
 use loop_adapter::ChannelKey;
 use serde::Deserialize;
 
@@ -96,32 +95,6 @@ fn settings(state: &ApiState) -> SchedulerSettings {
     SchedulerSettings::from_config(state.orchestrator.config(), &host)
 }
 
-/// The zone of a channel's new tasks: its project's `scheduler.timezone`, else the daemon's.
-async fn channel_timezone(state: &ApiState, channel: &str, settings: &SchedulerSettings) -> Tz {
-    let Ok(key) = channel.parse::<ChannelKey>() else {
-        return settings.default_timezone;
-    };
-    let work_dir = match state.orchestrator.store().channel_work_dir(&key).await {
-        Ok(Some(dir)) => dir,
-        _ => return settings.default_timezone,
-    };
-    let project = state
-        .orchestrator
-        .config()
-        .for_project(std::path::Path::new(&work_dir));
-    match project {
-        Ok(loaded) => loaded
-            .config
-            .scheduler
-            .timezone
-            .as_deref()
-            .and_then(|zone| parse_timezone(zone).ok())
-            .unwrap_or(settings.default_timezone),
-        // A broken project file is reported when a turn runs; tasks still get a zone.
-        Err(_) => settings.default_timezone,
-    }
-}
-
 /// A task for the wire, with readable times in its zone.
 pub fn task_info(task: &TaskRecord) -> TaskInfo {
     let tz = parse_timezone(&task.timezone).unwrap_or(chrono_tz::UTC);
@@ -156,7 +129,13 @@ pub(super) async fn create_task(
         .channel(request.channel.as_deref())?
         .ok_or_else(|| ApiError::bad_request("channel is required with the admin token"))?;
     let settings = settings(&state);
-    let zone = channel_timezone(&state, &channel, &settings).await;
+    let zone = crate::scheduler::channel_timezone(
+        state.orchestrator.store(),
+        state.orchestrator.config(),
+        &channel,
+        &settings,
+    )
+    .await;
     let input = CreateTaskInput {
         schedule: request.schedule,
         kind: request.kind,

@@ -29,6 +29,8 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::gate::GateHub;
 use crate::permissions::{self, Role, needs_owner};
+use crate::scheduler::SchedulerSettings;
+use crate::scheduler::input::{CreateTaskInput, plan_new_task};
 use crate::store::{Accepted, Store, StoreError};
 pub use progress::ProgressState;
 pub use workspace::HostFacts;
@@ -387,6 +389,27 @@ impl Orchestrator {
                 Some(task) => crate::scheduler::describe_task(&task),
                 None => format!("No task `{id}` in this channel."),
             },
+            ChatCommand::Schedule {
+                schedule,
+                kind,
+                prompt,
+            } => {
+                let input = CreateTaskInput {
+                    schedule,
+                    kind,
+                    prompt,
+                    name: None,
+                    timezone: None,
+                    created_by: Some(author.id.clone()),
+                };
+                self.schedule_from_chat(&key, &input).await?
+            }
+            ChatCommand::ScheduleTemplate(name) => {
+                match self.template_task(&channel, &name, &author).await? {
+                    Ok(input) => self.schedule_from_chat(&key, &input).await?,
+                    Err(why) => format!("⚠️ {why}"),
+                }
+            }
             ChatCommand::Grant { subject, level } => {
                 self.inner
                     .store
@@ -416,6 +439,84 @@ impl Orchestrator {
             },
         };
         self.notify(&channel, &reply).await
+    }
+
+    /// Creates a task for the channel from chat, as the agent's `schedule_task` would.
+    async fn schedule_from_chat(
+        &self,
+        key: &str,
+        input: &CreateTaskInput,
+    ) -> Result<String, OrchestratorError> {
+        let host = loop_runner::spec::detect_timezone(std::env::var("TZ").ok().as_deref());
+        let settings = SchedulerSettings::from_config(&self.inner.config, &host);
+        let zone = crate::scheduler::channel_timezone(
+            &self.inner.store,
+            &self.inner.config,
+            key,
+            &settings,
+        )
+        .await;
+        let new = match plan_new_task(key, input, chrono::Utc::now(), zone, settings.min_interval) {
+            Ok(new) => new,
+            Err(err) => return Ok(format!("⚠️ {err}")),
+        };
+        let task = self.inner.store.create_task(new).await?;
+        tracing::info!(task = %task.id, channel = %key, kind = %task.kind, schedule = %task.schedule, "task scheduled from chat");
+        Ok(format!(
+            "⏰ Scheduled: {}",
+            crate::scheduler::describe_task(&task)
+        ))
+    }
+
+    /// A task from `task_templates` (the project's over the global ones): its schedule, type,
+    /// and prompt (or the file `prompt_path` names, relative to the channel's directory).
+    async fn template_task(
+        &self,
+        channel: &ChannelKey,
+        name: &str,
+        author: &Author,
+    ) -> Result<Result<CreateTaskInput, String>, OrchestratorError> {
+        let work_dir = self.inner.store.channel_work_dir(channel).await?;
+        let templates = match &work_dir {
+            Some(dir) => match self.inner.config.for_project(std::path::Path::new(dir)) {
+                Ok(loaded) => loaded.config.task_templates,
+                Err(err) => return Ok(Err(err.to_string())),
+            },
+            None => self.inner.config.task_templates.clone(),
+        };
+        let Some(template) = templates.into_iter().find(|t| t.name == name) else {
+            return Ok(Err(format!(
+                "no task template `{name}` (task_templates in the config)"
+            )));
+        };
+        let prompt = match (&template.prompt, &template.prompt_path) {
+            (Some(prompt), _) if !prompt.trim().is_empty() => prompt.clone(),
+            (_, Some(path)) => {
+                let path = self.inner.config.expand(path);
+                let path = match (&work_dir, path.is_relative()) {
+                    (Some(dir), true) => std::path::Path::new(dir).join(path),
+                    _ => path,
+                };
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => text,
+                    Err(err) => {
+                        return Ok(Err(format!(
+                            "task template `{name}`: cannot read {}: {err}",
+                            path.display()
+                        )));
+                    }
+                }
+            }
+            _ => return Ok(Err(format!("task template `{name}` has no prompt"))),
+        };
+        Ok(Ok(CreateTaskInput {
+            schedule: template.schedule,
+            kind: Some(template.task_type),
+            prompt,
+            name: Some(template.name),
+            timezone: None,
+            created_by: Some(author.id.clone()),
+        }))
     }
 
     async fn tasks_text(&self, key: &str) -> Result<String, OrchestratorError> {
@@ -601,6 +702,6 @@ async fn post_chunks(
     Ok(first)
 }
 
-const HELP: &str = "Commands: `/loop status` · `/loop dir PATH` (work in a directory) · `/loop stop` (stop the running turn) · `/loop new` (fresh session) · `/loop tasks` · `/loop task ID` · `/loop cancel ID` · `/loop allow_user|allow_role WHO [owner]` · `/loop deny_user|deny_role WHO` (owners: who may use loop here). Anything else: mention me, or start with `!loop`.";
+const HELP: &str = "Commands: `/loop status` · `/loop dir PATH` (work in a directory) · `/loop stop` (stop the running turn) · `/loop new` (fresh session) · `/loop tasks` · `/loop task ID` · `/loop cancel ID` · `/loop schedule SCHEDULE [cron|interval|once] PROMPT` (e.g. `/loop schedule \"0 9 * * 1-5\" check the build`, `/loop schedule every 2h ...`) · `/loop schedule template NAME` · `/loop allow_user|allow_role WHO [owner]` · `/loop deny_user|deny_role WHO` (owners: who may use loop here). Anything else: mention me, or start with `!loop`.";
 const NOT_ALLOWED: &str = "🔒 You are not allowed to use loop in this channel. An owner can let you in with `/loop allow_user <your user id>`.";
 const OWNERS_ONLY: &str = "🔒 Only this channel's owners can do that.";

@@ -336,6 +336,34 @@ impl Scheduler {
     }
 }
 
+/// The zone of a channel's new tasks: its project's `scheduler.timezone`, else the daemon's.
+pub async fn channel_timezone(
+    store: &Store,
+    config: &Config,
+    channel: &str,
+    settings: &SchedulerSettings,
+) -> Tz {
+    let Ok(key) = channel.parse::<ChannelKey>() else {
+        return settings.default_timezone;
+    };
+    let work_dir = match store.channel_work_dir(&key).await {
+        Ok(Some(dir)) => dir,
+        _ => return settings.default_timezone,
+    };
+    let project = config.for_project(std::path::Path::new(&work_dir));
+    match project {
+        Ok(loaded) => loaded
+            .config
+            .scheduler
+            .timezone
+            .as_deref()
+            .and_then(|zone| parse_timezone(zone).ok())
+            .unwrap_or(settings.default_timezone),
+        // A broken project file is reported when a turn runs; tasks still get a zone.
+        Err(_) => settings.default_timezone,
+    }
+}
+
 /// ` "name"` when the task has one.
 fn quoted_name(task: &TaskRecord) -> String {
     task.name

@@ -396,11 +396,23 @@ impl FakeDiscord {
         subcommand: &str,
         path: Option<&str>,
     ) -> String {
-        let (id, token) = (self.shared.id(), format!("itoken-{}", self.shared.id()));
         let options = match path {
             Some(path) => json!([{"name": "path", "type": 3, "value": path}]),
             None => json!([]),
         };
+        self.slash_with(user_id, channel, subcommand, options)
+    }
+
+    /// `/loop SUBCOMMAND` with its options as Discord sends them (`[{"name", "type", "value"}]`;
+    /// type 3 a string, 6 a user id, 8 a role id).
+    pub fn slash_with(
+        &self,
+        user_id: &str,
+        channel: &str,
+        subcommand: &str,
+        options: Value,
+    ) -> String {
+        let (id, token) = (self.shared.id(), format!("itoken-{}", self.shared.id()));
         let data = json!({
             "id": id, "application_id": APP_ID, "type": 2, "token": token, "version": 1,
             "data": {"id": "1", "name": "loop", "type": 1,
