@@ -19,7 +19,10 @@
 //!   (the read fast path);
 //! - `open(O_RDONLY)` with `trap_read_opens: true` (what the baseline policy needs): intercepted,
 //!   decided by the policy in the supervisor, answered CONTINUE;
-//! - `open(O_WRONLY|O_CREAT)`: intercepted and auto-allowed, the cost of every write open.
+//! - `open(O_WRONLY|O_CREAT)`: intercepted and auto-allowed, the cost of every write open;
+//! - `open(O_WRONLY)` of a file under an `approve` rule that a person allowed for the session:
+//!   intercepted, answered from the session cache, and opened by the supervisor as the agent
+//!   with the fd injected (`SECCOMP_IOCTL_NOTIF_ADDFD`): the race-free path's cost.
 //!
 //! Then the same in a real agent container: `docker run` of the test image (`LOOP_TEST_IMAGE`,
 //! default `loop-agent:latest`) with and without `LOOP_GATE_ENABLED` (an allow-all policy file
@@ -40,13 +43,19 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use loop_gate::channel::handshake_channel;
 use loop_gate::filter::{FilterOptions, install};
-use loop_gate::notify::{DenyAll, Supervisor};
+use loop_gate::notify::Supervisor;
 use loop_gate::policy::{Policy, PolicyContext, PolicyFile};
+use loop_gate::wire::{ApprovalDecision, ApprovalRequest};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork, pipe};
 
 /// The kinds of call, in the order the child reports them.
-const KINDS: [&str; 3] = ["getpid", "open(O_RDONLY)", "open(O_WRONLY|O_CREAT)"];
+const KINDS: [&str; 4] = [
+    "getpid",
+    "open(O_RDONLY)",
+    "open(O_WRONLY|O_CREAT)",
+    "open, session-approved",
+];
 
 /// How a child runs: without the gate, or under it with reads trapped or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +75,14 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let _cleanup = RemoveDir(dir.clone());
     std::fs::write(dir.join("read-me"), "x")?;
-    let policy_file = PolicyFile::from_json(r#"{"default_decision": "allow"}"#, "bench")?;
+    std::fs::write(dir.join("approved-me"), "x")?;
+    let policy_file = PolicyFile::from_json(
+        &format!(
+            r#"{{"default_decision": "allow", "file_rules": [{{"paths": ["{}"], "operations": ["write"], "decision": "approve"}}]}}"#,
+            dir.join("approved-me").display()
+        ),
+        "bench",
+    )?;
     let context = PolicyContext::new(&dir);
 
     let modes = [
@@ -114,6 +130,11 @@ fn main() -> Result<()> {
         "intercepted + auto-allowed write open: {:.1}x ungated, +{:.1} us per call",
         medians[1][2] / medians[0][2],
         (medians[1][2] - medians[0][2]) / 1000.0
+    );
+    println!(
+        "session-approved open, opened by the supervisor and injected: {:.1}x ungated, +{:.1} us per call",
+        medians[1][3] / medians[0][3],
+        (medians[1][3] - medians[0][3]) / 1000.0
     );
     println!(
         "not intercepted: getpid {:.2}x, read-only open on the fast path {:.2}x",
@@ -238,6 +259,7 @@ fn run_child(mode: Mode, policy: Policy, dir: &Path, calls: usize) -> Result<Vec
     let (read_end, write_end) = pipe()?;
     let read_path = c_path(&dir.join("read-me"))?;
     let write_path = c_path(&dir.join("write-me"))?;
+    let approved_path = c_path(&dir.join("approved-me"))?;
     // SAFETY: this process is single-threaded here (the previous round's supervisor thread
     // was joined); the child only runs the timed loops and `_exit`s.
     match unsafe { fork() }? {
@@ -261,6 +283,7 @@ fn run_child(mode: Mode, policy: Policy, dir: &Path, calls: usize) -> Result<Vec
                     time_calls(calls, || {
                         open_close(&write_path, libc::O_WRONLY | libc::O_CREAT)
                     })?,
+                    time_calls(calls, || open_close(&approved_path, libc::O_WRONLY))?,
                 ];
                 let line = figures.map(|f| f.to_string()).join(" ");
                 let mut out = std::fs::File::from(write_end);
@@ -278,7 +301,10 @@ fn run_child(mode: Mode, policy: Policy, dir: &Path, calls: usize) -> Result<Vec
                 None
             } else {
                 let (listener, channel) = sup.wait_for_listener()?;
-                let supervisor = Supervisor::new(policy, DenyAll, channel);
+                // A person who allows everything for the session: the first approved open asks,
+                // the rest come from the session cache.
+                let approver = |_: &ApprovalRequest| ApprovalDecision::AllowSession;
+                let supervisor = Supervisor::new(policy, approver, channel);
                 let serving = std::thread::spawn(move || supervisor.serve(listener));
                 sup.ack_listener()?;
                 Some(serving)
