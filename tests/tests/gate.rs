@@ -24,6 +24,19 @@ fn gate_config(model: &FakeModel, dir: &std::path::Path, agentgate: serde_json::
     )
 }
 
+/// A scripted model that, for a prompt containing `trigger`, runs `command` with the Bash tool
+/// and answers `{tag} ` followed by exactly the tool result the CLI sent back.
+async fn bash_model(trigger: &str, command: &str, tag: &str) -> FakeModel {
+    start_model(
+        Script::new().rule(
+            Rule::contains(trigger)
+                .then(Step::bash(command))
+                .then(Step::text(&format!("{tag} {{{{last_tool_result}}}}"))),
+        ),
+    )
+    .await
+}
+
 fn denied(text: &str) -> bool {
     text.contains("Operation not permitted") || text.contains("Permission denied")
 }
@@ -39,14 +52,7 @@ async fn a_denied_command_fails_for_the_agent_others_run_and_the_supervisor_is_o
     let command = "cp /bin/echo /tmp/curl; /tmp/curl fetched-something; echo \"curl_rc=$?\"; \
                    echo allowed-ran; echo \"pid1=$(ps -o user= -p 1)\"; \
                    kill -9 1; echo \"kill_rc=$?\"";
-    let model = start_model(
-        Script::new().rule(
-            Rule::contains("check the gate")
-                .then(Step::bash(command))
-                .then(Step::text("RESULT {{last_tool_result}}")),
-        ),
-    )
-    .await;
+    let model = bash_model("check the gate", command, "RESULT").await;
     let home = dir.path().join("home");
     let daemon = Daemon::start(
         &home,
@@ -343,14 +349,7 @@ async fn the_agent_cannot_ptrace_signal_read_or_unset_its_way_past_the_superviso
          echo \"unset_rc=$?\"; LOOP_GATE_ENABLED=0 bash -c '/tmp/curl leaked; echo \"zero_rc=$?\"'",
         escape.display()
     );
-    let model = start_model(
-        Script::new().rule(
-            Rule::contains("try to escape")
-                .then(Step::bash(&command))
-                .then(Step::text("ESCAPE {{last_tool_result}}")),
-        ),
-    )
-    .await;
+    let model = bash_model("try to escape", &command, "ESCAPE").await;
     let home = dir.path().join("home");
     let daemon = Daemon::start(
         &home,
@@ -404,17 +403,15 @@ async fn a_path_swapped_while_a_person_approves_is_not_what_gets_opened() {
     };
     let asked = project.join("race-asked.txt");
     let secret = project.join("race-secret.txt");
-    let model = start_model(
-        Script::new().rule(
-            Rule::contains("race the gate")
-                .then(Step::bash(&format!(
-                    "{} {} {}; echo \"race_rc=$?\"",
-                    racer.display(),
-                    asked.display(),
-                    secret.display()
-                )))
-                .then(Step::text("RACE {{last_tool_result}}")),
+    let model = bash_model(
+        "race the gate",
+        &format!(
+            "{} {} {}; echo \"race_rc=$?\"",
+            racer.display(),
+            asked.display(),
+            secret.display()
         ),
+        "RACE",
     )
     .await;
     let home = dir.path().join("home");
@@ -467,16 +464,14 @@ async fn a_container_over_its_approval_rate_limit_is_denied_without_asking() {
     let (dir, project) = workspace();
     let first = project.join("gate-limit-1");
     let second = project.join("gate-limit-2");
-    let model = start_model(
-        Script::new().rule(
-            Rule::contains("touch twice")
-                .then(Step::bash(&format!(
-                    "touch {}; echo \"rc1=$?\"; touch {}; echo \"rc2=$?\"",
-                    first.display(),
-                    second.display()
-                )))
-                .then(Step::text("LIMIT {{last_tool_result}}")),
+    let model = bash_model(
+        "touch twice",
+        &format!(
+            "touch {}; echo \"rc1=$?\"; touch {}; echo \"rc2=$?\"",
+            first.display(),
+            second.display()
         ),
+        "LIMIT",
     )
     .await;
     let home = dir.path().join("home");
@@ -525,15 +520,10 @@ async fn an_unanswered_approval_expires_as_a_deny() {
     }
     let (dir, project) = workspace();
     let file = project.join("gate-approval-late");
-    let model = start_model(
-        Script::new().rule(
-            Rule::contains("touch late")
-                .then(Step::bash(&format!(
-                    "touch {}; echo \"touch_rc=$?\"",
-                    file.display()
-                )))
-                .then(Step::text("LATE {{last_tool_result}}")),
-        ),
+    let model = bash_model(
+        "touch late",
+        &format!("touch {}; echo \"touch_rc=$?\"", file.display()),
+        "LATE",
     )
     .await;
     let home = dir.path().join("home");
