@@ -116,6 +116,51 @@ async fn onboard_then_doctor_says_what_is_missing_and_passes_when_nothing_is() {
     assert!(doctor.status.success(), "{out}");
     assert!(out.contains("[ok  ] docker proxy"), "{out}");
 
+    // With memory on: ONNX Runtime and the model files are checked (nothing is loaded).
+    let with_memory = |memory: &str| {
+        format!(
+            "{{\"platforms\": [\"local\"], \"container_image\": \"{image}\", \"memory\": {memory}}}"
+        )
+    };
+    let missing_dir = home.join("no-model-here");
+    std::fs::write(
+        home.join(".loop/config.json"),
+        with_memory(&format!(
+            "{{\"enabled\": true, \"model_dir\": \"{}\"}}",
+            missing_dir.display()
+        )),
+    )
+    .expect("write");
+    let doctor = run(home, &["doctor"], &[key[0], ("ORT_DYLIB_PATH", "")]);
+    let out = text(&doctor);
+    assert!(!doctor.status.success(), "{out}");
+    assert!(
+        out.contains("[FAIL] memory") && out.contains("ORT_DYLIB_PATH"),
+        "{out}"
+    );
+    if let (Ok(ort), Ok(model)) = (
+        std::env::var("ORT_DYLIB_PATH"),
+        std::env::var("LOOP_TEST_MODEL_DIR"),
+    ) {
+        let doctor = run(home, &["doctor"], &[key[0], ("ORT_DYLIB_PATH", &ort)]);
+        let out = text(&doctor);
+        assert!(
+            out.contains("[FAIL] memory") && out.contains("lacks"),
+            "{out}"
+        );
+        std::fs::write(
+            home.join(".loop/config.json"),
+            with_memory(&format!(
+                "{{\"enabled\": true, \"model_dir\": \"{model}\"}}"
+            )),
+        )
+        .expect("write");
+        let doctor = run(home, &["doctor"], &[key[0], ("ORT_DYLIB_PATH", &ort)]);
+        let out = text(&doctor);
+        assert!(doctor.status.success(), "{out}");
+        assert!(out.contains("[ok  ] memory"), "{out}");
+    }
+
     // config show redacts secrets.
     let show = run(
         home,

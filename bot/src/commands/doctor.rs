@@ -107,7 +107,99 @@ pub async fn run(sources: &ConfigSources) -> Vec<Check> {
 
     checks.extend(docker_checks(&config).await);
     checks.push(database_check(&config).await);
+    if config.memory.enabled {
+        checks.push(memory_check(&config));
+    }
     checks
+}
+
+/// With `memory.enabled`: ONNX Runtime and the model files (or the Ollama server in use).
+/// Nothing is loaded or downloaded here; the daemon would only log a failure and run without
+/// memory, which is what a newcomer would miss.
+fn memory_check(config: &Config) -> Check {
+    use crate::memory::{describe_model_source, embed, uses_ollama};
+    if uses_ollama(config) {
+        return Check::ok(
+            "memory",
+            format!("embeddings from {}", describe_model_source(config)),
+        );
+    }
+    let ort = std::env::var_os("ORT_DYLIB_PATH").map(std::path::PathBuf::from);
+    if !ort.as_deref().is_some_and(std::path::Path::is_file) {
+        return Check::fail(
+            "memory",
+            format!(
+                "ORT_DYLIB_PATH is {}: semantic memory needs ONNX Runtime's shared library",
+                ort.map_or_else(
+                    || "unset".to_owned(),
+                    |p| format!("{} (no such file)", p.display())
+                )
+            ),
+            "set ORT_DYLIB_PATH to libonnxruntime.so (`bash .ci/fetch-model.sh` fetches one from PyPI and prints the path), or set memory.enabled to false",
+        );
+    }
+    if let Some(dir) = &config.memory.model_dir {
+        let dir = config.expand(dir);
+        let mut missing: Vec<String> = [
+            "tokenizer.json",
+            "config.json",
+            "special_tokens_map.json",
+            "tokenizer_config.json",
+        ]
+        .into_iter()
+        .filter(|file| !dir.join(file).is_file())
+        .map(str::to_owned)
+        .collect();
+        if embed::find_onnx(&dir).is_none() {
+            missing.insert(0, "model.onnx (or any *.onnx)".to_owned());
+        }
+        if !missing.is_empty() {
+            return Check::fail(
+                "memory",
+                format!(
+                    "memory.model_dir {} lacks {}",
+                    dir.display(),
+                    missing.join(", ")
+                ),
+                "point memory.model_dir at an all-MiniLM-L6-v2 directory, or unset it to download the model",
+            );
+        }
+        return Check::ok("memory", format!("model in {}", dir.display()));
+    }
+    download_check(config)
+}
+
+#[cfg(feature = "model-download")]
+fn download_check(config: &Config) -> Check {
+    use crate::memory::embed;
+    let cache = config.model_cache_dir();
+    if embed::is_cached(&cache) {
+        Check::ok(
+            "memory",
+            format!(
+                "model cached in {}",
+                embed::effective_cache_dir(&cache).display()
+            ),
+        )
+    } else {
+        Check::warn(
+            "memory",
+            format!(
+                "the model is not downloaded yet: the first `loop serve` or `loop memory` fetches it from {} (about 90 MB)",
+                embed::hub_endpoint()
+            ),
+            "run `loop memory reindex` once while online, or set memory.model_dir to a local copy",
+        )
+    }
+}
+
+#[cfg(not(feature = "model-download"))]
+fn download_check(_config: &Config) -> Check {
+    Check::fail(
+        "memory",
+        "memory.model_dir is unset and this loop was built without the model-download feature",
+        "set memory.model_dir to a local all-MiniLM-L6-v2 directory",
+    )
 }
 
 fn config_failure(err: &ConfigError) -> Check {

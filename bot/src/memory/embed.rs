@@ -55,7 +55,7 @@ fn read(dir: &Path, name: &str) -> Result<Vec<u8>, MemoryError> {
 }
 
 /// The ONNX file of a model directory: `model.onnx`, else the first `*.onnx` in it or `onnx/`.
-fn find_onnx(dir: &Path) -> Option<PathBuf> {
+pub(crate) fn find_onnx(dir: &Path) -> Option<PathBuf> {
     let direct = dir.join("model.onnx");
     if direct.is_file() {
         return Some(direct);
