@@ -133,8 +133,8 @@ pub enum SlackError {
     Tls(std::io::Error),
 }
 
-/// What the adapter remembers while it runs. Small and lost on restart on purpose: after a
-/// restart, a thread needs a mention again until loop posts in it.
+/// What the adapter remembers while it runs. The threads loop takes part in are seeded from
+/// the database at start ([`Adapter::remember_threads`]); the rest starts empty.
 #[derive(Default)]
 struct Memory {
     /// Threads loop takes part in, as `channel:thread_ts` (bounded: the oldest are forgotten
