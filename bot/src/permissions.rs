@@ -59,8 +59,9 @@ pub fn role_of(config: &Permissions, grants: &[ChannelGrant], author: &Author) -
     (in_set(&config.members, author) || granted(GrantLevel::Member)).then_some(Role::Member)
 }
 
-/// Whether a command is for owners only: those that change what the channel works on, which
-/// tasks it has, or who may use it.
+/// Whether a command is for owners only: those that change what the channel works on, remove
+/// its tasks, or change who may use it. Scheduling is open to members, who can ask the agent to
+/// schedule through its MCP tools anyway.
 pub fn needs_owner(command: &ChatCommand) -> bool {
     matches!(
         command,

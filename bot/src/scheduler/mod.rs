@@ -307,6 +307,12 @@ impl Scheduler {
             tracing::warn!(task = %task.id, channel = %task.channel_key, "task has a malformed channel key");
             return Ok(());
         };
+        let message_id = task_message_id(&task.id, scheduled_ms);
+        if self.store.inbox_contains(&message_id).await? {
+            // Enqueued before a crash or a failed advance: the inbox would drop it, and a
+            // thread opened for it now would stay empty.
+            return Ok(());
+        }
         // Each run answers in a thread of its own, titled with the task (the Go Loop habit);
         // a task created inside a thread stays there.
         let channel = if channel.thread_id.is_none() {
@@ -319,7 +325,7 @@ impl Scheduler {
             channel
         };
         let message = Message {
-            message_id: task_message_id(&task.id, scheduled_ms),
+            message_id,
             channel,
             author: Author {
                 id: format!("task:{}", task.id),

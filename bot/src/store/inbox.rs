@@ -26,6 +26,19 @@ pub enum Accepted {
 pub const MAX_MESSAGE_CHARS: usize = 100_000;
 
 impl Store {
+    /// Whether a message with this platform id is already stored (any platform): a scheduled
+    /// run that was enqueued before a crash is not announced again.
+    pub async fn inbox_contains(&self, platform_message_id: &str) -> Result<bool, StoreError> {
+        let found = inbox::Entity::find()
+            .filter(inbox::Column::PlatformMessageId.eq(platform_message_id))
+            .select_only()
+            .column(inbox::Column::Id)
+            .into_tuple::<i64>()
+            .one(self.db())
+            .await?;
+        Ok(found.is_some())
+    }
+
     /// Stores a message once. The platform's message id is the idempotency key.
     pub async fn accept_message(&self, message: &Message) -> Result<Accepted, StoreError> {
         self.ensure_channel(&message.channel).await?;
