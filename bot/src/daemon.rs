@@ -304,14 +304,20 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         shutdown.clone(),
     );
     let tracker = TaskTracker::new();
-    if config.memory.enabled && config.memory.model_dir.is_none() {
+    if crate::memory::downloads_model(&config) {
         // A download (first start, or a hub that hangs: its client has no timeouts) must not
         // keep the daemon from answering; memory comes on when the model is there.
         let (orchestrator, config, store) = (orchestrator.clone(), config.clone(), store.clone());
-        tracker.spawn(async move { attach_memory(&orchestrator, &config, &store).await });
-    } else {
-        // A local model loads in well under a second: turns find memory on from the start.
-        attach_memory(&orchestrator, &config, &store).await;
+        let stop = shutdown.child_token();
+        tracker.spawn(async move {
+            if let Some(memory) = attach_memory(&orchestrator, &config, &store).await {
+                reembed_stale(memory, stop).await;
+            }
+        });
+    } else if let Some(memory) = attach_memory(&orchestrator, &config, &store).await {
+        // A local model (or Ollama) is ready in well under a second: turns find memory on from
+        // the start; only re-embedding after a model change goes on in the background.
+        tracker.spawn(reembed_stale(memory, shutdown.child_token()));
     }
     let api_state = ApiState {
         orchestrator: orchestrator.clone(),
@@ -467,8 +473,6 @@ pub fn client_api_addr(config: &Config) -> Result<SocketAddr, DaemonError> {
     })
 }
 
-/// Loads the embedding model and attaches semantic memory when `memory.enabled`. A model that
-/// cannot be loaded is logged and memory stays off: the daemon runs without it.
 /// Drops gate audit entries and answered approvals older than `gates.audit.retention_days`,
 /// at start and then hourly.
 async fn purge_audit_loop(store: Store, retention_days: u64, stop: CancellationToken) {
@@ -488,12 +492,18 @@ async fn purge_audit_loop(store: Store, retention_days: u64, stop: CancellationT
     }
 }
 
-async fn attach_memory(orchestrator: &Orchestrator, config: &Config, store: &Store) {
+/// Loads the embedding model and attaches semantic memory when `memory.enabled`. A model that
+/// cannot be loaded is logged and memory stays off: the daemon runs without it.
+async fn attach_memory(
+    orchestrator: &Orchestrator,
+    config: &Config,
+    store: &Store,
+) -> Option<crate::memory::Memory> {
     if !config.memory.enabled {
-        return;
+        return None;
     }
     let source = crate::memory::describe_model_source(config);
-    if config.memory.model_dir.is_none() && !crate::memory::uses_ollama(config) {
+    if crate::memory::downloads_model(config) {
         // The first start downloads the model (about 90 MB); memory is off until then.
         tracing::info!(%source, "loading the embedding model in the background (downloaded on first use)");
     }
@@ -503,19 +513,29 @@ async fn attach_memory(orchestrator: &Orchestrator, config: &Config, store: &Sto
             let memory = crate::memory::Memory::new(store.clone(), embedder, &config.memory);
             orchestrator.set_memory(memory.clone());
             tracing::info!(%source, "semantic memory on");
-            // Memories another model embedded are skipped by search until embedded again.
-            tokio::spawn(async move {
-                match memory.reembed_stale().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(memories = n, "embedded again with the current model"),
-                    Err(err) => tracing::warn!(error = %err, "cannot embed old memories again"),
-                }
-            });
+            Some(memory)
         }
         Ok(Err(err)) => {
-            tracing::error!(error = %err, "semantic memory is off: cannot load the embedding model")
+            tracing::error!(error = %err, "semantic memory is off: cannot load the embedding model");
+            None
         }
-        Err(err) => tracing::error!(error = %err, "semantic memory is off: model loading panicked"),
+        Err(err) => {
+            tracing::error!(error = %err, "semantic memory is off: model loading panicked");
+            None
+        }
+    }
+}
+
+/// Embeds again the memories another model embedded (search skips them until then); stops
+/// with the daemon.
+async fn reembed_stale(memory: crate::memory::Memory, stop: CancellationToken) {
+    tokio::select! {
+        () = stop.cancelled() => {}
+        done = memory.reembed_stale() => match done {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(memories = n, "embedded again with the current model"),
+            Err(err) => tracing::warn!(error = %err, "cannot embed old memories again"),
+        },
     }
 }
 

@@ -914,12 +914,6 @@ pub struct Call {
     pub open: Option<OpenCall>,
 }
 
-/// Reads the arguments of one trapped syscall and turns them into policy requests. An empty
-/// list means nothing to check (e.g. a netlink `connect`).
-pub fn read_requests(target: &Target, data: &libc::seccomp_data) -> Result<Vec<Request>, ArgError> {
-    read_call(target, data).map(|call| call.requests)
-}
-
 /// Reads the arguments of one trapped syscall once: the policy requests, and for an open the
 /// call as checked (never read again from the target's memory).
 pub fn read_call(target: &Target, data: &libc::seccomp_data) -> Result<Call, ArgError> {

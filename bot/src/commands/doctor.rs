@@ -140,16 +140,11 @@ fn memory_check(config: &Config) -> Check {
     }
     if let Some(dir) = &config.memory.model_dir {
         let dir = config.expand(dir);
-        let mut missing: Vec<String> = [
-            "tokenizer.json",
-            "config.json",
-            "special_tokens_map.json",
-            "tokenizer_config.json",
-        ]
-        .into_iter()
-        .filter(|file| !dir.join(file).is_file())
-        .map(str::to_owned)
-        .collect();
+        let mut missing: Vec<String> = embed::TOKENIZER_FILES
+            .into_iter()
+            .filter(|file| !dir.join(file).is_file())
+            .map(str::to_owned)
+            .collect();
         if embed::find_onnx(&dir).is_none() {
             missing.insert(0, "model.onnx (or any *.onnx)".to_owned());
         }

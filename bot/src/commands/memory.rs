@@ -51,10 +51,9 @@ async fn open(config: &Config, store: &Store) -> Result<Memory, MemoryError> {
 fn announce_download(config: &Config) {
     use crate::memory::embed;
     let cache = config.model_cache_dir();
-    if config.memory.model_dir.is_none()
-        && !crate::memory::uses_ollama(config)
-        && !embed::is_cached(&cache)
-    {
+    // `loop memory` runs with memory off in the config too: only the model source matters.
+    let downloads = config.memory.model_dir.is_none() && !crate::memory::uses_ollama(config);
+    if downloads && !embed::is_cached(&cache) {
         eprintln!(
             "Downloading the embedding model {} from {} into {} (once; memory.model_dir uses a local copy instead)",
             embed::hub_repo(),

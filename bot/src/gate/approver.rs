@@ -123,7 +123,13 @@ pub use loop_gate::wrap::is_child_mode;
 /// Sets `LOOP_GATE_LOG` (an env filter, `warn` by default) for the supervisor's stderr, which
 /// ends up in the container's log. Creates no thread.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LOOP_GATE_LOG")
+    init_logging_from("LOOP_GATE_LOG");
+}
+
+/// Logging for the container-side helpers (`syscallwrap`, `dockerproxy`): the env filter in
+/// `env` (`warn` by default), to stderr, no colours. Creates no thread.
+pub(super) fn init_logging_from(env: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(env)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -182,7 +188,7 @@ fn parent(command: &[OsString]) -> Result<i32, WrapError> {
 }
 
 /// How long an exiting `syscallwrap` waits for its last audit records to be delivered.
-const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+pub(super) const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,6 @@
 
 use crate::error_chain;
 use std::sync::Arc;
-use std::time::Duration;
 
 use loop_gate::dockerproxy::{self, ProxyConfig, ProxyPolicy, ProxyPolicyError, ProxyPolicyFile};
 use serde_json::{Value, json};
@@ -21,8 +20,7 @@ use crate::config::{DockerProxyConfig, GateDecision};
 
 /// Where a policy error is reported as coming from.
 const POLICY_ORIGIN: &str = "gates.docker_proxy";
-/// How long an exiting proxy waits for its last audit records.
-const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+use super::approver::AUDIT_FLUSH_TIMEOUT;
 
 /// What the daemon knows for the policy besides the rules.
 #[derive(Debug, Clone, Default)]
@@ -64,13 +62,7 @@ pub fn policy_json(
 
 /// Sets `LOOP_DOCKERPROXY_LOG` (`warn` by default) for the proxy's stderr (the container's log).
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env(dockerproxy::LOG_ENV)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+    super::approver::init_logging_from(dockerproxy::LOG_ENV);
 }
 
 /// `loop dockerproxy`: returns the exit status. Called before any thread exists, because

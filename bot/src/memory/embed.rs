@@ -123,8 +123,7 @@ pub fn is_cached(cache_dir: &Path) -> bool {
 }
 
 /// The tokenizer files fastembed reads next to the ONNX file.
-#[cfg(feature = "model-download")]
-const TOKENIZER_FILES: [&str; 4] = [
+pub(crate) const TOKENIZER_FILES: [&str; 4] = [
     "tokenizer.json",
     "config.json",
     "special_tokens_map.json",
@@ -212,10 +211,10 @@ impl FastEmbedder {
             source,
         })?;
         let tokenizer_files = TokenizerFiles {
-            tokenizer_file: read(dir, "tokenizer.json")?,
-            config_file: read(dir, "config.json")?,
-            special_tokens_map_file: read(dir, "special_tokens_map.json")?,
-            tokenizer_config_file: read(dir, "tokenizer_config.json")?,
+            tokenizer_file: read(dir, TOKENIZER_FILES[0])?,
+            config_file: read(dir, TOKENIZER_FILES[1])?,
+            special_tokens_map_file: read(dir, TOKENIZER_FILES[2])?,
+            tokenizer_config_file: read(dir, TOKENIZER_FILES[3])?,
         };
         // The weights name the model: the same files under another path are the same model.
         let id = {

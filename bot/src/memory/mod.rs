@@ -166,6 +166,12 @@ pub fn load_embedder(
     }
 }
 
+/// Whether memory is on and its model comes from fastembed's download (neither
+/// `memory.model_dir` nor Ollama): loading may then fetch it first.
+pub fn downloads_model(config: &Config) -> bool {
+    config.memory.enabled && config.memory.model_dir.is_none() && !uses_ollama(config)
+}
+
 /// Whether memory uses an Ollama server instead of the local model.
 pub fn uses_ollama(config: &Config) -> bool {
     config.memory.embeddings.provider.as_deref().map(str::trim) == Some("ollama")

@@ -447,8 +447,8 @@ impl Orchestrator {
         key: &str,
         input: &CreateTaskInput,
     ) -> Result<String, OrchestratorError> {
-        let host = loop_runner::spec::detect_timezone(std::env::var("TZ").ok().as_deref());
-        let settings = SchedulerSettings::from_config(&self.inner.config, &host);
+        let settings =
+            SchedulerSettings::from_config(&self.inner.config, &self.inner.facts.timezone);
         let zone = crate::scheduler::channel_timezone(
             &self.inner.store,
             &self.inner.config,
