@@ -306,29 +306,13 @@ fn is_false(value: &bool) -> bool {
 impl PolicyFile {
     /// Parses a policy from JSON text; `origin` names it in errors.
     pub fn from_json(text: &str, origin: &str) -> Result<PolicyFile, PolicyError> {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let file: PolicyFile =
-            serde_path_to_error::deserialize(&mut de).map_err(|err| PolicyError::Parse {
-                origin: origin.to_owned(),
-                field: path_or_root(err.path().to_string()),
-                message: err.into_inner().to_string(),
-            })?;
-        de.end().map_err(|err| PolicyError::Parse {
-            origin: origin.to_owned(),
-            field: ".".to_owned(),
-            message: err.to_string(),
-        })?;
-        Ok(file)
+        parse_json(text).map_err(|problem| problem.into_error(origin))
     }
 
     /// Parses a policy from an already decoded JSON value (the bot keeps config rules as
     /// values); `origin` names it in errors.
     pub fn from_value(value: serde_json::Value, origin: &str) -> Result<PolicyFile, PolicyError> {
-        serde_path_to_error::deserialize(value).map_err(|err| PolicyError::Parse {
-            origin: origin.to_owned(),
-            field: path_or_root(err.path().to_string()),
-            message: err.into_inner().to_string(),
-        })
+        parse_value(value).map_err(|problem| problem.into_error(origin))
     }
 
     /// Compiles every glob, regex, host and port without a real agent context, so the bot can
@@ -348,12 +332,53 @@ impl PolicyFile {
     }
 }
 
-fn path_or_root(path: String) -> String {
-    if path.is_empty() {
-        ".".to_owned()
-    } else {
-        path
+/// Why a policy's JSON did not parse: the offending field (`.` for the whole document) and
+/// serde's message. Shared by the gate's and the docker proxy's policy files, which wrap it in
+/// their own error types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JsonProblem {
+    pub field: String,
+    pub message: String,
+}
+
+impl JsonProblem {
+    fn from_path_error(err: serde_path_to_error::Error<serde_json::Error>) -> JsonProblem {
+        let field = err.path().to_string();
+        JsonProblem {
+            field: if field.is_empty() {
+                ".".to_owned()
+            } else {
+                field
+            },
+            message: err.into_inner().to_string(),
+        }
     }
+
+    fn into_error(self, origin: &str) -> PolicyError {
+        PolicyError::Parse {
+            origin: origin.to_owned(),
+            field: self.field,
+            message: self.message,
+        }
+    }
+}
+
+/// Parses JSON text with the path of the field that failed; trailing data is an error.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, JsonProblem> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = serde_path_to_error::deserialize(&mut de).map_err(JsonProblem::from_path_error)?;
+    de.end().map_err(|err| JsonProblem {
+        field: ".".to_owned(),
+        message: err.to_string(),
+    })?;
+    Ok(parsed)
+}
+
+/// Parses an already decoded value with the path of the field that failed.
+pub(crate) fn parse_value<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, JsonProblem> {
+    serde_path_to_error::deserialize(value).map_err(JsonProblem::from_path_error)
 }
 
 /// Facts about the agent that patterns refer to.

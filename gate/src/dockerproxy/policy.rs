@@ -155,20 +155,12 @@ pub struct ProxyPolicyFile {
 impl ProxyPolicyFile {
     /// Parses JSON text; `origin` names it in errors.
     pub fn from_json(text: &str, origin: &str) -> Result<ProxyPolicyFile, ProxyPolicyError> {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let file: ProxyPolicyFile =
-            serde_path_to_error::deserialize(&mut de).map_err(|err| parse_error(origin, err))?;
-        de.end().map_err(|err| ProxyPolicyError::Parse {
-            origin: origin.to_owned(),
-            field: ".".to_owned(),
-            message: err.to_string(),
-        })?;
-        Ok(file)
+        crate::policy::parse_json(text).map_err(|problem| parse_error(origin, problem))
     }
 
     /// Parses an already decoded value (the bot keeps config rules as values).
     pub fn from_value(value: Value, origin: &str) -> Result<ProxyPolicyFile, ProxyPolicyError> {
-        serde_path_to_error::deserialize(value).map_err(|err| parse_error(origin, err))
+        crate::policy::parse_value(value).map_err(|problem| parse_error(origin, problem))
     }
 
     /// Reads and parses a policy file.
@@ -218,19 +210,11 @@ impl ProxyPolicyFile {
     }
 }
 
-fn parse_error(
-    origin: &str,
-    err: serde_path_to_error::Error<serde_json::Error>,
-) -> ProxyPolicyError {
-    let field = err.path().to_string();
+fn parse_error(origin: &str, problem: crate::policy::JsonProblem) -> ProxyPolicyError {
     ProxyPolicyError::Parse {
         origin: origin.to_owned(),
-        field: if field.is_empty() {
-            ".".to_owned()
-        } else {
-            field
-        },
-        message: err.into_inner().to_string(),
+        field: problem.field,
+        message: problem.message,
     }
 }
 
