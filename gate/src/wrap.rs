@@ -47,6 +47,10 @@ pub const MODE_ENV: &str = "LOOP_SYSCALLWRAP_MODE";
 pub const POLICY_FILE_ENV: &str = "LOOP_GATE_POLICY_FILE";
 /// The chat channel the container works for; sent in the handshake and in approvals.
 pub const CHANNEL_ID_ENV: &str = "LOOP_CHANNEL_ID";
+/// The project directory: the gate's workspace and the agent's working directory. Set by
+/// loop's runner; never taken from the supervisor's cwd, which is whatever the container's
+/// was.
+pub const WORKSPACE_ENV: &str = "LOOP_GATE_WORKSPACE";
 /// The approval bearer token; removed from the agent's environment.
 pub const GATE_TOKEN_ENV: &str = "LOOP_GATE_TOKEN";
 /// The agent user's name (checked first), as set by the image's entrypoint.
@@ -214,8 +218,8 @@ pub struct WrapConfig {
     pub agent: AgentUser,
     /// `LOOP_CHANNEL_ID`.
     pub channel_id: String,
-    /// The project directory (the entrypoint's cwd), for relative patterns and the `rm -r`
-    /// guard.
+    /// The project directory (`LOOP_GATE_WORKSPACE`), for relative patterns and the `rm -r`
+    /// guard; the agent starts there.
     pub workspace: Option<PathBuf>,
     /// `None`: trap read-only opens exactly when the policy needs it
     /// ([`FilterOptions::for_policy`]).
@@ -233,7 +237,8 @@ pub struct WrapConfig {
 }
 
 impl WrapConfig {
-    /// Reads `LOOP_GATE_POLICY_FILE`, `AGENT_USER`/`HOST_USER`, `LOOP_CHANNEL_ID` and the cwd.
+    /// Reads `LOOP_GATE_POLICY_FILE`, `AGENT_USER`/`HOST_USER`, `LOOP_CHANNEL_ID` and
+    /// `LOOP_GATE_WORKSPACE` (only an absolute path counts).
     pub fn from_env() -> Result<WrapConfig, WrapError> {
         Ok(WrapConfig {
             policy_file: std::env::var_os(POLICY_FILE_ENV)
@@ -241,7 +246,7 @@ impl WrapConfig {
                 .map_or_else(|| PathBuf::from(DEFAULT_POLICY_PATH), PathBuf::from),
             agent: AgentUser::from_env()?,
             channel_id: std::env::var(CHANNEL_ID_ENV).unwrap_or_default(),
-            workspace: std::env::current_dir().ok(),
+            workspace: workspace_of(std::env::var_os(WORKSPACE_ENV)),
             filter: None,
             max_pending: DEFAULT_MAX_PENDING,
             exe: PathBuf::from("/proc/self/exe"),
@@ -249,6 +254,12 @@ impl WrapConfig {
             drop_capabilities: true,
         })
     }
+}
+
+/// The workspace from `LOOP_GATE_WORKSPACE`: an absolute path, or none. Never the cwd: the
+/// container's cwd says nothing about the project (it was `/` for a long time).
+fn workspace_of(value: Option<OsString>) -> Option<PathBuf> {
+    value.map(PathBuf::from).filter(|dir| dir.is_absolute())
 }
 
 /// Whether this process is the re-exec'd agent side.
@@ -325,6 +336,9 @@ pub fn run_syscallwrap_audited<A: Approver>(
         .env_remove(GATE_TOKEN_ENV)
         .uid(config.agent.uid)
         .gid(config.agent.gid);
+    if let Some(workspace) = &config.workspace {
+        cmd.current_dir(workspace);
+    }
     if let Some(name) = &config.agent.name {
         cmd.env("USER", name).env("LOGNAME", name);
     }
@@ -484,6 +498,17 @@ fn take_handshake_socket() -> Result<AgentSender, WrapError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_workspace_is_only_what_loop_passed() {
+        assert_eq!(
+            workspace_of(Some("/src/app".into())),
+            Some(PathBuf::from("/src/app"))
+        );
+        assert_eq!(workspace_of(Some("relative".into())), None);
+        assert_eq!(workspace_of(Some("".into())), None);
+        assert_eq!(workspace_of(None), None);
+    }
+
     use super::*;
     use crate::wire::ApprovalDecision;
 

@@ -778,6 +778,7 @@ impl DockerRunner {
             image: Some(settings.image.clone()),
             env: Some(plan.env.clone()),
             cmd: Some(plan.cmd.clone()),
+            working_dir: Some(plan.working_dir.display().to_string()),
             labels: Some(plan.labels.clone().into_iter().collect::<HashMap<_, _>>()),
             tty: Some(false),
             open_stdin: Some(true),
@@ -932,6 +933,8 @@ impl DockerRunner {
 }
 
 /// Writes the MCP config and, with the gate, the policy file, before the container starts.
+/// All of them go to loop's own run directory (`{run_dir}/{name}/`), never into the project,
+/// whose files the agent and strangers' repositories control.
 fn write_host_files(plan: &ContainerPlan, settings: &ContainerSettings) -> Result<(), RunError> {
     use std::os::unix::fs::PermissionsExt;
     let setup = |what: &str, path: &Path, err: std::io::Error| {

@@ -18,6 +18,8 @@ pub enum AgentEvent {
         session_id: String,
         tools: Vec<String>,
         mcp_servers: Vec<(String, String)>,
+        /// The CLI's working directory: where its tools run and relative paths land.
+        cwd: Option<String>,
     },
     /// Text the model wrote.
     Text(String),
@@ -90,6 +92,8 @@ struct RawEvent {
     #[serde(default)]
     mcp_servers: Vec<Value>,
     #[serde(default)]
+    cwd: Option<String>,
+    #[serde(default)]
     message: Option<RawMessage>,
     #[serde(default)]
     result: Option<String>,
@@ -144,6 +148,7 @@ pub fn decode_line(line: &str) -> Result<Vec<AgentEvent>, DecodeError> {
                         )
                     })
                     .collect(),
+                cwd: raw.cwd,
             }),
             Some(subtype @ ("task_started" | "task_progress" | "task_notification")) => events
                 .push(AgentEvent::Activity {
@@ -321,11 +326,12 @@ mod tests {
     #[test]
     fn decodes_the_event_kinds() {
         check(
-            r#"{"type":"system","subtype":"init","session_id":"s1","tools":["Bash","Write"],"mcp_servers":[{"name":"loop","status":"connected"}]}"#,
+            r#"{"type":"system","subtype":"init","cwd":"/src/app","session_id":"s1","tools":["Bash","Write"],"mcp_servers":[{"name":"loop","status":"connected"}]}"#,
             vec![AgentEvent::Init {
                 session_id: "s1".into(),
                 tools: vec!["Bash".into(), "Write".into()],
                 mcp_servers: vec![("loop".into(), "connected".into())],
+                cwd: Some("/src/app".into()),
             }],
         );
         check(

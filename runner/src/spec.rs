@@ -35,6 +35,16 @@ const PROXY_RESERVED_PATHS: &[&str] = &[
     "/var/run/loop-docker-host",
     PROXY_POLICY_IN_CONTAINER,
 ];
+/// Where the per-container MCP config is mounted (read-only). It is written in loop's own run
+/// directory, never in the project: a project file could be a symlink to anywhere on the host.
+pub const MCP_CONFIG_IN_CONTAINER: &str = "/etc/loop/mcp.json";
+/// Where the built-in MCP server (`loop mcp`) logs, inside the container.
+pub const MCP_LOG_IN_CONTAINER: &str = "/tmp/loop-mcp.log";
+/// The agent's workspace for `loop syscallwrap` (the gate's relative rules and `rm -r`
+/// guard), passed explicitly rather than read from the supervisor's cwd.
+pub const GATE_WORKSPACE_ENV: &str = "LOOP_GATE_WORKSPACE";
+/// Memory files the Claude Code CLI reads in the working directory and each of its parents.
+pub const CLAUDE_MEMORY_FILES: [&str; 2] = ["CLAUDE.md", "CLAUDE.local.md"];
 /// The host as containers see it.
 pub const HOST_ALIAS: &str = "host.docker.internal";
 /// The proxy variables forwarded from the host.
@@ -203,6 +213,14 @@ pub struct ContainerSettings {
     pub gate: Option<GateSpec>,
     /// The docker proxy, when `gates.docker_proxy` is on.
     pub docker_proxy: Option<DockerProxySpec>,
+    /// `~/.loop/run`: loop's per-container files (the MCP config, policies) are written in
+    /// `{run_dir}/{name}/` and mounted read-only, never written into the project.
+    pub run_dir: PathBuf,
+    /// Host directories no container may see, whatever a config says: loop's own (`~/.loop`,
+    /// with its tokens and database). A mount, extra directory or copied file that is one of
+    /// them, inside one or holding one is skipped; loop's own mounts of its subdirectories
+    /// (the default work directory, the session store, the run files) are planned apart.
+    pub protected_dirs: Vec<PathBuf>,
     /// Bearer token of the container's calls to the host API (the built-in MCP server's task
     /// tools), scoped to the channel; set as `LOOP_API_TOKEN`. None: the tools cannot reach
     /// the daemon and say so.
@@ -270,7 +288,11 @@ pub struct ContainerPlan {
     /// Docker bind strings `src:dst[:mode]` (named volumes included).
     pub binds: Vec<String>,
     pub copy_files: Vec<CopyFile>,
-    /// The MCP config to write on the host before start, and where.
+    /// Where the agent starts: the channel's work directory (Docker's `WorkingDir`), so the
+    /// CLI, its tools and relative paths work in the project as in a person's session.
+    pub working_dir: PathBuf,
+    /// The MCP config to write on the host before start (in `run_dir`, mounted read-only at
+    /// [`MCP_CONFIG_IN_CONTAINER`]), and its content.
     pub mcp_config_path: PathBuf,
     pub mcp_config: Value,
     /// The gate policy to write on the host before start, and where.
@@ -332,13 +354,14 @@ pub fn plan_container(
             .iter()
             .map(|c| c.container_path.display().to_string()),
     );
-    let mcp_config_path = target
-        .work_dir
-        .join(".loop")
-        .join(format!("mcp-{}.json", target.channel_id));
+    let mcp_config_path = settings.run_dir.join(&name).join("mcp.json");
     let mcp_config = mcp_config(settings, target);
 
     let mut binds = mounts.binds;
+    binds.push(format!(
+        "{}:{MCP_CONFIG_IN_CONTAINER}:ro",
+        mcp_config_path.display()
+    ));
     let mut env = container_env(settings, target, &chown_paths);
     let gate_policy_path = settings.gate.as_ref().map(|gate| {
         let path = gate.policy_dir.join(&name).join("gate-policy.json");
@@ -347,6 +370,10 @@ pub fn plan_container(
         env.push(format!("LOOP_GATE_POLICY_FILE={GATE_POLICY_IN_CONTAINER}"));
         env.push(format!("LOOP_CHANNEL_ID={}", target.channel_id));
         env.push(format!("LOOP_GATE_TOKEN={}", gate.token));
+        env.push(format!(
+            "{GATE_WORKSPACE_ENV}={}",
+            target.work_dir.display()
+        ));
         path
     });
     let mut tmpfs = BTreeMap::new();
@@ -392,7 +419,9 @@ pub fn plan_container(
     });
 
     let cmd = match kind {
-        ContainerKind::Agent => claude_command(settings, &mcp_config_path, invocation),
+        ContainerKind::Agent => {
+            claude_command(settings, Path::new(MCP_CONFIG_IN_CONTAINER), invocation)
+        }
         ContainerKind::Shell | ContainerKind::Chrome => {
             vec!["sleep".to_owned(), "infinity".to_owned()]
         }
@@ -404,6 +433,7 @@ pub fn plan_container(
         env,
         binds,
         copy_files,
+        working_dir: target.work_dir.clone(),
         mcp_config_path,
         mcp_config,
         gate_policy_path,
@@ -515,6 +545,7 @@ pub fn container_env(
         // The container is thrown away after the turn; an update would be lost work.
         "DISABLE_AUTOUPDATER=1".to_owned(),
     ];
+    env.extend(git_safe_directories(settings, target));
     if let Some(token) = &settings.api_token {
         env.push(format!("{API_TOKEN_ENV}={token}"));
     }
@@ -526,6 +557,34 @@ pub fn container_env(
     env.extend(proxy_env(&settings.host_proxy_env));
     for (key, value) in &settings.envs {
         env.push(format!("{key}={}", env_value(value, &settings.agent.home)));
+    }
+    env
+}
+
+/// Git refuses a repository whose files belong to another uid ("dubious ownership"), which
+/// is the normal case here: loop (often root) clones and creates worktrees, the agent runs as
+/// another uid. The project and the extra directories are declared safe in the command scope
+/// (`GIT_CONFIG_COUNT`), which git honours for `safe.directory`, unlike a repository's own
+/// config; nothing is written to any gitconfig file.
+fn git_safe_directories(settings: &ContainerSettings, target: &ChannelTarget) -> Vec<String> {
+    let mut dirs: Vec<String> = Vec::new();
+    let mut add = |dir: &Path| {
+        let text = dir.display().to_string();
+        if !dirs.contains(&text) {
+            dirs.push(text);
+        }
+    };
+    add(&target.work_dir);
+    if let Some(parent) = &target.parent_dir {
+        add(parent);
+    }
+    for dir in &settings.extra_dirs {
+        add(&expand_tilde(dir, &settings.agent.home));
+    }
+    let mut env = vec![format!("GIT_CONFIG_COUNT={}", dirs.len())];
+    for (index, dir) in dirs.iter().enumerate() {
+        env.push(format!("GIT_CONFIG_KEY_{index}=safe.directory"));
+        env.push(format!("GIT_CONFIG_VALUE_{index}={dir}"));
     }
     env
 }
@@ -632,6 +691,13 @@ fn plan_mounts(
                 tracing::debug!(source = %source.display(), "skipping mount: host path does not exist");
                 continue;
             }
+            if touches_protected(&source, &settings.protected_dirs) {
+                tracing::warn!(
+                    mount,
+                    "skipping a mount that would show loop's own directory"
+                );
+                continue;
+            }
             source.display().to_string()
         };
         plan.binds.push(match mode {
@@ -663,16 +729,45 @@ fn plan_mounts(
     };
     plan.binds.push(format!("{0}:{0}", project_mount.display()));
     plan.container_paths.push(project_mount.clone());
+    for file in parent_memory_files(&project_mount) {
+        plan.binds.push(format!("{0}:{0}:ro", file.display()));
+        plan.container_paths.push(file);
+    }
     plan.project_roots.push(project_mount);
     for dir in &settings.extra_dirs {
         let dir = expand_tilde(dir, home);
-        if dir.exists() {
+        if dir.exists() && touches_protected(&dir, &settings.protected_dirs) {
+            tracing::warn!(dir = %dir.display(), "skipping an extra directory that would show loop's own directory");
+        } else if dir.exists() {
             plan.binds.push(format!("{0}:{0}", dir.display()));
             plan.container_paths.push(dir.clone());
             plan.project_roots.push(dir);
         }
     }
     plan
+}
+
+/// The CLAUDE.md files of the project's parent directories, which a person's CLI reads too
+/// (a monorepo's or a team's shared instructions), to mount read-only at the same paths.
+/// Only regular files count: Docker would follow a symlink on the host, wherever it points.
+fn parent_memory_files(project: &Path) -> Vec<PathBuf> {
+    project
+        .ancestors()
+        .skip(1)
+        .filter(|dir| dir.parent().is_some())
+        .flat_map(|dir| CLAUDE_MEMORY_FILES.map(|name| dir.join(name)))
+        .filter(|file| std::fs::symlink_metadata(file).is_ok_and(|meta| meta.is_file()))
+        .collect()
+}
+
+/// Whether showing host `path` would show one of `protected` (or part of it). Both sides are
+/// compared after resolving symlinks, as Docker resolves a bind's source.
+fn touches_protected(path: &Path, protected: &[PathBuf]) -> bool {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    protected.iter().any(|dir| {
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+        path.starts_with(&dir) || dir.starts_with(&path)
+    })
 }
 
 /// Copy files that exist and do not collide with a bind-mounted path.
@@ -683,6 +778,13 @@ fn plan_copy_files(settings: &ContainerSettings, mounted: &[PathBuf]) -> Vec<Cop
         .map(|file| expand_tilde(file, &settings.agent.home))
         .filter(|path| !mounted.iter().any(|m| m == path))
         .filter(|path| path.is_file())
+        .filter(|path| {
+            let protected = touches_protected(path, &settings.protected_dirs);
+            if protected {
+                tracing::warn!(file = %path.display(), "not copying a file from loop's own directory");
+            }
+            !protected
+        })
         .map(|path| CopyFile {
             container_path: path.clone(),
             host_path: path,
@@ -695,7 +797,8 @@ fn plan_copy_files(settings: &ContainerSettings, mounted: &[PathBuf]) -> Vec<Cop
 pub fn mcp_config(settings: &ContainerSettings, target: &ChannelTarget) -> Value {
     let mut servers = serde_json::Map::new();
     if !settings.mcp_servers.contains_key("loop") {
-        let log = target.work_dir.join(".loop").join("mcp.log");
+        // In the container, not the project: a log file would show in the user's git status.
+        let log = MCP_LOG_IN_CONTAINER;
         let mut args = vec![
             "mcp".to_owned(),
             "--channel-id".to_owned(),
@@ -703,7 +806,7 @@ pub fn mcp_config(settings: &ContainerSettings, target: &ChannelTarget) -> Value
             "--api-url".to_owned(),
             settings.api_url.clone(),
             "--log".to_owned(),
-            log.display().to_string(),
+            log.to_owned(),
         ];
         if let Some(author) = &target.author_id {
             args.push("--author-id".to_owned());

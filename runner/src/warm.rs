@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::agent::AgentIo;
-use crate::spec::{ContainerPlan, ContainerSettings};
+use crate::spec::{
+    ContainerPlan, ContainerSettings, GATE_POLICY_IN_CONTAINER, MCP_CONFIG_IN_CONTAINER,
+    PROXY_POLICY_IN_CONTAINER,
+};
 
 /// Env vars minted per turn; they do not make two plans different.
 const PER_TURN_ENV: [&str; 2] = ["LOOP_GATE_TOKEN=", "LOOP_API_TOKEN="];
@@ -203,11 +206,17 @@ pub fn fingerprint(plan: &ContainerPlan, settings: &ContainerSettings) -> u64 {
             entry.hash(&mut hasher);
         }
     }
-    // The policy paths contain the container name, which is random per plan.
+    plan.working_dir.hash(&mut hasher);
+    // The per-container files' host paths contain the container name, which is random per
+    // plan; their contents are hashed above (policies) and below (MCP config).
+    let per_container = [
+        GATE_POLICY_IN_CONTAINER,
+        PROXY_POLICY_IN_CONTAINER,
+        MCP_CONFIG_IN_CONTAINER,
+    ]
+    .map(|dest| format!(":{dest}:ro"));
     for bind in &plan.binds {
-        if !bind.ends_with(":/etc/loop/gate-policy.json:ro")
-            && !bind.ends_with(":/etc/loop/proxy-policy.json:ro")
-        {
+        if !per_container.iter().any(|suffix| bind.ends_with(suffix)) {
             bind.hash(&mut hasher);
         }
     }

@@ -6,4 +6,5 @@
 //! opt-out that CI never sets).
 
 pub mod daemon;
+pub mod project;
 pub mod support;

@@ -123,6 +123,8 @@ impl TestRig {
             sessions_dir: Some(self.dir.path().join("sessions")),
             gate: None,
             docker_proxy: None,
+            protected_dirs: Vec::new(),
+            run_dir: self.dir.path().join("run"),
             api_token: None,
         }
     }

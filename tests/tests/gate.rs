@@ -163,6 +163,67 @@ async fn a_denied_command_fails_for_the_agent_others_run_and_the_supervisor_is_o
     model.shutdown().await;
 }
 
+/// The gate's workspace is the project, given explicitly: a relative rule (`secrets/**`)
+/// guards the project's own secrets, and the baseline's "`rm -r` outside the workspace" guard
+/// holds for a relative `../` that leaves it. The agent uses relative paths from its cwd, as a
+/// model does.
+#[tokio::test(flavor = "multi_thread")]
+async fn relative_rules_and_the_rm_guard_are_anchored_at_the_project() {
+    if docker().await.is_none() {
+        return;
+    }
+    let (dir, project) = workspace();
+    std::fs::create_dir_all(project.join("secrets")).expect("secrets");
+    std::fs::write(project.join("secrets/key.txt"), "TOP-SECRET").expect("key");
+    std::fs::write(project.join("notes.txt"), "plain notes").expect("notes");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(outside.join("keep")).expect("outside");
+    for path in [
+        &project,
+        &project.join("secrets"),
+        &outside,
+        &outside.join("keep"),
+    ] {
+        loop_e2e::support::chown(path, AGENT_UID, AGENT_UID);
+    }
+    for file in ["secrets/key.txt", "notes.txt"] {
+        loop_e2e::support::chown(&project.join(file), AGENT_UID, AGENT_UID);
+    }
+    let command = "pwd; cat notes.txt; cat secrets/key.txt; echo \"cat_rc=$?\"; \
+                   rm -r ../outside; echo \"rm_rc=$?\"";
+    let model = bash_model("check the workspace", command, "RESULT").await;
+    let home = dir.path().join("home");
+    let daemon = Daemon::start(
+        &home,
+        &gate_config(
+            &model,
+            dir.path(),
+            serde_json::json!({
+                "file_rules": [{"paths": ["secrets/**"], "operations": ["read", "write"], "decision": "deny"}]
+            }),
+        ),
+    )
+    .await;
+    let inbox = daemon
+        .post_in("gate-workspace", &project, "please check the workspace")
+        .await;
+    let text = daemon.answer(inbox, Duration::from_secs(180)).await;
+    assert!(text.starts_with("RESULT "), "{text}\n{}", daemon.log_text());
+    assert!(
+        text.contains(&format!("RESULT {}", project.display())),
+        "the agent starts in the project: {text}"
+    );
+    assert!(text.contains("plain notes"), "{text}");
+    assert!(
+        !text.contains("TOP-SECRET") && text.contains("cat_rc=1"),
+        "a relative rule guards the project's secrets: {text}"
+    );
+    assert!(
+        outside.join("keep").is_dir() && !text.contains("rm_rc=0"),
+        "rm -r of ../outside must be refused: {text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn approvals_are_asked_in_the_channel_and_answered_by_a_person() {
     if docker().await.is_none() {

@@ -75,14 +75,14 @@ async fn shells_are_singletons_and_match_the_container_rules() {
         &["cat", &home.join(".claude.json").display().to_string()],
     );
     assert_eq!(copied, "{\"copied\": true}");
-    let mcp = docker_exec(
-        &a.id,
-        &[
-            "cat",
-            &project.join(".loop/mcp-C-shell.json").display().to_string(),
-        ],
-    );
+    let mcp = docker_exec(&a.id, &["cat", "/etc/loop/mcp.json"]);
     assert!(mcp.contains("\"loop\""), "{mcp}");
+    assert!(
+        !project.join(".loop").exists(),
+        "loop writes none of its own files into the project"
+    );
+    // A shell (what `docker exec` gets too) starts in the project.
+    assert_eq!(docker_exec(&a.id, &["pwd"]).trim(), p);
     // The container's main process runs as the unprivileged agent (docker exec would be root).
     let whoami = docker_exec(
         &a.id,

@@ -4,8 +4,9 @@
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
+use loop_e2e::project::{GitOwner, Project};
 use loop_e2e::support::{AGENT_UID, TestRig, container_url, start_model};
-use loop_fakes::model::{Rule, Script, Step};
+use loop_fakes::model::{Rule, Script, Session, Step};
 use loop_runner::agent::{AgentRunner, Recovery, RunError, TurnRequest};
 use loop_runner::events::AgentEvent;
 use loop_runner::spec::ContainerSettings;
@@ -46,14 +47,13 @@ async fn a_turn_writes_a_file_in_the_project_and_a_follow_up_resumes_the_session
     };
     let project = rig.project("C-write");
     let target_file = project.join("hello.txt");
+    // Relative paths, as a model writes them: they land in the project only because the
+    // agent starts there.
     let script = Script::new()
         .rule(
             Rule::contains("write the greeting")
-                .then(Step::write(
-                    &target_file.display().to_string(),
-                    "hello from the agent\n",
-                ))
-                .then(Step::bash(&format!("cat {}", target_file.display())))
+                .then(Step::write("hello.txt", "hello from the agent\n"))
+                .then(Step::bash("cat hello.txt"))
                 .then(Step::text("wrote it: {{last_tool_result}}")),
         )
         .rule(Rule::contains("what did you write").then(Step::text("I wrote hello.txt")));
@@ -130,8 +130,8 @@ async fn a_turn_writes_a_file_in_the_project_and_a_follow_up_resumes_the_session
         );
     }
     assert!(
-        !project.join(".loop/mcp-C-write.json").exists(),
-        "the MCP config is removed after the run"
+        !project.join(".loop").exists(),
+        "loop writes none of its own files into the project"
     );
 
     // A follow-up resumes the same Claude session and the model sees the earlier turn.
@@ -157,6 +157,77 @@ async fn a_turn_writes_a_file_in_the_project_and_a_follow_up_resumes_the_session
     assert!(
         last.body.to_string().contains("please write the greeting"),
         "the resumed conversation carries the first turn"
+    );
+    rig.cleanup().await;
+    model.shutdown().await;
+}
+
+/// The first real use: "work on this project". The model knows only what the CLI tells it,
+/// uses relative paths, reads CLAUDE.md, runs git and the project's tests. The repository's
+/// `.git` is root's (loop, as root, made it), so git must not refuse it as "dubious".
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_works_in_its_project_as_in_a_persons_session() {
+    let Some(rig) = TestRig::new().await else {
+        return;
+    };
+    let project = Project::create(&rig.project("C-real"), GitOwner::Root);
+    let script = Script::new()
+        .rule(Rule::contains("add the notes").session(&Session::default()))
+        .rule(
+            Rule::contains("what do the notes say")
+                .then(Step::bash("cat NOTES.md"))
+                .then(Step::text("They say: {{last_tool_result}}")),
+        );
+    let model = start_model(script).await;
+    let settings = rig.settings(&container_url(model.port()), &project.dir);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    let outcome = rig
+        .runner
+        .run_turn(
+            request(
+                &rig,
+                settings.clone(),
+                "C-real",
+                "please add the notes",
+                None,
+            ),
+            Some(tx),
+            CancellationToken::new(),
+        )
+        .await
+        .expect("the turn succeeds");
+    project.check(&outcome.result.text, &model);
+    // The CLI's own session record says where it started.
+    let mut init_cwd = None;
+    while let Ok(event) = rx.try_recv() {
+        if let AgentEvent::Init { cwd, .. } = event {
+            init_cwd = cwd;
+        }
+    }
+    assert_eq!(
+        init_cwd.as_deref(),
+        Some(project.dir.to_str().expect("utf-8"))
+    );
+
+    // A follow-up (a new container resuming the session) starts in the project too.
+    let follow = rig
+        .runner
+        .run_turn(
+            request(
+                &rig,
+                settings,
+                "C-real",
+                "what do the notes say?",
+                Some(outcome.result.session_id.clone()),
+            ),
+            None,
+            CancellationToken::new(),
+        )
+        .await
+        .expect("the follow-up succeeds");
+    assert_eq!(
+        follow.result.text.trim_end(),
+        format!("They say: {}", Session::default().new_content.trim_end())
     );
     rig.cleanup().await;
     model.shutdown().await;

@@ -8,7 +8,7 @@ use loop_runner::spec::{ChannelTarget, DockerProxySpec, GateSpec};
 use loop_runner::{RunError, TurnOutcome, TurnRequest};
 use tokio_util::sync::CancellationToken;
 
-use super::workspace::{container_settings, ensure_default_work_dir};
+use super::workspace::{check_not_loop_dir, container_settings, ensure_default_work_dir};
 use super::{Orchestrator, OrchestratorError, RunEvent, progress};
 use crate::store::{InboxMessage, OutboxKind, RunFinish, RunOrigin, RunStatus};
 
@@ -37,7 +37,21 @@ impl Orchestrator {
             .map_or_else(|| prompt.clone(), |m| m.text.clone());
 
         let work_dir = match store.channel_work_dir(channel).await? {
-            Some(dir) => std::path::PathBuf::from(dir),
+            Some(dir) => {
+                let dir = std::path::PathBuf::from(dir);
+                // A directory chosen before this check existed may still hold loop's own.
+                if let Err(err) = check_not_loop_dir(&self.inner.config, &dir) {
+                    return self
+                        .fail_early(
+                            channel,
+                            run_id,
+                            &prompt,
+                            &format!("{err}; set another with /loop dir"),
+                        )
+                        .await;
+                }
+                dir
+            }
             None => match ensure_default_work_dir(&self.inner.config, channel) {
                 Ok(dir) => dir,
                 Err(err) => {

@@ -21,6 +21,14 @@ pub enum WorkDirError {
         "{dir} is outside the directories loop may use ({allowed}); add it to `allowed_dirs` in the global config"
     )]
     NotAllowed { dir: String, allowed: String },
+    #[error(
+        "{dir} holds loop's own directory {loop_dir} (its tokens and database): choose a project directory inside it, or move loop's directory (LOOP_HOME)"
+    )]
+    HoldsLoopDir { dir: String, loop_dir: String },
+    #[error(
+        "{dir} is inside loop's own directory {loop_dir}, which no agent may see: choose a project directory outside it"
+    )]
+    InsideLoopDir { dir: String, loop_dir: String },
 }
 
 /// Checks a requested work directory: it must exist and lie under `allowed_dirs` (or the
@@ -47,6 +55,7 @@ pub fn validate_work_dir(config: &Config, requested: &str) -> Result<PathBuf, Wo
             .unwrap_or(false)
     });
     if allowed {
+        check_not_loop_dir(config, &canonical)?;
         Ok(canonical)
     } else {
         Err(WorkDirError::NotAllowed {
@@ -58,6 +67,32 @@ pub fn validate_work_dir(config: &Config, requested: &str) -> Result<PathBuf, Wo
                 .join(", "),
         })
     }
+}
+
+/// Refuses a work directory that would show loop's own directory (`~/.loop`: the admin
+/// token, the platform tokens in its config, the database) to the agent: one that contains it
+/// (`--dir ~`), or one inside it (another channel's directory, the session store). Checked when
+/// a directory is chosen and again before every turn, for directories stored earlier.
+pub fn check_not_loop_dir(config: &Config, dir: &Path) -> Result<(), WorkDirError> {
+    let loop_dir = config
+        .loop_dir
+        .canonicalize()
+        .unwrap_or_else(|_| config.loop_dir.clone());
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let describe = |p: &Path| p.display().to_string();
+    if loop_dir.starts_with(&dir) {
+        return Err(WorkDirError::HoldsLoopDir {
+            dir: describe(&dir),
+            loop_dir: describe(&loop_dir),
+        });
+    }
+    if dir.starts_with(&loop_dir) {
+        return Err(WorkDirError::InsideLoopDir {
+            dir: describe(&dir),
+            loop_dir: describe(&loop_dir),
+        });
+    }
+    Ok(())
 }
 
 /// The default work directory of a channel, created on first use. When loop runs as root the
@@ -169,6 +204,8 @@ pub fn container_settings(
         sessions_dir: Some(config.loop_dir.join("sessions")),
         gate: None,
         docker_proxy: None,
+        protected_dirs: vec![config.loop_dir.clone()],
+        run_dir: config.loop_dir.join("run"),
         api_token: None,
     }
 }
@@ -215,6 +252,27 @@ mod tests {
         assert!(matches!(
             validate_work_dir(&config, "~/src/../../elsewhere"),
             Err(WorkDirError::NotAllowed { .. })
+        ));
+        // Loop's own directory is never a project, nor inside one.
+        std::fs::create_dir_all(dir.path().join("home/.loop/other/work")).expect("mkdir");
+        assert!(matches!(
+            validate_work_dir(&config, "~"),
+            Err(WorkDirError::HoldsLoopDir { .. })
+        ));
+        assert!(matches!(
+            validate_work_dir(&config, "~/.loop"),
+            Err(WorkDirError::HoldsLoopDir { .. })
+        ));
+        assert!(matches!(
+            validate_work_dir(&config, "~/.loop/other/work"),
+            Err(WorkDirError::InsideLoopDir { .. })
+        ));
+        // Not through a symlink either.
+        std::os::unix::fs::symlink(dir.path().join("home"), dir.path().join("home/src/link"))
+            .expect("symlink");
+        assert!(matches!(
+            validate_work_dir(&config, "~/src/link"),
+            Err(WorkDirError::HoldsLoopDir { .. })
         ));
         let config = super::tests::config(
             dir.path(),

@@ -46,6 +46,8 @@ impl Fixture {
             sessions_dir: None,
             gate: None,
             docker_proxy: None,
+            protected_dirs: vec![home.join(".loop")],
+            run_dir: dir.path().join("run"),
             api_token: None,
         };
         let target = ChannelTarget {
@@ -293,10 +295,22 @@ fn mcp_config_has_the_builtin_server_unless_the_user_defines_loop() {
         },
     );
     let plan = fx.plan();
+    // loop's own run directory, mounted read-only; never a file in the project.
     assert_eq!(
         plan.mcp_config_path,
-        fx.target.work_dir.join(".loop/mcp-C123.json")
+        fx.dir.path().join("run").join(&plan.name).join("mcp.json")
     );
+    assert!(!plan.mcp_config_path.starts_with(&fx.target.work_dir));
+    assert!(plan.binds.contains(&format!(
+        "{}:{MCP_CONFIG_IN_CONTAINER}:ro",
+        plan.mcp_config_path.display()
+    )));
+    let at = plan
+        .cmd
+        .iter()
+        .position(|a| a == "--mcp-config")
+        .expect("--mcp-config");
+    assert_eq!(plan.cmd[at + 1], MCP_CONFIG_IN_CONTAINER);
     let loop_server = &plan.mcp_config["mcpServers"]["loop"];
     assert_eq!(loop_server["command"], LOOP_BIN_IN_IMAGE);
     let args: Vec<&str> = loop_server["args"]
@@ -563,4 +577,109 @@ fn the_api_token_reaches_the_env_and_the_builtin_mcp_server_only_when_issued() {
     );
     let plan = fx.plan();
     assert!(plan.mcp_config["mcpServers"]["loop"].get("env").is_none());
+}
+
+#[test]
+fn every_kind_of_container_starts_in_the_work_directory() {
+    let fx = Fixture::new();
+    for kind in [ContainerKind::Agent, ContainerKind::Shell] {
+        let plan = plan_container(&fx.settings, &fx.target, kind, &ClaudeInvocation::default());
+        assert_eq!(plan.working_dir, fx.target.work_dir, "{kind:?}");
+    }
+    // A worktree inside its main checkout: the checkout is mounted, the worktree is the cwd.
+    let mut fx = Fixture::new();
+    let parent = fx.target.work_dir.clone();
+    fx.target.work_dir = parent.join("worktrees/feature");
+    fx.target.parent_dir = Some(parent.clone());
+    let plan = fx.plan();
+    assert_eq!(plan.working_dir, parent.join("worktrees/feature"));
+    assert!(plan.binds.contains(&format!("{0}:{0}", parent.display())));
+}
+
+#[test]
+fn the_gate_gets_the_work_directory_as_its_workspace() {
+    let mut fx = Fixture::new();
+    assert_eq!(env_of(&fx.plan(), GATE_WORKSPACE_ENV), None);
+    fx.settings.gate = Some(GateSpec {
+        policy_json: "{}".into(),
+        token: "t".into(),
+        policy_dir: fx.dir.path().join("run"),
+    });
+    let work = fx.target.work_dir.display().to_string();
+    assert_eq!(env_of(&fx.plan(), GATE_WORKSPACE_ENV), Some(work.as_str()));
+}
+
+#[test]
+fn git_trusts_the_project_and_extra_dirs_whoever_owns_them() {
+    let mut fx = Fixture::new();
+    fx.settings.extra_dirs = vec!["~/shared".into()];
+    let plan = fx.plan();
+    let work = fx.target.work_dir.display().to_string();
+    let shared = fx.home().join("shared").display().to_string();
+    assert_eq!(env_of(&plan, "GIT_CONFIG_COUNT"), Some("2"));
+    assert_eq!(env_of(&plan, "GIT_CONFIG_KEY_0"), Some("safe.directory"));
+    assert_eq!(env_of(&plan, "GIT_CONFIG_VALUE_0"), Some(work.as_str()));
+    assert_eq!(env_of(&plan, "GIT_CONFIG_KEY_1"), Some("safe.directory"));
+    assert_eq!(env_of(&plan, "GIT_CONFIG_VALUE_1"), Some(shared.as_str()));
+}
+
+#[test]
+fn parents_claude_md_files_are_mounted_read_only_but_never_through_a_symlink() {
+    let fx = Fixture::new();
+    let projects = fx.dir.path().join("projects");
+    std::fs::write(projects.join("CLAUDE.md"), "team rules").expect("write");
+    std::fs::write(fx.dir.path().join("CLAUDE.local.md"), "mine").expect("write");
+    // A link in a parent would make Docker mount whatever it points to.
+    std::os::unix::fs::symlink(fx.home().join("secret"), projects.join("CLAUDE.local.md"))
+        .expect("symlink");
+    std::fs::write(fx.home().join("secret"), "token").expect("write");
+    // The project's own CLAUDE.md comes with the project mount.
+    std::fs::write(fx.target.work_dir.join("CLAUDE.md"), "project").expect("write");
+    let plan = fx.plan();
+    let memory: Vec<&String> = plan.binds.iter().filter(|b| b.contains("CLAUDE")).collect();
+    assert_eq!(
+        memory,
+        [
+            &format!("{0}:{0}:ro", projects.join("CLAUDE.md").display()),
+            &format!(
+                "{0}:{0}:ro",
+                fx.dir.path().join("CLAUDE.local.md").display()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn nothing_a_config_names_can_show_loops_own_directory() {
+    let mut fx = Fixture::new();
+    let loop_dir = fx.home().join(".loop");
+    std::fs::create_dir_all(loop_dir.join("sub")).expect("mkdir");
+    std::fs::write(loop_dir.join("admin.token"), "secret").expect("write");
+    std::os::unix::fs::symlink(&loop_dir, fx.home().join("innocent")).expect("symlink");
+    std::fs::create_dir_all(fx.home().join("data")).expect("mkdir");
+    fx.settings.mounts = vec![
+        "~/.loop:/stolen".into(),
+        "~:/home-copy:ro".into(),
+        "~/.loop/sub:/sub".into(),
+        "~/innocent:/via-link".into(),
+        "~/data:/data".into(),
+    ];
+    fx.settings.extra_dirs = vec!["~".into(), "~/.loop/sub".into(), "~/data".into()];
+    fx.settings.copy_files = vec![
+        "~/.loop/admin.token".into(),
+        "~/innocent/admin.token".into(),
+    ];
+    let plan = fx.plan();
+    let home = fx.home().display().to_string();
+    let shown: Vec<&String> = plan.binds.iter().filter(|b| b.starts_with(&home)).collect();
+    assert_eq!(
+        shown,
+        [
+            &format!("{home}/data:/data"),
+            &format!("{home}/data:{home}/data")
+        ],
+        "{:#?}",
+        plan.binds
+    );
+    assert!(plan.copy_files.is_empty(), "{:?}", plan.copy_files);
 }

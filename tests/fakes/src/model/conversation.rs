@@ -24,6 +24,12 @@ pub struct Conversation {
     pub last_tool_result: Option<String>,
     /// The `model` field of the request.
     pub model: String,
+    /// The working directory the CLI announces in its system prompt ("Primary working
+    /// directory: /path"), as a model learns it; `None` when the request does not say.
+    pub cwd: Option<String>,
+    /// The text of every `tool_result` after the prompt, in order: what each step's tool
+    /// printed, for reports that quote an earlier step.
+    pub tool_results: Vec<String>,
 }
 
 impl Conversation {
@@ -35,6 +41,7 @@ impl Conversation {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
+        let cwd = working_directory(body);
         let messages: &[Value] = body
             .get("messages")
             .and_then(Value::as_array)
@@ -54,6 +61,7 @@ impl Conversation {
         let Some(prompt_at) = prompt_at else {
             return Conversation {
                 model,
+                cwd,
                 last_tool_result: last_tool_result(&turns),
                 ..Conversation::default()
             };
@@ -78,7 +86,42 @@ impl Conversation {
             step,
             last_tool_result: last_tool_result(after),
             model,
+            cwd,
+            tool_results: tool_results(after),
         }
+    }
+}
+
+/// The working directory the CLI announces to the model. The CLI writes an environment
+/// section with a line such as "Primary working directory: /src/app" (older releases:
+/// "Working directory: /src/app"), in the system prompt or, in some releases and modes, in a
+/// system-role message or a `<system-reminder>`; a model has no other way to learn it, so
+/// every text of the request is searched, the system prompt first.
+fn working_directory(body: &Value) -> Option<String> {
+    let mut texts = Vec::new();
+    if let Some(system) = body.get("system") {
+        collect_texts(system, &mut texts);
+    }
+    if let Some(messages) = body.get("messages") {
+        collect_texts(messages, &mut texts);
+    }
+    texts.iter().flat_map(|text| text.lines()).find_map(|line| {
+        let line = line.trim().trim_start_matches(['-', '*', ' ']);
+        let (label, value) = line.split_once(':')?;
+        let label = label.trim().to_ascii_lowercase();
+        (label == "primary working directory" || label == "working directory")
+            .then(|| value.trim().to_owned())
+            .filter(|dir| dir.starts_with('/'))
+    })
+}
+
+/// Every string inside `value`, depth first.
+fn collect_texts<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+    match value {
+        Value::String(text) => out.push(text),
+        Value::Array(items) => items.iter().for_each(|item| collect_texts(item, out)),
+        Value::Object(map) => map.values().for_each(|item| collect_texts(item, out)),
+        _ => {}
     }
 }
 
@@ -117,13 +160,18 @@ fn is_reminder(text: &str) -> bool {
 }
 
 fn last_tool_result(messages: &[&Value]) -> Option<String> {
+    tool_results(messages).pop()
+}
+
+fn tool_results(messages: &[&Value]) -> Vec<String> {
     messages
         .iter()
         .filter(|m| role(m) == "user")
         .filter_map(|m| m.get("content").and_then(Value::as_array))
         .flatten()
-        .rfind(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+        .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
         .map(|b| tool_result_text(b.get("content")))
+        .collect()
 }
 
 /// A tool result's content is a string or a list of blocks; only text blocks matter here.
@@ -225,6 +273,54 @@ mod tests {
             0,
             None,
         );
+    }
+
+    #[test]
+    fn the_working_directory_comes_from_the_system_prompt() {
+        let cases = [
+            (
+                json!("x\nPrimary working directory: /src/app\nIs a git repo: true"),
+                Some("/src/app"),
+            ),
+            (
+                json!([{"type": "text", "text": "You are Claude."}, {"type": "text", "text": "<env>\n - Working directory: /w\n</env>"}]),
+                Some("/w"),
+            ),
+            (json!("Primary working directory: relative"), None),
+            (json!("no environment here"), None),
+        ];
+        // Some releases say it in a reminder inside the first user message instead.
+        let conversation = Conversation::from_request(&json!({
+            "system": "You are Claude.",
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "<system-reminder>\n - Primary working directory: /r\n</system-reminder>"},
+                {"type": "text", "text": "hi"}]}],
+        }));
+        assert_eq!(conversation.cwd.as_deref(), Some("/r"));
+        for (system, expected) in cases {
+            let conversation = Conversation::from_request(&json!({
+                "system": system,
+                "messages": [{"role": "user", "content": "hi"}],
+            }));
+            assert_eq!(conversation.cwd.as_deref(), expected, "{system}");
+        }
+        assert_eq!(Conversation::from_request(&json!({})).cwd, None);
+    }
+
+    #[test]
+    fn every_tool_result_after_the_prompt_is_kept_in_order() {
+        let conversation = Conversation::from_request(&json!({"messages": [
+            {"role": "user", "content": "old"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t0", "name": "Bash", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t0", "content": "before"}]},
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Bash", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "one"}]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t2", "name": "Bash", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t2", "content": "two"}]},
+        ]}));
+        assert_eq!(conversation.tool_results, ["one", "two"]);
+        assert_eq!(conversation.last_tool_result.as_deref(), Some("two"));
     }
 
     #[test]

@@ -39,8 +39,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use conversation::Conversation;
 pub use script::{
-    DEFAULT_ANSWER, Matcher, PROMPT_TOO_LONG_MESSAGE, Rule, Script, ScriptError, Selection, Step,
-    Usage,
+    DEFAULT_ANSWER, Matcher, PROMPT_TOO_LONG_MESSAGE, Rule, Script, ScriptError, Selection,
+    Session, Step, Usage,
 };
 
 use response::Ids;

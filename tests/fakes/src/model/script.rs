@@ -203,6 +203,11 @@ impl Script {
         Script::always(Step::text("echo: {{prompt}}"))
     }
 
+    /// Every turn is the work session a model does in a project (see [`Session`]).
+    pub fn realistic_session() -> Script {
+        Script::new().rule(Rule::any().session(&Session::default()))
+    }
+
     /// Every turn runs `command` with Bash, then answers with what it printed.
     pub fn bash_then_report(command: &str) -> Script {
         Script::new().rule(
@@ -273,6 +278,12 @@ impl Rule {
         self
     }
 
+    /// Appends the steps of `session`: what a model does when asked to work on a project.
+    pub fn session(mut self, session: &Session) -> Rule {
+        self.steps.extend(session.steps());
+        self
+    }
+
     /// Limits the rule to `times` requests.
     pub fn times(mut self, times: u32) -> Rule {
         self.times = Some(times);
@@ -336,11 +347,28 @@ impl Step {
         )
     }
 
-    /// A call of the CLI's Write tool; `file_path` must be absolute.
+    /// A call of the CLI's Write tool.
     pub fn write(file_path: &str, content: &str) -> Step {
         Step::tool_use(
             "Write",
             serde_json::json!({"file_path": file_path, "content": content}),
+        )
+    }
+
+    /// A call of the CLI's Read tool.
+    pub fn read(file_path: &str) -> Step {
+        Step::tool_use("Read", serde_json::json!({"file_path": file_path}))
+    }
+
+    /// A call of the CLI's Edit tool (the CLI refuses it unless the file was read first).
+    pub fn edit(file_path: &str, old_string: &str, new_string: &str) -> Step {
+        Step::tool_use(
+            "Edit",
+            serde_json::json!({
+                "file_path": file_path,
+                "old_string": old_string,
+                "new_string": new_string,
+            }),
         )
     }
 
@@ -435,21 +463,85 @@ impl Step {
     }
 }
 
+/// A model's work session in a project, the way a person's Claude Code session goes: the
+/// model knows only what the CLI tells it (the working directory in the system prompt), so
+/// every path but CLAUDE.md's is relative, and each step is one tool call:
+///
+/// 0. `pwd`, 1. `ls -a`, 2. `git status --short --branch` (Bash);
+/// 3. Read `{cwd}/CLAUDE.md` (the path built from the system prompt's working directory);
+/// 4. Read `edit_file`, 5. Edit it (`old` to `new`), 6. Write `new_file`;
+/// 7. run `test_command` (Bash), 8. report.
+///
+/// The report quotes what the steps printed: `pwd`, the test output and the `git status`.
+/// Tool errors (a file missing, a refused write) are reported as they came, so a test that
+/// checks the files on the host sees what went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub edit_file: String,
+    pub old: String,
+    pub new: String,
+    pub new_file: String,
+    pub new_content: String,
+    pub test_command: String,
+}
+
+impl Default for Session {
+    /// A project with `README.md` containing `Status: draft` and a `test.sh`.
+    fn default() -> Session {
+        Session {
+            edit_file: "README.md".to_owned(),
+            old: "Status: draft".to_owned(),
+            new: "Status: reviewed".to_owned(),
+            new_file: "NOTES.md".to_owned(),
+            new_content: "Notes from the agent's session.\n".to_owned(),
+            test_command: "sh test.sh".to_owned(),
+        }
+    }
+}
+
+impl Session {
+    /// The index of the report step (the number of model requests of a full session, minus 1).
+    pub const REPORT_STEP: usize = 8;
+
+    pub fn steps(&self) -> Vec<Step> {
+        vec![
+            Step::bash("pwd"),
+            Step::bash("ls -a"),
+            Step::bash("git status --short --branch"),
+            Step::read("{{cwd}}/CLAUDE.md"),
+            Step::read(&self.edit_file),
+            Step::edit(&self.edit_file, &self.old, &self.new),
+            Step::write(&self.new_file, &self.new_content),
+            Step::bash(&self.test_command),
+            Step::text(
+                "Worked in {{tool_result.0}}.\nTests: {{tool_result.7}}\nGit: {{tool_result.2}}",
+            ),
+        ]
+    }
+}
+
 /// Fills in a template: `{{prompt}}` (the user's latest prompt), `{{last_tool_result}}` (what
-/// the last tool returned, empty if none), `{{step}}` (the step index) and `{{model}}` (the
-/// requested model name). Anything else is left as written.
+/// the last tool returned, empty if none), `{{tool_result.N}}` (what the Nth tool call after
+/// the prompt returned, from 0), `{{cwd}}` (the working directory the system prompt names,
+/// empty if none), `{{step}}` (the step index) and `{{model}}` (the requested model name).
+/// Anything else is left as written.
 pub fn render(template: &str, conversation: &Conversation) -> String {
     if !template.contains("{{") {
         return template.to_owned();
     }
-    template
+    let mut text = template
         .replace("{{prompt}}", &conversation.prompt)
         .replace(
             "{{last_tool_result}}",
             conversation.last_tool_result.as_deref().unwrap_or_default(),
         )
+        .replace("{{cwd}}", conversation.cwd.as_deref().unwrap_or_default())
         .replace("{{step}}", &conversation.step.to_string())
-        .replace("{{model}}", &conversation.model)
+        .replace("{{model}}", &conversation.model);
+    for (index, result) in conversation.tool_results.iter().enumerate() {
+        text = text.replace(&format!("{{{{tool_result.{index}}}}}"), result.trim_end());
+    }
+    text
 }
 
 fn render_value(value: Value, conversation: &Conversation) -> Value {
@@ -481,6 +573,8 @@ mod tests {
             step,
             last_tool_result: tool.map(str::to_owned),
             model: "claude-test".to_owned(),
+            cwd: Some("/src/app".to_owned()),
+            tool_results: tool.map(str::to_owned).into_iter().collect(),
         }
     }
 
@@ -602,6 +696,13 @@ mod tests {
         assert_eq!(
             render("{{last_tool_result}}|{{other}}", &conversation("", 0, None)),
             "|{{other}}"
+        );
+        assert_eq!(
+            render(
+                "{{cwd}}/CLAUDE.md {{tool_result.0}}|{{tool_result.1}}",
+                &conversation("", 1, Some("/x\n"))
+            ),
+            "/src/app/CLAUDE.md /x|{{tool_result.1}}"
         );
     }
 

@@ -1,0 +1,173 @@
+//! A project as a person's checkout looks, for the fake model's realistic session
+//! ([`loop_fakes::model::Session`]): a git repository with a CLAUDE.md, a README the agent
+//! edits and a test script that passes only once the edit is made. [`Project::check`] asserts
+//! what a person would look at afterwards: the files on the host, who owns them, the agent's
+//! report, and that CLAUDE.md reached the model.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use loop_fakes::model::{FakeModel, Session};
+
+use crate::support::AGENT_UID;
+
+/// Who owns the repository's `.git`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GitOwner {
+    /// Everything belongs to the agent's uid, like a user's own checkout.
+    Agent,
+    /// `.git` stays root's, as when loop (running as root) created or cloned the repository
+    /// and handed the files to the agent: git calls that "dubious ownership".
+    Root,
+}
+
+/// A realistic project directory.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub dir: PathBuf,
+    /// A line of the project's CLAUDE.md that appears nowhere else: the model's requests carry
+    /// it only when the CLI loaded the file.
+    pub claude_md_marker: String,
+}
+
+impl Project {
+    /// Creates the project in `dir` (which may exist): CLAUDE.md, README.md (`Status: draft`),
+    /// test.sh, one commit on `main`.
+    pub fn create(dir: &Path, git_owner: GitOwner) -> Project {
+        std::fs::create_dir_all(dir).expect("project dir");
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let claude_md_marker = format!("Project rule {}: keep notes in NOTES.md.", uuid_like(dir));
+        let session = Session::default();
+        std::fs::write(
+            dir.join("CLAUDE.md"),
+            format!(
+                "# {name}\n\n{claude_md_marker}\nRun the tests with `{}` before reporting.\n",
+                session.test_command
+            ),
+        )
+        .expect("CLAUDE.md");
+        std::fs::write(
+            dir.join("README.md"),
+            format!("# {name}\n\n{}\n", session.old),
+        )
+        .expect("README.md");
+        std::fs::write(
+            dir.join("test.sh"),
+            format!(
+                "if grep -q '{}' README.md; then echo 'tests pass'; else echo 'tests fail: README not reviewed'; exit 1; fi\n",
+                session.new
+            ),
+        )
+        .expect("test.sh");
+        git(dir, &["init", "-q", "-b", "main"]);
+        git(dir, &["add", "-A"]);
+        git(
+            dir,
+            &[
+                "-c",
+                "user.name=Test",
+                "-c",
+                "user.email=test@example.com",
+                "commit",
+                "-q",
+                "-m",
+                "initial",
+            ],
+        );
+        chown_tree(dir, AGENT_UID);
+        if git_owner == GitOwner::Root {
+            chown_tree(&dir.join(".git"), 0);
+        }
+        Project {
+            dir: dir.to_path_buf(),
+            claude_md_marker,
+        }
+    }
+
+    /// Asserts that the realistic session ran in this project: the edit and the new file are
+    /// on the host, owned by the agent's uid; the project's own test passed; `pwd` and
+    /// `git status` in the report show the project and its branch; CLAUDE.md reached the model.
+    pub fn check(&self, answer: &str, model: &FakeModel) {
+        let session = Session::default();
+        let readme = std::fs::read_to_string(self.dir.join(&session.edit_file)).expect("README");
+        assert!(
+            readme.contains(&session.new) && !readme.contains(&session.old),
+            "the Edit by relative path did not reach the host's README: {readme:?}\nanswer: {answer}"
+        );
+        let notes = self.dir.join(&session.new_file);
+        assert_eq!(
+            std::fs::read_to_string(&notes).ok().as_deref(),
+            Some(session.new_content.as_str()),
+            "the Write by relative path did not create {} on the host\nanswer: {answer}",
+            notes.display()
+        );
+        assert_eq!(
+            std::fs::metadata(&notes).expect("notes").uid(),
+            AGENT_UID,
+            "files the agent writes belong to its uid"
+        );
+        let dir = self.dir.display().to_string();
+        assert!(
+            answer.contains(&format!("Worked in {dir}.")),
+            "pwd is not the project: {answer}"
+        );
+        assert!(
+            answer.contains("Tests: tests pass"),
+            "the project's tests did not run in the project: {answer}"
+        );
+        assert!(
+            answer.contains("Git: ## main"),
+            "git status did not find the repository: {answer}"
+        );
+        let requests = model.requests();
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.body_contains(&self.claude_md_marker)),
+            "the project's CLAUDE.md never reached the model"
+        );
+        assert!(
+            requests.iter().any(|r| r
+                .conversation
+                .as_ref()
+                .is_some_and(|c| c.cwd.as_deref() == Some(dir.as_str()))),
+            "the CLI's system prompt never named {dir} as the working directory"
+        );
+    }
+}
+
+/// A short unique tag from the directory's path and the clock.
+fn uuid_like(dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut hasher);
+    std::time::SystemTime::now().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        // The test (root) sets up a directory that already belongs to the agent's uid.
+        .args(["-c", "safe.directory=*"])
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?} in {}", dir.display());
+}
+
+fn chown_tree(dir: &Path, uid: u32) {
+    let status = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{uid}:{uid}"))
+        .arg(dir)
+        .status()
+        .expect("chown runs");
+    assert!(status.success(), "chown -R {uid} {}", dir.display());
+}
