@@ -13,6 +13,7 @@ pub mod mcp;
 pub mod memory;
 pub mod orchestrator;
 pub mod permissions;
+pub mod project_files;
 pub mod scheduler;
 pub mod store;
 

@@ -1490,6 +1490,15 @@ pub fn baseline_file_for(docker_proxy: bool) -> PolicyFile {
                 Approve,
                 "changing the project's loop configuration needs approval",
             ),
+            // loop's own directory (tokens, config, database) is never mounted into a
+            // container; should a config mount it anyway, its files stay out of reach. Only
+            // the top level: a channel's default work directory lives below it.
+            file_rule(
+                &["~/.loop/*", "~/.loop/run/**", "~/.loop/sessions/**"],
+                &[],
+                Deny,
+                "loop's own directory is off limits",
+            ),
         ],
         connect_rules: Vec::new(),
     }
@@ -1813,6 +1822,14 @@ mod tests {
             (file("/work/project/.loop/config.json", Read), Allow),
             (file("/work/project/src/main.rs", Write), Allow),
             (file("/tmp/x", Write), Allow),
+            (file("/home/agent/.loop/admin.token", Read), Deny),
+            (file("/home/agent/.loop/config.json", Read), Deny),
+            (file("/home/agent/.loop/loop.db", Write), Deny),
+            (
+                file("/home/agent/.loop/run/c1/gate-policy.json", Read),
+                Deny,
+            ),
+            (file("/home/agent/.loop/C1/work/src/main.rs", Write), Allow),
             (file("/home/agent/.ssh/../.ssh/id_rsa", Read), Deny),
             (file("/home/agent/x/../.ssh/id_rsa", Read), Deny),
             (unix("/var/run/docker.sock"), Deny),

@@ -206,5 +206,6 @@ pub(super) async fn index(
         embedded: report.embedded,
         unchanged: report.unchanged,
         removed: report.removed,
+        skipped: report.skipped,
     }))
 }

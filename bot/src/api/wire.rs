@@ -276,4 +276,7 @@ pub struct Reindexed {
     pub embedded: usize,
     pub unchanged: usize,
     pub removed: usize,
+    /// Files not read (symlinks, not regular files, too large, not UTF-8).
+    #[serde(default)]
+    pub skipped: usize,
 }

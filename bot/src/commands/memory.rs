@@ -175,9 +175,17 @@ pub async fn reindex(config: &Config, store: &Store, dir: &Path) -> Result<Strin
         embedded,
         unchanged,
         removed,
+        skipped,
     } = memory.reindex_docs(&dir).await?;
+    let skipped = if skipped > 0 {
+        format!(
+            ", {skipped} files skipped (symlinks, not regular, too large or not UTF-8; see the log)"
+        )
+    } else {
+        String::new()
+    };
     Ok(format!(
-        "{}: {files} files, {chunks} chunks: {embedded} embedded, {unchanged} unchanged, {removed} removed ({} ms)",
+        "{}: {files} files, {chunks} chunks: {embedded} embedded, {unchanged} unchanged, {removed} removed{skipped} ({} ms)",
         dir.display(),
         started.elapsed().as_millis()
     ))

@@ -86,6 +86,9 @@ pub enum MemoryError {
     Store(#[from] StoreError),
 }
 
+/// Docs larger than this are not indexed (1 MiB of Markdown is a book).
+const MAX_DOC_BYTES: u64 = 1 << 20;
+
 /// One search result.
 #[derive(Debug, Clone, Serialize)]
 pub struct Hit {
@@ -105,6 +108,8 @@ pub struct ReindexReport {
     pub unchanged: usize,
     /// Stored chunks removed (changed, or their file is gone).
     pub removed: usize,
+    /// Files not read: symlinks, not regular files, too large, not UTF-8 (each logged).
+    pub skipped: usize,
 }
 
 /// A scope's vectors as loaded, and the fingerprint of the rows they came from.
@@ -504,10 +509,16 @@ impl Memory {
         let mut keep: HashSet<String> = HashSet::new();
         let mut to_embed: Vec<(String, String, String)> = Vec::new(); // (source_ref, content, hash)
         for file in &files {
-            let text = std::fs::read_to_string(file).map_err(|source| MemoryError::Read {
-                path: file.display().to_string(),
-                source,
-            })?;
+            // The project is written by the agent and by strangers: a doc may be a symlink to
+            // loop's own secrets, a FIFO or huge. Such a file is skipped, never followed.
+            let text = match crate::project_files::read_in_project(root, file, MAX_DOC_BYTES) {
+                Ok(text) => text,
+                Err(err) => {
+                    tracing::warn!(project = %root.display(), "not indexing a doc: {}", crate::error_chain(&err));
+                    report.skipped += 1;
+                    continue;
+                }
+            };
             let rel = file
                 .strip_prefix(root)
                 .unwrap_or(file)

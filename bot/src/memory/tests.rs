@@ -225,7 +225,7 @@ async fn reindex_embeds_only_changed_chunks() {
 
         let scope = MemoryScope::Project(root.display().to_string());
         let hits = memory
-            .search(&[scope], "when are backups taken?", 1)
+            .search(std::slice::from_ref(&scope), "when are backups taken?", 1)
             .await
             .expect("search docs");
         assert_eq!(hits[0].memory.source, SOURCE_DOC);
@@ -235,6 +235,36 @@ async fn reindex_embeds_only_changed_chunks() {
         );
         // Counting: the search query itself.
         assert_eq!(counting.texts.load(Ordering::SeqCst), 6);
+
+        // A hostile project links its docs to a file of loop's: the link is skipped, never
+        // followed, so the secret never reaches the memory the agent can search.
+        let secret = project
+            .path()
+            .parent()
+            .expect("tmp")
+            .join(format!("loop-secret-{}.json", std::process::id()));
+        std::fs::write(
+            &secret,
+            "# Tokens\n\nSLACK_BOT_TOKEN=xoxb-hostile-test-token\n",
+        )
+        .expect("secret");
+        std::os::unix::fs::symlink(&secret, root.join("README-tokens.md")).expect("symlink");
+        std::os::unix::fs::symlink(&secret, root.join("docs/tokens.md")).expect("symlink");
+        std::os::unix::fs::symlink(secret.parent().expect("tmp"), root.join("docs/up"))
+            .expect("dir symlink");
+        let hostile = memory.reindex_docs(root).await.expect("hostile index");
+        let _ = std::fs::remove_file(&secret);
+        assert_eq!(hostile.skipped, 1, "{hostile:?}");
+        let all = db
+            .store()
+            .memory_list(std::slice::from_ref(&scope), None, 1000)
+            .await
+            .expect("list");
+        assert!(
+            !all.iter()
+                .any(|m| m.content.contains("xoxb-hostile-test-token")),
+            "a symlinked doc was indexed"
+        );
     }
 }
 

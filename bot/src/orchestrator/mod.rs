@@ -39,6 +39,8 @@ pub use workspace::HostFacts;
 const DISPATCH_TICK: Duration = Duration::from_secs(2);
 /// Deliveries of one outbox message before it is given up on.
 const MAX_SEND_ATTEMPTS: i32 = 8;
+/// A task template's prompt file larger than this is refused (a prompt, not a dataset).
+const MAX_PROMPT_FILE_BYTES: u64 = 256 * 1024;
 
 /// Errors a caller of the orchestrator can act on.
 #[derive(Debug, thiserror::Error)]
@@ -489,26 +491,38 @@ impl Orchestrator {
                 "no task template `{name}` (task_templates in the config)"
             )));
         };
-        let prompt = match (&template.prompt, &template.prompt_path) {
-            (Some(prompt), _) if !prompt.trim().is_empty() => prompt.clone(),
-            (_, Some(path)) => {
-                let path = self.inner.config.expand(path);
-                let path = match (&work_dir, path.is_relative()) {
-                    (Some(dir), true) => std::path::Path::new(dir).join(path),
-                    _ => path,
-                };
-                match std::fs::read_to_string(&path) {
-                    Ok(text) => text,
-                    Err(err) => {
-                        return Ok(Err(format!(
-                            "task template `{name}`: cannot read {}: {err}",
-                            path.display()
-                        )));
+        let prompt =
+            match (&template.prompt, &template.prompt_path) {
+                (Some(prompt), _) if !prompt.trim().is_empty() => prompt.clone(),
+                (_, Some(path)) => {
+                    // A global template (the operator's file) may name any file; one that a
+                    // project file brought is read only beneath the project, never through a link.
+                    let global =
+                        self.inner.config.task_templates.iter().any(|t| {
+                            t.name == template.name && t.prompt_path == template.prompt_path
+                        });
+                    let expanded = self.inner.config.expand(path);
+                    let read = match (&work_dir, global) {
+                        (Some(dir), false) => crate::project_files::read_in_project(
+                            std::path::Path::new(dir),
+                            &expanded,
+                            MAX_PROMPT_FILE_BYTES,
+                        )
+                        .map_err(|err| crate::error_chain(&err)),
+                        (Some(dir), true) if expanded.is_relative() => {
+                            std::fs::read_to_string(std::path::Path::new(dir).join(&expanded))
+                                .map_err(|err| format!("cannot read {}: {err}", expanded.display()))
+                        }
+                        _ => std::fs::read_to_string(&expanded)
+                            .map_err(|err| format!("cannot read {}: {err}", expanded.display())),
+                    };
+                    match read {
+                        Ok(text) => text,
+                        Err(err) => return Ok(Err(format!("task template `{name}`: {err}"))),
                     }
                 }
-            }
-            _ => return Ok(Err(format!("task template `{name}` has no prompt"))),
-        };
+                _ => return Ok(Err(format!("task template `{name}` has no prompt"))),
+            };
         Ok(Ok(CreateTaskInput {
             schedule: template.schedule,
             kind: Some(template.task_type),
