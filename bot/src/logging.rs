@@ -34,11 +34,21 @@ pub fn init(level: &str, format: LogFormat, file: Option<&Path>) -> Result<(), L
             builder.with_ansi(false).with_writer(open(path)?).try_init()
         }
         (LogFormat::Json, None) => builder.json().with_writer(std::io::stderr).try_init(),
-        (LogFormat::Text, None) => builder.with_writer(std::io::stderr).try_init(),
+        (LogFormat::Text, None) => builder
+            .with_ansi(colour_on_stderr())
+            .with_writer(std::io::stderr)
+            .try_init(),
     };
     // A second init (tests) is harmless: keep the first subscriber.
     let _ = result;
     Ok(())
+}
+
+/// Colour codes only for a person at a terminal: a file or journald would keep them as
+/// `\x1b[2m` noise. `NO_COLOR` (no-color.org) turns them off everywhere.
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
 
 fn open(path: &Path) -> Result<std::sync::Mutex<std::fs::File>, LoggingError> {

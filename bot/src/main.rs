@@ -326,6 +326,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Serve => {
+            first_run(&sources).await?;
             let config = load(&sources)?;
             loop_bot::logging::init(
                 &config.log_level,
@@ -354,6 +355,66 @@ fn connect_client(config: &Config) -> anyhow::Result<client::Client> {
 
 fn absolute(path: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
+}
+
+/// Debian's (and Ubuntu's) bundle of every CA the host trusts.
+const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// What a newcomer would otherwise do by hand before `loop serve`: with no global config, write
+/// the commented default (as `loop onboard`); with no agent image, build it (as `loop image
+/// build`, with its progress bar). A missing credential is said, not guessed.
+async fn first_run(sources: &ConfigSources) -> anyhow::Result<()> {
+    if let onboard::OnboardOutcome::Written(path) = onboard::onboard(&sources.loop_dir, false)? {
+        eprintln!(
+            "first run: wrote {} (every setting with its default; docs/configuration.md explains them)",
+            path.display()
+        );
+    }
+    let config = Config::load(sources)?.config;
+    if config.anthropic_api_key.expose().is_none()
+        && config.claude_code_oauth_token.expose().is_none()
+    {
+        eprintln!(
+            "warning: no model credential: put anthropic_api_key (or claude_code_oauth_token) in {}, or export LOOP_ANTHROPIC_API_KEY; until then every turn fails",
+            sources.loop_dir.join("config.json").display()
+        );
+    }
+    let docker = match loop_runner::docker::connect().await {
+        Ok(docker) => docker,
+        // The daemon reports an unreachable Docker itself, with what to do.
+        Err(_) => return Ok(()),
+    };
+    if loop_runner::docker::image_exists(&docker, &config.container_image).await? {
+        return Ok(());
+    }
+    eprintln!(
+        "first run: the agent image {} is missing; building it (once; `loop image build` rebuilds it)",
+        config.container_image
+    );
+    let mut ca_certs: Vec<_> = config
+        .extra_ca_certs
+        .iter()
+        .map(|c| config.expand(c))
+        .collect();
+    // The image trusts what the host trusts (a TLS-inspecting proxy's root, say), unless the
+    // config names its own certificates.
+    let host_bundle = std::path::Path::new(HOST_CA_BUNDLE);
+    if ca_certs.is_empty() && host_bundle.is_file() {
+        eprintln!("the image will trust the host's CA bundle {HOST_CA_BUNDLE}");
+        ca_certs.push(host_bundle.to_path_buf());
+    }
+    let request = image::BuildRequest {
+        tag: config.container_image.clone(),
+        claude_version: "latest".to_owned(),
+        loop_binary: std::env::current_exe().context("cannot locate the running loop binary")?,
+        ca_certs,
+        no_cache: false,
+    };
+    image::build(&request)
+        .await
+        .with_context(|| format!("cannot build the agent image {}", request.tag))?;
+    eprintln!("built {}", request.tag);
+    Ok(())
 }
 
 /// Loads the global config and prints its warnings.

@@ -539,15 +539,25 @@ impl DockerRunner {
     pub async fn warm_info(&self) -> Vec<WarmInfo> {
         let mut info = self.warm.info();
         let ids: HashMap<String, String> = self.warm.ids().into_iter().collect();
+        // Asked together: `docker stats` takes most of a second per container, and a status
+        // call must not wait for one agent after another.
+        let usage: HashMap<String, Option<u64>> = futures::stream::iter(ids)
+            .map(|(channel, id)| async move { (channel, self.memory_usage(&id).await) })
+            .buffer_unordered(MEMORY_STATS_PARALLEL)
+            .collect()
+            .await;
         for agent in &mut info {
-            if let Some(id) = ids.get(&agent.channel) {
-                agent.memory_bytes = self.memory_usage(id).await;
-            }
+            agent.memory_bytes = usage.get(&agent.channel).copied().flatten();
         }
         info
     }
 
+    /// A container's memory use: read from its cgroup when the daemon shares the engine's
+    /// host (microseconds), else asked of Docker.
     async fn memory_usage(&self, id: &str) -> Option<u64> {
+        if let Some(bytes) = cgroup_memory_usage(id) {
+            return Some(bytes);
+        }
         let mut stats = self.docker.stats(
             id,
             Some(StatsOptions {
@@ -930,6 +940,27 @@ impl DockerRunner {
             tracing::debug!(container = %id, error = %err, "kill failed (already gone?)");
         }
     }
+}
+
+/// `docker stats` calls in flight at once for a status request.
+const MEMORY_STATS_PARALLEL: usize = 8;
+
+/// The memory use the kernel accounts to a container, from the cgroup files Docker's own stats
+/// read (cgroup v1 and v2, cgroupfs and systemd drivers). `None` when the daemon does not see
+/// the engine's cgroups (another host, a rootless engine, a container).
+fn cgroup_memory_usage(id: &str) -> Option<u64> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let candidates = [
+        format!("/sys/fs/cgroup/memory/docker/{id}/memory.usage_in_bytes"),
+        format!("/sys/fs/cgroup/memory/system.slice/docker-{id}.scope/memory.usage_in_bytes"),
+        format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.current"),
+        format!("/sys/fs/cgroup/docker/{id}/memory.current"),
+    ];
+    candidates
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok()?.trim().parse().ok())
 }
 
 /// Writes the MCP config and, with the gate, the policy file, before the container starts.

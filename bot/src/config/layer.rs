@@ -333,6 +333,17 @@ pub struct ParsedLayer {
     pub layer: ConfigLayer,
     /// JSON paths of keys that were ignored, e.g. `desktop.theme`.
     pub unknown_keys: Vec<String>,
+    /// Keys given twice in one object (a pasted section over the onboarded file): the JSON
+    /// path and the lines of the first and the later occurrence, which is the one used.
+    pub duplicate_keys: Vec<DuplicateKey>,
+}
+
+/// A key given twice in one object of a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateKey {
+    pub path: String,
+    pub first_line: usize,
+    pub used_line: usize,
 }
 
 /// Parses HJSON-style JSON (comments, trailing commas) into a layer. Syntax errors carry the
@@ -376,7 +387,62 @@ pub fn parse_layer(path: &Path, text: &str) -> Result<ParsedLayer, ConfigError> 
     Ok(ParsedLayer {
         layer,
         unknown_keys,
+        duplicate_keys: duplicate_keys(text),
     })
+}
+
+/// Every key given twice in one object, with 1-based lines. The JSON value keeps the later
+/// one silently, so the syntax tree is walked for them.
+fn duplicate_keys(text: &str) -> Vec<DuplicateKey> {
+    use jsonc_parser::ast::Value as Node;
+    fn walk(
+        node: &Node<'_>,
+        path: &str,
+        line_of: &dyn Fn(usize) -> usize,
+        out: &mut Vec<DuplicateKey>,
+    ) {
+        match node {
+            Node::Object(object) => {
+                let mut seen: std::collections::HashMap<&str, usize> = Default::default();
+                for prop in &object.properties {
+                    let name = prop.name.as_str();
+                    let key = if path.is_empty() {
+                        name.to_owned()
+                    } else {
+                        format!("{path}.{name}")
+                    };
+                    let line = line_of(prop.range.start);
+                    if let Some(first_line) = seen.insert(name, line) {
+                        out.push(DuplicateKey {
+                            path: key.clone(),
+                            first_line,
+                            used_line: line,
+                        });
+                    }
+                    walk(&prop.value, &key, line_of, out);
+                }
+            }
+            Node::Array(array) => {
+                for (index, element) in array.elements.iter().enumerate() {
+                    walk(element, &format!("{path}[{index}]"), line_of, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let Ok(parsed) = jsonc_parser::parse_to_ast(
+        text,
+        &jsonc_parser::CollectOptions::default(),
+        &jsonc_parser::ParseOptions::default(),
+    ) else {
+        return Vec::new();
+    };
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let mut out = Vec::new();
+    if let Some(value) = &parsed.value {
+        walk(value, "", &line_of, &mut out);
+    }
+    out
 }
 
 fn json_kind(value: &Value) -> &'static str {

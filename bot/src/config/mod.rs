@@ -438,6 +438,7 @@ impl Config {
             Ok(text) => {
                 let parsed = parse_layer(&file, &text)?;
                 warn_unknown(&file, &parsed.unknown_keys, &mut warnings);
+                warn_duplicates(&file, &parsed.duplicate_keys, &mut warnings);
                 config.apply_global(parsed.layer, &file)?;
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -461,6 +462,7 @@ impl Config {
             Ok(text) => {
                 let parsed = parse_layer(&file, &text)?;
                 warn_unknown(&file, &parsed.unknown_keys, &mut warnings);
+                warn_duplicates(&file, &parsed.duplicate_keys, &mut warnings);
                 config.apply_project(parsed.layer, &file, &mut warnings)?;
                 let env_layer = config.env_layer.clone();
                 config.apply_global(env_layer, Path::new("environment"))?;
@@ -963,6 +965,19 @@ fn rule_is_allow(rule: &Value) -> bool {
 fn warn_unknown(file: &Path, keys: &[String], warnings: &mut Vec<String>) {
     for key in keys {
         warnings.push(format!("{}: unknown key `{key}` ignored", file.display()));
+    }
+}
+
+fn warn_duplicates(file: &Path, keys: &[layer::DuplicateKey], warnings: &mut Vec<String>) {
+    for key in keys {
+        warnings.push(format!(
+            "{}: key `{}` is given twice (lines {} and {}); the later one, line {}, is used",
+            file.display(),
+            key.path,
+            key.first_line,
+            key.used_line,
+            key.used_line
+        ));
     }
 }
 

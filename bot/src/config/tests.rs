@@ -132,6 +132,34 @@ fn unknown_keys_are_warned_by_name_and_ignored() {
 }
 
 #[test]
+fn a_key_given_twice_is_warned_with_both_lines_and_the_later_wins() {
+    let fx = Fixture::new();
+    fx.global(
+        "{\n  \"claude_model\": \"sonnet\",\n  // pasted from the docs:\n  \"slack\": {\"allowed_users\": [\"U1\"],\n    \"allowed_users\": [\"U2\"]},\n  \"claude_model\": \"opus\",\n}",
+    );
+    let loaded = fx.load();
+    assert_eq!(loaded.config.claude_model.as_deref(), Some("opus"));
+    let joined = loaded.warnings.join("\n");
+    assert!(
+        joined.contains(
+            "key `claude_model` is given twice (lines 2 and 6); the later one, line 6, is used"
+        ),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("key `slack.allowed_users` is given twice (lines 4 and 5)"),
+        "{joined}"
+    );
+    // Distinct keys and the same key in different objects are not duplicates.
+    fx.global(r#"{"a": {"x": 1}, "b": {"x": 2}, "task_templates": [{"name": "x", "schedule": "1h"}, {"name": "y", "schedule": "2h"}]}"#);
+    assert!(
+        !fx.load().warnings.iter().any(|w| w.contains("twice")),
+        "{:?}",
+        fx.load().warnings
+    );
+}
+
+#[test]
 fn tilde_is_expanded_against_home() {
     let fx = Fixture::new();
     fx.global(r#"{"db_path": "~/data/loop.db", "log_file": "~/loop.log"}"#);
