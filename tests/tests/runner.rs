@@ -171,6 +171,9 @@ async fn the_agent_works_in_its_project_as_in_a_persons_session() {
         return;
     };
     let project = Project::create(&rig.project("C-real"), GitOwner::Root);
+    // A team's shared instructions one level up, which a person's CLI reads too.
+    let parent_rule = format!("Team rule {}: answer in English.", rig.daemon_id);
+    std::fs::write(rig.dir.path().join("CLAUDE.md"), &parent_rule).expect("parent CLAUDE.md");
     let script = Script::new()
         .rule(Rule::contains("add the notes").session(&Session::default()))
         .rule(
@@ -197,6 +200,13 @@ async fn the_agent_works_in_its_project_as_in_a_persons_session() {
         .await
         .expect("the turn succeeds");
     project.check(&outcome.result.text, &model);
+    assert!(
+        model
+            .requests()
+            .iter()
+            .any(|r| r.body_contains(&parent_rule)),
+        "the parent directory's CLAUDE.md never reached the model"
+    );
     // The CLI's own session record says where it started.
     let mut init_cwd = None;
     while let Ok(event) = rx.try_recv() {
