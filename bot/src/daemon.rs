@@ -265,7 +265,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
             .envs
             .get("ANTHROPIC_BASE_URL")
             .and_then(|v| v.as_str());
-        let allow = crate::egress::allowlist(&config.gates.egress.allowed_hosts, base_url);
+        // The proxy runs on the host, where `host.docker.internal` (a model gateway's usual
+        // name in `ANTHROPIC_BASE_URL`) does not resolve: it leads where Docker's
+        // `host-gateway` does for containers without egress control.
+        let allow = crate::egress::allowlist(&config.gates.egress.allowed_hosts, base_url)
+            .with_host_gateway(bridge_gateway(&docker).await);
         let setup = crate::egress::EgressSetup::start(&docker, allow).await?;
         let addr = SocketAddr::new(IpAddr::V4(setup.gateway), local_addr.port());
         let listener = tokio::net::TcpListener::bind(addr)
@@ -330,10 +334,19 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
     // The API outlives intake: clients can still read answers while turns drain.
     let api_stop = CancellationToken::new();
     if let Some((egress, firewall)) = egress {
+        let (refusals, refused) = tokio::sync::mpsc::channel(crate::egress::REFUSAL_BUFFER);
         tracker.spawn(crate::egress::serve(
             egress.proxy,
             egress.allow,
             firewall,
+            refusals,
+            api_stop.clone(),
+        ));
+        tracker.spawn(crate::egress::notice::tell_channels(
+            refused,
+            docker.clone(),
+            daemon_id.clone(),
+            orchestrator.clone(),
             api_stop.clone(),
         ));
     }

@@ -12,7 +12,7 @@ mod progress;
 mod turn;
 pub mod workspace;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,10 +78,15 @@ pub enum RunEvent {
 pub struct RunningTurn {
     pub run_id: String,
     #[serde(skip)]
+    channel: ChannelKey,
+    #[serde(skip)]
     cancel: CancellationToken,
     #[serde(skip)]
     started: Instant,
     pub elapsed_sec: u64,
+    /// Hosts the egress proxy refused during this turn, each told to the channel once.
+    #[serde(skip)]
+    egress_refused: HashSet<String>,
 }
 
 struct Inner {
@@ -577,6 +582,27 @@ impl Orchestrator {
         Ok(text)
     }
 
+    /// Tells the running turn of the channel whose containers are labelled `slug` that the
+    /// egress proxy refused `host` (`text` says why), once per host and turn, so an agent's
+    /// retries do not flood the thread. Returns whether a line was posted; without a running
+    /// turn there is nobody waiting in the channel, and the daemon log has the refusal.
+    pub async fn tell_egress_refusal(&self, slug: &str, host: &str, text: &str) -> bool {
+        let channel = {
+            let mut running = self.lock_running();
+            let Some(turn) = running.values_mut().find(|t| t.channel.slug() == slug) else {
+                return false;
+            };
+            if !turn.egress_refused.insert(host.to_owned()) {
+                return false;
+            }
+            turn.channel.clone()
+        };
+        if let Err(err) = self.notify(&channel, text).await {
+            tracing::warn!(channel = %channel, error = %err, "cannot post an egress refusal");
+        }
+        true
+    }
+
     /// Queues a notice for a channel and delivers it.
     async fn notify(&self, channel: &ChannelKey, text: &str) -> Result<(), OrchestratorError> {
         self.inner
@@ -643,9 +669,11 @@ impl Orchestrator {
                 key.clone(),
                 RunningTurn {
                     run_id: run_id.clone(),
+                    channel: channel.clone(),
                     cancel: cancel.clone(),
                     started: Instant::now(),
                     elapsed_sec: 0,
+                    egress_refused: HashSet::new(),
                 },
             );
             let this = self.clone();

@@ -5,22 +5,35 @@
 //! default route and drops forwarding to other interfaces), binds the proxy and the host API
 //! on that network's gateway address (the host side of its bridge, the one address such a
 //! container can reach), and gives containers `HTTP(S)_PROXY=http://GATEWAY:PORT`, an API URL
-//! of `http://GATEWAY:APIPORT` and `NO_PROXY` with that gateway and `host.docker.internal`.
+//! of `http://GATEWAY:APIPORT` and `NO_PROXY` with that gateway.
 //!
 //! The proxy understands `CONNECT host:port` (HTTPS and any other tunnel) and plain-HTTP
 //! requests in absolute form (`GET http://host[:port]/path`). Anything else, and any host:port
-//! not in the allowlist, gets `403`. An allowlist entry is `host`, `host:port` or `*.domain`
-//! (`[v6]:port` for IPv6); without a port it allows 80 and 443. Names are compared as written
-//! by the client, case-insensitively, and resolved on the host.
+//! not in the allowlist, gets `403`. An allowlist entry is `host`, `host:port`, `*.domain`, an
+//! address or a CIDR range (`[v6]:port` for IPv6); without a port it allows 80 and 443. Names
+//! are compared as written by the client, case-insensitively, and resolved on the host, once:
+//! the proxy connects to the addresses it checked. An address that is the host's, private,
+//! link-local, multicast or otherwise not on the internet ([`address`]) is refused unless an
+//! entry names it or its range; [`HOST_ALIAS`] leads to the host's bridge gateway when an
+//! entry names it. Such a refusal is told to the thread of the container that asked
+//! ([`notice`]).
+
+mod address;
+pub mod notice;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::NetworkCreateRequest;
+use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use address::Restricted;
 
 /// The internal Docker network agent containers join when egress control is on.
 pub const NETWORK: &str = "loop-egress";
@@ -290,64 +303,161 @@ pub fn allowlist(allowed_hosts: &[String], base_url: Option<&str>) -> Allowlist 
     if let Some(url) = base_url.and_then(|u| reqwest::Url::parse(u).ok())
         && let Some(host) = url.host_str()
     {
-        entries.push(Entry {
-            host: host.trim_matches(['[', ']']).to_ascii_lowercase(),
-            port: url.port_or_known_default(),
-        });
+        let mut entry = Entry::parse(host.trim_matches(['[', ']']));
+        entry.port = url.port_or_known_default();
+        entries.push(entry);
     }
-    Allowlist(entries)
+    Allowlist {
+        entries,
+        host_gateway: None,
+    }
 }
 
-/// Which host:port pairs the proxy lets through.
+/// Which host:port pairs the proxy lets through, and which restricted addresses
+/// ([`address::classify`]) they may lead to.
 #[derive(Debug, Clone)]
-pub struct Allowlist(Vec<Entry>);
+pub struct Allowlist {
+    entries: Vec<Entry>,
+    /// Where [`HOST_ALIAS`] leads: the address Docker's `host-gateway` gives containers on
+    /// the default bridge, so a model gateway the config calls `host.docker.internal` is the
+    /// same server with egress on or off.
+    host_gateway: Option<IpAddr>,
+}
+
+/// The name containers use for the host (Docker's convention).
+pub const HOST_ALIAS: &str = loop_runner::spec::HOST_ALIAS;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
-    /// Lower-case host, brackets removed; `*.example.com` matches subdomains only.
-    host: String,
+    pattern: Pattern,
     /// `None`: 80 and 443.
     port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pattern {
+    /// A lower-case name, matched as the client wrote it.
+    Name(String),
+    /// `*.example.com`: subdomains of the (lower-case) domain, not the domain itself.
+    Subdomains(String),
+    /// An address or a CIDR range: requests for addresses in it, and names resolving into
+    /// it even when it is restricted.
+    Addresses(IpNet),
 }
 
 impl Entry {
     fn parse(text: &str) -> Entry {
         let text = text.trim();
         let (host, port) = split_host_port(text).unwrap_or((text, None));
-        Entry {
-            host: host.to_ascii_lowercase(),
-            port,
+        let host = host.to_ascii_lowercase();
+        let pattern = if let Ok(net) = host.parse::<IpNet>() {
+            Pattern::Addresses(net.trunc())
+        } else if let Ok(ip) = host.parse::<IpAddr>() {
+            Pattern::Addresses(IpNet::from(ip))
+        } else if let Some(domain) = host.strip_prefix("*.") {
+            Pattern::Subdomains(domain.to_owned())
+        } else {
+            Pattern::Name(host)
+        };
+        Entry { pattern, port }
+    }
+
+    fn port_matches(&self, port: u16) -> bool {
+        match self.port {
+            Some(p) => p == port,
+            None => port == 80 || port == 443,
         }
     }
 
+    /// Whether a request for `host` (lower case, no brackets) matches.
     fn matches(&self, host: &str, port: u16) -> bool {
-        let port_ok = match self.port {
-            Some(p) => p == port,
-            None => port == 80 || port == 443,
-        };
-        let host_ok = match self.host.strip_prefix("*.") {
-            Some(domain) => host
-                .strip_suffix(domain)
+        let host_ok = match &self.pattern {
+            Pattern::Name(name) => name == host,
+            Pattern::Subdomains(domain) => host
+                .strip_suffix(domain.as_str())
                 .is_some_and(|rest| rest.ends_with('.') && rest.len() > 1),
-            None => self.host == host,
+            Pattern::Addresses(net) => host
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| net.contains(&ip.to_canonical())),
         };
-        port_ok && host_ok
+        host_ok && self.port_matches(port)
+    }
+
+    /// Whether this entry names `ip` (canonical) explicitly, as an address or a range.
+    fn names_address(&self, ip: IpAddr, port: u16) -> bool {
+        matches!(&self.pattern, Pattern::Addresses(net) if net.contains(&ip))
+            && self.port_matches(port)
     }
 }
 
+fn normalize_host(host: &str) -> String {
+    host.trim_matches(['[', ']']).to_ascii_lowercase()
+}
+
 impl Allowlist {
+    /// Maps [`HOST_ALIAS`] to `gateway` (the default bridge's, what `host-gateway` means to
+    /// Docker): the proxy runs on the host, where that name does not resolve.
+    pub fn with_host_gateway(mut self, gateway: Option<IpAddr>) -> Allowlist {
+        self.host_gateway = gateway;
+        self
+    }
+
+    /// Whether a request for `host:port` is allowed by name (or by address for an address).
     pub fn allows(&self, host: &str, port: u16) -> bool {
-        let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
-        self.0.iter().any(|e| e.matches(&host, port))
+        let host = normalize_host(host);
+        self.entries.iter().any(|e| e.matches(&host, port))
+    }
+
+    /// The address the proxy connects to for `host` without asking the resolver:
+    /// [`HOST_ALIAS`], when an entry names it exactly, leads to the host's bridge gateway.
+    pub fn fixed_address(&self, host: &str, port: u16) -> Option<IpAddr> {
+        let gateway = self.host_gateway?;
+        let host = normalize_host(host);
+        let named = self
+            .entries
+            .iter()
+            .any(|e| e.pattern == Pattern::Name(HOST_ALIAS.to_owned()) && e.port_matches(port));
+        (host == HOST_ALIAS && named).then_some(gateway)
+    }
+
+    /// The decision about one address an allowed `host` resolved to (or is): an address on
+    /// the internet is fine; a restricted one ([`address::classify`]) only when an entry
+    /// names it or its range for this port, or when it is where the allowlisted
+    /// [`HOST_ALIAS`] leads.
+    pub fn permits_address(&self, host: &str, ip: IpAddr, port: u16) -> Result<(), Restricted> {
+        let ip = ip.to_canonical();
+        let Some(restricted) = address::classify(ip) else {
+            return Ok(());
+        };
+        let named = self.entries.iter().any(|e| e.names_address(ip, port));
+        let is_host_alias = self.fixed_address(host, port) == Some(ip);
+        if named || is_host_alias {
+            Ok(())
+        } else {
+            Err(restricted)
+        }
     }
 
     /// The entries as configured, for the start-up log.
     pub fn describe(&self) -> Vec<String> {
-        self.0
+        self.entries
             .iter()
-            .map(|e| match e.port {
-                Some(p) => format!("{}:{p}", e.host),
-                None => e.host.clone(),
+            .map(|e| {
+                let host = match &e.pattern {
+                    Pattern::Name(name) => name.clone(),
+                    Pattern::Subdomains(domain) => format!("*.{domain}"),
+                    Pattern::Addresses(net) if net.prefix_len() == net.max_prefix_len() => {
+                        match net.addr() {
+                            IpAddr::V6(v6) if e.port.is_some() => format!("[{v6}]"),
+                            ip => ip.to_string(),
+                        }
+                    }
+                    Pattern::Addresses(net) => net.to_string(),
+                };
+                match e.port {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host,
+                }
             })
             .collect()
     }
@@ -379,29 +489,61 @@ pub async fn bind(gateway: Ipv4Addr) -> Result<TcpListener, EgressError> {
         .map_err(|source| EgressError::Bind { addr, source })
 }
 
+/// How many refusals may wait for the daemon to tell their channels; more are dropped (the
+/// log still has them), so a flood never slows the proxy.
+pub const REFUSAL_BUFFER: usize = 64;
+
+/// A request the proxy refused because the allowed host led to a restricted address: the
+/// daemon tells the channel of the container that asked ([`notice`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The container that asked: its address on the internal network.
+    pub peer: IpAddr,
+    /// The host as the client wrote it (lower case) and the port.
+    pub host: String,
+    pub port: u16,
+    /// The address the host resolved to (or is), and why it is off limits.
+    pub address: IpAddr,
+    pub restricted: Restricted,
+}
+
+impl Refusal {
+    /// Why, in the words the agent (the proxy's `403`) and the thread read.
+    pub fn reason(&self) -> String {
+        format!(
+            "{} resolves to {}, {}; gates.egress.allowed_hosts must list that address or its range",
+            self.host,
+            self.address,
+            self.restricted.describe()
+        )
+    }
+}
+
 /// Serves the proxy until `stop` is cancelled; each connection on its own task.
-/// `firewall` is dropped (its rules removed) when serving stops.
+/// `firewall` is dropped (its rules removed) when serving stops. Refusals of restricted
+/// addresses go to `refusals` without waiting.
 pub async fn serve(
     listener: TcpListener,
     allow: Allowlist,
     firewall: Firewall,
+    refusals: mpsc::Sender<Refusal>,
     stop: CancellationToken,
 ) {
     let _firewall = firewall;
     let allow = std::sync::Arc::new(allow);
+    let connections = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((client, peer)) => {
-                let allow = allow.clone();
-                let stop = stop.clone();
-                tokio::spawn(async move {
+                let (allow, refusals, stop) = (allow.clone(), refusals.clone(), stop.clone());
+                connections.spawn(async move {
                     tokio::select! {
                         () = stop.cancelled() => {}
-                        () = handle(client, peer, &allow) => {}
+                        () = handle(client, peer, &allow, &refusals) => {}
                     }
                 });
             }
@@ -411,6 +553,8 @@ pub async fn serve(
             }
         }
     }
+    connections.close();
+    connections.wait().await;
 }
 
 /// What the client asked for.
@@ -426,7 +570,75 @@ enum Target {
     },
 }
 
-async fn handle(mut client: TcpStream, peer: SocketAddr, allow: &Allowlist) {
+/// Why the proxy could not open the upstream connection of an allowed host.
+#[derive(Debug, thiserror::Error)]
+enum UpstreamError {
+    #[error("cannot resolve the host: {0}")]
+    Unresolved(std::io::Error),
+    #[error("the host resolves to {address}, {}", restricted.describe())]
+    Restricted {
+        address: IpAddr,
+        restricted: Restricted,
+    },
+    #[error("upstream unreachable: {0}")]
+    Unreachable(std::io::Error),
+    #[error("upstream timed out")]
+    TimedOut,
+}
+
+/// Resolves `host` once, drops the addresses [`Allowlist::permits_address`] refuses and
+/// connects to the first of the others that answers: the addresses checked are the ones
+/// connected to, so a record that changes between a check and a connect cannot slip through.
+async fn open_upstream(
+    allow: &Allowlist,
+    host: &str,
+    port: u16,
+) -> Result<TcpStream, UpstreamError> {
+    let host = host.trim_matches(['[', ']']);
+    let resolved: Vec<SocketAddr> = match allow.fixed_address(host, port) {
+        Some(ip) => vec![SocketAddr::new(ip, port)],
+        None => tokio::net::lookup_host((host, port))
+            .await
+            .map_err(UpstreamError::Unresolved)?
+            .collect(),
+    };
+    let mut permitted = Vec::with_capacity(resolved.len());
+    let mut refused = None;
+    for addr in resolved {
+        match allow.permits_address(host, addr.ip(), port) {
+            Ok(()) => permitted.push(addr),
+            Err(restricted) => {
+                tracing::debug!(host, address = %addr.ip(), ?restricted, "egress proxy: skipping a restricted address");
+                refused.get_or_insert(UpstreamError::Restricted {
+                    address: addr.ip().to_canonical(),
+                    restricted,
+                });
+            }
+        }
+    }
+    let mut last_error = None;
+    for addr in permitted {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(err) => last_error = Some(err),
+        }
+    }
+    Err(match (refused, last_error) {
+        (_, Some(err)) => UpstreamError::Unreachable(err),
+        (Some(refused), None) => refused,
+        (None, None) => UpstreamError::Unresolved(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no addresses",
+        )),
+    })
+}
+
+async fn handle(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    allow: &Allowlist,
+    refusals: &mpsc::Sender<Refusal>,
+) {
     let (head, rest) = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client)).await {
         Ok(Ok(read)) => read,
         Ok(Err(())) | Err(_) => {
@@ -450,20 +662,38 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, allow: &Allowlist) {
         let _ = refuse(&mut client, 403, "host not allowed by gates.egress").await;
         return;
     }
-    let upstream = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        TcpStream::connect((host.trim_matches(['[', ']']), port)),
-    )
-    .await;
+    let upstream = tokio::time::timeout(CONNECT_TIMEOUT, open_upstream(allow, &host, port))
+        .await
+        .unwrap_or(Err(UpstreamError::TimedOut));
     let mut upstream = match upstream {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(err)) => {
-            tracing::info!(%peer, host, port, error = %err, "egress proxy: upstream unreachable");
-            let _ = refuse(&mut client, 502, "upstream unreachable").await;
+        Ok(stream) => stream,
+        Err(UpstreamError::Restricted {
+            address,
+            restricted,
+        }) => {
+            let refusal = Refusal {
+                peer: peer.ip().to_canonical(),
+                host: normalize_host(&host),
+                port,
+                address,
+                restricted,
+            };
+            let reason = refusal.reason();
+            tracing::info!(%peer, host, port, %address, ?restricted, "egress proxy: refused a restricted address");
+            let _ = refuse(&mut client, 403, &reason).await;
+            if let Err(err) = refusals.try_send(refusal) {
+                tracing::debug!(error = %err, "egress proxy: refusal not passed on to the channel");
+            }
             return;
         }
-        Err(_) => {
-            let _ = refuse(&mut client, 504, "upstream timed out").await;
+        Err(err) => {
+            tracing::info!(%peer, host, port, error = %err, "egress proxy: upstream failed");
+            let status = if matches!(err, UpstreamError::TimedOut) {
+                504
+            } else {
+                502
+            };
+            let _ = refuse(&mut client, status, &err.to_string()).await;
             return;
         }
     };
@@ -617,10 +847,9 @@ impl EgressSetup {
         facts.network = Some(NETWORK.to_owned());
         facts.api_url = format!("http://{gateway}:{api_port}");
         let proxy = format!("http://{proxy_addr}");
-        let no_proxy = format!(
-            "{},{gateway},localhost,127.0.0.1",
-            loop_runner::spec::HOST_ALIAS
-        );
+        // Not `host.docker.internal`: the firewall keeps the network away from the host, so
+        // the way to a server there (a model gateway) is the proxy, which maps the name.
+        let no_proxy = format!("{gateway},localhost,127.0.0.1");
         facts.proxy_env = loop_runner::spec::PROXY_VARS
             .iter()
             .map(|var| ((*var).to_owned(), proxy.clone()))
@@ -683,6 +912,124 @@ mod tests {
         let default = allowlist(&[], None);
         assert!(default.allows("api.anthropic.com", 443));
         assert!(!default.allows("example.org", 443));
+    }
+
+    #[test]
+    fn allowlist_entries_for_addresses_and_ranges() {
+        let allow = allowlist(
+            &[
+                "10.1.0.0/16".into(),
+                "[fd00::/8]:8443".into(),
+                "192.168.5.7:9000".into(),
+            ],
+            None,
+        );
+        let cases = [
+            ("10.1.2.3", 443, true),
+            ("10.1.2.3", 8443, false),
+            ("10.2.0.1", 443, false),
+            ("[fd12::1]", 8443, true),
+            ("fd12::1", 8443, true),
+            ("[fe80::1]", 8443, false),
+            ("192.168.5.7", 9000, true),
+            ("[::ffff:192.168.5.7]", 9000, true),
+            ("192.168.5.8", 9000, false),
+            ("example.org", 443, false),
+        ];
+        for (host, port, want) in cases {
+            assert_eq!(allow.allows(host, port), want, "{host}:{port}");
+        }
+        assert_eq!(
+            allow.describe(),
+            ["10.1.0.0/16", "fd00::/8:8443", "192.168.5.7:9000"]
+        );
+    }
+
+    /// The proxy's decision about an address an allowed host resolved to.
+    #[test]
+    fn address_decision_table() {
+        use Restricted::*;
+        let gateway: IpAddr = "172.17.0.1".parse().expect("ip");
+        let allow = allowlist(
+            &[
+                "*.allowed.test".into(),
+                "*.allowed.test:8080".into(),
+                "127.0.0.2".into(),
+                "10.20.0.0/16".into(),
+                "[fd00:1::/32]:8080".into(),
+                "198.51.100.0/24".into(),
+            ],
+            Some("http://host.docker.internal:4000"),
+        )
+        .with_host_gateway(Some(gateway));
+        let cases: &[(&str, &str, u16, Result<(), Restricted>)] = &[
+            // On the internet: fine, whatever name led there.
+            ("a.allowed.test", "93.184.216.34", 443, Ok(())),
+            ("a.allowed.test", "2606:4700::1111", 443, Ok(())),
+            ("a.allowed.test", "::ffff:93.184.216.34", 443, Ok(())),
+            // The host, private networks, metadata: refused, however spelled.
+            ("a.allowed.test", "127.0.0.1", 80, Err(Loopback)),
+            ("a.allowed.test", "::1", 443, Err(Loopback)),
+            ("a.allowed.test", "::ffff:127.0.0.1", 80, Err(Loopback)),
+            ("a.allowed.test", "0.0.0.0", 80, Err(Unspecified)),
+            ("a.allowed.test", "::", 80, Err(Unspecified)),
+            ("a.allowed.test", "10.0.0.5", 443, Err(Private)),
+            ("a.allowed.test", "192.168.1.1", 443, Err(Private)),
+            ("a.allowed.test", "fc00::5", 443, Err(Private)),
+            ("a.allowed.test", "fd00:ec2::254", 80, Err(Private)),
+            ("a.allowed.test", "fe80::1", 443, Err(LinkLocal)),
+            ("a.allowed.test", "169.254.169.254", 80, Err(LinkLocal)),
+            (
+                "a.allowed.test",
+                "::ffff:169.254.169.254",
+                80,
+                Err(LinkLocal),
+            ),
+            ("a.allowed.test", "100.64.0.1", 443, Err(SharedAddressSpace)),
+            ("a.allowed.test", "224.0.0.251", 443, Err(Multicast)),
+            ("a.allowed.test", "ff02::1", 443, Err(Multicast)),
+            // An address or range the allowlist names is permitted, on the entry's ports.
+            ("a.allowed.test", "127.0.0.2", 443, Ok(())),
+            ("a.allowed.test", "::ffff:127.0.0.2", 443, Ok(())),
+            ("a.allowed.test", "127.0.0.2", 8080, Err(Loopback)),
+            ("a.allowed.test", "10.20.3.4", 80, Ok(())),
+            ("a.allowed.test", "10.21.3.4", 80, Err(Private)),
+            ("a.allowed.test", "fd00:1:2::3", 8080, Ok(())),
+            ("a.allowed.test", "fd00:1:2::3", 443, Err(Private)),
+            ("198.51.100.7", "198.51.100.7", 443, Ok(())),
+            // host.docker.internal leads to the bridge gateway, for that name only.
+            ("host.docker.internal", "172.17.0.1", 4000, Ok(())),
+            ("HOST.docker.internal", "172.17.0.1", 4000, Ok(())),
+            ("host.docker.internal", "172.17.0.1", 4001, Err(Private)),
+            ("a.allowed.test", "172.17.0.1", 443, Err(Private)),
+        ];
+        for (host, address, port, want) in cases {
+            let ip: IpAddr = address.parse().expect(address);
+            assert_eq!(
+                allow.permits_address(host, ip, *port),
+                *want,
+                "{host} -> {address}:{port}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_docker_internal_is_the_bridge_gateway_when_named() {
+        let gateway: IpAddr = "172.17.0.1".parse().expect("ip");
+        let named = allowlist(&[], Some("http://host.docker.internal:4000"))
+            .with_host_gateway(Some(gateway));
+        assert_eq!(
+            named.fixed_address("host.docker.internal", 4000),
+            Some(gateway)
+        );
+        assert_eq!(named.fixed_address("host.docker.internal", 4001), None);
+        assert_eq!(named.fixed_address("api.anthropic.com", 443), None);
+        let wildcard =
+            allowlist(&["*.docker.internal:4000".into()], None).with_host_gateway(Some(gateway));
+        assert!(wildcard.allows("host.docker.internal", 4000));
+        assert_eq!(wildcard.fixed_address("host.docker.internal", 4000), None);
+        let unknown = allowlist(&[], Some("http://host.docker.internal:4000"));
+        assert_eq!(unknown.fixed_address("host.docker.internal", 4000), None);
     }
 
     #[test]
