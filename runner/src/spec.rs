@@ -554,7 +554,7 @@ pub fn container_env(
         Auth::ApiKey(key) => env.push(format!("ANTHROPIC_API_KEY={key}")),
         Auth::None => {}
     }
-    env.extend(proxy_env(&settings.host_proxy_env));
+    env.extend(proxy_env(&settings.host_proxy_env, &settings.api_url));
     for (key, value) in &settings.envs {
         env.push(format!("{key}={}", env_value(value, &settings.agent.home)));
     }
@@ -590,8 +590,10 @@ fn git_safe_directories(settings: &ContainerSettings, target: &ChannelTarget) ->
 }
 
 /// Forwards proxy variables, rewriting localhost to the host alias, and makes sure NO_PROXY
-/// lets the container reach the loop API directly.
-pub fn proxy_env(host: &BTreeMap<String, String>) -> Vec<String> {
+/// lets the container reach the loop API directly when `api_url` names the host alias. (With
+/// egress control the API is on the internal network's gateway, which the daemon's NO_PROXY
+/// holds, and the host alias must go through the daemon's proxy: the host is fenced off.)
+pub fn proxy_env(host: &BTreeMap<String, String>, api_url: &str) -> Vec<String> {
     let mut env = Vec::new();
     let mut any = false;
     for var in PROXY_VARS {
@@ -601,16 +603,20 @@ pub fn proxy_env(host: &BTreeMap<String, String>) -> Vec<String> {
         }
     }
     if any {
+        let api_on_host_alias = api_url.contains(&format!("://{HOST_ALIAS}"));
         for var in ["NO_PROXY", "no_proxy"] {
             let current = host.get(var).map(String::as_str).unwrap_or("");
-            let value = if current.split(',').any(|h| h.trim() == HOST_ALIAS) {
+            let value = if !api_on_host_alias || current.split(',').any(|h| h.trim() == HOST_ALIAS)
+            {
                 current.to_owned()
             } else if current.is_empty() {
                 HOST_ALIAS.to_owned()
             } else {
                 format!("{current},{HOST_ALIAS}")
             };
-            env.push(format!("{var}={value}"));
+            if !value.is_empty() {
+                env.push(format!("{var}={value}"));
+            }
         }
     }
     env

@@ -31,11 +31,31 @@ pub struct Daemon {
     child: Option<Child>,
     log: PathBuf,
     daemon_id: Option<String>,
+    /// A copy of `/etc/hosts` with extra names, bound over the original for this daemon.
+    hosts_file: Option<PathBuf>,
 }
 
 impl Daemon {
     /// Writes `config` (JSON text) and starts `loop serve`; returns once the API answers.
     pub async fn start(home: &Path, config: &str) -> Daemon {
+        Daemon::start_with_hosts(home, config, &[]).await
+    }
+
+    /// Like [`Daemon::start`], with `hosts` (address, name) added to what the daemon's
+    /// resolver reads: it runs in a mount namespace of its own (`unshare`, needs root) where a
+    /// copy of `/etc/hosts` with those lines is bound over the original. A name then resolves
+    /// for the daemon alone as a DNS record would make it, without touching the machine.
+    pub async fn start_with_hosts(home: &Path, config: &str, hosts: &[(&str, &str)]) -> Daemon {
+        let hosts_file = (!hosts.is_empty()).then(|| {
+            let mut text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+            for (address, name) in hosts {
+                text.push_str(&format!("\n{address} {name}\n"));
+            }
+            let path = home.join("hosts");
+            std::fs::create_dir_all(home).expect("home");
+            std::fs::write(&path, text).expect("hosts file");
+            path
+        });
         let loop_dir = home.join(".loop");
         std::fs::create_dir_all(&loop_dir).expect("loop dir");
         std::fs::write(loop_dir.join("config.json"), config).expect("config");
@@ -45,6 +65,7 @@ impl Daemon {
             child: None,
             log: home.join("serve.log"),
             daemon_id: None,
+            hosts_file,
         };
         daemon.spawn().await;
         daemon
@@ -57,7 +78,20 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(loop_binary())
+        let mut command = match &self.hosts_file {
+            None => Command::new(loop_binary()),
+            Some(hosts) => {
+                // `unshare` execs the shell, which execs loop: the child's pid stays loop's.
+                let mut command = Command::new("unshare");
+                command
+                    .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                    .arg(r#"mount --bind "$0" /etc/hosts && exec "$@""#)
+                    .arg(hosts)
+                    .arg(loop_binary());
+                command
+            }
+        };
+        let child = command
             .arg("serve")
             .env("LOOP_HOME", &self.loop_dir)
             .env("HOME", &self.home)

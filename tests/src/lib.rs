@@ -7,4 +7,5 @@
 
 pub mod daemon;
 pub mod project;
+pub mod slack;
 pub mod support;

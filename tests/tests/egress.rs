@@ -2,14 +2,21 @@
 //! the internal `loop-egress` network, the real Claude Code CLI reaches the fake model only
 //! through the daemon's allowlisting proxy, and the agent's own Bash cannot reach anything
 //! else: not a second server on the host that is not allowlisted (directly or through the
-//! proxy), not an outside address.
+//! proxy), not an outside address. A name the allowlist allows but that resolves to the host,
+//! a private network or the metadata address is refused too, and the thread says so; a model
+//! gateway the config calls `host.docker.internal` stays reachable.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use loop_e2e::daemon::{Daemon, test_config};
-use loop_e2e::support::{bridge_ip, docker, other_server, start_model, workspace};
+use loop_e2e::slack::{connected, slack_config, thread_until};
+use loop_e2e::support::{bridge_ip, docker, other_server, page_server, start_model, workspace};
 use loop_fakes::model::{Rule, Script, Step};
+use loop_fakes::slack::{FakeSlack, SlackMessage};
+
+/// A turn in a fresh container, with the CLI going through the proxy.
+const TURN: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_allowlisted_hosts_are_reachable_and_only_through_the_proxy() {
@@ -148,4 +155,174 @@ fn firewall_rules() -> String {
         .output()
         .expect("iptables");
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The bot's messages in a thread that tell about `host:port` being refused.
+fn refusal_notices<'a>(thread: &'a [SlackMessage], host_port: &str) -> Vec<&'a SlackMessage> {
+    let needle = format!("Egress refused `{host_port}`");
+    thread.iter().filter(|m| m.text.contains(&needle)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_allowed_name_leading_to_the_host_or_metadata_is_refused_and_the_thread_says_why() {
+    let Some(docker) = docker().await else {
+        return;
+    };
+    let bridge = bridge_ip(&docker).await;
+    // Two pages on the host's loopback: one no container may read, and the positive control
+    // on 127.0.0.2, an address the allowlist names explicitly.
+    let (secret_port, secret_hits) = page_server("127.0.0.1", "loopback-secret").await;
+    let (control_port, control_hits) = page_server("127.0.0.2", "control-page").await;
+    // What the names under the allowlist resolve to, for the daemon only: an attacker's DNS
+    // record, or an internal name, would do the same.
+    let hosts = [
+        ("127.0.0.1", "x.allowed.test"),
+        ("::ffff:127.0.0.1", "mapped.allowed.test"),
+        ("127.0.0.2", "ok.allowed.test"),
+        ("169.254.169.254", "meta.allowed.test"),
+    ];
+    // A plain HTTP client that honours HTTP_PROXY (the image has no curl); x.allowed.test is
+    // asked twice, as an agent retrying would.
+    let command = format!(
+        r#"cat > /tmp/get.py <<'PY'
+import sys, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=20) as r:
+        print(r.status, r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode().strip())
+except Exception as e:
+    print("error", e)
+PY
+get() {{ echo "$1=$(python3 /tmp/get.py "$2")"; }}
+get loop1 http://x.allowed.test:{secret_port}/
+get loop2 http://x.allowed.test:{secret_port}/
+get mapped http://mapped.allowed.test:{secret_port}/
+get control http://ok.allowed.test:{control_port}/
+get meta http://meta.allowed.test/latest/meta-data/
+echo done"#
+    );
+    let model = start_model(
+        Script::new().rule(
+            Rule::contains("check the internal pages")
+                .then(Step::bash(&command))
+                .then(Step::text("RESULT {{last_tool_result}}")),
+        ),
+    )
+    .await;
+    let slack = FakeSlack::start().await.expect("fake slack");
+    let (dir, _project) = workspace();
+    let home = dir.path().join("home");
+    let egress = format!(
+        r#""gates": {{"egress": {{"enabled": true, "allowed_hosts": ["api.anthropic.com", "*.allowed.test", "*.allowed.test:{secret_port}", "*.allowed.test:{control_port}", "127.0.0.2:{control_port}"]}}}}"#
+    );
+    // The model by the bridge address, which the allowlist gets from ANTHROPIC_BASE_URL.
+    let config = slack_config(&model, &slack, dir.path(), &egress).replace(
+        &format!("http://host.docker.internal:{}", model.port()),
+        &format!("http://{bridge}:{}", model.port()),
+    );
+    let daemon = Daemon::start_with_hosts(&home, &config, &hosts).await;
+    connected(&slack, &daemon).await;
+
+    let question = slack.post_as_user(
+        "UALICE",
+        "C1",
+        &format!("{} please check the internal pages", FakeSlack::mention()),
+        None,
+    );
+    let secret = format!("x.allowed.test:{secret_port}");
+    let mapped = format!("mapped.allowed.test:{secret_port}");
+    let thread = thread_until(
+        &slack,
+        &daemon,
+        "C1",
+        &question.ts,
+        "the answer and the refusal notices",
+        TURN,
+        |m| {
+            m.iter().any(|m| m.text.contains("RESULT"))
+                && !refusal_notices(m, &secret).is_empty()
+                && !refusal_notices(m, &mapped).is_empty()
+                && !refusal_notices(m, "meta.allowed.test:80").is_empty()
+        },
+    )
+    .await;
+    let answer = thread
+        .iter()
+        .find(|m| m.text.contains("RESULT"))
+        .map(|m| m.text.clone())
+        .unwrap_or_default();
+    let log = daemon.log_text();
+    assert!(answer.contains("done"), "{answer}\n{log}");
+    // The agent got a 403 that says why, and never the page.
+    assert!(
+        answer.contains("loop1=403")
+            && answer.contains("x.allowed.test resolves to 127.0.0.1, a loopback address"),
+        "{answer}"
+    );
+    assert!(answer.contains("loop2=403"), "{answer}");
+    assert!(
+        answer.contains("mapped=403")
+            && answer.contains("mapped.allowed.test resolves to 127.0.0.1"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("meta=403")
+            && answer.contains("meta.allowed.test resolves to 169.254.169.254, a link-local"),
+        "{answer}"
+    );
+    assert!(!answer.contains("loopback-secret"), "{answer}");
+    assert_eq!(secret_hits.load(Ordering::SeqCst), 0, "{answer}");
+    // The control: the address the allowlist names is served, through the same proxy.
+    assert!(
+        answer.contains("control=200 control-page"),
+        "{answer}\n{log}"
+    );
+    assert_eq!(control_hits.load(Ordering::SeqCst), 1);
+    // The person in the thread reads which host was refused and why: one line per host,
+    // though the agent asked twice, and none for the allowed control.
+    let notices = refusal_notices(&thread, &secret);
+    assert_eq!(notices.len(), 1, "{thread:#?}");
+    assert!(
+        notices[0].text.contains("127.0.0.1") && notices[0].text.contains("loopback"),
+        "{thread:#?}"
+    );
+    assert_eq!(refusal_notices(&thread, &mapped).len(), 1, "{thread:#?}");
+    let metadata = refusal_notices(&thread, "meta.allowed.test:80");
+    assert_eq!(metadata.len(), 1, "{thread:#?}");
+    assert!(
+        metadata[0].text.contains("169.254.169.254") && metadata[0].text.contains("link-local"),
+        "{thread:#?}"
+    );
+    assert!(
+        !thread.iter().any(|m| m.text.contains("ok.allowed.test")),
+        "{thread:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_gateway_on_host_docker_internal_is_reachable_through_the_proxy() {
+    if docker().await.is_none() {
+        return;
+    }
+    let model = start_model(
+        Script::new().rule(Rule::contains("say hello").then(Step::text("hello from the gateway"))),
+    )
+    .await;
+    let (dir, project) = workspace();
+    let home = dir.path().join("home");
+    // test_config points ANTHROPIC_BASE_URL at http://host.docker.internal:PORT, as a model
+    // gateway on the host is usually configured; the allowlist itself names only the real API.
+    let config = test_config(
+        model.port(),
+        dir.path(),
+        r#""gates": {"egress": {"enabled": true, "allowed_hosts": ["api.anthropic.com"]}}"#,
+    );
+    assert!(config.contains("http://host.docker.internal:"), "{config}");
+    let daemon = Daemon::start(&home, &config).await;
+    let inbox = daemon
+        .post_in("gateway", &project, "please say hello")
+        .await;
+    let text = daemon.answer(inbox, TURN).await;
+    assert_eq!(text, "hello from the gateway", "{}", daemon.log_text());
 }

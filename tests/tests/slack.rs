@@ -5,79 +5,16 @@
 
 use std::time::Duration;
 
-use loop_e2e::daemon::{Daemon, test_config};
+use loop_e2e::daemon::Daemon;
+use loop_e2e::slack::{connected, has_text, slack_config, thread_until};
 use loop_e2e::support::{docker, start_model, workspace};
-use loop_fakes::model::{FakeModel, Rule, Script, Step};
-use loop_fakes::slack::{APP_TOKEN, BOT_TOKEN, FakeSlack, SlackMessage};
+use loop_fakes::model::{Rule, Script, Step};
+use loop_fakes::slack::FakeSlack;
 
 /// A turn in a fresh container takes a few seconds; the first one may pull nothing but still
 /// start node.
 const TURN: Duration = Duration::from_secs(180);
 const QUICK: Duration = Duration::from_secs(30);
-
-/// A daemon config serving Slack through `slack`, plus `extra` top-level JSON fields.
-fn slack_config(
-    model: &FakeModel,
-    slack: &FakeSlack,
-    dir: &std::path::Path,
-    extra: &str,
-) -> String {
-    let extra = format!(
-        r#""slack_bot_token": "{BOT_TOKEN}",
-  "slack_app_token": "{APP_TOKEN}",
-  "slack": {{"api_url": "{api}", "allowed_users": ["UALICE", "UBOSS"]}},
-  "permissions": {{"approvers": {{"users": ["UBOSS"]}}}}{sep}{extra}"#,
-        api = slack.api_url(),
-        sep = if extra.is_empty() { "" } else { ",\n  " },
-    );
-    test_config(model.port(), dir, &extra).replace(
-        r#""platforms": ["local"]"#,
-        r#""platforms": ["local", "slack"]"#,
-    )
-}
-
-async fn connected(slack: &FakeSlack, daemon: &Daemon) {
-    if slack
-        .wait_for(QUICK, |s| s.is_connected().then_some(()))
-        .await
-        .is_none()
-    {
-        panic!(
-            "the daemon did not connect to Socket Mode\n--- daemon log ---\n{}",
-            daemon.log_text()
-        );
-    }
-}
-
-/// Waits for the bot's messages in a thread to satisfy `check`.
-async fn thread_until(
-    slack: &FakeSlack,
-    daemon: &Daemon,
-    channel: &str,
-    thread: &str,
-    what: &str,
-    timeout: Duration,
-    check: impl Fn(&[SlackMessage]) -> bool,
-) -> Vec<SlackMessage> {
-    match slack
-        .wait_for(timeout, |s| {
-            let messages = s.bot_messages_in(channel, Some(thread));
-            check(&messages).then_some(messages)
-        })
-        .await
-    {
-        Some(messages) => messages,
-        None => panic!(
-            "timed out waiting for {what}; thread: {:#?}\n--- daemon log ---\n{}",
-            slack.bot_messages_in(channel, Some(thread)),
-            daemon.log_text()
-        ),
-    }
-}
-
-fn has_text(messages: &[SlackMessage], needle: &str) -> bool {
-    messages.iter().any(|m| m.text.contains(needle))
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mention_is_answered_once_in_its_thread_despite_429s_and_reconnects() {

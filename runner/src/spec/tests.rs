@@ -144,7 +144,7 @@ fn proxies_are_rewritten_and_no_proxy_includes_the_host() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    let env = proxy_env(&host);
+    let env = proxy_env(&host, "http://host.docker.internal:8222");
     assert!(
         env.contains(&"HTTP_PROXY=http://host.docker.internal:3128".to_owned()),
         "{env:?}"
@@ -154,9 +154,24 @@ fn proxies_are_rewritten_and_no_proxy_includes_the_host() {
     assert!(env.contains(&"NO_PROXY=example.com,host.docker.internal".to_owned()));
     assert!(env.contains(&"no_proxy=host.docker.internal".to_owned()));
     assert!(
-        proxy_env(&BTreeMap::new()).is_empty(),
+        proxy_env(&BTreeMap::new(), "http://host.docker.internal:8222").is_empty(),
         "no proxy, no NO_PROXY"
     );
+    // With egress control the API is on the internal network's gateway, and the host alias
+    // is reached through the daemon's proxy like any other host.
+    let egress: BTreeMap<String, String> = [
+        ("HTTPS_PROXY", "http://172.18.0.1:4100"),
+        ("NO_PROXY", "172.18.0.1,localhost,127.0.0.1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let env = proxy_env(&egress, "http://172.18.0.1:8222");
+    assert!(
+        env.contains(&"NO_PROXY=172.18.0.1,localhost,127.0.0.1".to_owned()),
+        "{env:?}"
+    );
+    assert!(!env.iter().any(|e| e.contains(HOST_ALIAS)), "{env:?}");
 }
 
 #[test]
