@@ -230,21 +230,14 @@ echo done"#
         &format!("{} please check the internal pages", FakeSlack::mention()),
         None,
     );
-    let secret = format!("x.allowed.test:{secret_port}");
-    let mapped = format!("mapped.allowed.test:{secret_port}");
     let thread = thread_until(
         &slack,
         &daemon,
         "C1",
         &question.ts,
-        "the answer and the refusal notices",
+        "the answer",
         TURN,
-        |m| {
-            m.iter().any(|m| m.text.contains("RESULT"))
-                && !refusal_notices(m, &secret).is_empty()
-                && !refusal_notices(m, &mapped).is_empty()
-                && !refusal_notices(m, "meta.allowed.test:80").is_empty()
-        },
+        |m| m.iter().any(|m| m.text.contains("RESULT")),
     )
     .await;
     let answer = thread
@@ -255,6 +248,8 @@ echo done"#
     let log = daemon.log_text();
     assert!(answer.contains("done"), "{answer}\n{log}");
     // The agent got a 403 that says why, and never the page.
+    assert!(!answer.contains("loopback-secret"), "{answer}");
+    assert_eq!(secret_hits.load(Ordering::SeqCst), 0, "{answer}");
     assert!(
         answer.contains("loop1=403")
             && answer.contains("x.allowed.test resolves to 127.0.0.1, a loopback address"),
@@ -271,14 +266,28 @@ echo done"#
             && answer.contains("meta.allowed.test resolves to 169.254.169.254, a link-local"),
         "{answer}"
     );
-    assert!(!answer.contains("loopback-secret"), "{answer}");
-    assert_eq!(secret_hits.load(Ordering::SeqCst), 0, "{answer}");
     // The control: the address the allowlist names is served, through the same proxy.
     assert!(
         answer.contains("control=200 control-page"),
         "{answer}\n{log}"
     );
     assert_eq!(control_hits.load(Ordering::SeqCst), 1);
+    let secret = format!("x.allowed.test:{secret_port}");
+    let mapped = format!("mapped.allowed.test:{secret_port}");
+    let thread = thread_until(
+        &slack,
+        &daemon,
+        "C1",
+        &question.ts,
+        "the refusal notices",
+        Duration::from_secs(30),
+        |m| {
+            !refusal_notices(m, &secret).is_empty()
+                && !refusal_notices(m, &mapped).is_empty()
+                && !refusal_notices(m, "meta.allowed.test:80").is_empty()
+        },
+    )
+    .await;
     // The person in the thread reads which host was refused and why: one line per host,
     // though the agent asked twice, and none for the allowed control.
     let notices = refusal_notices(&thread, &secret);

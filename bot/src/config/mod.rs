@@ -249,8 +249,9 @@ pub struct DockerProxyConfig {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct EgressConfig {
     pub enabled: bool,
-    /// `host`, `host:port` or `*.domain`; empty means `api.anthropic.com`. The host of
-    /// `envs.ANTHROPIC_BASE_URL` is always added.
+    /// `host`, `*.domain`, an address or a CIDR range, each with an optional `:port`; empty
+    /// means `api.anthropic.com`. The host of `envs.ANTHROPIC_BASE_URL` is always added. Only
+    /// an address or range entry lets a name reach a restricted address (`crate::egress`).
     pub allowed_hosts: Vec<String>,
 }
 

@@ -452,6 +452,7 @@ impl Allowlist {
                             ip => ip.to_string(),
                         }
                     }
+                    Pattern::Addresses(IpNet::V6(net)) if e.port.is_some() => format!("[{net}]"),
                     Pattern::Addresses(net) => net.to_string(),
                 };
                 match e.port {
@@ -941,7 +942,7 @@ mod tests {
         }
         assert_eq!(
             allow.describe(),
-            ["10.1.0.0/16", "fd00::/8:8443", "192.168.5.7:9000"]
+            ["10.1.0.0/16", "[fd00::/8]:8443", "192.168.5.7:9000"]
         );
     }
 
