@@ -8,54 +8,47 @@ use std::time::Duration;
 
 use loop_bot::store::{InboxStatus, RunStatus, Store};
 use loop_e2e::daemon::{Daemon, eventually, loop_binary, test_config};
+use loop_e2e::project::{GitOwner, Project};
 use loop_e2e::support::{AGENT_UID, chown, docker, start_model, workspace};
-use loop_fakes::model::{Rule, Script, Step};
+use loop_fakes::model::{Rule, Script, Session, Step};
 
+/// `loop run --dir` in a person's checkout: the agent works there as in their own session
+/// (relative paths, CLAUDE.md, git, the project's tests), and a follow-up resumes it.
 #[tokio::test(flavor = "multi_thread")]
 async fn loop_run_and_chat_edit_files_and_follow_ups_resume() {
     if docker().await.is_none() {
         return;
     }
-    let (dir, project) = workspace();
-    let notes = project.join("notes.md");
+    let (dir, project_dir) = workspace();
+    let project = Project::create(&project_dir, GitOwner::Agent);
     let chat_project = dir.path().join("chat-project");
     std::fs::create_dir_all(&chat_project).expect("chat project");
     chown(&chat_project, AGENT_UID, AGENT_UID);
     let script = Script::new()
+        .rule(Rule::contains("add the notes").session(&Session::default()))
         .rule(
-            Rule::contains("create the notes")
-                .then(Step::write(&notes.display().to_string(), "# notes\n"))
-                .then(Step::text("created notes.md")),
+            Rule::contains("what did you create")
+                .then(Step::bash("cat NOTES.md"))
+                .then(Step::text("I created NOTES.md: {{last_tool_result}}")),
         )
-        .rule(Rule::contains("what did you create").then(Step::text("I created notes.md earlier")))
         .rule(
             Rule::contains("chat: touch")
-                .then(Step::bash(&format!(
-                    "touch {}/from-chat",
-                    chat_project.display()
-                )))
+                .then(Step::bash("touch from-chat"))
                 .then(Step::text("touched it")),
         );
     let model = start_model(script).await;
     let home = dir.path().join("home");
     let daemon = Daemon::start(&home, &test_config(model.port(), dir.path(), "")).await;
-    let project_arg = project.display().to_string();
+    let project_arg = project.dir.display().to_string();
 
-    let first = daemon.cli(&["run", "--dir", &project_arg, "please create the notes"]);
+    let first = daemon.cli(&["run", "--dir", &project_arg, "please add the notes"]);
     assert!(
         first.status.success(),
         "loop run failed: {}\n{}",
         String::from_utf8_lossy(&first.stderr),
         daemon.log_text()
     );
-    assert_eq!(
-        String::from_utf8_lossy(&first.stdout).trim(),
-        "created notes.md"
-    );
-    assert_eq!(
-        std::fs::read_to_string(&notes).expect("notes written"),
-        "# notes\n"
-    );
+    project.check(&String::from_utf8_lossy(&first.stdout), &model);
 
     let second = daemon.cli(&["run", "--dir", &project_arg, "what did you create?"]);
     assert!(
@@ -65,11 +58,14 @@ async fn loop_run_and_chat_edit_files_and_follow_ups_resume() {
     );
     assert_eq!(
         String::from_utf8_lossy(&second.stdout).trim(),
-        "I created notes.md earlier"
+        format!(
+            "I created NOTES.md: {}",
+            Session::default().new_content.trim_end()
+        )
     );
     let last = model.requests().last().cloned().expect("requests");
     assert!(
-        last.body_contains("please create the notes"),
+        last.body_contains("please add the notes"),
         "the follow-up resumed the session"
     );
 

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use loop_bot::store::RunStatus;
 use loop_e2e::daemon::{Daemon, eventually, test_config};
+use loop_e2e::project::{GitOwner, Project};
 use loop_e2e::support::{docker, start_model, workspace};
 use loop_fakes::discord::{CHANNEL, DiscordMessage, FakeDiscord, GUILD_ID, TOKEN};
-use loop_fakes::model::{FakeModel, Rule, Script, Step};
+use loop_fakes::model::{FakeModel, Rule, Script, Session, Step};
 
 const TURN: Duration = Duration::from_secs(180);
 const QUICK: Duration = Duration::from_secs(30);
@@ -223,24 +224,20 @@ async fn approval_buttons_obey_approvers_and_the_slash_command_points_the_channe
     if docker().await.is_none() {
         return;
     }
-    let (dir, project) = workspace();
-    let yes = project.join("gate-approval-yes");
-    let no = project.join("gate-approval-no");
+    let (dir, project_dir) = workspace();
+    let project = Project::create(&project_dir, GitOwner::Agent);
+    let yes = project.dir.join("gate-approval-yes");
+    let no = project.dir.join("gate-approval-no");
     let script = Script::new()
+        .rule(Rule::contains("add the notes").session(&Session::default()))
         .rule(
             Rule::contains("touch yes")
-                .then(Step::bash(&format!(
-                    "touch {}; echo \"yes_rc=$?\"",
-                    yes.display()
-                )))
+                .then(Step::bash("touch gate-approval-yes; echo \"yes_rc=$?\""))
                 .then(Step::text("YES {{last_tool_result}}")),
         )
         .rule(
             Rule::contains("touch no")
-                .then(Step::bash(&format!(
-                    "touch {}; echo \"no_rc=$?\"",
-                    no.display()
-                )))
+                .then(Step::bash("touch gate-approval-no; echo \"no_rc=$?\""))
                 .then(Step::text("NO {{last_tool_result}}")),
         );
     let model = start_model(script).await;
@@ -269,7 +266,12 @@ async fn approval_buttons_obey_approvers_and_the_slash_command_points_the_channe
         .unwrap_or_else(|| panic!("/loop not registered\n{}", daemon.log_text()));
 
     // `/loop dir` points the channel (and so its threads) at the project.
-    let slash = discord.slash(ALICE, CHANNEL, "dir", Some(&project.display().to_string()));
+    let slash = discord.slash(
+        ALICE,
+        CHANNEL,
+        "dir",
+        Some(&project.dir.display().to_string()),
+    );
     discord
         .wait_for(QUICK, |d| {
             d.bot_messages_in(CHANNEL)
@@ -284,6 +286,28 @@ async fn approval_buttons_obey_approvers_and_the_slash_command_points_the_channe
         })
         .await
         .unwrap_or_else(|| panic!("the interaction was not answered\n{}", daemon.log_text()));
+
+    // A person's first request there: the agent works in the project as in their own session,
+    // and its report is what the thread shows.
+    let asked = discord.post_as_user(
+        ALICE,
+        CHANNEL,
+        &format!("{} please add the notes", FakeDiscord::mention()),
+    );
+    let (_, thread) = thread_until(
+        &discord,
+        &daemon,
+        &asked,
+        "the session's report",
+        TURN,
+        |m| has_text(m, "Tests: "),
+    )
+    .await;
+    let report = thread
+        .iter()
+        .find(|m| m.content.contains("Tests: "))
+        .expect("report");
+    project.check(&report.content, &model);
 
     // `/loop schedule` with Discord's options, and an owner's grant through the user picker.
     discord.slash_with(

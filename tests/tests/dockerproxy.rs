@@ -742,15 +742,14 @@ async fn a_real_client_gets_what_the_policy_allows_and_nothing_else() {
         .expect("server stopped cleanly");
 }
 
-/// Writes the node client into the project, where the agent can run it.
-fn install_client(project: &Path) -> std::path::PathBuf {
+/// Writes the node client into the project, where the agent runs it by its relative path,
+/// `node dockerproxy-client.js`.
+fn install_client(project: &Path) {
     let source = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/fixtures/dockerproxy-client.js"
     );
-    let target = project.join("dockerproxy-client.js");
-    std::fs::copy(source, &target).expect("copy the client");
-    target
+    std::fs::copy(source, project.join("dockerproxy-client.js")).expect("copy the client");
 }
 
 /// A model that runs `command` when asked to "use docker" and answers `DOCKER <its output>`.
@@ -847,12 +846,12 @@ async fn an_agent_uses_docker_through_its_proxy_and_a_person_approves_a_start() 
     let _guard = LabelGuard(format!("{TEST_LABEL}={run}"));
     let foreign = foreign_container(&host, &run).await;
     let (dir, project) = workspace();
-    let client = install_client(&project);
+    install_client(&project);
+    // The bind mount needs the project's absolute path: the model takes it from the working
+    // directory the CLI's system prompt names.
     let command = format!(
-        "WORK={} FOREIGN={foreign} PROTECTED={} node {} 2>&1",
-        project.display(),
+        "WORK={{{{cwd}}}} FOREIGN={foreign} PROTECTED={} node dockerproxy-client.js 2>&1",
         test_image(),
-        client.display()
     );
     let model = docker_model(&command).await;
     let home = dir.path().join("home");
@@ -946,15 +945,13 @@ async fn with_the_gate_on_the_agent_reaches_the_proxy_but_never_the_host_socket(
     let _guard = LabelGuard(format!("{TEST_LABEL}={run}"));
     let foreign = foreign_container(&host, &run).await;
     let (dir, project) = workspace();
-    let client = install_client(&project);
+    install_client(&project);
     // Through DOCKER_HOST's socket this time, plus a few raw probes of the sockets.
     let command = format!(
-        "WORK={work} FOREIGN={foreign} PROTECTED={image} SOCK=/run/loop/docker.sock node {client} 2>&1; \
+        "WORK={{{{cwd}}}} FOREIGN={foreign} PROTECTED={image} SOCK=/run/loop/docker.sock node dockerproxy-client.js 2>&1; \
          node -e \"require('http').get({{socketPath: '/var/run/docker.sock', path: '/_ping'}}, r => console.log('conventional=' + r.statusCode)).on('error', e => console.log('conventional=' + e.code))\"; \
          echo \"proxy_environ=$(cat /proc/$(pgrep -f 'loop dockerproxy' | head -n1)/environ >/dev/null 2>&1 && echo readable || echo unreadable)\"",
-        work = project.display(),
         image = test_image(),
-        client = client.display()
     );
     let model = docker_model(&command).await;
     let home = dir.path().join("home");
@@ -1004,8 +1001,8 @@ async fn with_egress_control_nested_containers_stay_on_the_internal_network() {
     let bridge = bridge_ip(&host).await;
     let (port, hits) = other_server(&bridge).await;
     let (dir, project) = workspace();
-    let client = install_client(&project);
-    let command = format!("PROBE={bridge}:{port} node {} 2>&1", client.display());
+    install_client(&project);
+    let command = format!("PROBE={bridge}:{port} node dockerproxy-client.js 2>&1");
     let model = docker_model(&command).await;
     // The model is addressed by the bridge IP, reached through the egress proxy (egress.rs).
     let config = test_config(

@@ -236,26 +236,22 @@ async fn approvals_are_asked_in_the_channel_and_answered_by_a_person() {
     let script = Script::new()
         .rule(
             Rule::contains("touch yes")
-                .then(Step::bash(&format!(
-                    "touch {f}; echo \"first_rc=$?\"; touch {f}; echo \"second_rc=$?\"",
-                    f = yes.display()
-                )))
+                .then(Step::bash(
+                    "touch gate-approval-yes; echo \"first_rc=$?\"; \
+                     touch gate-approval-yes; echo \"second_rc=$?\"",
+                ))
                 .then(Step::text("YES {{last_tool_result}}")),
         )
         .rule(
             Rule::contains("touch again")
-                .then(Step::bash(&format!(
-                    "touch {}; echo \"again_rc=$?\"",
-                    again.display()
-                )))
+                .then(Step::bash(
+                    "touch gate-approval-again; echo \"again_rc=$?\"",
+                ))
                 .then(Step::text("AGAIN {{last_tool_result}}")),
         )
         .rule(
             Rule::contains("touch no")
-                .then(Step::bash(&format!(
-                    "touch {}; echo \"touch_rc=$?\"",
-                    no.display()
-                )))
+                .then(Step::bash("touch gate-approval-no; echo \"touch_rc=$?\""))
                 .then(Step::text("NO {{last_tool_result}}")),
         );
     let model = start_model(script).await;
@@ -401,16 +397,13 @@ async fn the_agent_cannot_ptrace_signal_read_or_unset_its_way_past_the_superviso
         return;
     }
     let (dir, project) = workspace();
-    let Some(escape) = build_fixture("escape", &project) else {
+    if build_fixture("escape", &project).is_none() {
         return;
-    };
-    let command = format!(
-        "{}; echo \"token=[$LOOP_GATE_TOKEN]\"; cp /bin/echo /tmp/curl; \
+    }
+    let command = "./escape; echo \"token=[$LOOP_GATE_TOKEN]\"; cp /bin/echo /tmp/curl; \
          env -u LOOP_GATE_ENABLED -u LOOP_GATE_POLICY_FILE -u LOOP_CHANNEL_ID /tmp/curl leaked; \
-         echo \"unset_rc=$?\"; LOOP_GATE_ENABLED=0 bash -c '/tmp/curl leaked; echo \"zero_rc=$?\"'",
-        escape.display()
-    );
-    let model = bash_model("try to escape", &command, "ESCAPE").await;
+         echo \"unset_rc=$?\"; LOOP_GATE_ENABLED=0 bash -c '/tmp/curl leaked; echo \"zero_rc=$?\"'";
+    let model = bash_model("try to escape", command, "ESCAPE").await;
     let home = dir.path().join("home");
     let daemon = Daemon::start(
         &home,
@@ -459,19 +452,15 @@ async fn a_path_swapped_while_a_person_approves_is_not_what_gets_opened() {
         return;
     }
     let (dir, project) = workspace();
-    let Some(racer) = build_fixture("racer", &project) else {
+    if build_fixture("racer", &project).is_none() {
         return;
-    };
+    }
     let asked = project.join("race-asked.txt");
     let secret = project.join("race-secret.txt");
+    // Relative paths: the supervisor resolves them against the agent's cwd (the project).
     let model = bash_model(
         "race the gate",
-        &format!(
-            "{} {} {}; echo \"race_rc=$?\"",
-            racer.display(),
-            asked.display(),
-            secret.display()
-        ),
+        "./racer race-asked.txt race-secret.txt; echo \"race_rc=$?\"",
         "RACE",
     )
     .await;
@@ -503,9 +492,8 @@ async fn a_path_swapped_while_a_person_approves_is_not_what_gets_opened() {
     assert!(text.contains("race_rc=0"), "{text}\n{}", daemon.log_text());
     assert!(
         text.contains(&format!(
-            "opened={} buffer={}",
-            asked.display(),
-            secret.display()
+            "opened={} buffer=race-secret.txt",
+            asked.display()
         )),
         "the approved path is what was opened, though the buffer names another: {text}"
     );
@@ -527,11 +515,7 @@ async fn a_container_over_its_approval_rate_limit_is_denied_without_asking() {
     let second = project.join("gate-limit-2");
     let model = bash_model(
         "touch twice",
-        &format!(
-            "touch {}; echo \"rc1=$?\"; touch {}; echo \"rc2=$?\"",
-            first.display(),
-            second.display()
-        ),
+        "touch gate-limit-1; echo \"rc1=$?\"; touch gate-limit-2; echo \"rc2=$?\"",
         "LIMIT",
     )
     .await;
@@ -583,7 +567,7 @@ async fn an_unanswered_approval_expires_as_a_deny() {
     let file = project.join("gate-approval-late");
     let model = bash_model(
         "touch late",
-        &format!("touch {}; echo \"touch_rc=$?\"", file.display()),
+        "touch gate-approval-late; echo \"touch_rc=$?\"",
         "LATE",
     )
     .await;
@@ -622,6 +606,13 @@ async fn an_unanswered_approval_expires_as_a_deny() {
         .await
         .expect("approval");
     assert_eq!(approval.status, ApprovalStatus::Expired);
+    // What was asked is the project's command: the gate saw the agent's cwd.
+    let asked: serde_json::Value = serde_json::from_str(&approval.detail).expect("detail");
+    assert_eq!(
+        asked["action"]["cwd"].as_str().map(std::path::Path::new),
+        Some(project.as_path()),
+        "{asked}"
+    );
     // Too late to answer now.
     assert_eq!(
         daemon.decide(&approval.id, "allow_once").await.status(),
@@ -637,16 +628,13 @@ async fn the_runner_gates_the_agent_and_fails_closed_without_a_daemon() {
     };
     let project = rig.project("C-gated");
     let file = project.join("needs-approval");
-    let command = format!(
-        "echo \"uid=$(id -u)\"; echo \"pid1=$(ps -o user= -p 1)\"; \
+    let command = "echo \"uid=$(id -u)\"; echo \"pid1=$(ps -o user= -p 1)\"; \
          echo tampered > /etc/loop/gate-policy.json; echo \"policy_write_rc=$?\"; \
-         touch {}; echo \"touch_rc=$?\"",
-        file.display()
-    );
+         echo plain > notes.txt; touch needs-approval; echo \"touch_rc=$?\"";
     let model = start_model(
         Script::new().rule(
             Rule::any()
-                .then(Step::bash(&command))
+                .then(Step::bash(command))
                 .then(Step::text("{{last_tool_result}}")),
         ),
     )
@@ -685,6 +673,14 @@ async fn the_runner_gates_the_agent_and_fails_closed_without_a_daemon() {
     );
     assert!(text.contains("touch_rc=1") && denied(&text), "{text}");
     assert!(!file.exists());
+    // An ordinary write in the project goes through.
+    assert_eq!(
+        std::fs::read_to_string(project.join("notes.txt"))
+            .ok()
+            .as_deref(),
+        Some("plain\n"),
+        "{text}"
+    );
     rig.cleanup().await;
     model.shutdown().await;
 }

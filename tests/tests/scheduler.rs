@@ -11,8 +11,9 @@ use loop_bot::api::wire::TaskInfo;
 use loop_bot::commands::client::Client;
 use loop_bot::store::{InboxStatus, Store};
 use loop_e2e::daemon::{Daemon, eventually, test_config};
-use loop_e2e::support::{AGENT_UID, chown, docker, start_model};
-use loop_fakes::model::{Matcher, Rule, Script, Step};
+use loop_e2e::project::{GitOwner, Project};
+use loop_e2e::support::{docker, start_model};
+use loop_fakes::model::{Matcher, Rule, Script, Session, Step};
 use serde_json::json;
 
 const CHANNEL: &str = "sched";
@@ -96,16 +97,15 @@ async fn agents_schedule_tasks_that_run_post_their_answer_and_survive_a_restart(
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
     }
-    let project = dir.path().join("project");
-    std::fs::create_dir_all(&project).expect("project");
-    chown(&project, AGENT_UID, AGENT_UID);
+    // The channel's project, as loop (root) would have cloned it: `.git` is root's.
+    let project = Project::create(&dir.path().join("project"), GitOwner::Root);
 
     let script = Script::new()
         .rule(
             Rule::contains("please schedule the jobs")
                 .then(Step::tool_use(
                     "mcp__loop__schedule_task",
-                    json!({"schedule": "every 4s", "prompt": "TICK: report the time", "name": "ticker"}),
+                    json!({"schedule": "every 4s", "prompt": "TICK: add the notes", "name": "ticker"}),
                 ))
                 .then(Step::tool_use(
                     "mcp__loop__schedule_task",
@@ -117,7 +117,8 @@ async fn agents_schedule_tasks_that_run_post_their_answer_and_survive_a_restart(
                 ))
                 .then(Step::text("scheduled; the last one said: {{last_tool_result}}")),
         )
-        .rule(Rule::contains("TICK: report the time").then(Step::text("tick done")))
+        // A scheduled run is a work session in the channel's project.
+        .rule(Rule::contains("TICK: add the notes").session(&Session::default()))
         .rule(
             // Any other prompt is a task id the agent tries to cancel.
             Rule::when(Matcher::Any)
@@ -141,7 +142,7 @@ async fn agents_schedule_tasks_that_run_post_their_answer_and_survive_a_restart(
 
     // The agent schedules two tasks through the MCP server; the invalid third is refused
     // with a reason the agent sees, and nothing is stored for it.
-    let project_arg = project.display().to_string();
+    let project_arg = project.dir.display().to_string();
     let first = daemon.cli(&[
         "run",
         "--channel",
@@ -184,12 +185,17 @@ async fn agents_schedule_tasks_that_run_post_their_answer_and_survive_a_restart(
     );
     assert!(yearly.next_run_at.is_some());
 
-    // The ticker comes due, runs as a turn of its channel and its answer is posted.
-    posted_containing(&daemon, &mut stream, "tick done", Duration::from_secs(40)).await;
+    // The ticker comes due, runs as a turn of its channel, in the channel's project, and its
+    // report is posted.
+    let report = posted_containing(&daemon, &mut stream, "Tests: ", Duration::from_secs(90)).await;
+    project.check(&report, &model);
     let runs = store.channel_runs(KEY).await.expect("runs");
     assert!(
         runs.iter()
-            .any(|r| r.answer.as_deref() == Some("tick done")),
+            .any(|r| r.task_id.as_deref() == Some(ticker.id.as_str())
+                && r.answer
+                    .as_deref()
+                    .is_some_and(|a| a.contains("Tests: tests pass"))),
         "{runs:?}"
     );
 

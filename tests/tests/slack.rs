@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use loop_e2e::daemon::Daemon;
+use loop_e2e::project::{GitOwner, Project};
 use loop_e2e::slack::{connected, has_text, slack_config, thread_until};
 use loop_e2e::support::{docker, start_model, workspace};
-use loop_fakes::model::{Rule, Script, Step};
+use loop_fakes::model::{Rule, Script, Session, Step};
 use loop_fakes::slack::FakeSlack;
 
 /// A turn in a fresh container takes a few seconds; the first one may pull nothing but still
@@ -165,24 +166,21 @@ async fn approval_buttons_allow_and_deny_and_the_slash_command_points_the_channe
     if docker().await.is_none() {
         return;
     }
-    let (dir, project) = workspace();
-    let yes = project.join("gate-approval-yes");
-    let no = project.join("gate-approval-no");
+    let (dir, project_dir) = workspace();
+    // loop (root) cloned the repository for the channel: its `.git` is root's.
+    let project = Project::create(&project_dir, GitOwner::Root);
+    let yes = project.dir.join("gate-approval-yes");
+    let no = project.dir.join("gate-approval-no");
     let script = Script::new()
+        .rule(Rule::contains("add the notes").session(&Session::default()))
         .rule(
             Rule::contains("touch yes")
-                .then(Step::bash(&format!(
-                    "touch {}; echo \"yes_rc=$?\"",
-                    yes.display()
-                )))
+                .then(Step::bash("touch gate-approval-yes; echo \"yes_rc=$?\""))
                 .then(Step::text("YES {{last_tool_result}}")),
         )
         .rule(
             Rule::contains("touch no")
-                .then(Step::bash(&format!(
-                    "touch {}; echo \"no_rc=$?\"",
-                    no.display()
-                )))
+                .then(Step::bash("touch gate-approval-no; echo \"no_rc=$?\""))
                 .then(Step::text("NO {{last_tool_result}}")),
         );
     let model = start_model(script).await;
@@ -211,7 +209,7 @@ async fn approval_buttons_allow_and_deny_and_the_slash_command_points_the_channe
         "UALICE",
         "C7",
         "/loop",
-        &format!("dir {}", project.display()),
+        &format!("dir {}", project.dir.display()),
     );
     slack
         .wait_for(QUICK, |s| {
@@ -221,6 +219,30 @@ async fn approval_buttons_allow_and_deny_and_the_slash_command_points_the_channe
         })
         .await
         .unwrap_or_else(|| panic!("no dir reply\n{}", daemon.log_text()));
+
+    // A person's first request there: the agent works in the project as in their own session,
+    // and its report is what the thread shows.
+    let asked = slack.post_as_user(
+        "UALICE",
+        "C7",
+        &format!("{} please add the notes", FakeSlack::mention()),
+        None,
+    );
+    let thread = thread_until(
+        &slack,
+        &daemon,
+        "C7",
+        &asked.ts,
+        "the session's report",
+        TURN,
+        |m| has_text(m, "Tests: "),
+    )
+    .await;
+    let report = thread
+        .iter()
+        .find(|m| m.text.contains("Tests: "))
+        .expect("report");
+    project.check(&report.text, &model);
 
     // Approve.
     let asked = slack.post_as_user(

@@ -3,21 +3,30 @@
 //! repeating a message. Real `loop serve`, real dockerd, real CLI, fake model.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use loop_bot::store::{InboxStatus, RunRecord, RunStatus};
 use loop_e2e::daemon::{Daemon, test_config};
+use loop_e2e::project::{GitOwner, Project};
 use loop_e2e::support::docker;
-use loop_fakes::model::{FakeModel, Script, Step};
+use loop_fakes::model::{FakeModel, Rule, Script, Session, Step};
 
+/// Answers every prompt with "answer to: PROMPT", except a request to work on the notes (the
+/// realistic session in a project) and a question about them (read by relative path).
 async fn start_model() -> FakeModel {
-    FakeModel::start_on(
-        SocketAddr::from(([0, 0, 0, 0], 0)),
-        Script::always(Step::text("answer to: {{prompt}}")),
-    )
-    .await
-    .expect("fake model")
+    let script = Script::new()
+        .rule(Rule::contains("add the notes").session(&Session::default()))
+        .rule(
+            Rule::contains("what do the notes say")
+                .then(Step::bash("cat NOTES.md"))
+                .then(Step::text("They say: {{last_tool_result}}")),
+        )
+        .rule(Rule::any().then(Step::text("answer to: {{prompt}}")));
+    FakeModel::start_on(SocketAddr::from(([0, 0, 0, 0], 0)), script)
+        .await
+        .expect("fake model")
 }
 
 fn home() -> tempfile::TempDir {
@@ -29,11 +38,20 @@ fn home() -> tempfile::TempDir {
 
 /// Posts a message to a local channel and waits for its run; returns the run.
 async fn ask(daemon: &Daemon, channel: &str, text: &str) -> RunRecord {
+    ask_in(daemon, channel, None, text).await
+}
+
+/// [`ask`], pointing the channel at `dir` first when given (as `loop run --dir` does).
+async fn ask_in(daemon: &Daemon, channel: &str, dir: Option<&Path>, text: &str) -> RunRecord {
     let client = reqwest::Client::new();
+    let mut body = serde_json::json!({"channel": channel, "text": text});
+    if let Some(dir) = dir {
+        body["dir"] = serde_json::json!(dir.display().to_string());
+    }
     let response = client
         .post(daemon.url("/api/local/messages"))
         .bearer_auth(daemon.token())
-        .json(&serde_json::json!({"channel": channel, "text": text}))
+        .json(&body)
         .send()
         .await
         .expect("post");
@@ -83,6 +101,28 @@ fn running_containers(daemon_id: &str) -> Vec<String> {
         .collect()
 }
 
+/// The records of the CLI's transcript of `session` (`{session}.jsonl`, one JSON object a
+/// line), which the daemon keeps under `~/.loop/sessions` for `--resume`.
+fn session_transcript(daemon: &Daemon, session: &str) -> Vec<serde_json::Value> {
+    let name = format!("{session}.jsonl");
+    let mut pending = vec![daemon.loop_dir.join("sessions")];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.file_name().is_some_and(|n| n == name.as_str()) {
+                let text = std::fs::read_to_string(&path).expect("transcript");
+                return text
+                    .lines()
+                    .filter_map(|line| serde_json::from_str(line).ok())
+                    .collect();
+            }
+        }
+    }
+    panic!("no transcript {name} under {}", daemon.loop_dir.display());
+}
+
 fn daemon_id(daemon: &Daemon) -> String {
     std::fs::read_to_string(daemon.loop_dir.join("daemon-id"))
         .expect("daemon id")
@@ -102,13 +142,20 @@ async fn follow_ups_reuse_one_container_and_one_session() {
         &test_config(model.port(), dir.path(), "\"warm_idle_sec\": 600"),
     )
     .await;
+    let project = Project::create(&dir.path().join("project"), GitOwner::Agent);
     let runs = [
-        ask(&daemon, "warm", "first").await,
-        ask(&daemon, "warm", "second").await,
+        ask_in(&daemon, "warm", Some(&project.dir), "please add the notes").await,
+        ask(&daemon, "warm", "what do the notes say?").await,
         ask(&daemon, "warm", "third").await,
         ask(&daemon, "warm", "fourth").await,
     ];
-    for (run, word) in runs.iter().zip(["first", "second", "third", "fourth"]) {
+    project.check(runs[0].answer.as_deref().unwrap_or_default(), &model);
+    // The warm agent's follow-up runs in the project too: the relative path finds the notes.
+    assert_eq!(
+        runs[1].answer.as_deref().map(str::trim_end),
+        Some(format!("They say: {}", Session::default().new_content.trim_end()).as_str())
+    );
+    for (run, word) in runs[2..].iter().zip(["third", "fourth"]) {
         assert_eq!(
             run.answer.as_deref(),
             Some(format!("answer to: {word}").as_str())
@@ -124,6 +171,26 @@ async fn follow_ups_reuse_one_container_and_one_session() {
     assert!(
         runs.iter().all(|r| r.claude_session_id == session),
         "one session: {runs:?}"
+    );
+    // The CLI's own record of the session (kept on the host for `--resume`) says every
+    // turn, the warm ones included, ran in the project.
+    let transcript = session_transcript(&daemon, session.as_deref().expect("session id"));
+    let cwds: Vec<&str> = transcript
+        .iter()
+        .filter_map(|record| record["cwd"].as_str())
+        .collect();
+    let recorded = |prompt: &str| {
+        transcript
+            .iter()
+            .any(|record| record["type"] == "user" && record.to_string().contains(prompt))
+    };
+    assert!(
+        recorded("what do the notes say") && recorded("fourth"),
+        "the warm turns are in the transcript"
+    );
+    assert!(
+        !cwds.is_empty() && cwds.iter().all(|cwd| Path::new(cwd) == project.dir),
+        "the session's working directories: {cwds:?}"
     );
     // The agent is still up, idle, and shown by the status endpoint.
     let status: serde_json::Value = reqwest::Client::new()
