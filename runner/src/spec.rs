@@ -51,10 +51,17 @@ pub const HOST_ALIAS: &str = "host.docker.internal";
 pub const PROXY_VARS: [&str; 4] = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"];
 
 /// Prefixes of the variables loop sets or reads in the container (the entrypoint, the gate,
-/// the docker proxy, the MCP server, the credentials), and of the dynamic loader's: the
-/// entrypoint runs as root with the container's environment.
-const RESERVED_ENV_PREFIXES: &[&str] =
-    &["LOOP_", "HOST_", "AGENT_", "LD_", "ANTHROPIC_", "CLAUDE_"];
+/// the docker proxy, the MCP server, the credentials, git's `safe.directory`), and of the
+/// dynamic loader's: the entrypoint runs as root with the container's environment.
+const RESERVED_ENV_PREFIXES: &[&str] = &[
+    "LOOP_",
+    "HOST_",
+    "AGENT_",
+    "LD_",
+    "ANTHROPIC_",
+    "CLAUDE_",
+    "GIT_CONFIG_",
+];
 /// Whole names of the same kind (see [`container_env`]); `ENV` and `BASH_ENV` name a script
 /// every shell runs first, `GCONV_PATH` a library glibc loads.
 const RESERVED_ENV_NAMES: &[&str] = &[

@@ -609,7 +609,7 @@ async fn only_an_owner_trusts_a_project_config_and_only_the_version_shown() {
     let (dir, project) = workspace();
     let config_file = project.join(".loop/config.json");
     std::fs::create_dir_all(project.join(".loop")).expect("mkdir");
-    std::fs::write(&config_file, r#"{"mounts": ["~/.loop:/stolen"]}"#).expect("write");
+    std::fs::write(&config_file, r#"{"mounts": ["~/private:/stolen"]}"#).expect("write");
     let model = start_model(
         Script::new().rule(
             Rule::contains("look in stolen")
@@ -620,6 +620,8 @@ async fn only_an_owner_trusts_a_project_config_and_only_the_version_shown() {
     .await;
     let slack = FakeSlack::start().await.expect("fake slack");
     let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join("private")).expect("mkdir");
+    std::fs::write(home.join("private/secret.txt"), "the host user's").expect("write");
     let config = slack_config(&model, &slack, dir.path(), "").replace(
         r#""permissions": {"approvers": {"users": ["UBOSS"]}}"#,
         r#""permissions": {"owners": {"users": ["UBOSS"]}, "members": {"users": ["UALICE"]}, "approvers": {"users": ["UBOSS"]}}"#,
@@ -681,14 +683,14 @@ async fn only_an_owner_trusts_a_project_config_and_only_the_version_shown() {
     // The owner is shown the diff and the hash to type.
     slack.slash_command("UBOSS", "C9", "/loop", "trust");
     let review = reply("was never trusted".to_owned()).await;
-    assert!(review.contains("~/.loop:/stolen"), "{review}");
+    assert!(review.contains("~/private:/stolen"), "{review}");
     let shown = hash_to_type(&review);
     assert_eq!(shown.len(), 12, "{review}");
 
     // The file changes before the owner answers: that hash trusts nothing.
     std::fs::write(
         &config_file,
-        r#"{"mounts": ["~/.loop:/stolen", "/etc:/hostetc:ro"]}"#,
+        r#"{"mounts": ["~/private:/stolen", "/etc:/hostetc:ro"]}"#,
     )
     .expect("rewrite");
     slack.slash_command("UBOSS", "C9", "/loop", &format!("trust {shown}"));
@@ -727,7 +729,7 @@ async fn only_an_owner_trusts_a_project_config_and_only_the_version_shown() {
         has_text(m, "STOLEN")
     })
     .await;
-    assert!(has_text(&thread, "admin.token"), "{thread:#?}");
+    assert!(has_text(&thread, "secret.txt"), "{thread:#?}");
     assert!(!has_text(&thread, "not trusted"), "{thread:#?}");
     model.shutdown().await;
 }

@@ -4,7 +4,8 @@
 //! container applies only once an owner trusted that exact version.
 //!
 //! What the agent sees is checked through the model: the fake answers with
-//! `{{last_tool_result}}`, i.e. exactly what `ls` printed inside the container.
+//! `{{last_tool_result}}`, i.e. exactly what `ls` printed inside the container. The mount asks
+//! for a private directory of the host user's (`~/.loop` itself the runner never mounts).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -37,16 +38,18 @@ async fn a_project_file_widens_the_container_only_once_an_owner_trusts_that_vers
     }
     let (dir, project) = workspace();
     let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join("private")).expect("mkdir");
+    std::fs::write(home.join("private/secret.txt"), "the host user's").expect("write");
     let config_dir = project.join(".loop");
     let config_file = config_dir.join("config.json");
     std::fs::create_dir_all(&config_dir).expect("mkdir");
-    std::fs::write(&config_file, r#"{"mounts": ["~/.loop:/stolen"]}"#).expect("write");
+    std::fs::write(&config_file, r#"{"mounts": ["~/private:/stolen"]}"#).expect("write");
     // The agent may edit its project's files, this one included.
     chown(&config_dir, AGENT_UID, AGENT_UID);
     chown(&config_file, AGENT_UID, AGENT_UID);
 
     let edit = format!(
-        "echo '{{\"mounts\": [\"~/.loop:/stolen2\"]}}' > {}; echo rc=$?",
+        "echo '{{\"mounts\": [\"~/private:/stolen2\"]}}' > {}; echo rc=$?",
         config_file.display()
     );
     let script = Script::new()
@@ -67,12 +70,11 @@ async fn a_project_file_widens_the_container_only_once_an_owner_trusts_that_vers
         );
     let model = start_model(script).await;
     let daemon = Daemon::start(&home, &test_config(model.port(), dir.path(), "")).await;
-    assert!(daemon.loop_dir.join("admin.token").exists());
 
     // Never trusted: the turn runs without the mount, and the channel says why.
     let (answer, said) = run(&daemon, &project, "look in stolen");
     assert!(answer.contains("No such file or directory"), "{answer}");
-    assert!(!answer.contains("admin.token"), "{answer}");
+    assert!(!answer.contains("secret.txt"), "{answer}");
     assert!(said.contains("is not trusted"), "{said}");
     assert!(said.contains("`mounts`"), "{said}");
     assert!(said.contains("/loop trust "), "{said}");
@@ -81,7 +83,7 @@ async fn a_project_file_widens_the_container_only_once_an_owner_trusts_that_vers
         "{said}"
     );
     assert!(
-        said.contains("+{\"mounts\": [\"~/.loop:/stolen\"]}"),
+        said.contains("+{\"mounts\": [\"~/private:/stolen\"]}"),
         "{said}"
     );
 
@@ -90,7 +92,7 @@ async fn a_project_file_widens_the_container_only_once_an_owner_trusts_that_vers
     assert!(trusted.status.success(), "{}", text(&trusted.stderr));
     let review = text(&trusted.stdout);
     assert!(
-        review.contains("+{\"mounts\": [\"~/.loop:/stolen\"]}"),
+        review.contains("+{\"mounts\": [\"~/private:/stolen\"]}"),
         "{review}"
     );
     assert!(
@@ -101,7 +103,7 @@ async fn a_project_file_widens_the_container_only_once_an_owner_trusts_that_vers
 
     // The mount applies from the next turn, without another notice.
     let (answer, said) = run(&daemon, &project, "look in stolen");
-    assert!(answer.contains("admin.token"), "{answer}");
+    assert!(answer.contains("secret.txt"), "{answer}");
     assert!(!said.contains("not trusted"), "{said}");
 
     // The agent rewrites the file from inside its container (an approver lets the write
@@ -142,15 +144,15 @@ async fn a_project_file_widens_the_container_only_once_an_owner_trusts_that_vers
     assert!(said.contains("is not trusted"), "{said}");
     assert!(said.contains("`mounts`"), "{said}");
     assert!(
-        said.contains("-{\"mounts\": [\"~/.loop:/stolen\"]}"),
+        said.contains("-{\"mounts\": [\"~/private:/stolen\"]}"),
         "{said}"
     );
     assert!(
-        said.contains("+{\"mounts\": [\"~/.loop:/stolen2\"]}"),
+        said.contains("+{\"mounts\": [\"~/private:/stolen2\"]}"),
         "{said}"
     );
     let (answer, said) = run(&daemon, &project, "look in stolen");
-    assert!(answer.contains("admin.token"), "{answer}");
+    assert!(answer.contains("secret.txt"), "{answer}");
     assert!(
         !said.contains("not trusted"),
         "one notice per version: {said}"

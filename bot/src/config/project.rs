@@ -13,13 +13,8 @@
 //!
 //! [`compose`] is the pure core: JSON in, the layer to apply and the held-back keys out.
 
-use std::io::Read;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
-use nix::fcntl::{OFlag, open, openat};
-use nix::sys::stat::Mode;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -123,82 +118,36 @@ pub fn project_file_path(work_dir: &Path) -> PathBuf {
 }
 
 /// Reads a work directory's project file; `None` when there is none. The agent can replace
-/// the file or its directory with a symbolic link (to `~/.loop/config.json`, say) or a FIFO,
-/// so both are opened without following links and the file must be a regular file of at most
-/// [`MAX_PROJECT_FILE_BYTES`] with a single name, read from the descriptor that was checked.
+/// the file or its directory with a symbolic link (to `~/.loop/config.json`, say) or a FIFO, so
+/// it is read the way every project file is ([`crate::project_files`]): beneath the project,
+/// through no link, a regular file of at most [`MAX_PROJECT_FILE_BYTES`].
 pub fn read_project_file(work_dir: &Path) -> Result<Option<ProjectFile>, ConfigError> {
+    use crate::project_files::{ProjectFileError, read_in_project};
     let path = project_file_path(work_dir);
+    let relative = Path::new(PROJECT_DIR).join(PROJECT_FILE_NAME);
     let refused = |reason: String| ConfigError::Refused {
         file: path.clone(),
         reason,
     };
-    let read_error = |errno: Errno| ConfigError::Read {
-        file: path.clone(),
-        source: std::io::Error::from(errno),
-    };
-    let nofollow = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let dir = match open(
-        &work_dir.join(PROJECT_DIR),
-        nofollow | OFlag::O_DIRECTORY,
-        Mode::empty(),
-    ) {
-        Ok(dir) => dir,
-        Err(Errno::ENOENT) => return Ok(None),
-        Err(Errno::ELOOP | Errno::ENOTDIR) => {
-            return Err(refused(format!(
-                "{PROJECT_DIR} is a symbolic link or not a directory; loop reads a project's config only from a real directory inside the project"
-            )));
+    match read_in_project(work_dir, &relative, MAX_PROJECT_FILE_BYTES) {
+        Ok(text) => Ok(Some(ProjectFile::new(path, text))),
+        Err(ProjectFileError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(None)
         }
-        Err(errno) => return Err(read_error(errno)),
-    };
-    // O_NONBLOCK: opening a FIFO must not wait for a writer.
-    let fd = match openat(
-        dir.as_fd(),
-        PROJECT_FILE_NAME,
-        nofollow | OFlag::O_NONBLOCK,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(Errno::ENOENT) => return Ok(None),
-        Err(Errno::ELOOP) => {
-            return Err(refused(
-                "it is a symbolic link; loop reads a project's config only from a regular file"
-                    .to_owned(),
-            ));
+        Err(ProjectFileError::Escapes { .. }) => Err(refused(format!(
+            "it (or {PROJECT_DIR}) is a symbolic link; loop reads a project's config only from a regular file inside the project"
+        ))),
+        Err(ProjectFileError::NotAFile { .. }) => {
+            Err(refused("it is not a regular file".to_owned()))
         }
-        Err(errno) => return Err(read_error(errno)),
-    };
-    let file = std::fs::File::from(fd);
-    let meta = file.metadata().map_err(|source| ConfigError::Read {
-        file: path.clone(),
-        source,
-    })?;
-    if !meta.is_file() {
-        return Err(refused("it is not a regular file".to_owned()));
+        Err(ProjectFileError::TooLarge { max, .. }) => Err(refused(format!(
+            "it is larger than the {max} bytes a project config may have"
+        ))),
+        Err(ProjectFileError::NotText { .. }) => Err(refused("it is not UTF-8 text".to_owned())),
+        Err(ProjectFileError::Io { source, .. }) => Err(ConfigError::Read { file: path, source }),
     }
-    if std::os::unix::fs::MetadataExt::nlink(&meta) > 1 {
-        return Err(refused(
-            "it has other hard links, so it may be another file's content".to_owned(),
-        ));
-    }
-    if meta.len() > MAX_PROJECT_FILE_BYTES {
-        return Err(refused(format!(
-            "it is {} bytes, more than the {MAX_PROJECT_FILE_BYTES} a project config may have",
-            meta.len()
-        )));
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_PROJECT_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|source| ConfigError::Read {
-            file: path.clone(),
-            source,
-        })?;
-    if bytes.len() as u64 > MAX_PROJECT_FILE_BYTES {
-        return Err(refused("it grew while it was read".to_owned()));
-    }
-    let text = String::from_utf8(bytes).map_err(|_| refused("it is not UTF-8 text".to_owned()))?;
-    Ok(Some(ProjectFile::new(path, text)))
 }
 
 /// Which version of the file is trusted.

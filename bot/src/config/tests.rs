@@ -715,15 +715,9 @@ fn a_project_file_that_is_a_link_a_fifo_or_too_large_is_refused() {
     assert!(refused("a fifo").contains("not a regular file"));
 
     std::fs::remove_file(&file).expect("rm");
-    let other = work.join("elsewhere.json");
-    std::fs::write(&other, "{}").expect("write");
-    std::fs::hard_link(&other, &file).expect("hard link");
-    assert!(refused("a hard link").contains("hard links"));
-
-    std::fs::remove_file(&file).expect("rm");
     let big = format!("{{\"claude_model\": \"{}\"}}", "x".repeat(300 * 1024));
     std::fs::write(&file, big).expect("write");
-    assert!(refused("too large").contains("more than the"));
+    assert!(refused("too large").contains("larger than"));
 
     // The directory itself may not be a link either (to `~/.loop`, whose config has tokens).
     std::fs::remove_dir_all(work.join(".loop")).expect("rm dir");
