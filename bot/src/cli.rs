@@ -244,9 +244,18 @@ pub enum DaemonCommand {
 pub enum ConfigCommand {
     /// Print the merged effective config, secrets redacted.
     Show {
-        /// Also apply this project's `.loop/config.json`.
+        /// Also apply this project's `.loop/config.json` (as far as its trusted version allows).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// Show how a project's `.loop/config.json` differs from the version last trusted, and
+    /// trust this exact version: only then do its mounts, envs, image and higher limits apply.
+    Trust {
+        /// The project directory (default: the current one).
+        dir: Option<PathBuf>,
+        /// Trust without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
 }
 

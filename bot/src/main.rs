@@ -86,11 +86,57 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Config(ConfigCommand::Show { dir }) => {
             let loaded = load(&sources)?;
-            let (json, warnings) = config_show::render(&loaded, dir.as_deref())?;
+            let trusted = match &dir {
+                Some(dir) => {
+                    let store = loop_bot::store::Store::open(&loaded.database_url()).await?;
+                    store
+                        .project_trust(&loop_bot::config::project::trust_key(dir))
+                        .await?
+                        .map(|t| loop_bot::config::TrustedVersion {
+                            hash: t.file_hash,
+                            text: t.content,
+                        })
+                }
+                None => None,
+            };
+            let (json, warnings) = config_show::render(&loaded, dir.as_deref(), trusted.as_ref())?;
             for warning in warnings {
                 eprintln!("warning: {warning}");
             }
             println!("{json}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Trust { dir, yes }) => {
+            use loop_bot::commands::config_trust::{self, Prepared};
+            let config = load(&sources)?;
+            let dir = absolute(&dir.unwrap_or_else(|| std::path::PathBuf::from(".")))?;
+            let store = loop_bot::store::Store::open(&config.database_url()).await?;
+            let review = match config_trust::prepare(&config, &store, &dir).await? {
+                Prepared::AlreadyTrusted(file) => {
+                    println!(
+                        "{} (version {}) is already trusted",
+                        file.path.display(),
+                        file.short_hash()
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Prepared::Review(review) => review,
+            };
+            println!("{}", config_trust::render(&review));
+            if !yes && !confirm("Trust this exact version? [y/N] ").await? {
+                eprintln!("nothing was trusted");
+                return Ok(ExitCode::FAILURE);
+            }
+            let by = format!(
+                "cli:{}",
+                std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned())
+            );
+            config_trust::record(&store, &review, &by).await?;
+            println!(
+                "trusted {} version {}: it applies from the next turn",
+                review.file.path.display(),
+                review.file.short_hash()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Image(ImageCommand::Build(args)) => {
@@ -415,6 +461,19 @@ async fn first_run(sources: &ConfigSources) -> anyhow::Result<()> {
         .with_context(|| format!("cannot build the agent image {}", request.tag))?;
     eprintln!("built {}", request.tag);
     Ok(())
+}
+
+/// Asks a yes/no question on the terminal; anything but `y`/`yes` (or end of input) is no.
+async fn confirm(question: &str) -> anyhow::Result<bool> {
+    eprint!("{question}");
+    let mut line = String::new();
+    tokio::io::BufReader::new(tokio::io::stdin())
+        .read_line(&mut line)
+        .await?;
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }
 
 /// Loads the global config and prints its warnings.

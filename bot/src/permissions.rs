@@ -60,12 +60,16 @@ pub fn role_of(config: &Permissions, grants: &[ChannelGrant], author: &Author) -
 }
 
 /// Whether a command is for owners only: those that change what the channel works on, remove
-/// its tasks, or change who may use it. Scheduling is open to members, who can ask the agent to
-/// schedule through its MCP tools anyway.
+/// its tasks, change who may use it, or trust a project's config (which may widen what the
+/// agent's container sees). Scheduling is open to members, who can ask the agent to schedule
+/// through its MCP tools anyway.
 pub fn needs_owner(command: &ChatCommand) -> bool {
     matches!(
         command,
-        ChatCommand::Dir(_) | ChatCommand::Cancel(_) | ChatCommand::Grant { .. }
+        ChatCommand::Dir(_)
+            | ChatCommand::Cancel(_)
+            | ChatCommand::Grant { .. }
+            | ChatCommand::Trust(_)
     )
 }
 
@@ -160,6 +164,8 @@ mod tests {
             subject: GrantSubject::User("U".into()),
             level: GrantLevel::Member
         }));
+        assert!(needs_owner(&ChatCommand::Trust(None)));
+        assert!(needs_owner(&ChatCommand::Trust(Some("1a2b3c4d".into()))));
         for free in [
             ChatCommand::Status,
             ChatCommand::Stop,

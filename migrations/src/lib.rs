@@ -11,6 +11,7 @@ use sea_orm_migration::prelude::*;
 mod m20261122_000001_initial;
 mod m20261122_000002_channel_grants;
 mod m20261122_000003_embedding_model;
+mod m20261122_000004_project_trust;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261122_000002_channel_grants::Migration),
             Box::new(m20261122_000003_embedding_model::Migration),
+            Box::new(m20261122_000004_project_trust::Migration),
         ]
     }
 }

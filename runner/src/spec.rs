@@ -50,6 +50,49 @@ pub const HOST_ALIAS: &str = "host.docker.internal";
 /// The proxy variables forwarded from the host.
 pub const PROXY_VARS: [&str; 4] = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"];
 
+/// Prefixes of the variables loop sets or reads in the container (the entrypoint, the gate,
+/// the docker proxy, the MCP server, the credentials, git's `safe.directory`), and of the
+/// dynamic loader's: the entrypoint runs as root with the container's environment.
+const RESERVED_ENV_PREFIXES: &[&str] = &[
+    "LOOP_",
+    "HOST_",
+    "AGENT_",
+    "LD_",
+    "ANTHROPIC_",
+    "CLAUDE_",
+    "GIT_CONFIG_",
+];
+/// Whole names of the same kind (see [`container_env`]); `ENV` and `BASH_ENV` name a script
+/// every shell runs first, `GCONV_PATH` a library glibc loads.
+const RESERVED_ENV_NAMES: &[&str] = &[
+    "CHANNEL_ID",
+    "API_URL",
+    "HOME",
+    "PATH",
+    "TZ",
+    "CHOWN_PATHS",
+    "DISABLE_AUTOUPDATER",
+    "DOCKER_HOST",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "ENV",
+    "BASH_ENV",
+    "GCONV_PATH",
+];
+
+/// Whether an environment variable is one loop owns in the container (or one that makes a
+/// process load foreign code), so that no project file may set it. Compared without case:
+/// `http_proxy` is read as well as `HTTP_PROXY`.
+pub fn is_reserved_env(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    RESERVED_ENV_NAMES.contains(&upper.as_str())
+        || RESERVED_ENV_PREFIXES
+            .iter()
+            .any(|prefix| upper.starts_with(prefix))
+}
+
 /// The unprivileged identity the agent runs as inside the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentUser {

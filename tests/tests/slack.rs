@@ -611,3 +611,147 @@ async fn the_loop_schedule_command_creates_tasks_directly_and_from_templates() {
             .all(|t| t.created_by.as_deref() == Some("UALICE"))
     );
 }
+
+/// The hash a `/loop trust` reply asks to be typed back (`/loop trust 1a2b3c4d5e6f`).
+fn hash_to_type(text: &str) -> String {
+    let at = text
+        .rfind("/loop trust ")
+        .unwrap_or_else(|| panic!("no hash to type in {text:?}"));
+    text[at + "/loop trust ".len()..]
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_an_owner_trusts_a_project_config_and_only_the_version_shown() {
+    if docker().await.is_none() {
+        return;
+    }
+    let (dir, project) = workspace();
+    let config_file = project.join(".loop/config.json");
+    std::fs::create_dir_all(project.join(".loop")).expect("mkdir");
+    std::fs::write(&config_file, r#"{"mounts": ["~/private:/stolen"]}"#).expect("write");
+    let model = start_model(
+        Script::new().rule(
+            Rule::contains("look in stolen")
+                .then(Step::bash("ls /stolen 2>&1"))
+                .then(Step::text("STOLEN {{last_tool_result}}")),
+        ),
+    )
+    .await;
+    let slack = FakeSlack::start().await.expect("fake slack");
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join("private")).expect("mkdir");
+    std::fs::write(home.join("private/secret.txt"), "the host user's").expect("write");
+    let config = slack_config(&model, &slack, dir.path(), "").replace(
+        r#""permissions": {"approvers": {"users": ["UBOSS"]}}"#,
+        r#""permissions": {"owners": {"users": ["UBOSS"]}, "members": {"users": ["UALICE"]}, "approvers": {"users": ["UBOSS"]}}"#,
+    );
+    let daemon = Daemon::start(&home, &config).await;
+    connected(&slack, &daemon).await;
+    let reply = |needle: String| {
+        let slack = &slack;
+        let daemon = &daemon;
+        async move {
+            slack
+                .wait_for(QUICK, |s| {
+                    s.bot_messages_in("C9", None)
+                        .into_iter()
+                        .find(|m| m.text.contains(&needle))
+                })
+                .await
+                .unwrap_or_else(|| panic!("no reply {needle:?}\n{}", daemon.log_text()))
+                .text
+        }
+    };
+    slack.slash_command(
+        "UBOSS",
+        "C9",
+        "/loop",
+        &format!("dir {}", project.display()),
+    );
+    reply("now works in".to_owned()).await;
+
+    // Untrusted: the turn runs without the mount and the thread says why.
+    let asked = slack.post_as_user(
+        "UALICE",
+        "C9",
+        &format!("{} look in stolen", FakeSlack::mention()),
+        None,
+    );
+    let thread = thread_until(&slack, &daemon, "C9", &asked.ts, "the answer", TURN, |m| {
+        has_text(m, "STOLEN")
+    })
+    .await;
+    assert!(has_text(&thread, "is not trusted"), "{thread:#?}");
+    assert!(has_text(&thread, "`mounts`"), "{thread:#?}");
+    assert!(
+        has_text(&thread, "No such file or directory"),
+        "{thread:#?}"
+    );
+
+    // A member may not trust it.
+    slack.slash_command("UALICE", "C9", "/loop", "trust");
+    slack
+        .wait_for(QUICK, |s| {
+            s.ephemerals()
+                .into_iter()
+                .find(|e| e.user == "UALICE" && e.text.contains("Only this channel's owners"))
+        })
+        .await
+        .unwrap_or_else(|| panic!("no owner-only refusal: {:?}", slack.ephemerals()));
+
+    // The owner is shown the diff and the hash to type.
+    slack.slash_command("UBOSS", "C9", "/loop", "trust");
+    let review = reply("was never trusted".to_owned()).await;
+    assert!(review.contains("~/private:/stolen"), "{review}");
+    let shown = hash_to_type(&review);
+    assert_eq!(shown.len(), 12, "{review}");
+
+    // The file changes before the owner answers: that hash trusts nothing.
+    std::fs::write(
+        &config_file,
+        r#"{"mounts": ["~/private:/stolen", "/etc:/hostetc:ro"]}"#,
+    )
+    .expect("rewrite");
+    slack.slash_command("UBOSS", "C9", "/loop", &format!("trust {shown}"));
+    let refused = reply(format!("not `{shown}`")).await;
+    assert!(refused.contains("nothing was trusted"), "{refused}");
+    assert!(
+        refused.contains("/etc:/hostetc:ro"),
+        "the new diff: {refused}"
+    );
+    let store = daemon.store().await;
+    let key = project
+        .canonicalize()
+        .expect("canonical")
+        .display()
+        .to_string();
+    assert_eq!(store.project_trust(&key).await.expect("read"), None);
+
+    // The version shown now is trusted by its hash, and applies on the next turn.
+    let current = hash_to_type(&refused);
+    slack.slash_command("UBOSS", "C9", "/loop", &format!("trust {current}"));
+    reply(format!("Trusted `{}`", config_file.display())).await;
+    let trust = store
+        .project_trust(&key)
+        .await
+        .expect("read")
+        .expect("trusted");
+    assert!(trust.file_hash.starts_with(&current));
+    assert_eq!(trust.trusted_by, "slack:UBOSS");
+    let asked = slack.post_as_user(
+        "UALICE",
+        "C9",
+        &format!("{} look in stolen", FakeSlack::mention()),
+        None,
+    );
+    let thread = thread_until(&slack, &daemon, "C9", &asked.ts, "the answer", TURN, |m| {
+        has_text(m, "STOLEN")
+    })
+    .await;
+    assert!(has_text(&thread, "secret.txt"), "{thread:#?}");
+    assert!(!has_text(&thread, "not trusted"), "{thread:#?}");
+    model.shutdown().await;
+}

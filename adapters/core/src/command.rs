@@ -34,6 +34,10 @@ pub enum ChatCommand {
     },
     /// `/loop schedule template NAME`: a task from `task_templates`.
     ScheduleTemplate(String),
+    /// `/loop trust`: show how the work directory's `.loop/config.json` differs from the
+    /// version an owner trusted; `/loop trust HASH`: trust it, if it is still that version
+    /// (the hash, or at least its first 8 hex digits, as shown).
+    Trust(Option<String>),
     /// Ask the agent: `!loop <prompt>` is an ordinary turn.
     Prompt(String),
     /// Explain the commands.
@@ -144,6 +148,16 @@ fn grant(word: &str, arg: &str) -> Option<ChatCommand> {
     Some(ChatCommand::Grant { subject, level })
 }
 
+/// `/loop trust [HASH]`: a hash is 8 to 64 hex digits.
+fn trust(arg: &str) -> Option<ChatCommand> {
+    let arg = arg.trim().trim_matches('`');
+    if arg.is_empty() {
+        return Some(ChatCommand::Trust(None));
+    }
+    let valid = (8..=64).contains(&arg.len()) && arg.chars().all(|c| c.is_ascii_hexdigit());
+    valid.then(|| ChatCommand::Trust(Some(arg.to_ascii_lowercase())))
+}
+
 /// A cron field as typed: digits, `*`, `/`, `,`, `-`.
 fn cron_field(word: &str) -> bool {
     !word.is_empty()
@@ -237,6 +251,7 @@ pub fn parse_command(text: &str) -> Option<ChatCommand> {
         "dir" if !arg.is_empty() => ChatCommand::Dir(arg.to_owned()),
         "dir" => ChatCommand::Status,
         "schedule" => schedule(arg).unwrap_or(ChatCommand::Help),
+        "trust" => trust(arg).unwrap_or(ChatCommand::Help),
         "allow_user" | "allow_role" | "deny_user" | "deny_role" => {
             grant(&word.to_ascii_lowercase(), arg).unwrap_or(ChatCommand::Help)
         }
@@ -363,6 +378,18 @@ mod tests {
             Some(ChatCommand::Dir("~/src/app".into())),
         );
         check("/loop dir", Some(ChatCommand::Status));
+        check("/loop trust", Some(ChatCommand::Trust(None)));
+        check(
+            "/loop trust 1A2B3C4D5E6F",
+            Some(ChatCommand::Trust(Some("1a2b3c4d5e6f".into()))),
+        );
+        check(
+            "!loop trust `1a2b3c4d`",
+            Some(ChatCommand::Trust(Some("1a2b3c4d".into()))),
+        );
+        // A hash too short to name one version, or not a hash: help, never a trust.
+        check("/loop trust 1a2b", Some(ChatCommand::Help));
+        check("/loop trust everything", Some(ChatCommand::Help));
         check("/loop", Some(ChatCommand::Help));
         check("/loop frobnicate", Some(ChatCommand::Help));
         check(

@@ -81,6 +81,17 @@ pub fn definition() -> CreateCommand {
                 .add_sub_option(level()),
         )
         .add_option(sub("deny_role", "Stop a role using loop here (owners)").add_sub_option(role()))
+        .add_option(
+            sub(
+                "trust",
+                "Show the project config's changes, or trust them (owners)",
+            )
+            .add_sub_option(CreateCommandOption::new(
+                CommandOptionType::String,
+                "hash",
+                "The version to trust, as shown",
+            )),
+        )
 }
 
 /// One subcommand as received: its name and its arguments (users and roles as ids).
@@ -129,6 +140,11 @@ pub fn command_of(invocation: Option<&Invocation>) -> ChatCommand {
         "deny_user" => grant(arg("user").map(GrantSubject::User), false),
         "allow_role" => grant(arg("role").map(GrantSubject::Role), true),
         "deny_role" => grant(arg("role").map(GrantSubject::Role), false),
+        // The same checks as the typed command: a hash, or nothing.
+        "trust" => {
+            loop_adapter::parse_command(&format!("/loop trust {}", arg("hash").unwrap_or_default()))
+                .unwrap_or(ChatCommand::Help)
+        }
         _ => ChatCommand::Help,
     }
 }
@@ -313,6 +329,12 @@ mod tests {
             }
         );
         assert_eq!(call("allow_role", &[]), ChatCommand::Help);
+        assert_eq!(call("trust", &[]), ChatCommand::Trust(None));
+        assert_eq!(
+            call("trust", &[("hash", "1A2B3C4D5E6F")]),
+            ChatCommand::Trust(Some("1a2b3c4d5e6f".into()))
+        );
+        assert_eq!(call("trust", &[("hash", "all")]), ChatCommand::Help);
         assert_eq!(command_of(None), ChatCommand::Help);
     }
 }

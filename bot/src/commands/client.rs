@@ -178,6 +178,7 @@ impl Client {
         );
         spinner.enable_steady_tick(Duration::from_millis(100));
         spinner.set_message("queued");
+        let mut log = ChannelLog::default();
         let result = loop {
             // The state is the truth; events only say when to look again.
             let state = self.message_state(inbox_id).await?;
@@ -199,10 +200,12 @@ impl Client {
                                     spinner.set_message(status);
                                 }
                             }
-                            StreamItem::Chat(LocalEvent::Edited { text, .. }) => {
-                                spinner.set_message(text)
+                            StreamItem::Chat(event) => {
+                                if let LocalEvent::Edited { text, .. } = &event {
+                                    spinner.set_message(text.clone());
+                                }
+                                log.record(event);
                             }
-                            StreamItem::Chat(LocalEvent::Posted { .. }) => {}
                         }
                     }
                 }
@@ -211,7 +214,69 @@ impl Client {
             }
         };
         spinner.finish_and_clear();
+        // What loop said in the channel besides the answer (e.g. that the project's config is
+        // not trusted) goes to stderr. The answer is posted last, so once it is on the stream,
+        // everything before it is too.
+        if let Ok(answer) = &result
+            && !answer.trim().is_empty()
+        {
+            let deadline = tokio::time::Instant::now() + ANSWER_ECHO_WAIT;
+            while !log.has_posted(answer) {
+                match tokio::time::timeout_at(deadline, stream.next()).await {
+                    Ok(Some(Ok(WsMessage::Text(text)))) => {
+                        if let Ok(StreamItem::Chat(event)) = serde_json::from_str(&text) {
+                            log.record(event);
+                        }
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    _ => break,
+                }
+            }
+            for notice in log.notices(answer) {
+                eprintln!("{notice}\n");
+            }
+        }
         result
+    }
+}
+
+/// How long `ask` waits for the answer to show on the stream before it prints the notices.
+const ANSWER_ECHO_WAIT: Duration = Duration::from_secs(3);
+
+/// The messages of a channel during one `ask`: the status message is posted and then edited,
+/// the answer is posted last, and the rest are notices.
+#[derive(Debug, Default)]
+struct ChannelLog {
+    posted: Vec<(String, String)>,
+    edited: std::collections::HashSet<String>,
+}
+
+impl ChannelLog {
+    fn record(&mut self, event: LocalEvent) {
+        match event {
+            LocalEvent::Posted {
+                message_id, text, ..
+            } => self.posted.push((message_id, text)),
+            LocalEvent::Edited { message_id, .. } => {
+                self.edited.insert(message_id);
+            }
+        }
+    }
+
+    /// Whether (the first part of) `answer` was posted.
+    fn has_posted(&self, answer: &str) -> bool {
+        self.posted
+            .iter()
+            .any(|(_, text)| !text.trim().is_empty() && answer.contains(text.trim()))
+    }
+
+    /// Posted messages that are neither a status message nor part of `answer`.
+    fn notices(&self, answer: &str) -> Vec<&str> {
+        self.posted
+            .iter()
+            .filter(|(id, text)| !self.edited.contains(id) && !answer.contains(text.trim()))
+            .map(|(_, text)| text.as_str())
+            .collect()
     }
 }
 
@@ -266,6 +331,28 @@ pub fn channel_for_dir(dir: Option<&std::path::Path>) -> String {
 mod tests {
     use super::*;
     use crate::api::wire::valid_channel_name;
+
+    #[test]
+    fn notices_are_what_was_posted_besides_the_status_and_the_answer() {
+        let posted = |id: &str, text: &str| LocalEvent::Posted {
+            channel: "c".into(),
+            message_id: id.into(),
+            text: text.into(),
+        };
+        let mut log = ChannelLog::default();
+        log.record(posted("1", "⏳ working"));
+        log.record(posted("2", "🔒 not trusted"));
+        log.record(LocalEvent::Edited {
+            channel: "c".into(),
+            message_id: "1".into(),
+            text: "✅ done".into(),
+        });
+        assert!(!log.has_posted("the answer, in two parts"));
+        log.record(posted("3", "the answer,"));
+        log.record(posted("4", "in two parts"));
+        assert!(log.has_posted("the answer, in two parts"));
+        assert_eq!(log.notices("the answer, in two parts"), ["🔒 not trusted"]);
+    }
 
     #[test]
     fn run_channels_are_stable_per_directory_and_valid() {

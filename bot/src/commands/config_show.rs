@@ -2,15 +2,28 @@
 
 use std::path::Path;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, TrustedVersion};
 
-/// The effective config (with the project's file applied when `dir` is given) as JSON, and the
-/// warnings produced while loading it.
-pub fn render(config: &Config, dir: Option<&Path>) -> Result<(String, Vec<String>), ConfigError> {
+/// The effective config (with the project's file applied when `dir` is given, its widening
+/// keys from `trusted`) as JSON, and the warnings produced while loading it.
+pub fn render(
+    config: &Config,
+    dir: Option<&Path>,
+    trusted: Option<&TrustedVersion>,
+) -> Result<(String, Vec<String>), ConfigError> {
     match dir {
         Some(dir) => {
-            let loaded = config.for_project(dir)?;
-            Ok((loaded.config.to_redacted_json(), loaded.warnings))
+            let loaded = config.for_project(dir, trusted)?;
+            let mut warnings = loaded.warnings;
+            if !loaded.held_back.is_empty() {
+                warnings.push(format!(
+                    "{} is not trusted in this version, so these keys were held back: {} (`loop config trust {}`)",
+                    crate::config::project::project_file_path(dir).display(),
+                    loaded.held_back.join(", "),
+                    dir.display()
+                ));
+            }
+            Ok((loaded.config.to_redacted_json(), warnings))
         }
         None => Ok((config.to_redacted_json(), Vec::new())),
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::ConfigError;
 use super::secret::Secret;
@@ -349,6 +349,13 @@ pub struct DuplicateKey {
 /// Parses HJSON-style JSON (comments, trailing commas) into a layer. Syntax errors carry the
 /// line and column; type errors carry the JSON path and what was expected.
 pub fn parse_layer(path: &Path, text: &str) -> Result<ParsedLayer, ConfigError> {
+    let mut parsed = layer_from_value(path, Value::Object(parse_object(path, text)?))?;
+    parsed.duplicate_keys = duplicate_keys(text);
+    Ok(parsed)
+}
+
+/// Parses HJSON-style JSON into its top-level object (an empty file is an empty object).
+pub fn parse_object(path: &Path, text: &str) -> Result<Map<String, Value>, ConfigError> {
     let value: Value =
         jsonc_parser::parse_to_serde_value(text, &jsonc_parser::ParseOptions::default()).map_err(
             |err| ConfigError::Syntax {
@@ -358,20 +365,23 @@ pub fn parse_layer(path: &Path, text: &str) -> Result<ParsedLayer, ConfigError> 
                 message: err.kind().to_string(),
             },
         )?;
-    let value = match value {
-        Value::Null => Value::Object(Default::default()),
-        Value::Object(_) => value,
-        other => {
-            return Err(ConfigError::Type {
-                file: path.to_path_buf(),
-                json_path: ".".to_owned(),
-                message: format!(
-                    "expected an object at the top level, found {}",
-                    json_kind(&other)
-                ),
-            });
-        }
-    };
+    match value {
+        Value::Null => Ok(Map::new()),
+        Value::Object(object) => Ok(object),
+        other => Err(ConfigError::Type {
+            file: path.to_path_buf(),
+            json_path: ".".to_owned(),
+            message: format!(
+                "expected an object at the top level, found {}",
+                json_kind(&other)
+            ),
+        }),
+    }
+}
+
+/// A layer from a parsed file, with the keys loop did not recognise (duplicates are a property
+/// of the text: [`duplicate_keys`]).
+pub fn layer_from_value(path: &Path, value: Value) -> Result<ParsedLayer, ConfigError> {
     let mut unknown_keys = Vec::new();
     // serde_ignored writes `?` for the `Some` of an `Option`; users know only key names.
     let mut record = |ignored: serde_ignored::Path<'_>| {
@@ -387,13 +397,13 @@ pub fn parse_layer(path: &Path, text: &str) -> Result<ParsedLayer, ConfigError> 
     Ok(ParsedLayer {
         layer,
         unknown_keys,
-        duplicate_keys: duplicate_keys(text),
+        duplicate_keys: Vec::new(),
     })
 }
 
 /// Every key given twice in one object, with 1-based lines. The JSON value keeps the later
 /// one silently, so the syntax tree is walked for them.
-fn duplicate_keys(text: &str) -> Vec<DuplicateKey> {
+pub fn duplicate_keys(text: &str) -> Vec<DuplicateKey> {
     use jsonc_parser::ast::Value as Node;
     fn walk(
         node: &Node<'_>,

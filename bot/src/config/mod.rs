@@ -4,10 +4,13 @@
 //! `{workDir}/.loop/config.json`. Both are HJSON-style JSON with the Go Loop's field names.
 //! Unknown keys are warned about by name and ignored; a syntax error names the line and column;
 //! a type error names the JSON path and the expected type. The merge rules are the Go Loop's,
-//! except that a project file may only tighten the gates unless the global file trusts it:
-//! the project file lives in a repository the agent itself can edit.
+//! except that the project file lives in a repository the agent itself can edit: what widens
+//! a container (mounts, envs, the image, limits upward...) applies only from a version an
+//! owner trusted (see [`project`]), and a project may only tighten the gates unless the global
+//! file trusts projects too.
 
 mod layer;
+pub mod project;
 mod secret;
 
 use std::collections::BTreeMap;
@@ -19,8 +22,9 @@ use serde_json::Value;
 pub use layer::{
     AuditSettings, ConfigLayer, EmbeddingsLayer, GateDecision, LogFormat, McpServer, MissedRuns,
     ParsedLayer, PermissionSet, Permissions, Platform, RateLimits, SchedulerLayer, TaskTemplate,
-    parse_layer,
+    layer_from_value, parse_layer, parse_object,
 };
+pub use project::{ProjectFile, TrustedVersion};
 pub use secret::{REDACTED, Secret};
 
 /// Why a configuration could not be loaded.
@@ -53,6 +57,8 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+    #[error("{file} was refused: {reason}")]
+    Refused { file: PathBuf, reason: String },
 }
 
 /// Where the configuration comes from: the home directory, the loop directory and the
@@ -322,6 +328,18 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
+/// A configuration for one work directory, and what its project file could not change.
+#[derive(Debug)]
+pub struct ProjectConfig {
+    pub config: Config,
+    /// Human-readable warnings: unknown keys, ignored project settings.
+    pub warnings: Vec<String>,
+    /// The project file as it was read (`None`: the directory has none).
+    pub file: Option<ProjectFile>,
+    /// Keys of the file that did not apply because this version is not trusted.
+    pub held_back: Vec<String>,
+}
+
 /// Environment variables that override config keys. Values are parsed as the key's type.
 const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
     ("LOOP_PLATFORMS", "platforms", EnvKind::List),
@@ -453,26 +471,92 @@ impl Config {
         Ok(Loaded { config, warnings })
     }
 
-    /// The configuration for one work directory: `{work_dir}/.loop/config.json` over this one.
+    /// The configuration for one work directory: `{work_dir}/.loop/config.json` over this one,
+    /// its widening keys from `trusted` unless the file is that version (see [`project`]).
     /// Environment overrides still win.
-    pub fn for_project(&self, work_dir: &Path) -> Result<Loaded, ConfigError> {
-        let file = work_dir.join(".loop").join("config.json");
+    pub fn for_project(
+        &self,
+        work_dir: &Path,
+        trusted: Option<&TrustedVersion>,
+    ) -> Result<ProjectConfig, ConfigError> {
+        self.with_project_file(project::read_project_file(work_dir)?, trusted)
+    }
+
+    /// [`Config::for_project`] with a project file already read (`None`: there is none), so
+    /// that what is checked or trusted is exactly what was shown.
+    pub fn with_project_file(
+        &self,
+        file: Option<ProjectFile>,
+        trusted: Option<&TrustedVersion>,
+    ) -> Result<ProjectConfig, ConfigError> {
         let mut config = self.clone();
         let mut warnings = Vec::new();
-        match std::fs::read_to_string(&file) {
-            Ok(text) => {
-                let parsed = parse_layer(&file, &text)?;
-                warn_unknown(&file, &parsed.unknown_keys, &mut warnings);
-                warn_duplicates(&file, &parsed.duplicate_keys, &mut warnings);
-                config.apply_project(parsed.layer, &file, &mut warnings)?;
-                let env_layer = config.env_layer.clone();
-                config.apply_global(env_layer, Path::new("environment"))?;
-                config.validate(&file)?;
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(ConfigError::Read { file, source }),
+        let Some(file) = file else {
+            return Ok(ProjectConfig {
+                config,
+                warnings,
+                file: None,
+                held_back: Vec::new(),
+            });
+        };
+        let current = parse_object(&file.path, &file.text)?;
+        // A trusted text was checked when it was trusted; should it fail now, trust nothing.
+        let earlier = trusted
+            .filter(|t| t.hash != file.hash)
+            .and_then(|t| parse_object(&file.path, &t.text).ok());
+        let trust = match (trusted, &earlier) {
+            (Some(t), _) if t.hash == file.hash => project::Trust::Current,
+            (_, Some(earlier)) => project::Trust::Earlier(earlier),
+            _ => project::Trust::Never,
+        };
+        let composition = project::compose(&current, trust, &self.in_force());
+        for name in &composition.refused_envs {
+            warnings.push(format!(
+                "{}: `envs.{name}` is a variable loop sets itself and was ignored",
+                file.path.display()
+            ));
         }
-        Ok(Loaded { config, warnings })
+        let parsed = layer_from_value(&file.path, Value::Object(composition.layer))?;
+        warn_unknown(&file.path, &parsed.unknown_keys, &mut warnings);
+        warn_duplicates(
+            &file.path,
+            &layer::duplicate_keys(&file.text),
+            &mut warnings,
+        );
+        config.apply_project(parsed.layer, &file.path, &mut warnings)?;
+        let env_layer = config.env_layer.clone();
+        config.apply_global(env_layer, Path::new("environment"))?;
+        config.validate(&file.path)?;
+        Ok(ProjectConfig {
+            config,
+            warnings,
+            held_back: composition.held_back,
+            file: Some(file),
+        })
+    }
+
+    /// What a project file's limits are measured against.
+    fn in_force(&self) -> project::InForce {
+        let mut limits = serde_json::Map::new();
+        limits.insert(
+            "container_memory_mb".to_owned(),
+            Value::from(self.container_memory_mb),
+        );
+        limits.insert(
+            "container_cpus".to_owned(),
+            Value::from(self.container_cpus),
+        );
+        limits.insert(
+            "container_timeout_sec".to_owned(),
+            Value::from(self.container_timeout_sec),
+        );
+        if let Some(budget) = self.channel_budget_usd {
+            limits.insert("channel_budget_usd".to_owned(), Value::from(budget));
+        }
+        project::InForce {
+            limits,
+            gate_loosening: self.gates.trust_project_config,
+        }
     }
 
     /// Expands a leading `~` against the host user's home.

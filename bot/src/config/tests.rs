@@ -51,6 +51,14 @@ impl Fixture {
     }
 }
 
+/// The project file of `work` as an owner would trust it.
+fn trust(work: &std::path::Path) -> TrustedVersion {
+    let file = project::read_project_file(work)
+        .expect("readable")
+        .expect("a project file");
+    TrustedVersion::of(&file)
+}
+
 #[test]
 fn missing_file_gives_the_documented_defaults() {
     let fx = Fixture::new();
@@ -306,7 +314,10 @@ fn project_scalars_win_and_lists_replace() {
             "permissions": {"owners": {"users": ["U2"]}}}"#,
     );
     let base = fx.load().config;
-    let config = base.for_project(&work).expect("project loads").config;
+    let config = base
+        .for_project(&work, Some(&trust(&work)))
+        .expect("project loads")
+        .config;
     assert_eq!(config.claude_model.as_deref(), Some("project-model"));
     assert_eq!(
         config.container_memory_mb, 512,
@@ -329,7 +340,12 @@ fn project_maps_merge_by_key_and_project_wins() {
         r#"{"envs": {"B": "project", "C": 3},
             "mcp": {"servers": {"shared": {"command": "project"}, "p": {"command": "p"}}}}"#,
     );
-    let config = fx.load().config.for_project(&work).expect("loads").config;
+    let config = fx
+        .load()
+        .config
+        .for_project(&work, Some(&trust(&work)))
+        .expect("loads")
+        .config;
     assert_eq!(config.envs["A"], Value::from("1"));
     assert_eq!(config.envs["B"], Value::from("project"));
     assert_eq!(config.envs["C"], Value::from(3));
@@ -350,7 +366,12 @@ fn project_memory_paths_append_and_templates_merge_by_name() {
             "task_templates": [{"name": "daily", "schedule": "0 10 * * *", "prompt": "p"},
                                {"name": "weekly", "schedule": "0 9 * * 1", "prompt": "w"}]}"#,
     );
-    let config = fx.load().config.for_project(&work).expect("loads").config;
+    let config = fx
+        .load()
+        .config
+        .for_project(&work, None)
+        .expect("loads")
+        .config;
     assert_eq!(
         config.memory.paths,
         vec!["./memory", "./docs", "!./docs/private"]
@@ -373,7 +394,12 @@ fn the_model_is_downloaded_into_the_loop_home_unless_a_directory_is_given() {
 
     // A project may set them too; an empty string goes back to the default.
     let work = fx.project(r#"{"memory": {"model_dir": "", "cache_dir": "/var/cache/models"}}"#);
-    let config = fx.load().config.for_project(&work).expect("loads").config;
+    let config = fx
+        .load()
+        .config
+        .for_project(&work, None)
+        .expect("loads")
+        .config;
     assert_eq!(config.memory.model_dir, None);
     assert_eq!(config.model_cache_dir(), PathBuf::from("/var/cache/models"));
 }
@@ -383,7 +409,12 @@ fn project_auth_replaces_global_auth_as_a_whole() {
     let fx = Fixture::new();
     fx.global(r#"{"claude_code_oauth_token": "global-oauth"}"#);
     let work = fx.project(r#"{"anthropic_api_key": "project-key"}"#);
-    let config = fx.load().config.for_project(&work).expect("loads").config;
+    let config = fx
+        .load()
+        .config
+        .for_project(&work, None)
+        .expect("loads")
+        .config;
     assert!(!config.claude_code_oauth_token.is_set());
     assert_eq!(config.anthropic_api_key.expose(), Some("project-key"));
 }
@@ -393,7 +424,12 @@ fn env_still_wins_over_the_project() {
     let mut fx = Fixture::new();
     fx.env("LOOP_CONTAINER_MEMORY_MB", "64");
     let work = fx.project(r#"{"container_memory_mb": 4096}"#);
-    let config = fx.load().config.for_project(&work).expect("loads").config;
+    let config = fx
+        .load()
+        .config
+        .for_project(&work, None)
+        .expect("loads")
+        .config;
     assert_eq!(config.container_memory_mb, 64);
 }
 
@@ -410,7 +446,7 @@ fn project_gates_may_only_tighten() {
                               {"commands": ["rm"], "decision": "allow"}]},
             "rate_limits": {"pending": 1000, "per_minute": 1000, "total": 100000}}}"#,
     );
-    let loaded = fx.load().config.for_project(&work).expect("loads");
+    let loaded = fx.load().config.for_project(&work, None).expect("loads");
     let gate = &loaded.config.gates.agentgate;
     assert!(gate.enabled, "a project cannot switch the gate off");
     assert_eq!(gate.default_decision, GateDecision::Deny);
@@ -432,13 +468,19 @@ fn project_gates_may_only_tighten() {
 
 #[test]
 fn trusted_projects_may_loosen_gates() {
+    // Both are needed: the global `gates.trust_project_config` and the owner's trust of the file.
     let fx = Fixture::new();
     fx.global(r#"{"gates": {"trust_project_config": true}}"#);
     let work = fx.project(
         r#"{"gates": {"agentgate": {"enabled": false,
             "command_rules": [{"commands": ["rm"], "decision": "allow"}]}}}"#,
     );
-    let config = fx.load().config.for_project(&work).expect("loads").config;
+    let config = fx
+        .load()
+        .config
+        .for_project(&work, Some(&trust(&work)))
+        .expect("loads")
+        .config;
     assert!(!config.gates.agentgate.enabled);
     assert_eq!(config.gates.agentgate.command_rules.len(), 1);
 }
@@ -456,7 +498,7 @@ fn a_project_may_not_switch_the_docker_proxy_on_but_may_tighten_it() {
                            {"paths": ["/containers/**"], "decision": "allow"}],
             "body_rules": [{"field": "Image", "patterns": ["*"], "decision": "approve"}]}}}"#,
     );
-    let loaded = fx.load().config.for_project(&work).expect("loads");
+    let loaded = fx.load().config.for_project(&work, None).expect("loads");
     let proxy = &loaded.config.gates.docker_proxy;
     assert!(
         !proxy.enabled,
@@ -484,14 +526,24 @@ fn a_project_may_not_switch_the_docker_proxy_on_but_may_tighten_it() {
         "{warnings}"
     );
 
-    // Switching it off tightens; a trusted project may switch it on.
+    // Switching it off tightens; a trusted project (with the global trust) may switch it on.
     fx.global(r#"{"gates": {"docker_proxy": {"enabled": true}}}"#);
     let work = fx.project(r#"{"gates": {"docker_proxy": {"enabled": false}}}"#);
-    let config = fx.load().config.for_project(&work).expect("loads").config;
+    let config = fx
+        .load()
+        .config
+        .for_project(&work, None)
+        .expect("loads")
+        .config;
     assert!(!config.gates.docker_proxy.enabled);
     fx.global(r#"{"gates": {"trust_project_config": true}}"#);
     let work = fx.project(r#"{"gates": {"docker_proxy": {"enabled": true}}}"#);
-    let config = fx.load().config.for_project(&work).expect("loads").config;
+    let config = fx
+        .load()
+        .config
+        .for_project(&work, Some(&trust(&work)))
+        .expect("loads")
+        .config;
     assert!(config.gates.docker_proxy.enabled);
 }
 
@@ -512,7 +564,7 @@ fn a_broken_project_file_is_an_error_naming_that_file() {
     let err = fx
         .load()
         .config
-        .for_project(&work)
+        .for_project(&work, None)
         .expect_err("broken project file")
         .to_string();
     assert!(err.contains("project/.loop/config.json"), "{err}");
@@ -537,7 +589,7 @@ fn scheduler_settings_default_layer_and_only_the_zone_is_per_project() {
     let work = fx.project(
         r#"{"scheduler": {"missed_runs": "once", "min_interval_sec": 1, "timezone": "Asia/Tokyo"}}"#,
     );
-    let project = base.for_project(&work).expect("project loads").config;
+    let project = base.for_project(&work, None).expect("project loads").config;
     assert_eq!(project.scheduler.timezone.as_deref(), Some("Asia/Tokyo"));
     assert_eq!(
         project.scheduler.missed_runs,
@@ -564,7 +616,7 @@ fn egress_is_off_by_default_and_global_only() {
         r#"{"gates": {"egress": {"enabled": true, "allowed_hosts": ["api.anthropic.com", "*.github.com"]}}}"#,
     );
     let work = fx.project(r#"{"gates": {"egress": {"enabled": false, "allowed_hosts": ["*"]}}}"#);
-    let loaded = fx.load().config.for_project(&work).expect("loads");
+    let loaded = fx.load().config.for_project(&work, None).expect("loads");
     let egress = &loaded.config.gates.egress;
     assert!(egress.enabled, "a project cannot switch egress control off");
     assert_eq!(
@@ -576,4 +628,105 @@ fn egress_is_off_by_default_and_global_only() {
         "{:?}",
         loaded.warnings
     );
+}
+
+#[test]
+fn an_untrusted_project_file_cannot_widen_the_container() {
+    let fx = Fixture::new();
+    fx.global(r#"{"mounts": ["/srv/shared:/shared:ro"], "container_memory_mb": 1024}"#);
+    let work = fx.project(
+        r#"{"claude_model": "project-model",
+            "mounts": ["~/.loop:/stolen", "/etc:/hostetc:ro", "/var/run/docker.sock:/tmp/d.sock"],
+            "envs": {"LOOP_GATE_ENABLED": "0", "NODE_ENV": "test"},
+            "container_memory_mb": 65536, "container_cpus": 0.5}"#,
+    );
+    let base = fx.load().config;
+    let loaded = base.for_project(&work, None).expect("loads");
+    let config = &loaded.config;
+    assert_eq!(
+        config.claude_model.as_deref(),
+        Some("project-model"),
+        "safe keys apply"
+    );
+    assert_eq!(
+        config.mounts,
+        ["/srv/shared:/shared:ro"],
+        "the global mounts stay"
+    );
+    assert!(config.envs.is_empty(), "{:?}", config.envs);
+    assert_eq!(config.container_memory_mb, 1024, "limits do not go up");
+    assert_eq!(config.container_cpus, 0.5, "limits go down");
+    assert_eq!(
+        loaded.held_back,
+        ["mounts", "envs.NODE_ENV", "container_memory_mb"]
+    );
+    let file = loaded.file.as_ref().expect("the file as read");
+    assert_eq!(file.hash, project::hash_text(&file.text));
+
+    // Trusted, the same bytes apply, but loop's own variables never do.
+    let loaded = base.for_project(&work, Some(&trust(&work))).expect("loads");
+    assert_eq!(loaded.config.mounts.len(), 3);
+    assert_eq!(loaded.config.container_memory_mb, 65536);
+    assert_eq!(loaded.config.envs.keys().collect::<Vec<_>>(), ["NODE_ENV"]);
+    assert!(loaded.held_back.is_empty());
+    assert!(
+        loaded
+            .warnings
+            .join("\n")
+            .contains("`envs.LOOP_GATE_ENABLED` is a variable loop sets itself"),
+        "{:?}",
+        loaded.warnings
+    );
+
+    // Changed after the trust: the trusted mounts apply, the new one is held back.
+    let trusted = trust(&work);
+    std::fs::write(
+        work.join(".loop/config.json"),
+        r#"{"mounts": ["~/.loop:/stolen2"], "envs": {"NODE_ENV": "test"}}"#,
+    )
+    .expect("rewrite");
+    let loaded = base.for_project(&work, Some(&trusted)).expect("loads");
+    assert_eq!(loaded.config.mounts.len(), 3, "{:?}", loaded.config.mounts);
+    assert!(!loaded.config.mounts.iter().any(|m| m.contains("stolen2")));
+    assert_eq!(loaded.held_back, ["mounts"]);
+}
+
+#[test]
+fn a_project_file_that_is_a_link_a_fifo_or_too_large_is_refused() {
+    let fx = Fixture::new();
+    let work = fx.project("{}");
+    let file = work.join(".loop/config.json");
+    let base = fx.load().config;
+    let refused = |what: &str| {
+        let err = base.for_project(&work, None).expect_err(what).to_string();
+        assert!(
+            err.contains("project/.loop/config.json was refused"),
+            "{what}: {err}"
+        );
+        err
+    };
+
+    std::fs::remove_file(&file).expect("rm");
+    std::os::unix::fs::symlink(fx.sources.global_file(), &file).expect("symlink");
+    assert!(refused("a symlink").contains("symbolic link"));
+
+    std::fs::remove_file(&file).expect("rm");
+    nix::unistd::mkfifo(&file, nix::sys::stat::Mode::S_IRWXU).expect("fifo");
+    assert!(refused("a fifo").contains("not a regular file"));
+
+    std::fs::remove_file(&file).expect("rm");
+    let big = format!("{{\"claude_model\": \"{}\"}}", "x".repeat(300 * 1024));
+    std::fs::write(&file, big).expect("write");
+    assert!(refused("too large").contains("larger than"));
+
+    // The directory itself may not be a link either (to `~/.loop`, whose config has tokens).
+    std::fs::remove_dir_all(work.join(".loop")).expect("rm dir");
+    std::os::unix::fs::symlink(&fx.sources.loop_dir, work.join(".loop")).expect("symlink");
+    std::fs::write(fx.sources.global_file(), "{}").expect("global");
+    assert!(refused("a linked directory").contains("symbolic link"));
+
+    // No directory, no file: nothing to apply.
+    std::fs::remove_file(work.join(".loop")).expect("rm link");
+    let loaded = base.for_project(&work, None).expect("no file");
+    assert!(loaded.file.is_none());
 }

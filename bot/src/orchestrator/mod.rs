@@ -9,6 +9,7 @@
 //! running are marked interrupted and their messages re-queued, so each is answered once.
 
 mod progress;
+mod trust;
 mod turn;
 pub mod workspace;
 
@@ -433,6 +434,7 @@ impl Orchestrator {
                     GrantLevel::Denied => format!("🚫 {who} may no longer use loop here."),
                 }
             }
+            ChatCommand::Trust(hash) => self.trust_command(&channel, &author, hash).await?,
             ChatCommand::Cancel(id) => match self.channel_task(&key, &id).await? {
                 Some(task) => {
                     self.inner.store.delete_task(&task.id).await?;
@@ -485,7 +487,12 @@ impl Orchestrator {
     ) -> Result<Result<CreateTaskInput, String>, OrchestratorError> {
         let work_dir = self.inner.store.channel_work_dir(channel).await?;
         let templates = match &work_dir {
-            Some(dir) => match self.inner.config.for_project(std::path::Path::new(dir)) {
+            // Task templates need no trust: the trusted version does not matter here.
+            Some(dir) => match self
+                .inner
+                .config
+                .for_project(std::path::Path::new(dir), None)
+            {
                 Ok(loaded) => loaded.config.task_templates,
                 Err(err) => return Ok(Err(err.to_string())),
             },
@@ -744,6 +751,6 @@ async fn post_chunks(
     Ok(first)
 }
 
-const HELP: &str = "Commands: `/loop status` · `/loop dir PATH` (work in a directory) · `/loop stop` (stop the running turn) · `/loop new` (fresh session) · `/loop tasks` · `/loop task ID` · `/loop cancel ID` · `/loop schedule SCHEDULE [cron|interval|once] PROMPT` (e.g. `/loop schedule \"0 9 * * 1-5\" check the build`, `/loop schedule every 2h ...`) · `/loop schedule template NAME` · `/loop allow_user|allow_role WHO [owner]` · `/loop deny_user|deny_role WHO` (owners: who may use loop here). Anything else: mention me, or start with `!loop`.";
+const HELP: &str = "Commands: `/loop status` · `/loop dir PATH` (work in a directory) · `/loop stop` (stop the running turn) · `/loop new` (fresh session) · `/loop tasks` · `/loop task ID` · `/loop cancel ID` · `/loop schedule SCHEDULE [cron|interval|once] PROMPT` (e.g. `/loop schedule \"0 9 * * 1-5\" check the build`, `/loop schedule every 2h ...`) · `/loop schedule template NAME` · `/loop allow_user|allow_role WHO [owner]` · `/loop deny_user|deny_role WHO` (owners: who may use loop here) · `/loop trust [HASH]` (owners: review or trust the project's `.loop/config.json`). Anything else: mention me, or start with `!loop`.";
 const NOT_ALLOWED: &str = "🔒 You are not allowed to use loop in this channel. An owner can let you in with `/loop allow_user <your user id>`.";
 const OWNERS_ONLY: &str = "🔒 Only this channel's owners can do that.";

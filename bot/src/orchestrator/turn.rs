@@ -79,11 +79,15 @@ impl Orchestrator {
             )
             .await?;
 
-        let project = match self.inner.config.for_project(&work_dir) {
+        let trusted = self.trusted_version(&work_dir).await?;
+        let project = match self.inner.config.for_project(&work_dir, trusted.as_ref()) {
             Ok(loaded) => {
                 for warning in &loaded.warnings {
                     tracing::warn!(channel = %channel, "{warning}");
                 }
+                // The turn still runs, on the trusted values; the channel hears why once.
+                self.announce_untrusted(channel, &work_dir, &loaded, trusted.as_ref())
+                    .await?;
                 loaded.config
             }
             Err(err) => {

@@ -356,7 +356,8 @@ pub async fn channel_timezone(
         Ok(Some(dir)) => dir,
         _ => return settings.default_timezone,
     };
-    let project = config.for_project(std::path::Path::new(&work_dir));
+    // The zone needs no trust: the trusted version does not matter here.
+    let project = config.for_project(std::path::Path::new(&work_dir), None);
     match project {
         Ok(loaded) => loaded
             .config

@@ -272,3 +272,44 @@ pub mod channel_grants {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod project_trust {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "project_trust")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub work_dir: String,
+        pub file_hash: String,
+        #[sea_orm(column_type = "Text")]
+        pub content: String,
+        pub trusted_by: String,
+        pub trusted_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod project_trust_notices {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "project_trust_notices")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub channel_key: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub work_dir: String,
+        pub file_hash: String,
+        pub notified_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

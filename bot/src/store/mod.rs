@@ -20,6 +20,7 @@ mod runs;
 mod tasks;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
+mod trust;
 
 pub use approvals::{
     ApprovalAnswer, ApprovalRecord, ApprovalScope, ApprovalStatus, AuditEntry, Decided,
@@ -33,6 +34,7 @@ pub use runs::RunOrigin;
 pub use tasks::{
     NewTask, TASK_MESSAGE_PREFIX, TaskAdvance, TaskChange, TaskRecord, task_message_id,
 };
+pub use trust::ProjectTrust;
 
 /// Errors callers can act on.
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +203,8 @@ mod tests {
                 "gate_audit",
                 "memories",
                 "channel_grants",
+                "project_trust",
+                "project_trust_notices",
             ] {
                 assert!(
                     tables.iter().any(|t| t == table),

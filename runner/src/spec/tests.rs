@@ -698,3 +698,53 @@ fn nothing_a_config_names_can_show_loops_own_directory() {
     );
     assert!(plan.copy_files.is_empty(), "{:?}", plan.copy_files);
 }
+
+#[test]
+fn every_variable_loop_sets_in_a_container_is_reserved() {
+    let mut fx = Fixture::new();
+    let dir = fx.dir.path().to_path_buf();
+    fx.settings.api_token = Some("t0k3n".into());
+    fx.settings.host_proxy_env = [("HTTP_PROXY", "http://proxy:3128"), ("no_proxy", "x")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    fx.settings.gate = Some(GateSpec {
+        policy_json: "{}".into(),
+        token: "ab".repeat(32),
+        policy_dir: dir.join("run"),
+    });
+    fx.settings.docker_proxy = Some(DockerProxySpec {
+        policy_json: "{}".into(),
+        host_socket: PathBuf::from("/var/run/docker.sock"),
+        policy_dir: dir.join("run"),
+        token: "cd".repeat(32),
+    });
+    for auth in [Auth::ApiKey("k".into()), Auth::OAuthToken("t".into())] {
+        fx.settings.auth = auth;
+        for var in &fx.plan().env {
+            let name = var.split_once('=').map_or(var.as_str(), |(name, _)| name);
+            assert!(
+                is_reserved_env(name),
+                "{name} is set by loop but not reserved"
+            );
+        }
+    }
+    for name in [
+        "LD_PRELOAD",
+        "ld_library_path",
+        "https_proxy",
+        "ANTHROPIC_BASE_URL",
+        "BASH_ENV",
+    ] {
+        assert!(is_reserved_env(name), "{name}");
+    }
+    for name in [
+        "NODE_ENV",
+        "RUST_LOG",
+        "GOFLAGS",
+        "MY_PATH",
+        "HOMEBREW_NO_ANALYTICS",
+    ] {
+        assert!(!is_reserved_env(name), "{name}");
+    }
+}
