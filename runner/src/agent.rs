@@ -257,6 +257,14 @@ pub enum RunError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// The Docker engine stopped answering (killed, restarting, its socket gone): an
+    /// infrastructure failure, not the agent's. The turn can run again once the engine is back.
+    #[error("the Docker engine stopped answering ({call}): {source}")]
+    EngineLost {
+        call: &'static str,
+        #[source]
+        source: bollard::errors::Error,
+    },
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -277,6 +285,20 @@ fn stderr_suffix(stderr: &str) -> String {
 }
 
 impl RunError {
+    /// A failed Docker call: [`RunError::EngineLost`] when the engine never answered.
+    fn docker(call: &'static str, source: bollard::errors::Error) -> RunError {
+        if crate::docker::engine_unreachable(&source) {
+            RunError::EngineLost { call, source }
+        } else {
+            RunError::Docker { call, source }
+        }
+    }
+
+    /// Whether the engine, not the agent, failed the turn.
+    pub fn is_engine_lost(&self) -> bool {
+        matches!(self, RunError::EngineLost { .. })
+    }
+
     fn is_prompt_too_long(&self) -> bool {
         match self {
             RunError::Agent { message, .. } => message.to_lowercase().contains(PROMPT_TOO_LONG),
@@ -308,6 +330,12 @@ pub trait AgentRunner: Send + Sync {
     /// Idle warm agents, for status displays. Backends without warm agents have none.
     async fn warm_agents(&self) -> Vec<WarmInfo> {
         Vec::new()
+    }
+
+    /// Whether turns can run again after a [`RunError::EngineLost`]: the orchestrator asks,
+    /// with backoff, before it starts turns again. Backends without an engine are always ready.
+    async fn engine_ready(&self) -> Result<(), RunError> {
+        Ok(())
     }
 }
 
@@ -364,10 +392,7 @@ impl DockerRunner {
         self.docker
             .start_container(&id, None)
             .await
-            .map_err(|source| RunError::Docker {
-                call: "start_container",
-                source,
-            })?;
+            .map_err(|source| RunError::docker("start_container", source))?;
         Ok(self.registry.register(ContainerEntry {
             id,
             name: plan.name,
@@ -480,6 +505,14 @@ impl DockerRunner {
             None => {
                 let id = agent.id.clone();
                 let stderr = agent.io.stderr_text();
+                // The output also ends when the engine dies under the agent.
+                if let Err(source) = self.docker.ping().await {
+                    let err = RunError::docker("ping", source);
+                    if err.is_engine_lost() {
+                        self.retire(agent).await;
+                        return WarmTurn::Done(Err(err));
+                    }
+                }
                 self.retire(agent).await;
                 if self.was_oom_killed(&id).await {
                     WarmTurn::Done(Err(RunError::OutOfMemory {
@@ -592,7 +625,13 @@ impl DockerRunner {
             remove_at_ms: None,
         });
         tracing::debug!(run_id = %request.run_id, container = %plan.name, warm = warm_fingerprint.is_some(), "container created");
-        let io = self.attach_and_start(&id).await?;
+        let io = match self.attach_and_start(&id).await {
+            Ok(io) => io,
+            Err(err) => {
+                self.finish_container(&id, plan, request.keep_alive).await;
+                return Err(err);
+            }
+        };
         if let Some(print) = warm_fingerprint {
             match self
                 .drive_warm_start(
@@ -691,7 +730,7 @@ impl DockerRunner {
                 Err(agent_error(result))
             }
             None => {
-                let code = self.wait_exit(id).await;
+                let code = self.wait_exit(id).await?;
                 if self.was_oom_killed(id).await {
                     return Err(RunError::OutOfMemory {
                         limit_mb: request.settings.memory_mb,
@@ -720,17 +759,11 @@ impl DockerRunner {
                 }),
             )
             .await
-            .map_err(|source| RunError::Docker {
-                call: "attach_container",
-                source,
-            })?;
+            .map_err(|source| RunError::docker("attach_container", source))?;
         self.docker
             .start_container(id, None)
             .await
-            .map_err(|source| RunError::Docker {
-                call: "start_container",
-                source,
-            })?;
+            .map_err(|source| RunError::docker("start_container", source))?;
         Ok(AgentIo::new(attached.input, attached.output))
     }
 
@@ -809,10 +842,7 @@ impl DockerRunner {
                 body,
             )
             .await
-            .map_err(|source| RunError::Docker {
-                call: "create_container",
-                source,
-            })?;
+            .map_err(|source| RunError::docker("create_container", source))?;
         for file in &plan.copy_files {
             self.copy_in(&created.id, &file.host_path, &file.container_path)
                 .await?;
@@ -852,10 +882,7 @@ impl DockerRunner {
                 bollard::body_full(tarball.into()),
             )
             .await
-            .map_err(|source| RunError::Docker {
-                call: "upload_to_container",
-                source,
-            })
+            .map_err(|source| RunError::docker("upload_to_container", source))
     }
 
     /// A cold turn: one prompt, then EOF; with StdinOnce the CLI sees its stdin close and exits
@@ -877,11 +904,11 @@ impl DockerRunner {
         let read = async {
             let turn = io.read_turn(&plan.name, events).await;
             io.drain(&plan.name).await;
-            let code = self.wait_exit(id).await;
-            (turn.result, code)
+            let exit = self.wait_exit(id).await;
+            (turn.result, exit)
         };
         let timeout = request.settings.timeout;
-        let (result, code) = match within_limits(read, timeout, cancel).await {
+        let (result, exit) = match within_limits(read, timeout, cancel).await {
             Ok(done) => done,
             Err(err) => {
                 self.kill(id).await;
@@ -903,24 +930,33 @@ impl DockerRunner {
                 recovery: Recovery::None,
                 warm: false,
             }),
-            None => Err(RunError::Exited {
-                code,
-                stderr: io.stderr_text(),
-            }),
+            // No result: either the agent died, or the engine did and took the output with it.
+            None => match exit {
+                Ok(code) => Err(RunError::Exited {
+                    code,
+                    stderr: io.stderr_text(),
+                }),
+                Err(lost) => Err(lost),
+            },
         }
     }
 
-    async fn wait_exit(&self, id: &str) -> i64 {
+    /// The container's exit code, or [`RunError::EngineLost`] when the engine cannot be asked
+    /// (it died under the turn, which is also what ended the output stream).
+    async fn wait_exit(&self, id: &str) -> Result<i64, RunError> {
         let mut wait = self.docker.wait_container(id, None::<WaitContainerOptions>);
         match wait.next().await {
-            Some(Ok(response)) => response.status_code,
+            Some(Ok(response)) => Ok(response.status_code),
             // bollard reports a non-zero exit as an error carrying the code.
-            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-            Some(Err(err)) => {
-                tracing::debug!(container = %id, error = %err, "wait failed");
-                -1
-            }
-            None => -1,
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(err)) => match RunError::docker("wait_container", err) {
+                lost @ RunError::EngineLost { .. } => Err(lost),
+                other => {
+                    tracing::debug!(container = %id, error = %other, "wait failed");
+                    Ok(-1)
+                }
+            },
+            None => Ok(-1),
         }
     }
 
@@ -1008,6 +1044,19 @@ impl AgentRunner for DockerRunner {
         self.warm_info().await
     }
 
+    async fn engine_ready(&self) -> Result<(), RunError> {
+        self.docker
+            .ping()
+            .await
+            .map_err(|source| RunError::docker("ping", source))?;
+        // What the dead engine could not remove (the lost turn's container) goes now.
+        let removed = self.registry.retry_failed_removals().await;
+        if removed > 0 {
+            tracing::info!(removed, "removed containers the lost engine left behind");
+        }
+        Ok(())
+    }
+
     #[tracing::instrument(skip_all, fields(run_id = %request.run_id, channel = %request.target.channel_id))]
     async fn run_turn(
         &self,
@@ -1069,6 +1118,8 @@ impl AgentRunner for DockerRunner {
                     outcome.recovery = Recovery::RetriedLatest;
                     Ok(outcome)
                 }
+                // The engine is gone now: that, not the first failure, is what to act on.
+                Err(retry) if retry.is_engine_lost() => Err(retry),
                 Err(_) => Err(error),
             };
         }
@@ -1092,5 +1143,22 @@ mod tests {
         assert!(!RunError::TimedOut(Duration::from_secs(1)).is_retryable());
         assert!(!RunError::Cancelled.is_retryable());
         assert!(!RunError::OutOfMemory { limit_mb: 1 }.is_retryable());
+        let refused = || bollard::errors::Error::IOError {
+            err: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        let lost = RunError::docker("create_container", refused());
+        assert!(lost.is_engine_lost());
+        assert!(
+            !lost.is_retryable(),
+            "a lost engine is not retried in a fresh session"
+        );
+        let refused_by_engine = RunError::docker(
+            "create_container",
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 409,
+                message: "name in use".into(),
+            },
+        );
+        assert!(!refused_by_engine.is_engine_lost());
     }
 }

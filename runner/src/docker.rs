@@ -50,6 +50,21 @@ pub fn local_socket_path(docker_host: Option<&str>) -> Option<std::path::PathBuf
     }
 }
 
+/// Whether a failed Docker call never got an answer from the engine (connection refused or cut,
+/// socket gone, timed out), as opposed to the engine answering with an error. A turn that fails
+/// this way failed because of the engine, not the agent.
+pub fn engine_unreachable(err: &bollard::errors::Error) -> bool {
+    use bollard::errors::Error;
+    matches!(
+        err,
+        Error::HyperLegacyError { .. }
+            | Error::HyperResponseError { .. }
+            | Error::IOError { .. }
+            | Error::RequestTimeoutError
+            | Error::SocketNotFoundError(_)
+    )
+}
+
 /// Version, API version and runtimes of the engine.
 pub async fn engine_info(docker: &Docker) -> Result<EngineInfo, DockerError> {
     let version = docker.version().await.map_err(|source| DockerError::Api {
@@ -118,6 +133,40 @@ mod tests {
         assert_eq!(local_socket_path(Some("tcp://10.0.0.1:2375")), None);
         assert_eq!(local_socket_path(Some("ssh://me@host")), None);
         assert_eq!(local_socket_path(Some("unix://relative")), None);
+    }
+
+    #[test]
+    fn only_transport_failures_mean_the_engine_is_unreachable() {
+        use bollard::errors::Error;
+        let refused = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let cases = [
+            (Error::IOError { err: refused() }, true),
+            (Error::RequestTimeoutError, true),
+            (Error::SocketNotFoundError("/run/docker.sock".into()), true),
+            (
+                Error::DockerResponseServerError {
+                    status_code: 404,
+                    message: "no such container".into(),
+                },
+                false,
+            ),
+            (
+                Error::DockerContainerWaitError {
+                    error: String::new(),
+                    code: 137,
+                },
+                false,
+            ),
+            (
+                Error::DockerStreamError {
+                    error: "bad".into(),
+                },
+                false,
+            ),
+        ];
+        for (err, expected) in cases {
+            assert_eq!(engine_unreachable(&err), expected, "{err:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! with no `.await` inside. Delayed removals are tasks owned by the registry's tracker and
 //! cancelled by its token, so nothing outlives [`ContainerRegistry::shutdown`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,6 +71,9 @@ pub enum RegistryEvent {
 struct Inner {
     entries: HashMap<String, ContainerEntry>,
     removal_timers: HashMap<String, CancellationToken>,
+    /// Containers whose removal failed because the engine did not answer: removed again when
+    /// it does ([`ContainerRegistry::retry_failed_removals`]).
+    unremoved: HashSet<String>,
 }
 
 /// The registry. Cheap to clone.
@@ -99,6 +102,7 @@ impl ContainerRegistry {
             inner: Arc::new(Mutex::new(Inner {
                 entries: HashMap::new(),
                 removal_timers: HashMap::new(),
+                unremoved: HashSet::new(),
             })),
             events,
             tracker: TaskTracker::new(),
@@ -323,11 +327,34 @@ impl ContainerRegistry {
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(()),
-            Err(source) => Err(DockerError::Api {
-                call: "remove_container",
-                source,
-            }),
+            Err(source) => {
+                if crate::docker::engine_unreachable(&source) {
+                    self.lock().unremoved.insert(id.to_owned());
+                }
+                Err(DockerError::Api {
+                    call: "remove_container",
+                    source,
+                })
+            }
         }
+    }
+
+    /// Removes the containers a dead engine could not remove (a turn's container, a retired
+    /// warm agent), once it answers again. Returns how many went.
+    pub async fn retry_failed_removals(&self) -> usize {
+        let ids: Vec<String> = self.lock().unremoved.drain().collect();
+        let mut removed = 0;
+        for id in ids {
+            match self.remove_now(&id).await {
+                Ok(()) => removed += 1,
+                // Still unreachable (kept for the next try), or refused: the reconcile loop's
+                // own failure says more.
+                Err(err) => {
+                    tracing::debug!(container = %id, error = %err, "cannot remove a container left by a lost engine yet")
+                }
+            }
+        }
+        removed
     }
 
     /// Removes, best effort, the containers and networks labelled
@@ -474,6 +501,7 @@ impl ContainerRegistry {
     /// One reconcile pass: drop entries Docker no longer has, sync statuses, and schedule
     /// removal for containers that just stopped.
     pub async fn reconcile_once(&self, keep_alive: Duration) -> Result<(), DockerError> {
+        self.retry_failed_removals().await;
         let live: HashMap<String, ContainerEntry> = self
             .docker_containers()
             .await?
