@@ -102,6 +102,8 @@ pub mod runs {
         pub created_at: i64,
         pub started_at: Option<i64>,
         pub finished_at: Option<i64>,
+        /// The platform id of the run's status message, once posted.
+        pub status_message_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -166,6 +166,16 @@ impl Store {
     /// Puts a run's messages back in the queue (the run was interrupted), counting the attempt.
     pub async fn release_messages(&self, run_id: &str) -> Result<(), StoreError> {
         let txn = self.db().begin().await?;
+        Store::release_messages_in(&txn, run_id).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// [`Store::release_messages`] inside the caller's transaction.
+    pub(crate) async fn release_messages_in<C: ConnectionTrait>(
+        conn: &C,
+        run_id: &str,
+    ) -> Result<(), StoreError> {
         for (triggers, status) in [(true, InboxStatus::Pending), (false, InboxStatus::Context)] {
             inbox::Entity::update_many()
                 .col_expr(inbox::Column::Status, status.as_str().into())
@@ -178,10 +188,9 @@ impl Store {
                 .filter(inbox::Column::RunId.eq(run_id))
                 .filter(inbox::Column::Triggers.eq(triggers))
                 .filter(inbox::Column::Status.eq(InboxStatus::Claimed.as_str()))
-                .exec(&txn)
+                .exec(conn)
                 .await?;
         }
-        txn.commit().await?;
         Ok(())
     }
 

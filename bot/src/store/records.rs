@@ -115,6 +115,14 @@ pub struct RunRecord {
     pub finished_at: Option<i64>,
 }
 
+/// A run left running, and where its status message is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnfinishedRun {
+    pub id: String,
+    pub channel_key: String,
+    pub status_message_id: Option<String>,
+}
+
 /// How a run ended, to be recorded.
 #[derive(Debug, Clone, Default)]
 pub struct RunFinish {

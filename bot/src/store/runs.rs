@@ -11,7 +11,7 @@ use sea_orm::{
 use super::entity::{outbox, runs};
 use super::records::{
     ChannelUsage, InboxStatus, OutboxKind, OutboxMessage, OutboxStatus, RunFinish, RunRecord,
-    RunStatus, now_ms,
+    RunStatus, UnfinishedRun, now_ms,
 };
 use super::{Store, StoreError};
 
@@ -71,6 +71,7 @@ impl Store {
             created_at: Set(now),
             started_at: Set(Some(now)),
             finished_at: Set(None),
+            status_message_id: Set(None),
         }
         .insert(self.db())
         .await?;
@@ -159,6 +160,58 @@ impl Store {
         .insert(self.db())
         .await?;
         Ok(row.id)
+    }
+
+    /// Records the platform id of a run's status message as soon as it is posted, so that a
+    /// later start can still edit it if this daemon dies mid-run.
+    pub async fn set_run_status_message(
+        &self,
+        run_id: &str,
+        status_message_id: &str,
+    ) -> Result<(), StoreError> {
+        runs::Entity::update_many()
+            .col_expr(
+                runs::Column::StatusMessageId,
+                Some(status_message_id.to_owned()).into(),
+            )
+            .filter(runs::Column::Id.eq(run_id))
+            .exec(self.db())
+            .await?;
+        Ok(())
+    }
+
+    /// Runs still marked running (at start: the ones the previous daemon died in), with their
+    /// status messages.
+    pub async fn unfinished_runs(&self) -> Result<Vec<UnfinishedRun>, StoreError> {
+        Ok(runs::Entity::find()
+            .filter(runs::Column::Status.eq(RunStatus::Running.as_str()))
+            .order_by_asc(runs::Column::CreatedAt)
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(|row| UnfinishedRun {
+                id: row.id,
+                channel_key: row.channel_key,
+                status_message_id: row.status_message_id,
+            })
+            .collect())
+    }
+
+    /// Ends a run that something other than the agent cut short (the Docker engine died under
+    /// it) and puts its messages back in the queue, counting the attempt; atomically, so the
+    /// messages are either still the run's or waiting for the next one.
+    pub async fn requeue_run(&self, run_id: &str, error: &str) -> Result<(), StoreError> {
+        let txn = self.db().begin().await?;
+        runs::Entity::update_many()
+            .col_expr(runs::Column::Status, RunStatus::Interrupted.as_str().into())
+            .col_expr(runs::Column::Error, Some(error.to_owned()).into())
+            .col_expr(runs::Column::FinishedAt, Some(now_ms()).into())
+            .filter(runs::Column::Id.eq(run_id))
+            .exec(&txn)
+            .await?;
+        Store::release_messages_in(&txn, run_id).await?;
+        txn.commit().await?;
+        Ok(())
     }
 
     /// Runs the daemon was in the middle of when it died: marked interrupted, and their

@@ -98,7 +98,21 @@ async fn inbox_run_and_outbox_story() {
                 .is_empty()
         );
 
-        // A crash mid-run: recovery marks it interrupted and re-queues its messages.
+        // A crash mid-run: the next start finds the run and its status message, then
+        // recovery marks it interrupted and re-queues its messages.
+        store
+            .set_run_status_message("r1", "1700.2")
+            .await
+            .expect("status message");
+        assert_eq!(
+            store.unfinished_runs().await.expect("unfinished"),
+            vec![UnfinishedRun {
+                id: "r1".into(),
+                channel_key: key.clone(),
+                status_message_id: Some("1700.2".into()),
+            }],
+            "{backend}"
+        );
         assert_eq!(
             store.recover_interrupted_runs().await.expect("recover"),
             vec!["r1".to_owned()]
@@ -189,6 +203,82 @@ async fn inbox_run_and_outbox_story() {
             .expect("session");
         assert_ne!(fresh.id, session.id);
         assert_eq!(fresh.claude_session_id, None);
+    }
+}
+
+#[tokio::test]
+async fn a_run_the_engine_cut_short_is_requeued_with_its_messages() {
+    for db in TestDb::all().await {
+        let store = db.store();
+        let backend = db.backend();
+        let channel = ChannelKey::thread(PlatformKind::Slack, "C2", "1700.5");
+        let key = channel.to_string();
+        store
+            .accept_message(&message(&channel, "c", "some chatter", false))
+            .await
+            .expect("accept");
+        store
+            .accept_message(&message(&channel, "t", "do the thing", true))
+            .await
+            .expect("accept");
+        let session = store
+            .active_session(&channel, "/work")
+            .await
+            .expect("session");
+        store
+            .start_run("lost", &key, &session.id, RunOrigin::Chat, "prompt")
+            .await
+            .expect("start");
+        assert_eq!(
+            store
+                .claim_pending(&key, "lost")
+                .await
+                .expect("claim")
+                .len(),
+            2
+        );
+
+        store
+            .requeue_run("lost", "the Docker engine stopped answering")
+            .await
+            .expect("requeue");
+        let run = store.run("lost").await.expect("run");
+        assert_eq!(run.status, RunStatus::Interrupted, "{backend}");
+        assert_eq!(
+            run.error.as_deref(),
+            Some("the Docker engine stopped answering")
+        );
+        assert!(run.finished_at.is_some());
+        assert!(
+            store
+                .unfinished_runs()
+                .await
+                .expect("unfinished")
+                .is_empty(),
+            "{backend}: nothing left running"
+        );
+        let messages = store.channel_messages(&key).await.expect("messages");
+        let states: Vec<(InboxStatus, i32, Option<String>)> = messages
+            .iter()
+            .map(|m| (m.status, m.attempts, m.run_id.clone()))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                (InboxStatus::Context, 1, None),
+                (InboxStatus::Pending, 1, None)
+            ],
+            "{backend}"
+        );
+        // The next run takes both again.
+        assert_eq!(
+            store
+                .claim_pending(&key, "again")
+                .await
+                .expect("claim")
+                .len(),
+            2
+        );
     }
 }
 
