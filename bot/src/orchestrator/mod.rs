@@ -14,6 +14,7 @@ mod turn;
 pub mod workspace;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,10 @@ const DISPATCH_TICK: Duration = Duration::from_secs(2);
 const MAX_SEND_ATTEMPTS: i32 = 8;
 /// A task template's prompt file larger than this is refused (a prompt, not a dataset).
 const MAX_PROMPT_FILE_BYTES: u64 = 256 * 1024;
+/// How often a lost Docker engine is asked whether it is back: from the first delay, doubling
+/// (with jitter) up to the last, for as long as it takes.
+const ENGINE_RETRY_FIRST: Duration = Duration::from_millis(500);
+const ENGINE_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Errors a caller of the orchestrator can act on.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +114,9 @@ struct Inner {
     gate: GateHub,
     /// Semantic memory, when `memory.enabled` and its model loaded (set once at start).
     memory: std::sync::OnceLock<crate::memory::Memory>,
+    /// Set while the Docker engine is lost: no turn starts (messages wait in the inbox) until
+    /// the one watcher that `engine_lost` started sees it answer again.
+    engine_down: AtomicBool,
 }
 
 /// The orchestrator handle. Cheap to clone.
@@ -144,6 +152,7 @@ impl Orchestrator {
                 config,
                 gate: GateHub::default(),
                 memory: std::sync::OnceLock::new(),
+                engine_down: AtomicBool::new(false),
             }),
         }
     }
@@ -623,6 +632,7 @@ impl Orchestrator {
     /// Recovers from a crash, then dispatches turns until shutdown; then waits for running
     /// turns (which were cancelled and will be re-run on the next start).
     pub async fn run(&self) -> Result<(), OrchestratorError> {
+        self.edit_interrupted_status_messages().await?;
         let interrupted = self.inner.store.recover_interrupted_runs().await?;
         if !interrupted.is_empty() {
             tracing::info!(runs = ?interrupted, "re-queued messages of runs interrupted by the last stop");
@@ -656,8 +666,86 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// The status messages of the turns the last daemon died in still say "Working": say that
+    /// they were interrupted and run again. Done before the runs are re-queued, so a crash in
+    /// between only means editing them again on the next start.
+    async fn edit_interrupted_status_messages(&self) -> Result<(), OrchestratorError> {
+        for run in self.inner.store.unfinished_runs().await? {
+            let Some(status_id) = &run.status_message_id else {
+                continue;
+            };
+            let Ok(channel) = run.channel_key.parse::<ChannelKey>() else {
+                continue;
+            };
+            // A platform that is no longer configured cannot be told.
+            let Ok(adapter) = self.adapter(channel.platform) else {
+                continue;
+            };
+            let line = format!(
+                "⚠️ Interrupted: loop restarted during this turn (run `{}`); it is being run again.",
+                turn::short_run_id(&run.id)
+            );
+            if let Err(err) = adapter.edit(&channel, status_id, &line).await {
+                tracing::warn!(channel = %channel, run_id = %run.id, error = %err, "cannot edit the status message of an interrupted run");
+            }
+        }
+        Ok(())
+    }
+
+    /// A turn lost the Docker engine: pause dispatching, and (once) start watching for the
+    /// engine to come back.
+    fn engine_lost(&self) {
+        if self.inner.engine_down.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let this = self.clone();
+        self.inner
+            .tracker
+            .spawn(async move { this.wait_for_engine().await });
+    }
+
+    /// Asks the runner whether the engine is back, with exponential backoff, until it is (or
+    /// the daemon stops); then dispatching resumes and the re-queued messages run.
+    async fn wait_for_engine(&self) {
+        use backon::{ExponentialBuilder, Retryable};
+        let lost_at = Instant::now();
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(ENGINE_RETRY_FIRST)
+            .with_max_delay(ENGINE_RETRY_MAX)
+            .with_jitter()
+            .without_max_times();
+        let runner = self.inner.runner.clone();
+        let back = (|| {
+            let runner = runner.clone();
+            async move { runner.engine_ready().await }
+        })
+        .retry(backoff)
+        .notify(|err, retry_in| {
+            tracing::debug!(error = %err, ?retry_in, "the Docker engine is still unreachable");
+        });
+        tokio::select! {
+            _ = self.inner.shutdown.cancelled() => return,
+            ready = back => {
+                if let Err(err) = ready {
+                    // Unreachable with no retry limit; keep dispatching paused is worse.
+                    tracing::warn!(error = %err, "gave up waiting for the Docker engine");
+                }
+            }
+        }
+        tracing::info!(
+            down_ms = u64::try_from(lost_at.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "the Docker engine is back: running the turns it lost"
+        );
+        self.inner.engine_down.store(false, Ordering::SeqCst);
+        self.inner.wake.notify_one();
+    }
+
     /// Starts a turn for every channel with waiting messages and a free slot.
     async fn dispatch(&self) -> Result<(), OrchestratorError> {
+        if self.inner.engine_down.load(Ordering::SeqCst) {
+            // A turn started now would only lose the engine again; messages wait queued.
+            return Ok(());
+        }
         for key in self.inner.store.channels_with_pending().await? {
             if self.lock_running().contains_key(&key) {
                 continue;

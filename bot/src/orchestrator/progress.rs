@@ -59,23 +59,30 @@ impl ProgressState {
     }
 }
 
-/// Drives the status message from the event stream until the stream ends. Returns the id of
-/// the status message (if it could be posted) and the final state.
-pub async fn track(
-    adapter: Arc<dyn Adapter>,
-    channel: ChannelKey,
-    mut events: mpsc::Receiver<AgentEvent>,
-    started: Instant,
-    on_change: impl Fn(&str) + Send,
-) -> (Option<String>, ProgressState) {
-    let mut state = ProgressState::default();
-    let status_id = match adapter.post(&channel, &state.render(Duration::ZERO)).await {
+/// Posts the status message of a turn that is starting; returns its platform id, or `None`
+/// when it could not be posted (the turn goes on without one).
+pub async fn post_status(adapter: &dyn Adapter, channel: &ChannelKey) -> Option<String> {
+    let first = ProgressState::default().render(Duration::ZERO);
+    match adapter.post(channel, &first).await {
         Ok(posted) => Some(posted.message_id),
         Err(err) => {
             tracing::warn!(channel = %channel, error = %err, "cannot post the status message");
             None
         }
-    };
+    }
+}
+
+/// Drives the status message `status_id` (see [`post_status`]) from the event stream until
+/// the stream ends. Returns the status message's id and the final state.
+pub async fn track(
+    adapter: Arc<dyn Adapter>,
+    channel: ChannelKey,
+    status_id: Option<String>,
+    mut events: mpsc::Receiver<AgentEvent>,
+    started: Instant,
+    on_change: impl Fn(&str) + Send,
+) -> (Option<String>, ProgressState) {
+    let mut state = ProgressState::default();
     let mut last_edit = Instant::now();
     let mut dirty = false;
     let mut tick = tokio::time::interval(EDIT_INTERVAL);

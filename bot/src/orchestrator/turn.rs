@@ -14,6 +14,14 @@ use crate::store::{InboxMessage, OutboxKind, RunFinish, RunOrigin, RunStatus};
 
 /// Events buffered between the runner and the progress display.
 const EVENT_BUFFER: usize = 256;
+/// How many times messages are run again after the Docker engine died under their turn (or
+/// the daemon did). Past that, an engine that keeps dying is reported as the turn's failure.
+const MAX_INTERRUPTIONS: i32 = 3;
+
+/// The run id as shown in a channel: its first block.
+pub(super) fn short_run_id(run_id: &str) -> &str {
+    run_id.split('-').next().unwrap_or(run_id)
+}
 
 impl Orchestrator {
     #[tracing::instrument(skip(self, cancel), fields(channel = %channel, run_id = %run_id))]
@@ -274,19 +282,35 @@ impl Orchestrator {
         let events = self.inner.events.clone();
         let progress_channel = channel.clone();
         let (progress_run, progress_key) = (run_id.to_owned(), key.clone());
-        let progress = tokio::spawn(progress::track(
-            adapter.clone(),
-            progress_channel,
-            rx,
-            started,
-            move |line| {
-                let _ = events.send(RunEvent::Progress {
-                    run_id: progress_run.clone(),
-                    channel: progress_key.clone(),
-                    status: line.to_owned(),
-                });
-            },
-        ));
+        let progress_store = store.clone();
+        let progress_adapter = adapter.clone();
+        let progress = tokio::spawn(async move {
+            let status_id =
+                progress::post_status(progress_adapter.as_ref(), &progress_channel).await;
+            // Stored at once: if this daemon dies mid-turn, the next start edits it.
+            if let Some(id) = &status_id
+                && let Err(err) = progress_store
+                    .set_run_status_message(&progress_run, id)
+                    .await
+            {
+                tracing::warn!(error = %err, "cannot record the status message");
+            }
+            progress::track(
+                progress_adapter,
+                progress_channel,
+                status_id,
+                rx,
+                started,
+                move |line| {
+                    let _ = events.send(RunEvent::Progress {
+                        run_id: progress_run.clone(),
+                        channel: progress_key.clone(),
+                        status: line.to_owned(),
+                    });
+                },
+            )
+            .await
+        });
         let result = self
             .inner
             .runner
@@ -334,13 +358,21 @@ impl Orchestrator {
                 }
                 return Ok(());
             }
+            Err(err)
+                if err.is_engine_lost()
+                    && messages.iter().all(|m| m.attempts < MAX_INTERRUPTIONS) =>
+            {
+                return self
+                    .requeue_after_engine_loss(channel, run_id, &err, status_id)
+                    .await;
+            }
             Err(err) => {
                 let status = match err {
                     RunError::TimedOut(_) => RunStatus::TimedOut,
                     RunError::Cancelled => RunStatus::Cancelled,
                     _ => RunStatus::Failed,
                 };
-                let short = run_id.split('-').next().unwrap_or(run_id);
+                let short = short_run_id(run_id);
                 let reply = match &err {
                     RunError::Cancelled => format!("🛑 Stopped (run `{short}`)."),
                     other => format!("❌ {other} (run `{short}`)"),
@@ -404,6 +436,46 @@ impl Orchestrator {
             }
         }
         finished
+    }
+
+    /// The Docker engine died under the turn: not the agent's failure. The run ends
+    /// `interrupted` and its messages go back in the queue, the status message says so in one
+    /// line, and turns wait for the engine; the next run resumes the channel's session.
+    async fn requeue_after_engine_loss(
+        &self,
+        channel: &ChannelKey,
+        run_id: &str,
+        err: &RunError,
+        status_id: Option<String>,
+    ) -> Result<(), OrchestratorError> {
+        tracing::warn!(error = %err, "the Docker engine was lost during the turn: its messages are re-queued and run again once the engine is back");
+        self.inner
+            .store
+            .requeue_run(run_id, &err.to_string())
+            .await?;
+        let _ = self.inner.events.send(RunEvent::Finished {
+            run_id: run_id.to_owned(),
+            channel: channel.to_string(),
+            status: RunStatus::Interrupted.as_str().to_owned(),
+        });
+        let line = format!(
+            "⚠️ The Docker engine stopped during this turn (run `{}`): it runs again, resuming the session, once Docker is back.",
+            short_run_id(run_id)
+        );
+        let edited = match &status_id {
+            Some(id) => self
+                .adapter(channel.platform)?
+                .edit(channel, id, &line)
+                .await
+                .map_err(|err| tracing::debug!(error = %err, "cannot edit the status message"))
+                .is_ok(),
+            None => false,
+        };
+        if !edited {
+            self.notify(channel, &line).await?;
+        }
+        self.engine_lost();
+        Ok(())
     }
 
     /// Records the end of a run with its reply in one transaction, then delivers the reply.
