@@ -33,12 +33,19 @@ pub struct Daemon {
     daemon_id: Option<String>,
     /// A copy of `/etc/hosts` with extra names, bound over the original for this daemon.
     hosts_file: Option<PathBuf>,
+    /// Extra environment of `loop serve` (e.g. `DOCKER_HOST` for a private engine).
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
     /// Writes `config` (JSON text) and starts `loop serve`; returns once the API answers.
     pub async fn start(home: &Path, config: &str) -> Daemon {
         Daemon::start_with_hosts(home, config, &[]).await
+    }
+
+    /// [`Daemon::start`] with extra environment variables for `loop serve` (restarts too).
+    pub async fn start_with_env(home: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_in(home, config, None, env).await
     }
 
     /// Like [`Daemon::start`], with `hosts` (address, name) added to what the daemon's
@@ -56,6 +63,15 @@ impl Daemon {
             std::fs::write(&path, text).expect("hosts file");
             path
         });
+        Daemon::start_in(home, config, hosts_file, &[]).await
+    }
+
+    async fn start_in(
+        home: &Path,
+        config: &str,
+        hosts_file: Option<PathBuf>,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let loop_dir = home.join(".loop");
         std::fs::create_dir_all(&loop_dir).expect("loop dir");
         std::fs::write(loop_dir.join("config.json"), config).expect("config");
@@ -66,6 +82,10 @@ impl Daemon {
             log: home.join("serve.log"),
             daemon_id: None,
             hosts_file,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         daemon.spawn().await;
         daemon
@@ -96,6 +116,7 @@ impl Daemon {
             .env("LOOP_HOME", &self.loop_dir)
             .env("HOME", &self.home)
             .env("RUST_LOG", "info,loop_bot=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
             .spawn()

@@ -6,6 +6,7 @@
 //! opt-out that CI never sets).
 
 pub mod daemon;
+pub mod engine;
 pub mod project;
 pub mod slack;
 pub mod support;
