@@ -449,6 +449,8 @@ impl Orchestrator {
         status_id: Option<String>,
     ) -> Result<(), OrchestratorError> {
         tracing::warn!(error = %err, "the Docker engine was lost during the turn: its messages are re-queued and run again once the engine is back");
+        // First, so that no other turn starts against the dead engine meanwhile.
+        self.engine_lost();
         self.inner
             .store
             .requeue_run(run_id, &err.to_string())
@@ -474,7 +476,6 @@ impl Orchestrator {
         if !edited {
             self.notify(channel, &line).await?;
         }
-        self.engine_lost();
         Ok(())
     }
 
