@@ -448,7 +448,8 @@ impl Orchestrator {
         err: &RunError,
         status_id: Option<String>,
     ) -> Result<(), OrchestratorError> {
-        tracing::warn!(error = %err, "the Docker engine was lost during the turn: its messages are re-queued and run again once the engine is back");
+        // The whole chain: the cause ("Connection refused") is at its end.
+        tracing::warn!(error = %crate::error_chain(err), "the Docker engine was lost during the turn: its messages are re-queued and run again once the engine is back");
         // First, so that no other turn starts against the dead engine meanwhile.
         self.engine_lost();
         self.inner
