@@ -44,9 +44,10 @@ const MAX_SEND_ATTEMPTS: i32 = 8;
 /// A task template's prompt file larger than this is refused (a prompt, not a dataset).
 const MAX_PROMPT_FILE_BYTES: u64 = 256 * 1024;
 /// How often a lost Docker engine is asked whether it is back: from the first delay, doubling
-/// (with jitter) up to the last, for as long as it takes.
+/// up to the last, for as long as it takes. A restarted dockerd needs seconds (it stops the
+/// containers it finds first), so the cap bounds how long the re-run waits after that.
 const ENGINE_RETRY_FIRST: Duration = Duration::from_millis(500);
-const ENGINE_RETRY_MAX: Duration = Duration::from_secs(30);
+const ENGINE_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Errors a caller of the orchestrator can act on.
 #[derive(Debug, thiserror::Error)]
@@ -712,7 +713,7 @@ impl Orchestrator {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(ENGINE_RETRY_FIRST)
             .with_max_delay(ENGINE_RETRY_MAX)
-            .with_jitter()
+            // No jitter: one watcher per daemon asks its local engine; nothing to spread out.
             .without_max_times();
         let runner = self.inner.runner.clone();
         let back = (|| {
