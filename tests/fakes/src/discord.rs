@@ -15,13 +15,16 @@
 //! - creating a thread from a message twice is refused (`160004`);
 //! - interactions must be answered once through their callback; a second answer is refused
 //!   (`40060`);
-//! - the bot's own messages come back as MESSAGE_CREATE dispatches, author `bot: true`.
+//! - the bot's own messages come back as MESSAGE_CREATE dispatches, author `bot: true`;
+//! - Create Message's `nonce` (at most 25 characters) is echoed on the message; with
+//!   `enforce_nonce`, a nonce the same author used in the past few minutes returns that
+//!   message and creates none.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -45,6 +48,11 @@ pub const GUILD_ID: &str = "900000000000000003";
 pub const CHANNEL: &str = "900000000000000010";
 /// Another text channel of the guild.
 pub const OTHER_CHANNEL: &str = "900000000000000011";
+/// How long an enforced nonce is remembered. Discord says "the past few minutes"; the fake
+/// keeps it short rather than long, so a test cannot lean on more than Discord promises.
+pub const NONCE_WINDOW: Duration = Duration::from_secs(120);
+/// Discord's limit on a nonce's length.
+const MAX_NONCE_CHARS: usize = 25;
 
 /// One REST call as received.
 #[derive(Debug, Clone)]
@@ -69,6 +77,8 @@ pub struct DiscordMessage {
     /// Names and contents of attached files.
     pub files: Vec<(String, String)>,
     pub edits: u32,
+    /// The `nonce` it was created with (a string or a number, as sent).
+    pub nonce: Option<Value>,
 }
 
 /// A thread created from a message.
@@ -104,6 +114,8 @@ struct World {
     interactions: Vec<InteractionRecord>,
     /// The bot's reactions: (channel, message, emoji).
     reactions: Vec<(String, String, String)>,
+    /// Enforced nonces: (author, nonce as sent, message id, when).
+    nonces: Vec<(String, Value, String, Instant)>,
     /// Registered application commands: scope (`global` or the guild id) → commands.
     commands: HashMap<String, Value>,
     /// Rate limits to apply: `METHOD /path-prefix` fragment → (calls still to refuse, seconds).
@@ -201,6 +213,9 @@ fn message_json(message: &DiscordMessage, guild: bool, roles: &[String]) -> Valu
         "type": 0,
         "components": message.components,
     });
+    if let Some(nonce) = &message.nonce {
+        value["nonce"] = nonce.clone();
+    }
     if guild {
         value["guild_id"] = json!(GUILD_ID);
         value["member"] =
@@ -285,6 +300,7 @@ impl FakeDiscord {
             components: json!([]),
             files: Vec::new(),
             edits: 0,
+            nonce: None,
         };
         let mut payload = message_json(&message, guild, roles);
         if bot {
@@ -691,6 +707,33 @@ fn answer(
             if content.is_empty() && files.is_empty() {
                 return error(StatusCode::BAD_REQUEST, 50006, "Cannot send an empty message");
             }
+            let nonce = body.get("nonce").filter(|n| !n.is_null()).cloned();
+            if let Some(nonce) = &nonce {
+                let valid = match nonce {
+                    Value::String(text) => text.chars().count() <= MAX_NONCE_CHARS,
+                    Value::Number(number) => number.is_u64() || number.is_i64(),
+                    _ => false,
+                };
+                if !valid {
+                    return error(StatusCode::BAD_REQUEST, 50035, "Invalid Form Body: nonce: Must be 25 or fewer in length.");
+                }
+            }
+            let enforce = body.get("enforce_nonce").and_then(Value::as_bool) == Some(true);
+            // One lock from the nonce lookup to the new message: two concurrent posts with
+            // one enforced nonce create one message.
+            let mut world = shared.world();
+            let guild = !channel_of(&world, channel)["guild_id"].is_null();
+            if enforce && let Some(nonce) = &nonce {
+                let seen = world.nonces.iter().find(|(author, n, _, at)| {
+                    author == BOT_USER && n == nonce && at.elapsed() < NONCE_WINDOW
+                });
+                if let Some((_, _, id, _)) = seen
+                    && let Some(existing) = world.messages.iter().find(|m| m.id == *id)
+                {
+                    let existing = message_json(existing, guild, &[]);
+                    return axum::Json(existing).into_response();
+                }
+            }
             let message = DiscordMessage {
                 id: shared.id(),
                 channel_id: (*channel).to_owned(),
@@ -699,10 +742,16 @@ fn answer(
                 components: body.get("components").cloned().unwrap_or(json!([])),
                 files,
                 edits: 0,
+                nonce: nonce.clone(),
             };
-            let guild = !channel_of(&shared.world(), channel)["guild_id"].is_null();
             let payload = message_json(&message, guild, &[]);
-            shared.world().messages.push(message);
+            if enforce && let Some(nonce) = nonce {
+                world
+                    .nonces
+                    .push((BOT_USER.to_owned(), nonce, message.id.clone(), Instant::now()));
+            }
+            world.messages.push(message);
+            drop(world);
             // The bot sees its own message come back.
             shared.dispatch("MESSAGE_CREATE", payload.clone());
             axum::Json(payload).into_response()
@@ -1030,6 +1079,47 @@ mod tests {
             .send()
             .await
             .expect("request");
+        assert_eq!(too_long.status(), 400);
+    }
+
+    #[tokio::test]
+    async fn an_enforced_nonce_creates_one_message() {
+        let fake = FakeDiscord::start().await.expect("fake");
+        let client = reqwest::Client::new();
+        let send = |body: Value| {
+            client
+                .post(format!(
+                    "{}/api/v10/channels/{CHANNEL}/messages",
+                    fake.api_url()
+                ))
+                .header("authorization", format!("Bot {TOKEN}"))
+                .json(&body)
+                .send()
+        };
+        let created: Value = send(json!({"content": "hi", "nonce": "k.0", "enforce_nonce": true}))
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(created["nonce"], "k.0");
+        let again: Value = send(json!({"content": "hi", "nonce": "k.0", "enforce_nonce": true}))
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(again["id"], created["id"], "the first message is returned");
+        assert_eq!(fake.bot_messages_in(CHANNEL).len(), 1);
+        // Without enforce_nonce the nonce is only echoed.
+        send(json!({"content": "hi", "nonce": "k.0"}))
+            .await
+            .expect("request");
+        assert_eq!(fake.bot_messages_in(CHANNEL).len(), 2);
+        let too_long =
+            send(json!({"content": "hi", "nonce": "n".repeat(26), "enforce_nonce": true}))
+                .await
+                .expect("request");
         assert_eq!(too_long.status(), 400);
     }
 }

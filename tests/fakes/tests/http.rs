@@ -379,3 +379,59 @@ async fn binds_the_requested_address() {
     assert_eq!(text_and_stop(&events).0, "ok");
     model.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_barrier_holds_requests_until_all_parties_arrived() {
+    let model = FakeModel::start(Script::always(Step::barrier(
+        "all",
+        3,
+        Step::text("released: {{prompt}}"),
+    )))
+    .await
+    .expect("start");
+    let first = tokio::spawn({
+        let url = model.url();
+        async move {
+            reqwest::Client::new()
+                .post(format!("{url}/v1/messages"))
+                .json(&request(json!([user("one")]), false))
+                .send()
+                .await
+                .expect("request sent")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    });
+    let second = tokio::spawn({
+        let url = model.url();
+        async move {
+            reqwest::Client::new()
+                .post(format!("{url}/v1/messages"))
+                .json(&request(json!([user("two")]), false))
+                .send()
+                .await
+                .expect("request sent")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    });
+    tokio::time::timeout(WAIT, model.wait_for_requests(2))
+        .await
+        .expect("two requests arrived");
+    assert!(
+        !first.is_finished() && !second.is_finished(),
+        "two of three parties wait"
+    );
+    let third = stream(&model, json!([user("three")])).await;
+    assert_eq!(text_and_stop(&third).0, "released: three");
+    for (waiting, prompt) in [(first, "one"), (second, "two")] {
+        let answer = tokio::time::timeout(WAIT, waiting)
+            .await
+            .expect("released")
+            .expect("task");
+        assert_eq!(answer["content"][0]["text"], format!("released: {prompt}"));
+    }
+    model.shutdown().await;
+}

@@ -17,7 +17,7 @@ pub mod conversation;
 mod response;
 pub mod script;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -102,6 +102,8 @@ struct Shared {
     ids: Ids,
     /// Cancelled on shutdown; ends delays and hanging streams so the server can stop.
     shutdown: CancellationToken,
+    /// [`Step::Barrier`]s by name, created by their first request.
+    barriers: Mutex<HashMap<String, Arc<tokio::sync::Barrier>>>,
 }
 
 impl FakeModel {
@@ -124,6 +126,7 @@ impl FakeModel {
             seen: seen_tx,
             ids: Ids::new(),
             shutdown: CancellationToken::new(),
+            barriers: Mutex::new(HashMap::new()),
         });
         let router = Router::new()
             .route("/v1/messages", post(messages))
@@ -243,6 +246,25 @@ impl Shared {
         }
     }
 
+    /// Waits at barrier `name` until `parties` requests are there, unless the server shuts
+    /// down first. Returns false on shutdown.
+    async fn meet(&self, name: &str, parties: u32) -> bool {
+        let barrier = Arc::clone(
+            self.barriers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(name.to_owned())
+                .or_insert_with(|| {
+                    let parties = usize::try_from(parties).unwrap_or(usize::MAX).max(1);
+                    Arc::new(tokio::sync::Barrier::new(parties))
+                }),
+        );
+        tokio::select! {
+            _ = barrier.wait() => true,
+            () = self.shutdown.cancelled() => false,
+        }
+    }
+
     fn error_response(&self, status: StatusCode, error_type: &str, message: &str) -> Response {
         let mut response = (
             status,
@@ -336,12 +358,27 @@ async fn answer(
     usage: Usage,
     is_stream: bool,
 ) -> Response {
-    // Delays happen before any byte is sent, like a model that is slow to start.
-    while let Step::Delay { ms, then } = step {
-        if !shared.sleep(Duration::from_millis(ms)).await {
-            return shutting_down(shared);
-        }
-        step = *then;
+    // Delays and barriers happen before any byte is sent, like a model that is slow to start.
+    loop {
+        step = match step {
+            Step::Delay { ms, then } => {
+                if !shared.sleep(Duration::from_millis(ms)).await {
+                    return shutting_down(shared);
+                }
+                *then
+            }
+            Step::Barrier {
+                name,
+                parties,
+                then,
+            } => {
+                if !shared.meet(&name, parties).await {
+                    return shutting_down(shared);
+                }
+                *then
+            }
+            other => break other,
+        };
     }
     if let Step::Error {
         status,

@@ -135,7 +135,9 @@ pub fn stream_plan(step: &Step, model: &str, usage: Usage, ids: &Ids) -> StreamP
             message,
             ..
         } => frames.push(Frame::now("error", error_body(error_type, message))),
-        Step::Delay { then, .. } => return stream_plan(then, model, usage, ids),
+        Step::Delay { then, .. } | Step::Barrier { then, .. } => {
+            return stream_plan(then, model, usage, ids);
+        }
         Step::Hang => {
             return StreamPlan {
                 frames,
@@ -160,7 +162,9 @@ pub fn message(step: &Step, model: &str, usage: Usage, ids: &Ids) -> Option<Valu
             json!([{"type": "tool_use", "id": ids.tool_use(), "name": name, "input": input}]),
             "tool_use",
         ),
-        Step::Delay { then, .. } => return message(then, model, usage, ids),
+        Step::Delay { then, .. } | Step::Barrier { then, .. } => {
+            return message(then, model, usage, ids);
+        }
         Step::Error { .. } | Step::StreamError { .. } | Step::Hang => return None,
     };
     Some(json!({

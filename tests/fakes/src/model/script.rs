@@ -108,6 +108,15 @@ pub enum Step {
     },
     /// Wait `ms` before answering with `then` (no bytes are sent while waiting).
     Delay { ms: u64, then: Box<Step> },
+    /// Wait until `parties` requests (this one included) have reached the barrier `name`,
+    /// then answer them all with their `then` at once; the next `parties` requests form the
+    /// next round. Holds the turns of many sessions until every one has started, so that they
+    /// end together. No bytes are sent while waiting.
+    Barrier {
+        name: String,
+        parties: u32,
+        then: Box<Step>,
+    },
     /// Start the stream and never finish it; the connection stays open until the client
     /// gives up or the server shuts down. For turn-timeout tests.
     Hang,
@@ -421,6 +430,15 @@ impl Step {
         }
     }
 
+    /// `then`, once `parties` requests reached the barrier `name` (see [`Step::Barrier`]).
+    pub fn barrier(name: &str, parties: u32, then: Step) -> Step {
+        Step::Barrier {
+            name: name.to_owned(),
+            parties,
+            then: Box::new(then),
+        }
+    }
+
     /// This step with its templates filled in from `conversation`.
     pub fn render(self, conversation: &Conversation) -> Step {
         match self {
@@ -456,6 +474,15 @@ impl Step {
             },
             Step::Delay { ms, then } => Step::Delay {
                 ms,
+                then: Box::new(then.render(conversation)),
+            },
+            Step::Barrier {
+                name,
+                parties,
+                then,
+            } => Step::Barrier {
+                name,
+                parties,
                 then: Box::new(then.render(conversation)),
             },
             Step::Hang => Step::Hang,
