@@ -13,6 +13,7 @@ mod m20261122_000002_channel_grants;
 mod m20261122_000003_embedding_model;
 mod m20261122_000004_project_trust;
 mod m20261206_000005_run_status_message;
+mod m20261207_000006_outbox_delivery;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_embedding_model::Migration),
             Box::new(m20261122_000004_project_trust::Migration),
             Box::new(m20261206_000005_run_status_message::Migration),
+            Box::new(m20261207_000006_outbox_delivery::Migration),
         ]
     }
 }

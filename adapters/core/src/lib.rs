@@ -11,6 +11,6 @@ pub mod split;
 pub use command::{ChatCommand, GrantLevel, GrantSubject, parse_command};
 pub use message::{
     Adapter, AdapterError, ApprovalChoice, ApprovalPrompt, Author, ChannelKey, Inbound, Message,
-    PlatformKind, PostedMessage, Receipt, TurnMark,
+    OutgoingPart, PlatformKind, PostedMessage, Receipt, TurnMark,
 };
-pub use split::split_message;
+pub use split::{outgoing_parts, split_message};

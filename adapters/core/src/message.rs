@@ -248,6 +248,16 @@ pub enum TurnMark {
     Failed,
 }
 
+/// One platform message of an outgoing text; a long text is several (see
+/// [`Adapter::parts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutgoingPart {
+    /// A message with this text.
+    Text(String),
+    /// The whole text attached as a file, with its beginning shown.
+    Attachment(String),
+}
+
 /// A message the platform accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostedMessage {
@@ -274,8 +284,10 @@ pub enum AdapterError {
 pub trait Adapter: Send + Sync {
     fn platform(&self) -> PlatformKind;
 
-    /// Longest message the platform accepts, in characters.
-    fn max_message_len(&self) -> usize;
+    /// The platform messages `text` is posted as, in order. Pure and deterministic: a retry
+    /// after a crash splits the same text the same way and resumes at the first part that
+    /// was not recorded as posted.
+    fn parts(&self, text: &str) -> Vec<OutgoingPart>;
 
     /// Threads loop took part in before this start (from the database), so that a reply in
     /// one continues the conversation without a new mention, as it did before the restart.
@@ -290,8 +302,27 @@ pub trait Adapter: Send + Sync {
         shutdown: CancellationToken,
     ) -> Result<(), AdapterError>;
 
-    /// Posts a message in a channel or thread.
-    async fn post(&self, channel: &ChannelKey, text: &str) -> Result<PostedMessage, AdapterError>;
+    /// Posts one part of a text in a channel or thread. `key` is unique to this part and the
+    /// same on every retry of it: a platform that can deduplicate posts (Discord's `nonce`
+    /// with `enforce_nonce`) uses it so a retried part shows up once.
+    async fn post_part(
+        &self,
+        channel: &ChannelKey,
+        part: &OutgoingPart,
+        key: Option<&str>,
+    ) -> Result<PostedMessage, AdapterError>;
+
+    /// Posts a text in a channel or thread (all its parts); returns the first part. For
+    /// messages that need no durability (status lines, prompts); answers leave through the
+    /// orchestrator's outbox, which posts part by part.
+    async fn post(&self, channel: &ChannelKey, text: &str) -> Result<PostedMessage, AdapterError> {
+        let mut first = None;
+        for part in self.parts(text) {
+            let posted = self.post_part(channel, &part, None).await?;
+            first.get_or_insert(posted);
+        }
+        first.ok_or_else(|| AdapterError::Rejected("nothing to post: empty text".to_owned()))
+    }
 
     /// Posts `title` in `channel` and opens a thread on it (a scheduled task's run goes
     /// there). `None`: the platform has no threads, the run stays in the channel.

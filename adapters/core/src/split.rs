@@ -1,4 +1,20 @@
-//! Splitting long answers at a platform's limit without breaking code blocks.
+//! Splitting long answers at a platform's limit without breaking code blocks, and deciding
+//! which platform messages ([`OutgoingPart`]s) a text becomes.
+
+use crate::message::OutgoingPart;
+
+/// The messages `text` is posted as: chunks of at most `chunk` characters, or, when that would
+/// take more than `max_messages` messages, one attachment (a wall of messages is harder to
+/// read than one file).
+pub fn outgoing_parts(text: &str, chunk: usize, max_messages: usize) -> Vec<OutgoingPart> {
+    if text.chars().count() > chunk.saturating_mul(max_messages) {
+        return vec![OutgoingPart::Attachment(text.to_owned())];
+    }
+    split_message(text, chunk)
+        .into_iter()
+        .map(OutgoingPart::Text)
+        .collect()
+}
 
 /// Splits `text` into chunks of at most `limit` characters. Prefers paragraph, then line, then
 /// word boundaries. A chunk that ends inside a ``` fence closes it, and the next chunk reopens
@@ -84,6 +100,23 @@ mod tests {
             .count()
             % 2
             == 0
+    }
+
+    #[test]
+    fn texts_become_messages_or_one_attachment() {
+        let check = |text: &str, expected: &[OutgoingPart]| {
+            assert_eq!(outgoing_parts(text, 100, 3), expected, "{text:?}");
+        };
+        let text = |s: &str| OutgoingPart::Text(s.to_owned());
+        check("hello", &[text("hello")]);
+        let a = "a".repeat(90);
+        let b = "b".repeat(90);
+        check(&format!("{a} {b}"), &[text(&a), text(&b)]);
+        let long = "word ".repeat(61);
+        check(&long, &[OutgoingPart::Attachment(long.clone())]);
+        // Exactly at the limit: still messages.
+        let full = "x".repeat(300);
+        assert_eq!(outgoing_parts(&full, 100, 3).len(), 3);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use loop_adapter::{
-    Adapter, AdapterError, ApprovalPrompt, Author, ChannelKey, Inbound, PlatformKind,
+    Adapter, AdapterError, ApprovalPrompt, Author, ChannelKey, Inbound, OutgoingPart, PlatformKind,
     PostedMessage, Receipt, TurnMark,
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -27,7 +27,7 @@ use serenity::all::{
     ApplicationId, Builder, Channel, ChannelId, ChannelType, ClientBuilder, Context,
     CreateAttachment, CreateInteractionResponse, CreateInteractionResponseMessage, CreateMessage,
     CreateThread, EditMessage, EventHandler, GatewayIntents, Http, HttpBuilder, Interaction,
-    Message, MessageId, MessageType, ReactionType, Ready, ResumedEvent,
+    Message, MessageId, MessageType, Nonce, ReactionType, Ready, ResumedEvent,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -39,8 +39,6 @@ use crate::inbound::{Decision, IncomingMessage, Recent, Route, Rules};
 pub const DISCORD_CHUNK: usize = 2_000;
 /// A text that would take more messages than this is attached as `answer.md` instead.
 pub const MAX_SPLIT_MESSAGES: usize = 4;
-/// What the orchestrator may hand to one `post`: this adapter splits or attaches by itself.
-pub const DISCORD_MESSAGE_LIMIT: usize = 200_000;
 /// Characters of a long answer shown above its attachment.
 const PREVIEW_CHARS: usize = 600;
 /// Reactions on a person's message: received, answered, failed.
@@ -607,8 +605,8 @@ impl Adapter for DiscordAdapter {
         PlatformKind::Discord
     }
 
-    fn max_message_len(&self) -> usize {
-        DISCORD_MESSAGE_LIMIT
+    fn parts(&self, text: &str) -> Vec<OutgoingPart> {
+        loop_adapter::outgoing_parts(text, DISCORD_CHUNK, MAX_SPLIT_MESSAGES)
     }
 
     async fn open_thread(
@@ -686,36 +684,40 @@ impl Adapter for DiscordAdapter {
         result
     }
 
-    async fn post(&self, channel: &ChannelKey, text: &str) -> Result<PostedMessage, AdapterError> {
-        let length = text.chars().count();
-        if length > DISCORD_CHUNK * MAX_SPLIT_MESSAGES {
-            let preview: String = text.chars().take(PREVIEW_CHARS).collect();
-            let comment =
-                format!("{preview}…\n\n*The full answer ({length} characters) is attached.*");
-            let preview = loop_adapter::split_message(&comment, DISCORD_CHUNK)
-                .into_iter()
-                .next()
-                .unwrap_or_default();
-            return self
-                .send(
-                    channel,
-                    CreateMessage::new()
-                        .content(preview)
-                        .add_file(CreateAttachment::bytes(
-                            text.as_bytes().to_vec(),
-                            "answer.md",
-                        )),
-                )
-                .await;
+    /// With a `key`, the message carries it as `nonce` with `enforce_nonce`: Discord returns
+    /// the message it already created with that nonce (for a few minutes) instead of posting
+    /// the part again, so a retry after a lost response or a crash shows up once.
+    async fn post_part(
+        &self,
+        channel: &ChannelKey,
+        part: &OutgoingPart,
+        key: Option<&str>,
+    ) -> Result<PostedMessage, AdapterError> {
+        let mut message = match part {
+            OutgoingPart::Text(text) => CreateMessage::new().content(text.as_str()),
+            OutgoingPart::Attachment(text) => {
+                let length = text.chars().count();
+                let preview: String = text.chars().take(PREVIEW_CHARS).collect();
+                let comment =
+                    format!("{preview}…\n\n*The full answer ({length} characters) is attached.*");
+                let preview = loop_adapter::split_message(&comment, DISCORD_CHUNK)
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
+                CreateMessage::new()
+                    .content(preview)
+                    .add_file(CreateAttachment::bytes(
+                        text.as_bytes().to_vec(),
+                        "answer.md",
+                    ))
+            }
+        };
+        if let Some(key) = key {
+            message = message
+                .nonce(Nonce::String(key.to_owned()))
+                .enforce_nonce(true);
         }
-        let mut first = None;
-        for chunk in loop_adapter::split_message(text, DISCORD_CHUNK) {
-            let posted = self
-                .send(channel, CreateMessage::new().content(chunk))
-                .await?;
-            first.get_or_insert(posted);
-        }
-        first.ok_or_else(|| AdapterError::Rejected("create message: empty text".to_owned()))
+        self.send(channel, message).await
     }
 
     async fn edit(

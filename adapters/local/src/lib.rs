@@ -3,7 +3,9 @@
 //! [`LocalEvent`]s that the API streams to the clients watching a channel.
 
 use async_trait::async_trait;
-use loop_adapter::{Adapter, AdapterError, ChannelKey, Inbound, PlatformKind, PostedMessage};
+use loop_adapter::{
+    Adapter, AdapterError, ChannelKey, Inbound, OutgoingPart, PlatformKind, PostedMessage,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -75,8 +77,11 @@ impl Adapter for LocalAdapter {
         PlatformKind::Local
     }
 
-    fn max_message_len(&self) -> usize {
-        LOCAL_MESSAGE_LIMIT
+    fn parts(&self, text: &str) -> Vec<OutgoingPart> {
+        loop_adapter::split_message(text, LOCAL_MESSAGE_LIMIT)
+            .into_iter()
+            .map(OutgoingPart::Text)
+            .collect()
     }
 
     /// Local messages arrive through the host API, not through this loop.
@@ -89,8 +94,14 @@ impl Adapter for LocalAdapter {
         Ok(())
     }
 
-    async fn post(&self, channel: &ChannelKey, text: &str) -> Result<PostedMessage, AdapterError> {
+    async fn post_part(
+        &self,
+        channel: &ChannelKey,
+        part: &OutgoingPart,
+        _key: Option<&str>,
+    ) -> Result<PostedMessage, AdapterError> {
         LocalAdapter::check(channel)?;
+        let (OutgoingPart::Text(text) | OutgoingPart::Attachment(text)) = part;
         let message_id = uuid::Uuid::new_v4().to_string();
         // No subscriber is fine: the answer is in the database and `loop run` reads it there.
         let _ = self.events.send(LocalEvent::Posted {

@@ -25,8 +25,8 @@ use async_trait::async_trait;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use loop_adapter::{
-    Adapter, AdapterError, ApprovalPrompt, Author, ChannelKey, ChatCommand, Inbound, PlatformKind,
-    PostedMessage, Receipt, TurnMark, parse_command,
+    Adapter, AdapterError, ApprovalPrompt, Author, ChannelKey, ChatCommand, Inbound, OutgoingPart,
+    PlatformKind, PostedMessage, Receipt, TurnMark, parse_command,
 };
 use secrecy::{ExposeSecret, SecretString};
 use slack_morphism::prelude::*;
@@ -43,8 +43,6 @@ pub const SLACK_CHUNK: usize = 3_800;
 /// A text that would take more messages than this is uploaded as a file instead, with its
 /// beginning as the comment: a wall of messages is harder to read than one attachment.
 pub const MAX_SPLIT_MESSAGES: usize = 3;
-/// What the orchestrator may hand to one `post`: this adapter splits or uploads by itself.
-pub const SLACK_MESSAGE_LIMIT: usize = 200_000;
 /// Characters of a long answer shown as the comment on its file.
 const PREVIEW_CHARS: usize = 600;
 
@@ -768,8 +766,8 @@ impl Adapter for SlackAdapter {
         PlatformKind::Slack
     }
 
-    fn max_message_len(&self) -> usize {
-        SLACK_MESSAGE_LIMIT
+    fn parts(&self, text: &str) -> Vec<OutgoingPart> {
+        loop_adapter::outgoing_parts(text, SLACK_CHUNK, MAX_SPLIT_MESSAGES)
     }
 
     async fn open_thread(
@@ -816,22 +814,25 @@ impl Adapter for SlackAdapter {
         result
     }
 
-    async fn post(&self, channel: &ChannelKey, text: &str) -> Result<PostedMessage, AdapterError> {
-        let length = text.chars().count();
-        if length > SLACK_CHUNK * MAX_SPLIT_MESSAGES {
-            return self.upload(channel, text).await;
-        }
-        let mut first = None;
-        for chunk in loop_adapter::split_message(text, SLACK_CHUNK) {
-            let posted = self
-                .post_content(
+    /// Slack's Web API has no idempotency key for `chat.postMessage`, so `key` is not used:
+    /// a part whose post succeeded but was not recorded (the daemon died in between) is
+    /// posted again after the restart.
+    async fn post_part(
+        &self,
+        channel: &ChannelKey,
+        part: &OutgoingPart,
+        _key: Option<&str>,
+    ) -> Result<PostedMessage, AdapterError> {
+        match part {
+            OutgoingPart::Text(text) => {
+                self.post_content(
                     channel,
-                    SlackMessageContent::new().with_text(mrkdwn::to_mrkdwn(&chunk)),
+                    SlackMessageContent::new().with_text(mrkdwn::to_mrkdwn(text)),
                 )
-                .await?;
-            first.get_or_insert(posted);
+                .await
+            }
+            OutgoingPart::Attachment(text) => self.upload(channel, text).await,
         }
-        first.ok_or_else(|| AdapterError::Rejected("chat.postMessage: no_text".to_owned()))
     }
 
     async fn edit(

@@ -253,6 +253,6 @@ pub(super) async fn send_message(
         .store()
         .enqueue_notice(&identity.channel_key, &request.content)
         .await?;
-    state.orchestrator.deliver_outbox().await;
+    state.orchestrator.deliver_soon();
     Ok(StatusCode::ACCEPTED)
 }

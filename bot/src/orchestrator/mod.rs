@@ -5,9 +5,11 @@
 //!
 //! Durability: a message is in the inbox before `accept` returns (the adapter acknowledges
 //! the platform only then); a turn's end, its messages' state and its answer are written in one
-//! transaction; answers go out from the outbox. On start, runs the previous daemon left
-//! running are marked interrupted and their messages re-queued, so each is answered once.
+//! transaction; answers go out from the outbox, through one deliverer (`delivery`). On start,
+//! runs the previous daemon left running are marked interrupted and their messages re-queued,
+//! so each is answered once.
 
+mod delivery;
 mod progress;
 mod trust;
 mod turn;
@@ -19,12 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use loop_adapter::{
-    Adapter, AdapterError, Author, ChannelKey, ChatCommand, GrantLevel, GrantSubject, Inbound,
-    Message, PlatformKind, split_message,
+    Adapter, Author, ChannelKey, ChatCommand, GrantLevel, GrantSubject, Inbound, Message,
+    PlatformKind,
 };
 use loop_runner::AgentRunner;
 use serde::Serialize;
-use tokio::sync::{Notify, Semaphore, broadcast};
+use tokio::sync::{Notify, Semaphore, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -37,10 +39,8 @@ use crate::store::{Accepted, Store, StoreError};
 pub use progress::ProgressState;
 pub use workspace::HostFacts;
 
-/// How often the dispatcher looks for work even without a wake-up (outbox retries, budget).
+/// How often the dispatcher looks for work even without a wake-up (budget).
 const DISPATCH_TICK: Duration = Duration::from_secs(2);
-/// Deliveries of one outbox message before it is given up on.
-const MAX_SEND_ATTEMPTS: i32 = 8;
 /// A task template's prompt file larger than this is refused (a prompt, not a dataset).
 const MAX_PROMPT_FILE_BYTES: u64 = 256 * 1024;
 /// How often a lost Docker engine is asked whether it is back: from the first delay, doubling
@@ -105,7 +105,12 @@ struct Inner {
     /// Visible bound on parallel turns: `max_concurrent_runs`.
     slots: Arc<Semaphore>,
     running: Mutex<HashMap<String, RunningTurn>>,
+    /// Wakes the dispatcher.
     wake: Notify,
+    /// Wakes the deliverer: the outbox has something new.
+    deliver: Notify,
+    /// Counts messages leaving the outbox, for those who wait for one.
+    delivered: watch::Sender<u64>,
     events: broadcast::Sender<RunEvent>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -146,6 +151,8 @@ impl Orchestrator {
                 slots,
                 running: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
+                deliver: Notify::new(),
+                delivered: watch::Sender::new(0),
                 events,
                 tracker: TaskTracker::new(),
                 draining: CancellationToken::new(),
@@ -620,25 +627,39 @@ impl Orchestrator {
         true
     }
 
-    /// Queues a notice for a channel and delivers it.
+    /// Queues a notice for a channel; the deliverer posts it.
     async fn notify(&self, channel: &ChannelKey, text: &str) -> Result<(), OrchestratorError> {
         self.inner
             .store
             .enqueue_notice(&channel.to_string(), text)
             .await?;
-        self.deliver_outbox().await;
+        self.deliver_soon();
         Ok(())
     }
 
-    /// Recovers from a crash, then dispatches turns until shutdown; then waits for running
-    /// turns (which were cancelled and will be re-run on the next start).
+    /// Recovers from a crash, starts the deliverer, then dispatches turns until shutdown; then
+    /// waits for running turns (which were cancelled and will be re-run on the next start) and
+    /// lets the deliverer drain the outbox.
     pub async fn run(&self) -> Result<(), OrchestratorError> {
         self.edit_interrupted_status_messages().await?;
         let interrupted = self.inner.store.recover_interrupted_runs().await?;
         if !interrupted.is_empty() {
             tracing::info!(runs = ?interrupted, "re-queued messages of runs interrupted by the last stop");
         }
-        self.deliver_outbox().await;
+        // The deliverer that held these claims died with the last daemon.
+        let released = self.inner.store.release_outbox_claims().await?;
+        if released > 0 {
+            tracing::info!(
+                released,
+                "outbox messages the last daemon was posting will be posted again"
+            );
+        }
+        let stop_delivery = CancellationToken::new();
+        let deliverer = {
+            let this = self.clone();
+            let stop = stop_delivery.clone();
+            tokio::spawn(async move { this.run_deliverer(stop).await })
+        };
         loop {
             tokio::select! {
                 _ = self.inner.shutdown.cancelled() => break,
@@ -648,7 +669,6 @@ impl Orchestrator {
             if let Err(err) = self.dispatch().await {
                 tracing::error!(error = %err, "dispatch failed");
             }
-            self.deliver_outbox().await;
         }
         self.inner.tracker.close();
         let grace = Duration::from_secs(self.inner.config.shutdown_grace_sec);
@@ -663,6 +683,10 @@ impl Orchestrator {
             tracing::info!("grace period over: pausing the remaining turns until the next start");
             self.inner.draining.cancel();
             self.inner.tracker.wait().await;
+        }
+        stop_delivery.cancel();
+        if let Err(err) = deliverer.await {
+            tracing::error!(error = %err, "the deliverer failed");
         }
         Ok(())
     }
@@ -784,60 +808,6 @@ impl Orchestrator {
         }
         Ok(())
     }
-
-    /// Posts every pending outbox message, split at the platform's limit.
-    pub async fn deliver_outbox(&self) {
-        let pending = match self.inner.store.pending_outbox().await {
-            Ok(pending) => pending,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot read the outbox");
-                return;
-            }
-        };
-        for message in pending {
-            let Ok(channel) = message.channel_key.parse::<ChannelKey>() else {
-                let _ = self.inner.store.mark_send_failed(message.id, 0).await;
-                continue;
-            };
-            let result = match self.adapter(channel.platform) {
-                Ok(adapter) => post_chunks(adapter.as_ref(), &channel, &message.body).await,
-                Err(err) => Err(AdapterError::Unreachable(err.to_string())),
-            };
-            match result {
-                Ok(first_id) => {
-                    if let Err(err) = self
-                        .inner
-                        .store
-                        .mark_sent(message.id, first_id.as_deref())
-                        .await
-                    {
-                        tracing::error!(error = %err, "cannot record a delivery");
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(channel = %channel, outbox_id = message.id, error = %err, "delivery failed; will retry");
-                    let _ = self
-                        .inner
-                        .store
-                        .mark_send_failed(message.id, MAX_SEND_ATTEMPTS)
-                        .await;
-                }
-            }
-        }
-    }
-}
-
-async fn post_chunks(
-    adapter: &dyn Adapter,
-    channel: &ChannelKey,
-    body: &str,
-) -> Result<Option<String>, AdapterError> {
-    let mut first = None;
-    for chunk in split_message(body, adapter.max_message_len()) {
-        let posted = adapter.post(channel, &chunk).await?;
-        first.get_or_insert(posted.message_id);
-    }
-    Ok(first)
 }
 
 const HELP: &str = "Commands: `/loop status` · `/loop dir PATH` (work in a directory) · `/loop stop` (stop the running turn) · `/loop new` (fresh session) · `/loop tasks` · `/loop task ID` · `/loop cancel ID` · `/loop schedule SCHEDULE [cron|interval|once] PROMPT` (e.g. `/loop schedule \"0 9 * * 1-5\" check the build`, `/loop schedule every 2h ...`) · `/loop schedule template NAME` · `/loop allow_user|allow_role WHO [owner]` · `/loop deny_user|deny_role WHO` (owners: who may use loop here) · `/loop trust [HASH]` (owners: review or trust the project's `.loop/config.json`). Anything else: mention me, or start with `!loop`.";

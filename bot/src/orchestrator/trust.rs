@@ -62,7 +62,7 @@ impl Orchestrator {
             .await?;
         if queued {
             tracing::info!(channel = %channel, file_hash = %file.short_hash(), held_back = ?project.held_back, "project config not trusted; widening keys held back");
-            self.deliver_outbox().await;
+            self.deliver_soon();
         }
         Ok(())
     }

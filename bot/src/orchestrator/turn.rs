@@ -22,6 +22,9 @@ const MAX_INTERRUPTIONS: i32 = 3;
 pub(super) fn short_run_id(run_id: &str) -> &str {
     run_id.split('-').next().unwrap_or(run_id)
 }
+/// How long a finished turn waits for its answer to be posted before it lets the channel go
+/// on (the answer stays in the outbox either way).
+const ANSWER_WAIT: Duration = Duration::from_secs(30);
 
 impl Orchestrator {
     #[tracing::instrument(skip(self, cancel), fields(channel = %channel, run_id = %run_id))]
@@ -480,7 +483,9 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// Records the end of a run with its reply in one transaction, then delivers the reply.
+    /// Records the end of a run with its reply in one transaction, then waits (a bounded
+    /// while) for the deliverer to post the reply, so the channel's next turn and the marks on
+    /// the messages come after the answer.
     async fn finish(
         &self,
         channel: &ChannelKey,
@@ -494,7 +499,8 @@ impl Orchestrator {
         } else {
             OutboxKind::Notice
         };
-        self.inner
+        let outbox_id = self
+            .inner
             .store
             .finish_run(
                 run_id,
@@ -510,7 +516,12 @@ impl Orchestrator {
             channel: channel.to_string(),
             status: status.as_str().to_owned(),
         });
-        self.deliver_outbox().await;
+        if let Some(id) = outbox_id {
+            self.deliver_soon();
+            if !self.wait_delivered(id, ANSWER_WAIT).await {
+                tracing::warn!(outbox_id = id, "the answer is not out yet; it stays queued");
+            }
+        }
         Ok(())
     }
 

@@ -129,6 +129,10 @@ pub mod outbox {
         pub attempts: i32,
         pub created_at: i64,
         pub sent_at: Option<i64>,
+        pub parts_sent: i32,
+        pub claim_token: Option<String>,
+        pub claimed_until: Option<i64>,
+        pub delivery_key: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -15,6 +15,7 @@ mod entity;
 mod grants;
 mod inbox;
 mod memories;
+mod outbox;
 mod records;
 mod runs;
 mod tasks;
@@ -29,6 +30,7 @@ pub use approvals::{
 pub use grants::ChannelGrant;
 pub use inbox::{Accepted, MAX_MESSAGE_CHARS};
 pub use memories::{MemoryRecord, MemoryScope, NewMemory, StoredVector};
+pub use outbox::OutboxClaim;
 pub use records::*;
 pub use runs::RunOrigin;
 pub use tasks::{

@@ -138,7 +138,7 @@ pub struct RunFinish {
     pub num_turns: i32,
 }
 
-/// A message waiting to be posted.
+/// A message loop posts (or posted) on a platform.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OutboxMessage {
     pub id: i64,
@@ -146,7 +146,15 @@ pub struct OutboxMessage {
     pub run_id: Option<String>,
     pub kind: OutboxKind,
     pub body: String,
+    pub status: OutboxStatus,
+    /// Failed deliveries so far.
     pub attempts: i32,
+    /// Platform messages of `body` already posted (a long body is several).
+    pub parts_sent: i32,
+    /// Names this message's parts to platforms that deduplicate posts (Discord's `nonce`).
+    pub delivery_key: String,
+    /// The platform's id of the first part, once posted.
+    pub platform_message_id: Option<String>,
 }
 
 /// Token and cost totals of one channel.

@@ -1,17 +1,16 @@
-//! Runs and the outbox. A run's end is recorded in one transaction with its messages marked
+//! Runs. A run's end is recorded in one transaction with its messages marked
 //! done and its answer queued, so a crash can never leave "answered but not recorded" or
 //! "recorded but the answer lost".
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
-    sea_query::{Expr, ExprTrait},
+    TransactionTrait, sea_query::Expr,
 };
 
-use super::entity::{outbox, runs};
+use super::entity::runs;
+use super::outbox::new_row;
 use super::records::{
-    ChannelUsage, InboxStatus, OutboxKind, OutboxMessage, OutboxStatus, RunFinish, RunRecord,
-    RunStatus, UnfinishedRun, now_ms,
+    ChannelUsage, InboxStatus, OutboxKind, RunFinish, RunRecord, RunStatus, UnfinishedRun, now_ms,
 };
 use super::{Store, StoreError};
 
@@ -79,6 +78,7 @@ impl Store {
     }
 
     /// Records how a run ended, marks its messages, and queues the reply — atomically.
+    /// Returns the reply's outbox id.
     pub async fn finish_run(
         &self,
         run_id: &str,
@@ -86,7 +86,7 @@ impl Store {
         status: RunStatus,
         finish: RunFinish,
         reply: Option<(OutboxKind, String)>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let txn = self.db().begin().await?;
         let now = now_ms();
         runs::Entity::update_many()
@@ -123,43 +123,17 @@ impl Store {
             InboxStatus::Failed
         };
         Store::complete_messages(&txn, run_id, message_status).await?;
-        if let Some((kind, body)) = reply {
-            outbox::ActiveModel {
-                channel_key: Set(channel_key.to_owned()),
-                run_id: Set(Some(run_id.to_owned())),
-                kind: Set(kind.as_str().to_owned()),
-                body: Set(body),
-                status: Set(OutboxStatus::Pending.as_str().to_owned()),
-                platform_message_id: Set(None),
-                attempts: Set(0),
-                created_at: Set(now),
-                sent_at: Set(None),
-                ..Default::default()
-            }
-            .insert(&txn)
-            .await?;
-        }
+        let outbox_id = match reply {
+            Some((kind, body)) => Some(
+                new_row(channel_key, Some(run_id), kind, body)
+                    .insert(&txn)
+                    .await?
+                    .id,
+            ),
+            None => None,
+        };
         txn.commit().await?;
-        Ok(())
-    }
-
-    /// Queues a message that belongs to no run (command replies, notices).
-    pub async fn enqueue_notice(&self, channel_key: &str, body: &str) -> Result<i64, StoreError> {
-        let row = outbox::ActiveModel {
-            channel_key: Set(channel_key.to_owned()),
-            run_id: Set(None),
-            kind: Set(OutboxKind::Notice.as_str().to_owned()),
-            body: Set(body.to_owned()),
-            status: Set(OutboxStatus::Pending.as_str().to_owned()),
-            platform_message_id: Set(None),
-            attempts: Set(0),
-            created_at: Set(now_ms()),
-            sent_at: Set(None),
-            ..Default::default()
-        }
-        .insert(self.db())
-        .await?;
-        Ok(row.id)
+        Ok(outbox_id)
     }
 
     /// Records the platform id of a run's status message as soon as it is posted, so that a
@@ -237,63 +211,6 @@ impl Store {
         // recording the run) is an orphan too.
         self.release_orphan_claims().await?;
         Ok(running)
-    }
-
-    /// Messages waiting to be posted, oldest first.
-    pub async fn pending_outbox(&self) -> Result<Vec<OutboxMessage>, StoreError> {
-        Ok(outbox::Entity::find()
-            .filter(outbox::Column::Status.eq(OutboxStatus::Pending.as_str()))
-            .order_by_asc(outbox::Column::Id)
-            .all(self.db())
-            .await?
-            .into_iter()
-            .map(|row| OutboxMessage {
-                id: row.id,
-                channel_key: row.channel_key,
-                run_id: row.run_id,
-                kind: OutboxKind::parse(&row.kind).unwrap_or(OutboxKind::Notice),
-                body: row.body,
-                attempts: row.attempts,
-            })
-            .collect())
-    }
-
-    /// Records that the platform accepted an outbox message.
-    pub async fn mark_sent(
-        &self,
-        id: i64,
-        platform_message_id: Option<&str>,
-    ) -> Result<(), StoreError> {
-        outbox::Entity::update_many()
-            .col_expr(outbox::Column::Status, OutboxStatus::Sent.as_str().into())
-            .col_expr(
-                outbox::Column::PlatformMessageId,
-                platform_message_id.map(str::to_owned).into(),
-            )
-            .col_expr(outbox::Column::SentAt, Some(now_ms()).into())
-            .filter(outbox::Column::Id.eq(id))
-            .exec(self.db())
-            .await?;
-        Ok(())
-    }
-
-    /// Counts a failed delivery; after `max_attempts` the message is given up on.
-    pub async fn mark_send_failed(&self, id: i64, max_attempts: i32) -> Result<(), StoreError> {
-        outbox::Entity::update_many()
-            .col_expr(
-                outbox::Column::Attempts,
-                Expr::col(outbox::Column::Attempts).add(1),
-            )
-            .filter(outbox::Column::Id.eq(id))
-            .exec(self.db())
-            .await?;
-        outbox::Entity::update_many()
-            .col_expr(outbox::Column::Status, OutboxStatus::Failed.as_str().into())
-            .filter(outbox::Column::Id.eq(id))
-            .filter(outbox::Column::Attempts.gte(max_attempts))
-            .exec(self.db())
-            .await?;
-        Ok(())
     }
 
     /// One run.

@@ -155,10 +155,18 @@ async fn inbox_run_and_outbox_story() {
         let outbox = store.pending_outbox().await.expect("outbox");
         assert_eq!(outbox.len(), 1);
         assert_eq!(outbox[0].body, "done");
-        store
-            .mark_sent(outbox[0].id, Some("ts-1"))
+        let claim = store
+            .claim_outbox(outbox[0].id, now_ms(), 60_000)
             .await
-            .expect("sent");
+            .expect("claim")
+            .expect("claimed");
+        assert!(
+            store
+                .record_parts_sent(&claim, 1, Some("ts-1"), now_ms(), 60_000)
+                .await
+                .expect("part")
+        );
+        assert!(store.mark_sent(&claim).await.expect("sent"));
         assert!(store.pending_outbox().await.expect("outbox").is_empty());
 
         // Usage per channel.
@@ -298,4 +306,143 @@ async fn huge_messages_are_truncated_not_refused() {
     let stored = db.store().inbox_message(id).await.expect("stored");
     assert!(stored.text.ends_with("[message truncated by loop]"));
     assert!(stored.text.chars().count() < MAX_MESSAGE_CHARS + 100);
+}
+
+#[tokio::test]
+async fn outbox_claims_story() {
+    for db in TestDb::all().await {
+        let store = db.store();
+        let backend = db.backend();
+        let first = store
+            .enqueue_notice("slack:C1", "one")
+            .await
+            .expect("queue");
+        let second = store
+            .enqueue_notice("slack:C1", "two")
+            .await
+            .expect("queue");
+        let queued = store.deliverable_outbox(1_000).await.expect("outbox");
+        assert_eq!(
+            queued.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![first, second],
+            "{backend}"
+        );
+        assert!(queued.iter().all(|m| m.parts_sent == 0), "{backend}");
+        assert!(
+            queued[0].delivery_key.len() == 16 && queued[0].delivery_key != queued[1].delivery_key,
+            "{backend}: {queued:?}"
+        );
+
+        // A claim holds its message until the lease runs out.
+        let held = store
+            .claim_outbox(first, 1_000, 100)
+            .await
+            .expect("claim")
+            .expect("the first claim wins");
+        assert_eq!(
+            store.claim_outbox(first, 1_050, 100).await.expect("claim"),
+            None,
+            "{backend}"
+        );
+        let free: Vec<i64> = store
+            .deliverable_outbox(1_050)
+            .await
+            .expect("outbox")
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(free, vec![second], "{backend}");
+
+        // Of many claimers racing for one message, exactly one wins.
+        let racers = (0..20).map(|_| store.claim_outbox(second, 1_000, 100));
+        let won = futures::future::join_all(racers)
+            .await
+            .into_iter()
+            .map(|claim| claim.expect("claim"))
+            .filter(Option::is_some)
+            .count();
+        assert_eq!(won, 1, "{backend}");
+
+        // Each posted part is recorded and renews the lease.
+        assert!(
+            store
+                .record_parts_sent(&held, 1, Some("ts-1"), 1_060, 100)
+                .await
+                .expect("part"),
+            "{backend}"
+        );
+        assert_eq!(
+            store.claim_outbox(first, 1_150, 100).await.expect("claim"),
+            None,
+            "{backend}: the lease was renewed"
+        );
+        // The holder stalls past its lease: someone else takes the message over, and resumes
+        // after the part already posted; the old holder can record nothing any more.
+        let taken = store
+            .claim_outbox(first, 1_161, 100)
+            .await
+            .expect("claim")
+            .expect("an expired claim can be taken");
+        assert!(
+            !store
+                .record_parts_sent(&held, 2, None, 1_170, 100)
+                .await
+                .expect("part"),
+            "{backend}"
+        );
+        assert!(!store.mark_sent(&held).await.expect("sent"), "{backend}");
+        let message = store.outbox_message(first).await.expect("message");
+        assert_eq!(
+            (message.parts_sent, message.platform_message_id.as_deref()),
+            (1, Some("ts-1")),
+            "{backend}"
+        );
+
+        // A failed post releases the claim and counts; the last allowed failure gives up.
+        store.mark_send_failed(&taken, 2).await.expect("failed");
+        let message = store.outbox_message(first).await.expect("message");
+        assert_eq!(
+            (message.status, message.attempts),
+            (OutboxStatus::Pending, 1),
+            "{backend}"
+        );
+        let again = store
+            .claim_outbox(first, 1_171, 100)
+            .await
+            .expect("claim")
+            .expect("released at once");
+        store.mark_send_failed(&again, 2).await.expect("failed");
+        assert_eq!(
+            store.outbox_message(first).await.expect("message").status,
+            OutboxStatus::Failed,
+            "{backend}"
+        );
+        assert_eq!(
+            store.claim_outbox(first, 5_000, 100).await.expect("claim"),
+            None,
+            "{backend}: a failed message is not claimed again"
+        );
+
+        // At start-up no deliverer is alive: every claim is dropped, however fresh.
+        assert_eq!(
+            store.release_outbox_claims().await.expect("release"),
+            1,
+            "{backend}"
+        );
+        let claim = store
+            .claim_outbox(second, 1_001, 100)
+            .await
+            .expect("claim")
+            .expect("released");
+        assert!(store.mark_sent(&claim).await.expect("sent"), "{backend}");
+        assert_eq!(
+            store.outbox_message(second).await.expect("message").status,
+            OutboxStatus::Sent,
+            "{backend}"
+        );
+        assert!(
+            store.pending_outbox().await.expect("outbox").is_empty(),
+            "{backend}"
+        );
+    }
 }

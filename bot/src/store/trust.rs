@@ -4,8 +4,9 @@
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveModelTrait, EntityTrait, Set, TransactionTrait};
 
-use super::entity::{outbox, project_trust, project_trust_notices};
-use super::records::{OutboxKind, OutboxStatus, now_ms};
+use super::entity::{project_trust, project_trust_notices};
+use super::outbox::new_row;
+use super::records::{OutboxKind, now_ms};
 use super::{Store, StoreError};
 
 /// The version of a work directory's `.loop/config.json` an owner trusted.
@@ -114,20 +115,9 @@ impl Store {
         )
         .exec(&txn)
         .await?;
-        outbox::ActiveModel {
-            channel_key: Set(channel_key.to_owned()),
-            run_id: Set(None),
-            kind: Set(OutboxKind::Notice.as_str().to_owned()),
-            body: Set(body.to_owned()),
-            status: Set(OutboxStatus::Pending.as_str().to_owned()),
-            platform_message_id: Set(None),
-            attempts: Set(0),
-            created_at: Set(now),
-            sent_at: Set(None),
-            ..Default::default()
-        }
-        .insert(&txn)
-        .await?;
+        new_row(channel_key, None, OutboxKind::Notice, body.to_owned())
+            .insert(&txn)
+            .await?;
         txn.commit().await?;
         Ok(true)
     }
