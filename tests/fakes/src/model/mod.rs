@@ -359,7 +359,7 @@ async fn answer(
     is_stream: bool,
 ) -> Response {
     // Delays and barriers happen before any byte is sent, like a model that is slow to start.
-    loop {
+    let step = loop {
         step = match step {
             Step::Delay { ms, then } => {
                 if !shared.sleep(Duration::from_millis(ms)).await {
@@ -379,7 +379,7 @@ async fn answer(
             }
             other => break other,
         };
-    }
+    };
     if let Step::Error {
         status,
         error_type,
