@@ -10,6 +10,8 @@
 //! - HTTP 429 with `Retry-After` (seconds) when a test asks for rate limiting;
 //! - every envelope must be acknowledged with `{"envelope_id": ...}`; unacknowledged envelopes
 //!   are sent again, with `retry_attempt` raised, when the app reconnects;
+//! - an app may keep several Socket Mode connections open (up to 10; one more is told
+//!   `too_many_websockets`), and each envelope goes to one of them;
 //! - a person's message in a channel produces a `message` event and, when it mentions the bot,
 //!   an `app_mention` event too (two events, two event ids, one message ts); in a DM there is
 //!   no `app_mention`;
@@ -132,8 +134,8 @@ struct World {
     sent: Vec<Value>,
     /// Socket Mode connections opened so far.
     connections: u32,
-    /// The live connection, if any.
-    socket: Option<(u32, mpsc::UnboundedSender<WsCommand>)>,
+    /// The live connections, oldest first.
+    sockets: Vec<(u32, mpsc::UnboundedSender<WsCommand>)>,
     /// Response URL posts (`response_url` of interactions and commands).
     responses: Vec<Value>,
     files: Vec<SlackFile>,
@@ -168,7 +170,7 @@ impl Shared {
         format!("{prefix}{:08}", self.ids.fetch_add(1, Ordering::SeqCst))
     }
 
-    /// Sends an envelope on the live connection, or keeps it for the next one.
+    /// Sends an envelope on one live connection (in turn), or keeps it for the next one.
     fn deliver(&self, envelope: Value) {
         let id = envelope["envelope_id"]
             .as_str()
@@ -178,8 +180,14 @@ impl Shared {
         let mut world = self.world();
         world.sent.push(envelope.clone());
         world.unacked.push((id, envelope));
-        if let Some((_, socket)) = &world.socket {
-            let _ = socket.send(WsCommand::Send(text));
+        let live = world.sockets.len();
+        let first = world.sent.len() % live.max(1);
+        // A connection that is closing refuses; the next one takes the envelope.
+        for i in 0..live {
+            let (_, socket) = &world.sockets[(first + i) % live];
+            if socket.send(WsCommand::Send(text.clone())).is_ok() {
+                break;
+            }
         }
         drop(world);
         self.changed();
@@ -475,9 +483,9 @@ impl FakeSlack {
         envelope_id
     }
 
-    /// Drops the live Socket Mode connection without a close frame (a network failure).
+    /// Drops every live Socket Mode connection without a close frame (a network failure).
     pub fn drop_connection(&self) {
-        if let Some((_, socket)) = self.shared.world().socket.take() {
+        for (_, socket) in std::mem::take(&mut self.shared.world().sockets) {
             let _ = socket.send(WsCommand::Drop);
         }
     }
@@ -485,15 +493,9 @@ impl FakeSlack {
     /// Sends a `disconnect` envelope (Slack does so before it refreshes a connection) and
     /// closes the connection shortly after, as Slack does.
     pub fn send_disconnect(&self, reason: &str) {
-        let socket = self.shared.world().socket.clone();
-        if let Some((_, socket)) = socket {
-            let text = json!({
-                "type": "disconnect",
-                "reason": reason,
-                "debug_info": {"host": "applink-fake"}
-            })
-            .to_string();
-            let _ = socket.send(WsCommand::Send(text));
+        let text = disconnect(reason);
+        for (_, socket) in &self.shared.world().sockets {
+            let _ = socket.send(WsCommand::Send(text.clone()));
         }
     }
 
@@ -575,7 +577,7 @@ impl FakeSlack {
 
     /// Whether a Socket Mode connection is open now.
     pub fn is_connected(&self) -> bool {
-        self.shared.world().socket.is_some()
+        !self.shared.world().sockets.is_empty()
     }
 
     /// Waits until `check` returns something, re-checking on every change; `None` after
@@ -989,13 +991,22 @@ async fn socket_mode(State(shared): State<Arc<Shared>>, upgrade: WebSocketUpgrad
 
 async fn serve_socket(shared: Arc<Shared>, mut socket: WebSocket) {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let (me, pending): (u32, Vec<Value>) = {
+    let admitted: Option<(u32, Vec<Value>)> = {
         let mut world = shared.world();
-        world.connections += 1;
-        let me = world.connections;
-        // A newer connection replaces an older one (the app closes the old one itself).
-        world.socket = Some((me, tx));
-        (me, world.unacked.iter().map(|(_, e)| e.clone()).collect())
+        if world.sockets.len() >= MAX_SOCKETS {
+            None
+        } else {
+            world.connections += 1;
+            let me = world.connections;
+            world.sockets.push((me, tx));
+            Some((me, world.unacked.iter().map(|(_, e)| e.clone()).collect()))
+        }
+    };
+    let Some((me, pending)) = admitted else {
+        let _ = socket
+            .send(WsMessage::Text(disconnect("too_many_websockets").into()))
+            .await;
+        return;
     };
     shared.changed();
     let hello = json!({
@@ -1043,12 +1054,21 @@ async fn serve_socket(shared: Arc<Shared>, mut socket: WebSocket) {
             },
         }
     }
-    let mut world = shared.world();
-    if world.socket.as_ref().is_some_and(|(id, _)| *id == me) {
-        world.socket = None;
-    }
-    drop(world);
+    shared.world().sockets.retain(|(id, _)| *id != me);
     shared.changed();
+}
+
+/// Connections one app may keep open at once.
+const MAX_SOCKETS: usize = 10;
+
+/// A `disconnect` envelope: Slack sends it before it closes a connection.
+fn disconnect(reason: &str) -> String {
+    json!({
+        "type": "disconnect",
+        "reason": reason,
+        "debug_info": {"host": "applink-fake"}
+    })
+    .to_string()
 }
 
 fn acknowledge(shared: &Shared, text: &str) {
