@@ -226,17 +226,21 @@ async fn forty_threads_ending_together_are_each_answered_once_ten_rounds_in_a_ro
                 copies(p.discord.iter(), |id| answer(round, &discord_name[id]));
             slack_answered == THREADS && discord_answered == THREADS
         };
-        eventually(
-            &daemon,
-            &format!("every thread's answer in round {round}"),
-            ROUND_TIMEOUT,
-            || {
-                let done =
-                    all_answered(&posted(&slack, &discord, &slack_threads, &discord_threads));
-                async move { done }
-            },
-        )
-        .await;
+        let deadline = Instant::now() + ROUND_TIMEOUT;
+        while !all_answered(&posted(&slack, &discord, &slack_threads, &discord_threads)) {
+            if Instant::now() > deadline {
+                let questions = model
+                    .requests()
+                    .iter()
+                    .filter(|r| r.body_contains(&format!("round {round} question")))
+                    .count();
+                panic!(
+                    "round {round}: not every thread was answered in {ROUND_TIMEOUT:?}; the model saw {questions} requests of this round\n--- daemon log ---\n{}",
+                    daemon.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         // Every answer has left the outbox before duplicates are counted: a second copy
         // could only come from a deliverer still holding a message.
         let store = daemon.store().await;
@@ -248,8 +252,23 @@ async fn forty_threads_ending_together_are_each_answered_once_ten_rounds_in_a_ro
         let p = posted(&slack, &discord, &slack_threads, &discord_threads);
         let (_, slack_extra) = copies(p.slack.iter(), |ts| answer(round, &slack_name[ts]));
         let (_, discord_extra) = copies(p.discord.iter(), |id| answer(round, &discord_name[id]));
+        // How close together the turns ended: the spread of this round's finish times.
+        let keys = slack_threads
+            .iter()
+            .map(|ts| format!("slack:{SLACK_CHANNEL}:{ts}"))
+            .chain(
+                discord_threads
+                    .iter()
+                    .map(|id| format!("discord:{}:{id}", discord::CHANNEL)),
+            );
+        let mut finished = Vec::new();
+        for key in keys {
+            let runs = store.channel_runs(&key).await.expect("runs");
+            finished.extend(runs.get(round - 1).and_then(|run| run.finished_at));
+        }
+        let spread_ms = finished.iter().max().unwrap_or(&0) - finished.iter().min().unwrap_or(&0);
         eprintln!(
-            "round {round}: {} threads answered in {:.1}s; extra copies: slack {slack_extra}, discord {discord_extra}",
+            "round {round}: {} threads answered in {:.1}s, turns ended within {spread_ms} ms; extra copies: slack {slack_extra}, discord {discord_extra}",
             2 * THREADS,
             round_started.elapsed().as_secs_f64()
         );
