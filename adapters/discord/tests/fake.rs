@@ -282,7 +282,8 @@ async fn slash_commands_are_registered_and_answered() {
             "allow_user",
             "deny_user",
             "allow_role",
-            "deny_role"
+            "deny_role",
+            "trust"
         ]
     );
     // Users and roles come from Discord's pickers (option types 6 and 8): ids, not names.
