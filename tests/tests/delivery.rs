@@ -316,3 +316,74 @@ async fn forty_threads_ending_together_are_each_answered_once_ten_rounds_in_a_ro
     );
     model.shutdown().await;
 }
+
+/// The window between posting an answer and recording it: the daemon dies after Discord
+/// created the message but before its response arrived. The restarted daemon posts the part
+/// again with the same nonce, and Discord returns the message it already has: the thread shows
+/// the answer once, and the outbox is done with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_posted_just_before_a_kill_9_is_shown_once_after_the_restart() {
+    if docker().await.is_none() {
+        return;
+    }
+    const ANSWER: &str = "The answer that must arrive exactly once.";
+    let (dir, _project) = workspace();
+    let model =
+        start_model(Script::new().rule(Rule::contains("crash question").then(Step::text(ANSWER))))
+            .await;
+    let slack = FakeSlack::start().await.expect("fake slack");
+    let discord = FakeDiscord::start().await.expect("fake discord");
+    let home = dir.path().join("home");
+    let mut daemon = Daemon::start(&home, &config(&model, &slack, &discord, dir.path())).await;
+    discord
+        .wait_for(QUICK, |d| d.is_connected().then_some(()))
+        .await
+        .unwrap_or_else(|| panic!("no gateway connection\n{}", daemon.log_text()));
+
+    discord.lose_response(ANSWER);
+    let mention = discord.post_as_user(
+        DISCORD_USER,
+        discord::CHANNEL,
+        &format!("{} crash question", FakeDiscord::mention()),
+    );
+    let thread = discord
+        .wait_for(ROUND_TIMEOUT, |d| {
+            let thread = d.thread_of(&mention)?;
+            d.calls().iter().any(|c| c.held).then_some(thread)
+        })
+        .await
+        .unwrap_or_else(|| panic!("the answer was never posted\n{}", daemon.log_text()));
+    let answers = |d: &FakeDiscord| {
+        d.bot_messages_in(&thread.id)
+            .into_iter()
+            .filter(|m| m.content.contains(ANSWER))
+            .count()
+    };
+    assert_eq!(answers(&discord), 1, "Discord created the answer");
+
+    // Killed while waiting for Discord's response: the part is out but not recorded.
+    daemon.restart().await;
+    let store = daemon.store().await;
+    eventually(&daemon, "the outbox to be delivered", ROUND_TIMEOUT, || {
+        let store = store.clone();
+        async move { store.pending_outbox().await.expect("outbox").is_empty() }
+    })
+    .await;
+    let posts: Vec<_> = discord
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "POST" && c.body["content"].as_str() == Some(ANSWER))
+        .collect();
+    assert_eq!(posts.len(), 2, "posted again after the restart: {posts:?}");
+    assert_eq!(
+        posts[0].body["nonce"], posts[1].body["nonce"],
+        "with the same nonce"
+    );
+    assert_eq!(
+        answers(&discord),
+        1,
+        "shown once: {:#?}",
+        discord.bot_messages_in(&thread.id)
+    );
+    model.shutdown().await;
+}

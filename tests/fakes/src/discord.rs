@@ -63,6 +63,8 @@ pub struct RestCall {
     /// The JSON body (`payload_json` of a multipart body), `Null` when there is none.
     pub body: Value,
     pub status: u16,
+    /// The call did its work but its response was never sent ([`FakeDiscord::lose_response`]).
+    pub held: bool,
 }
 
 /// A message in the fake guild.
@@ -114,6 +116,8 @@ struct World {
     interactions: Vec<InteractionRecord>,
     /// The bot's reactions: (channel, message, emoji).
     reactions: Vec<(String, String, String)>,
+    /// Contents whose next created message gets no response (see `lose_response`).
+    held_responses: Vec<String>,
     /// Enforced nonces: (author, nonce as sent, message id, when).
     nonces: Vec<(String, Value, String, Instant)>,
     /// Registered application commands: scope (`global` or the guild id) → commands.
@@ -266,6 +270,13 @@ impl FakeDiscord {
             .world()
             .rate_limits
             .push((route.to_owned(), times, retry_after_sec));
+    }
+
+    /// The next message the bot creates whose content contains `needle` is created, but the
+    /// response never reaches the bot: the connection stays silent, as when the network or the
+    /// bot dies right after Discord accepted the message.
+    pub fn lose_response(&self, needle: &str) {
+        self.shared.world().held_responses.push(needle.to_owned());
     }
 
     /// A person writes in a guild channel or thread; returns the message id.
@@ -633,13 +644,32 @@ async fn rest(
     };
     let response = answer(&shared, &method, &path, &headers, &body, files);
     let status = response.status().as_u16();
-    shared.world().calls.push(RestCall {
-        method: method.to_string(),
-        path,
-        body,
-        status,
-    });
+    let held = {
+        let mut world = shared.world();
+        let content = body["content"].as_str().unwrap_or_default();
+        let held = status == 200
+            && method == Method::POST
+            && path.ends_with("/messages")
+            && world
+                .held_responses
+                .iter()
+                .position(|needle| content.contains(needle.as_str()))
+                .map(|at| world.held_responses.remove(at))
+                .is_some();
+        world.calls.push(RestCall {
+            method: method.to_string(),
+            path,
+            body,
+            status,
+            held,
+        });
+        held
+    };
     shared.changed();
+    if held {
+        // The message exists; its response is lost on the way (the client gives up or dies).
+        shared.shutdown.cancelled().await;
+    }
     response
 }
 
