@@ -10,6 +10,7 @@
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Set,
+    UpdateMany,
     sea_query::{Expr, ExprTrait},
 };
 
@@ -151,17 +152,9 @@ impl Store {
     /// Every part is posted: the message is sent and its claim dropped. `false`: the claim
     /// was gone (nothing changed).
     pub async fn mark_sent(&self, claim: &OutboxClaim) -> Result<bool, StoreError> {
-        let updated = outbox::Entity::update_many()
+        let updated = without_claim(outbox::Entity::update_many())
             .col_expr(outbox::Column::Status, OutboxStatus::Sent.as_str().into())
             .col_expr(outbox::Column::SentAt, Some(now_ms()).into())
-            .col_expr(
-                outbox::Column::ClaimToken,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                outbox::Column::ClaimedUntil,
-                Expr::value(Option::<i64>::None),
-            )
             .filter(outbox::Column::Id.eq(claim.id))
             .filter(outbox::Column::ClaimToken.eq(claim.token.as_str()))
             .exec(self.db())
@@ -177,7 +170,7 @@ impl Store {
         max_attempts: i32,
     ) -> Result<(), StoreError> {
         let attempts = Expr::col(outbox::Column::Attempts).add(1);
-        outbox::Entity::update_many()
+        without_claim(outbox::Entity::update_many())
             .col_expr(
                 outbox::Column::Status,
                 Expr::case(
@@ -188,14 +181,6 @@ impl Store {
                 .into(),
             )
             .col_expr(outbox::Column::Attempts, attempts)
-            .col_expr(
-                outbox::Column::ClaimToken,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                outbox::Column::ClaimedUntil,
-                Expr::value(Option::<i64>::None),
-            )
             .filter(outbox::Column::Id.eq(claim.id))
             .filter(outbox::Column::ClaimToken.eq(claim.token.as_str()))
             .exec(self.db())
@@ -206,15 +191,7 @@ impl Store {
     /// Drops every claim (start-up: the deliverer that held them died with the last daemon).
     /// Their messages are posted again from the first part not recorded as sent.
     pub async fn release_outbox_claims(&self) -> Result<u64, StoreError> {
-        Ok(outbox::Entity::update_many()
-            .col_expr(
-                outbox::Column::ClaimToken,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                outbox::Column::ClaimedUntil,
-                Expr::value(Option::<i64>::None),
-            )
+        Ok(without_claim(outbox::Entity::update_many())
             .filter(outbox::Column::Status.eq(OutboxStatus::Pending.as_str()))
             .filter(outbox::Column::ClaimToken.is_not_null())
             .exec(self.db())
@@ -243,4 +220,17 @@ fn outbox_message(row: outbox::Model) -> OutboxMessage {
         delivery_key: row.delivery_key,
         platform_message_id: row.platform_message_id,
     }
+}
+
+/// The update that drops a row's claim (token and lease), whatever else it sets.
+fn without_claim(update: UpdateMany<outbox::Entity>) -> UpdateMany<outbox::Entity> {
+    update
+        .col_expr(
+            outbox::Column::ClaimToken,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            outbox::Column::ClaimedUntil,
+            Expr::value(Option::<i64>::None),
+        )
 }
