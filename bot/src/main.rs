@@ -372,8 +372,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Serve => {
-            first_run(&sources).await?;
+            write_config_if_missing(&sources)?;
             let config = load(&sources)?;
+            prepare_first_run(&config).await?;
             loop_bot::logging::init(
                 &config.log_level,
                 config.log_format,
@@ -406,23 +407,28 @@ fn absolute(path: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
 /// Debian's (and Ubuntu's) bundle of every CA the host trusts.
 const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// What a newcomer would otherwise do by hand before `loop serve`: with no global config, write
-/// the commented default (as `loop onboard`); with no agent image, build it (as `loop image
-/// build`, with its progress bar). A missing credential is said, not guessed.
-async fn first_run(sources: &ConfigSources) -> anyhow::Result<()> {
+/// What a newcomer would otherwise do by hand before `loop serve`, first step: with no global
+/// config, write the commented default (as `loop onboard`).
+fn write_config_if_missing(sources: &ConfigSources) -> anyhow::Result<()> {
     if let onboard::OnboardOutcome::Written(path) = onboard::onboard(&sources.loop_dir, false)? {
         eprintln!(
             "first run: wrote {} (every setting with its default; docs/configuration.md explains them)",
             path.display()
         );
     }
-    let config = Config::load(sources)?.config;
+    Ok(())
+}
+
+/// The first run's second step, on the config `loop serve` loaded: a missing credential is
+/// said, not guessed; a missing agent image is built (as `loop image build`, with its
+/// progress bar).
+async fn prepare_first_run(config: &Config) -> anyhow::Result<()> {
     if config.anthropic_api_key.expose().is_none()
         && config.claude_code_oauth_token.expose().is_none()
     {
         eprintln!(
             "warning: no model credential: put anthropic_api_key (or claude_code_oauth_token) in {}, or export LOOP_ANTHROPIC_API_KEY; until then every turn fails",
-            sources.loop_dir.join("config.json").display()
+            config.loop_dir.join("config.json").display()
         );
     }
     let docker = match loop_runner::docker::connect().await {
