@@ -72,6 +72,25 @@ pub async fn thread_until(
     }
 }
 
+/// Waits for the bot's first message in `channel` (outside threads: replies to slash commands
+/// and notices) that contains `needle`.
+pub async fn reply_in(
+    slack: &FakeSlack,
+    daemon: &Daemon,
+    channel: &str,
+    needle: &str,
+    timeout: Duration,
+) -> SlackMessage {
+    slack
+        .wait_for(timeout, |s| {
+            s.bot_messages_in(channel, None)
+                .into_iter()
+                .find(|m| m.text.contains(needle))
+        })
+        .await
+        .unwrap_or_else(|| panic!("no reply {needle:?}\n{}", daemon.log_text()))
+}
+
 /// Whether one of `messages` contains `needle`.
 pub fn has_text(messages: &[SlackMessage], needle: &str) -> bool {
     messages.iter().any(|m| m.text.contains(needle))

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use loop_e2e::daemon::Daemon;
 use loop_e2e::project::{GitOwner, Project};
-use loop_e2e::slack::{connected, has_text, slack_config, thread_until};
+use loop_e2e::slack::{connected, has_text, reply_in, slack_config, thread_until};
 use loop_e2e::support::{docker, start_model, workspace};
 use loop_fakes::model::{Rule, Script, Session, Step};
 use loop_fakes::slack::FakeSlack;
@@ -446,18 +446,8 @@ async fn owners_decide_who_may_use_loop_in_a_channel() {
             .count()
     };
     let reply = |needle: &'static str| {
-        let slack = &slack;
-        let daemon = &daemon;
-        async move {
-            slack
-                .wait_for(QUICK, |s| {
-                    s.bot_messages_in("C9", None)
-                        .into_iter()
-                        .find(|m| m.text.contains(needle))
-                })
-                .await
-                .unwrap_or_else(|| panic!("no reply {needle:?}\n{}", daemon.log_text()))
-        }
+        let (slack, daemon) = (&slack, &daemon);
+        async move { reply_in(slack, daemon, "C9", needle, QUICK).await }
     };
 
     // Not a member: refused in private, nothing runs, and she cannot let herself in.
@@ -555,18 +545,8 @@ async fn the_loop_schedule_command_creates_tasks_directly_and_from_templates() {
     let daemon = Daemon::start(&home, &slack_config(&model, &slack, dir.path(), &templates)).await;
     connected(&slack, &daemon).await;
     let reply = |needle: String| {
-        let slack = &slack;
-        let daemon = &daemon;
-        async move {
-            slack
-                .wait_for(QUICK, |s| {
-                    s.bot_messages_in("C5", None)
-                        .into_iter()
-                        .find(|m| m.text.contains(&needle))
-                })
-                .await
-                .unwrap_or_else(|| panic!("no reply {needle:?}\n{}", daemon.log_text()))
-        }
+        let (slack, daemon) = (&slack, &daemon);
+        async move { reply_in(slack, daemon, "C5", &needle, QUICK).await }
     };
     slack.slash_command(
         "UALICE",
@@ -651,19 +631,8 @@ async fn only_an_owner_trusts_a_project_config_and_only_the_version_shown() {
     let daemon = Daemon::start(&home, &config).await;
     connected(&slack, &daemon).await;
     let reply = |needle: String| {
-        let slack = &slack;
-        let daemon = &daemon;
-        async move {
-            slack
-                .wait_for(QUICK, |s| {
-                    s.bot_messages_in("C9", None)
-                        .into_iter()
-                        .find(|m| m.text.contains(&needle))
-                })
-                .await
-                .unwrap_or_else(|| panic!("no reply {needle:?}\n{}", daemon.log_text()))
-                .text
-        }
+        let (slack, daemon) = (&slack, &daemon);
+        async move { reply_in(slack, daemon, "C9", &needle, QUICK).await.text }
     };
     slack.slash_command(
         "UBOSS",
