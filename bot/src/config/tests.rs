@@ -44,6 +44,16 @@ impl Fixture {
         Config::load(&self.sources).expect("config loads")
     }
 
+    /// The global config over the project file in `work`, with that file's current version
+    /// trusted.
+    fn trusted_project(&self, work: &std::path::Path) -> Config {
+        self.load()
+            .config
+            .for_project(work, Some(&trust(work)))
+            .expect("loads")
+            .config
+    }
+
     fn load_err(&self) -> String {
         Config::load(&self.sources)
             .expect_err("config must be refused")
@@ -340,12 +350,7 @@ fn project_maps_merge_by_key_and_project_wins() {
         r#"{"envs": {"B": "project", "C": 3},
             "mcp": {"servers": {"shared": {"command": "project"}, "p": {"command": "p"}}}}"#,
     );
-    let config = fx
-        .load()
-        .config
-        .for_project(&work, Some(&trust(&work)))
-        .expect("loads")
-        .config;
+    let config = fx.trusted_project(&work);
     assert_eq!(config.envs["A"], Value::from("1"));
     assert_eq!(config.envs["B"], Value::from("project"));
     assert_eq!(config.envs["C"], Value::from(3));
@@ -475,12 +480,7 @@ fn trusted_projects_may_loosen_gates() {
         r#"{"gates": {"agentgate": {"enabled": false,
             "command_rules": [{"commands": ["rm"], "decision": "allow"}]}}}"#,
     );
-    let config = fx
-        .load()
-        .config
-        .for_project(&work, Some(&trust(&work)))
-        .expect("loads")
-        .config;
+    let config = fx.trusted_project(&work);
     assert!(!config.gates.agentgate.enabled);
     assert_eq!(config.gates.agentgate.command_rules.len(), 1);
 }
@@ -538,12 +538,7 @@ fn a_project_may_not_switch_the_docker_proxy_on_but_may_tighten_it() {
     assert!(!config.gates.docker_proxy.enabled);
     fx.global(r#"{"gates": {"trust_project_config": true}}"#);
     let work = fx.project(r#"{"gates": {"docker_proxy": {"enabled": true}}}"#);
-    let config = fx
-        .load()
-        .config
-        .for_project(&work, Some(&trust(&work)))
-        .expect("loads")
-        .config;
+    let config = fx.trusted_project(&work);
     assert!(config.gates.docker_proxy.enabled);
 }
 
