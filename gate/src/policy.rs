@@ -41,7 +41,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 /// Where the per-container policy file is mounted inside the agent container.
-pub const DEFAULT_POLICY_PATH: &str = "/etc/loop/gate-policy.json";
+pub use loop_wire::container::paths::GATE_POLICY as DEFAULT_POLICY_PATH;
 
 /// How many wrapper programs are looked through before giving up.
 const MAX_WRAPPER_DEPTH: usize = 8;

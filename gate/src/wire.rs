@@ -11,7 +11,11 @@ use serde::{Deserialize, Serialize};
 use crate::policy::{ConnectTarget, Decision, FileOperation, Request};
 
 /// The path of the approval endpoint, relative to `API_URL`.
-pub const APPROVAL_PATH: &str = "/api/gate/container-approval";
+pub use loop_wire::routes::GATE_APPROVAL as APPROVAL_PATH;
+
+/// The person's answer: the three buttons (the admin API carries it too, so it is defined with
+/// the host API's bodies).
+pub use loop_wire::api::ApprovalDecision;
 
 /// What the agent tried to do, in wire form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,18 +132,6 @@ fn truncate(text: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &text[..end])
-}
-
-/// The person's answer: the three buttons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ApprovalDecision {
-    /// **Allow once**.
-    AllowOnce,
-    /// **Allow for session**: cache on the session key for the life of the container.
-    AllowSession,
-    /// **Deny**.
-    Deny,
 }
 
 /// What an [`crate::notify::Approver`] returns: the person's answer, or `Deny` after any

@@ -41,22 +41,22 @@ use crate::filter::{FilterError, FilterOptions};
 use crate::notify::{Approver, AuditSink, DEFAULT_MAX_PENDING, Supervisor};
 use crate::policy::{DEFAULT_POLICY_PATH, Policy, PolicyContext, PolicyError};
 
-/// Set to `child` in the re-exec'd agent side.
-pub const MODE_ENV: &str = "LOOP_SYSCALLWRAP_MODE";
-/// The policy file (default [`DEFAULT_POLICY_PATH`]).
-pub const POLICY_FILE_ENV: &str = "LOOP_GATE_POLICY_FILE";
+/// The agent user's name (checked first), as set by the image's entrypoint.
+pub use loop_wire::container::env::AGENT_USER as AGENT_USER_ENV;
 /// The chat channel the container works for; sent in the handshake and in approvals.
-pub const CHANNEL_ID_ENV: &str = "LOOP_CHANNEL_ID";
+pub use loop_wire::container::env::CHANNEL_ID as CHANNEL_ID_ENV;
+/// The policy file (default [`DEFAULT_POLICY_PATH`]).
+pub use loop_wire::container::env::GATE_POLICY_FILE as POLICY_FILE_ENV;
+/// The approval bearer token; removed from the agent's environment.
+pub use loop_wire::container::env::GATE_TOKEN as GATE_TOKEN_ENV;
 /// The project directory: the gate's workspace and the agent's working directory. Set by
 /// loop's runner; never taken from the supervisor's cwd, which is whatever the container's
 /// was.
-pub const WORKSPACE_ENV: &str = "LOOP_GATE_WORKSPACE";
-/// The approval bearer token; removed from the agent's environment.
-pub const GATE_TOKEN_ENV: &str = "LOOP_GATE_TOKEN";
-/// The agent user's name (checked first), as set by the image's entrypoint.
-pub const AGENT_USER_ENV: &str = "AGENT_USER";
+pub use loop_wire::container::env::GATE_WORKSPACE as WORKSPACE_ENV;
 /// The host user's name, which the entrypoint maps the agent to (Loop's name).
-pub const HOST_USER_ENV: &str = "HOST_USER";
+pub use loop_wire::container::env::HOST_USER as HOST_USER_ENV;
+/// Set to `child` in the re-exec'd agent side.
+pub use loop_wire::container::env::SYSCALLWRAP_MODE as MODE_ENV;
 /// Parent to child: `1` to trap read-only opens, `0` for the in-kernel fast path.
 const TRAP_READS_ENV: &str = "LOOP_SYSCALLWRAP_TRAP_READS";
 /// Parent to child: the parent's pid, to detect a parent that died before `PDEATHSIG` was set.

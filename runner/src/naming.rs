@@ -2,22 +2,22 @@
 //! `app=loop-agent` finds loop's containers too.
 
 /// Label on every container loop creates.
-pub const LABEL_APP: &str = "app";
+pub use loop_wire::container::labels::APP as LABEL_APP;
 /// Value of [`LABEL_APP`].
-pub const APP_AGENT: &str = "loop-agent";
-/// Container type label: `agent`, `shell` or `chrome`.
-pub const LABEL_TYPE: &str = "loop-type";
+pub use loop_wire::container::labels::APP_AGENT;
 /// The channel a container serves.
-pub const LABEL_CHANNEL: &str = "loop-channel";
+pub use loop_wire::container::labels::CHANNEL as LABEL_CHANNEL;
 /// Which loop daemon instance created it (loop's addition), so a restarted daemon can tell its
 /// own orphans from another daemon's live containers.
-pub const LABEL_DAEMON: &str = "loop-daemon";
+pub use loop_wire::container::labels::DAEMON as LABEL_DAEMON;
+/// Container type label: `agent`, `shell` or `chrome`.
+pub use loop_wire::container::labels::TYPE as LABEL_TYPE;
 
+/// Set by `loop dockerproxy` on what an agent creates: the daemon id, for orphan cleanup.
+pub use loop_wire::container::labels::PROXY_DAEMON as LABEL_PROXY_DAEMON;
 /// Set by `loop dockerproxy` (loop-gate's `dockerproxy::OWNER_LABEL`) on what an agent
 /// creates: the agent container's name. Removed with the agent; never one of loop's own.
-pub const LABEL_PROXY_OWNER: &str = "loop.dockerproxy.owner";
-/// Set by `loop dockerproxy` on what an agent creates: the daemon id, for orphan cleanup.
-pub const LABEL_PROXY_DAEMON: &str = "loop.dockerproxy.daemon";
+pub use loop_wire::container::labels::PROXY_OWNER as LABEL_PROXY_OWNER;
 
 /// Longest sanitised base kept in a name.
 const MAX_BASE_LEN: usize = 40;

@@ -8,22 +8,24 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use loop_wire::container::{env, paths};
+
 use crate::naming;
 
-/// Where the loop binary lives inside the image.
-pub const LOOP_BIN_IN_IMAGE: &str = "/usr/local/bin/loop";
-/// Where the per-container gate policy is mounted.
-pub const GATE_POLICY_IN_CONTAINER: &str = "/etc/loop/gate-policy.json";
-/// Where the per-container docker proxy policy is mounted.
-pub const PROXY_POLICY_IN_CONTAINER: &str = "/etc/loop/proxy-policy.json";
-/// The directory holding the host's Docker socket in the container: a root-only (`0700`)
-/// tmpfs, so the agent (another uid, even one in the host's docker group) cannot reach it.
-pub const DOCKER_UPSTREAM_DIR: &str = "/run/loop-docker-host";
-/// Where the host's Docker socket is mounted in the container (only the proxy opens it).
-pub const DOCKER_UPSTREAM_IN_CONTAINER: &str = "/run/loop-docker-host/docker.sock";
 /// The docker proxy's socket; `DOCKER_HOST` names it. The proxy also serves
 /// `/var/run/docker.sock` (`/run/docker.sock` through the image's `/var/run -> /run`).
-pub const DOCKER_PROXY_SOCKET: &str = "/run/loop/docker.sock";
+pub use loop_wire::container::paths::DOCKER_PROXY_SOCKET;
+/// Where the host's Docker socket is mounted in the container (only the proxy opens it).
+pub use loop_wire::container::paths::DOCKER_UPSTREAM as DOCKER_UPSTREAM_IN_CONTAINER;
+/// The directory holding the host's Docker socket in the container: a root-only (`0700`)
+/// tmpfs, so the agent (another uid, even one in the host's docker group) cannot reach it.
+pub use loop_wire::container::paths::DOCKER_UPSTREAM_DIR;
+/// Where the per-container gate policy is mounted.
+pub use loop_wire::container::paths::GATE_POLICY as GATE_POLICY_IN_CONTAINER;
+/// Where the loop binary lives inside the image.
+pub use loop_wire::container::paths::LOOP_BIN as LOOP_BIN_IN_IMAGE;
+/// Where the per-container docker proxy policy is mounted.
+pub use loop_wire::container::paths::PROXY_POLICY as PROXY_POLICY_IN_CONTAINER;
 /// Container paths a user mount may not cover (or shadow) while the proxy is on: the proxy's
 /// sockets and the host socket's directory.
 const PROXY_RESERVED_PATHS: &[&str] = &[
@@ -35,14 +37,14 @@ const PROXY_RESERVED_PATHS: &[&str] = &[
     "/var/run/loop-docker-host",
     PROXY_POLICY_IN_CONTAINER,
 ];
-/// Where the per-container MCP config is mounted (read-only). It is written in loop's own run
-/// directory, never in the project: a project file could be a symlink to anywhere on the host.
-pub const MCP_CONFIG_IN_CONTAINER: &str = "/etc/loop/mcp.json";
-/// Where the built-in MCP server (`loop mcp`) logs, inside the container.
-pub const MCP_LOG_IN_CONTAINER: &str = "/tmp/loop-mcp.log";
 /// The agent's workspace for `loop syscallwrap` (the gate's relative rules and `rm -r`
 /// guard), passed explicitly rather than read from the supervisor's cwd.
-pub const GATE_WORKSPACE_ENV: &str = "LOOP_GATE_WORKSPACE";
+pub use loop_wire::container::env::GATE_WORKSPACE as GATE_WORKSPACE_ENV;
+/// Where the per-container MCP config is mounted (read-only). It is written in loop's own run
+/// directory, never in the project: a project file could be a symlink to anywhere on the host.
+pub use loop_wire::container::paths::MCP_CONFIG as MCP_CONFIG_IN_CONTAINER;
+/// Where the built-in MCP server (`loop mcp`) logs, inside the container.
+pub use loop_wire::container::paths::MCP_LOG as MCP_LOG_IN_CONTAINER;
 /// Memory files the Claude Code CLI reads in the working directory and each of its parents.
 pub const CLAUDE_MEMORY_FILES: [&str; 2] = ["CLAUDE.md", "CLAUDE.local.md"];
 /// The host as containers see it.
@@ -66,7 +68,7 @@ const RESERVED_ENV_PREFIXES: &[&str] = &[
 /// every shell runs first, `GCONV_PATH` a library glibc loads.
 const RESERVED_ENV_NAMES: &[&str] = &[
     "CHANNEL_ID",
-    "API_URL",
+    env::API_URL,
     "HOME",
     "PATH",
     "TZ",
@@ -271,7 +273,7 @@ pub struct ContainerSettings {
 }
 
 /// The variable carrying [`ContainerSettings::api_token`].
-pub const API_TOKEN_ENV: &str = "LOOP_API_TOKEN";
+pub use loop_wire::container::env::API_TOKEN as API_TOKEN_ENV;
 
 /// The channel a container serves.
 #[derive(Debug, Clone)]
@@ -409,10 +411,13 @@ pub fn plan_container(
     let gate_policy_path = settings.gate.as_ref().map(|gate| {
         let path = gate.policy_dir.join(&name).join("gate-policy.json");
         binds.push(format!("{}:{GATE_POLICY_IN_CONTAINER}:ro", path.display()));
-        env.push("LOOP_GATE_ENABLED=1".to_owned());
-        env.push(format!("LOOP_GATE_POLICY_FILE={GATE_POLICY_IN_CONTAINER}"));
-        env.push(format!("LOOP_CHANNEL_ID={}", target.channel_id));
-        env.push(format!("LOOP_GATE_TOKEN={}", gate.token));
+        env.push(format!("{}=1", env::GATE_ENABLED));
+        env.push(format!(
+            "{}={GATE_POLICY_IN_CONTAINER}",
+            env::GATE_POLICY_FILE
+        ));
+        env.push(format!("{}={}", env::CHANNEL_ID, target.channel_id));
+        env.push(format!("{}={}", env::GATE_TOKEN, gate.token));
         env.push(format!(
             "{GATE_WORKSPACE_ENV}={}",
             target.work_dir.display()
@@ -436,20 +441,24 @@ pub fn plan_container(
         // Nested containers run as root on the host's kernel and can leave setuid files in
         // the directories they mount; with no new privileges, the agent cannot use them.
         security_opt.push("no-new-privileges:true".to_owned());
-        env.push("LOOP_DOCKERPROXY_ENABLED=1".to_owned());
+        env.push(format!("{}=1", env::DOCKERPROXY_ENABLED));
         env.push(format!(
-            "LOOP_DOCKERPROXY_POLICY_FILE={PROXY_POLICY_IN_CONTAINER}"
+            "{}={PROXY_POLICY_IN_CONTAINER}",
+            env::DOCKERPROXY_POLICY_FILE
         ));
         env.push(format!(
-            "LOOP_DOCKERPROXY_UPSTREAM={DOCKER_UPSTREAM_IN_CONTAINER}"
+            "{}={DOCKER_UPSTREAM_IN_CONTAINER}",
+            env::DOCKERPROXY_UPSTREAM
         ));
         env.push(format!(
-            "LOOP_DOCKERPROXY_LISTEN={DOCKER_PROXY_SOCKET},/run/docker.sock"
+            "{}={DOCKER_PROXY_SOCKET},{}",
+            env::DOCKERPROXY_LISTEN,
+            paths::DOCKER_CONVENTIONAL_SOCKET
         ));
         env.push(format!("DOCKER_HOST=unix://{DOCKER_PROXY_SOCKET}"));
         if settings.gate.is_none() {
-            env.push(format!("LOOP_CHANNEL_ID={}", target.channel_id));
-            env.push(format!("LOOP_GATE_TOKEN={}", proxy.token));
+            env.push(format!("{}={}", env::CHANNEL_ID, target.channel_id));
+            env.push(format!("{}={}", env::GATE_TOKEN, proxy.token));
         }
         let json = proxy_policy_json(
             &proxy.policy_json,
@@ -575,9 +584,9 @@ pub fn container_env(
     let home = settings.agent.home.display().to_string();
     let mut env = vec![
         format!("CHANNEL_ID={}", target.channel_id),
-        format!("API_URL={}", settings.api_url),
+        format!("{}={}", env::API_URL, settings.api_url),
         format!("HOME={home}"),
-        format!("HOST_USER={}", settings.agent.name),
+        format!("{}={}", env::HOST_USER, settings.agent.name),
         format!("HOST_UID={}", settings.agent.uid),
         format!("HOST_GID={}", settings.agent.gid),
         format!("TZ={}", settings.timezone),

@@ -22,7 +22,10 @@ use crate::spec::{
 };
 
 /// Env vars minted per turn; they do not make two plans different.
-const PER_TURN_ENV: [&str; 2] = ["LOOP_GATE_TOKEN=", "LOOP_API_TOKEN="];
+const PER_TURN_ENV: [&str; 2] = [
+    loop_wire::container::env::GATE_TOKEN,
+    loop_wire::container::env::API_TOKEN,
+];
 /// Memory an idle agent is budgeted at when sizing the default pool (measured ~90 MiB).
 const IDLE_AGENT_MIB: u64 = 128;
 
@@ -202,7 +205,10 @@ pub fn fingerprint(plan: &ContainerPlan, settings: &ContainerSettings) -> u64 {
         .map(|p| (p.policy_json.clone(), p.host_socket.clone()))
         .hash(&mut hasher);
     for entry in &plan.env {
-        if !PER_TURN_ENV.iter().any(|prefix| entry.starts_with(prefix)) {
+        let name = entry
+            .split_once('=')
+            .map_or(entry.as_str(), |(name, _)| name);
+        if !PER_TURN_ENV.contains(&name) {
             entry.hash(&mut hasher);
         }
     }

@@ -211,8 +211,7 @@ impl Daemon {
             .await
             .expect("post");
         assert_eq!(response.status(), 202);
-        let accepted: loop_bot::api::wire::MessageAccepted =
-            response.json().await.expect("accepted");
+        let accepted: loop_wire::api::MessageAccepted = response.json().await.expect("accepted");
         accepted.inbox_id.expect("a new message")
     }
 
@@ -221,7 +220,7 @@ impl Daemon {
         let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + timeout;
         while tokio::time::Instant::now() < deadline {
-            let state: loop_bot::api::wire::MessageState = client
+            let state: loop_wire::api::MessageState = client
                 .get(self.url(&format!("/api/local/messages/{inbox_id}")))
                 .bearer_auth(self.token())
                 .send()

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use loop_bot::api::wire::MemoryInfo;
 use loop_bot::store::{MemoryScope, Store};
 use loop_e2e::daemon::{Daemon, eventually, loop_binary, test_config};
 use loop_e2e::support::{docker, skip_unavailable, start_model, workspace};
 use loop_fakes::hfhub::{FakeHub, HubRepo};
 use loop_fakes::model::{Rule, Script, Step};
+use loop_wire::api::MemoryInfo;
 use serde_json::json;
 
 const CHANNEL: &str = "mem";

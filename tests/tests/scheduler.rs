@@ -7,13 +7,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
-use loop_bot::api::wire::TaskInfo;
 use loop_bot::commands::client::Client;
 use loop_bot::store::{InboxStatus, Store};
 use loop_e2e::daemon::{Daemon, eventually, test_config};
 use loop_e2e::project::{GitOwner, Project};
 use loop_e2e::support::{docker, start_model};
 use loop_fakes::model::{Matcher, Rule, Script, Session, Step};
+use loop_wire::api::TaskInfo;
 use serde_json::json;
 
 const CHANNEL: &str = "sched";

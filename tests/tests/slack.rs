@@ -363,7 +363,7 @@ async fn each_scheduled_run_answers_in_a_thread_titled_with_its_task() {
     .await;
     connected(&slack, &daemon).await;
     let http = reqwest::Client::new();
-    let task: loop_bot::api::wire::TaskInfo = http
+    let task: loop_wire::api::TaskInfo = http
         .post(daemon.url("/api/tasks"))
         .bearer_auth(daemon.token())
         .json(&serde_json::json!({

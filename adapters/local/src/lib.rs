@@ -6,38 +6,14 @@ use async_trait::async_trait;
 use loop_adapter::{
     Adapter, AdapterError, ChannelKey, Inbound, OutgoingPart, PlatformKind, PostedMessage,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// Local terminals have no message size limit worth the name; keep chunks readable.
 pub const LOCAL_MESSAGE_LIMIT: usize = 64 * 1024;
 
-/// What a local client sees.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum LocalEvent {
-    /// A new message in the channel.
-    Posted {
-        channel: String,
-        message_id: String,
-        text: String,
-    },
-    /// A message was replaced (status updates).
-    Edited {
-        channel: String,
-        message_id: String,
-        text: String,
-    },
-}
-
-impl LocalEvent {
-    pub fn channel(&self) -> &str {
-        match self {
-            LocalEvent::Posted { channel, .. } | LocalEvent::Edited { channel, .. } => channel,
-        }
-    }
-}
+/// What a local client sees (a host-API body, defined with the others).
+pub use loop_wire::api::LocalEvent;
 
 /// The daemon side of the local platform. Cheap to clone.
 #[derive(Clone)]

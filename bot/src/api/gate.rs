@@ -20,12 +20,12 @@ use loop_gate::wire::{
     ApprovalDecision, ApprovalRequest, ApprovalResponse, AuditOutcome, AuditRecord, GateAction,
 };
 
-use super::wire::DecideApproval;
 use super::{ApiError, ApiState, bearer, parse_body};
 use crate::gate::{Answered, Resolution};
 use crate::store::{
     ApprovalAnswer, ApprovalRecord, Decided, NewApproval, NewAuditEntry, StoreError, now_ms,
 };
+use loop_wire::api::DecideApproval;
 
 /// Who `decided_by` names when the admin API was used without a `by`.
 const DEFAULT_DECIDER: &str = "admin";

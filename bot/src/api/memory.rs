@@ -13,12 +13,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use loop_adapter::ChannelKey;
 
-use super::wire::{
-    ForgetMemory, Forgotten, IndexMemory, MemoryInfo, Reindexed, SaveMemory, SearchMemory,
-};
 use super::{ApiError, ApiState, bearer, parse_body, tokens_match};
 use crate::memory::{Hit, Memory, MemoryError, SOURCE_AGENT};
 use crate::store::{MemoryRecord, MemoryScope};
+use loop_wire::api::{
+    ForgetMemory, Forgotten, IndexMemory, MemoryInfo, Reindexed, SaveMemory, SearchMemory,
+};
 
 /// Most results one search returns.
 const MAX_TOP_K: usize = 50;

@@ -9,7 +9,6 @@ mod auth;
 mod gate;
 pub mod memory;
 pub mod tasks;
-pub mod wire;
 
 use std::sync::Arc;
 
@@ -29,7 +28,7 @@ pub use auth::{
     ADMIN_TOKEN_FILE, ContainerIdentity, ContainerTokens, TokenError, bearer,
     load_or_create_admin_token, random_token, read_admin_token, tokens_match,
 };
-use wire::{
+use loop_wire::api::{
     ErrorBody, MessageAccepted, MessageState, PostCommand, PostMessage, RunEventWire, StreamItem,
     valid_channel_name,
 };

@@ -15,13 +15,13 @@ use chrono::{TimeZone, Utc};
 use loop_adapter::ChannelKey;
 use serde::Deserialize;
 
-use super::wire::{CreateTask, SendMessage, TaskInfo, UpdateTask};
 use super::{ApiError, ApiState, ContainerIdentity, bearer, parse_body, tokens_match};
 use crate::scheduler::input::{
     CreateTaskInput, TaskInputError, UpdateTaskInput, plan_new_task, plan_task_change,
 };
 use crate::scheduler::{Clock, SchedulerSettings, SystemClock, parse_timezone};
 use crate::store::TaskRecord;
+use loop_wire::api::{CreateTask, SendMessage, TaskInfo, UpdateTask};
 
 /// Who is calling.
 enum Caller {

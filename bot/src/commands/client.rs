@@ -9,10 +9,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::api::wire::{
+use loop_adapter_local::LocalEvent;
+use loop_wire::api::{
     ErrorBody, MessageAccepted, MessageState, PostCommand, PostMessage, StreamItem,
 };
-use loop_adapter_local::LocalEvent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -330,7 +330,7 @@ pub fn channel_for_dir(dir: Option<&std::path::Path>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::wire::valid_channel_name;
+    use loop_wire::api::valid_channel_name;
 
     #[test]
     fn notices_are_what_was_posted_besides_the_status_and_the_answer() {

@@ -6,8 +6,8 @@ use loop_gate::policy::{Policy, PolicyContext, PolicyError, PolicyFile, Request}
 use loop_gate::wire::ApprovalDecision;
 
 use super::client::{Client, ClientError};
-use crate::api::wire::DecideApproval;
 use crate::store::{ApprovalRecord, AuditEntry};
+use loop_wire::api::DecideApproval;
 
 /// Answers an approval through the daemon.
 pub async fn decide(

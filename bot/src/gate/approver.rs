@@ -15,13 +15,13 @@ use loop_gate::wire::{APPROVAL_PATH, ApprovalDecision, ApprovalRequest, Approval
 use loop_gate::wrap::{self, WrapConfig, WrapError};
 
 /// The host API as containers reach it (set by the runner).
-pub const API_URL_ENV: &str = "API_URL";
+pub use loop_wire::container::env::API_URL as API_URL_ENV;
 /// Seconds the daemon waits for a person; the approver waits a little longer for its answer.
-pub const APPROVAL_TIMEOUT_ENV: &str = "LOOP_GATE_APPROVAL_TIMEOUT_SEC";
+pub use loop_wire::container::env::GATE_APPROVAL_TIMEOUT_SEC as APPROVAL_TIMEOUT_ENV;
 /// Used when the variable is missing or malformed (the config's default).
 pub const DEFAULT_APPROVAL_TIMEOUT_SEC: u64 = 300;
 /// Approvals that may wait at once (`gates.rate_limits.pending`); more are denied.
-pub const MAX_PENDING_ENV: &str = "LOOP_GATE_MAX_PENDING";
+pub use loop_wire::container::env::GATE_MAX_PENDING as MAX_PENDING_ENV;
 /// Extra time over the daemon's own timeout, so the daemon's "expired" answer (and its audit
 /// record) arrives before the approver gives up on the connection.
 const RESPONSE_MARGIN: Duration = Duration::from_secs(15);
@@ -123,7 +123,7 @@ pub use loop_gate::wrap::is_child_mode;
 /// Sets `LOOP_GATE_LOG` (an env filter, `warn` by default) for the supervisor's stderr, which
 /// ends up in the container's log. Creates no thread.
 pub fn init_logging() {
-    init_logging_from("LOOP_GATE_LOG");
+    init_logging_from(loop_wire::container::env::GATE_LOG);
 }
 
 /// Logging for the container-side helpers (`syscallwrap`, `dockerproxy`): the env filter in

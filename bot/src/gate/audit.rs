@@ -18,10 +18,10 @@ use loop_gate::wire::{AuditOutcome, AuditRecord};
 
 use super::approver::API_URL_ENV;
 
-/// The audit endpoint, relative to `API_URL`.
-pub const AUDIT_PATH: &str = "/api/gate/container-audit";
 /// `1` to ship every policy allow too (`gates.audit.verbose`).
-pub const AUDIT_VERBOSE_ENV: &str = "LOOP_GATE_AUDIT_VERBOSE";
+pub use loop_wire::container::env::GATE_AUDIT_VERBOSE as AUDIT_VERBOSE_ENV;
+/// The audit endpoint, relative to `API_URL`.
+pub use loop_wire::routes::GATE_AUDIT as AUDIT_PATH;
 /// Most records in one request (the daemon refuses more).
 pub const MAX_BATCH: usize = 500;
 /// Records waiting for the sender before new ones are dropped.

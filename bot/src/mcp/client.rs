@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::wire::{
+use loop_wire::api::{
     CreateTask, ErrorBody, ForgetMemory, Forgotten, IndexMemory, MemoryInfo, Reindexed, SaveMemory,
     SearchMemory, SendMessage, TaskInfo, UpdateTask,
 };

@@ -9,7 +9,7 @@ use rmcp::{ErrorData, schemars, tool, tool_router};
 use serde::Deserialize;
 
 use super::{LoopMcp, failed, ok, with_json};
-use crate::api::wire::{MemoryInfo, SaveMemory, SearchMemory};
+use loop_wire::api::{MemoryInfo, SaveMemory, SearchMemory};
 
 /// `memory_save`'s arguments.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

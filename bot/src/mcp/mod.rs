@@ -22,10 +22,10 @@ use serde::Deserialize;
 
 pub use client::{ApiCallError, ApiClient};
 
-use crate::api::wire::{CreateTask, TaskInfo, UpdateTask};
+use loop_wire::api::{CreateTask, TaskInfo, UpdateTask};
 
 /// The environment variable holding the container's API token.
-pub const API_TOKEN_ENV: &str = "LOOP_API_TOKEN";
+pub use loop_wire::container::env::API_TOKEN as API_TOKEN_ENV;
 
 /// What `loop mcp` is started with.
 #[derive(Debug, Clone)]

@@ -60,25 +60,8 @@ pub enum OrchestratorError {
     ShuttingDown,
 }
 
-/// What the event stream carries about runs (for `loop chat`, dashboards).
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum RunEvent {
-    Started {
-        run_id: String,
-        channel: String,
-    },
-    Progress {
-        run_id: String,
-        channel: String,
-        status: String,
-    },
-    Finished {
-        run_id: String,
-        channel: String,
-        status: String,
-    },
-}
+/// What the event stream carries about runs (a wire shape: `loop chat` and dashboards read it).
+pub use loop_wire::api::RunEvent;
 
 /// A turn in flight.
 #[derive(Debug, Clone, Serialize)]

@@ -32,41 +32,41 @@ use std::path::PathBuf;
 pub use baseline::{Call, ProxyPolicy, Refusal};
 pub use policy::{ProxyPolicyError, ProxyPolicyFile};
 
-/// Every label the proxy sets starts with this; the agent may not set such labels itself.
-pub const LABEL_PREFIX: &str = "loop.dockerproxy.";
-/// `loop.dockerproxy.owner=<agent container name>` on containers and networks the proxy
-/// creates; only those may be used through it.
-pub const OWNER_LABEL: &str = "loop.dockerproxy.owner";
 /// `loop.dockerproxy.channel=<channel>` on volumes the proxy creates: they outlive the
 /// container and belong to the channel's later turns.
-pub const CHANNEL_LABEL: &str = "loop.dockerproxy.channel";
+pub use loop_wire::container::labels::PROXY_CHANNEL as CHANNEL_LABEL;
 /// `loop.dockerproxy.daemon=<daemon id>`, so a restarted daemon removes what a crashed one
 /// left behind.
-pub const DAEMON_LABEL: &str = "loop.dockerproxy.daemon";
+pub use loop_wire::container::labels::PROXY_DAEMON as DAEMON_LABEL;
+/// `loop.dockerproxy.owner=<agent container name>` on containers and networks the proxy
+/// creates; only those may be used through it.
+pub use loop_wire::container::labels::PROXY_OWNER as OWNER_LABEL;
+/// Every label the proxy sets starts with this; the agent may not set such labels itself.
+pub use loop_wire::container::labels::PROXY_PREFIX as LABEL_PREFIX;
 
 /// `1`: the entrypoint starts the proxy.
-pub const ENABLED_ENV: &str = "LOOP_DOCKERPROXY_ENABLED";
-/// The policy file inside the container.
-pub const POLICY_FILE_ENV: &str = "LOOP_DOCKERPROXY_POLICY_FILE";
-/// The host daemon's socket inside the container.
-pub const UPSTREAM_ENV: &str = "LOOP_DOCKERPROXY_UPSTREAM";
+pub use loop_wire::container::env::DOCKERPROXY_ENABLED as ENABLED_ENV;
 /// The sockets the proxy listens on, comma-separated; the first is the one the entrypoint
 /// waits for and `DOCKER_HOST` names.
-pub const LISTEN_ENV: &str = "LOOP_DOCKERPROXY_LISTEN";
+pub use loop_wire::container::env::DOCKERPROXY_LISTEN as LISTEN_ENV;
 /// `tracing` filter for the proxy's stderr (`warn` when unset).
-pub const LOG_ENV: &str = "LOOP_DOCKERPROXY_LOG";
+pub use loop_wire::container::env::DOCKERPROXY_LOG as LOG_ENV;
+/// The policy file inside the container.
+pub use loop_wire::container::env::DOCKERPROXY_POLICY_FILE as POLICY_FILE_ENV;
+/// The host daemon's socket inside the container.
+pub use loop_wire::container::env::DOCKERPROXY_UPSTREAM as UPSTREAM_ENV;
 
-/// Where the runner mounts the policy.
-pub const DEFAULT_POLICY_PATH: &str = "/etc/loop/proxy-policy.json";
-/// The directory holding the host's socket (root, `0700`).
-pub const UPSTREAM_DIR: &str = "/run/loop-docker-host";
-/// Where the runner mounts the host's socket.
-pub const DEFAULT_UPSTREAM: &str = "/run/loop-docker-host/docker.sock";
-/// The proxy's own socket.
-pub const DEFAULT_LISTEN: &str = "/run/loop/docker.sock";
 /// The conventional path (`/var/run/docker.sock` through `/var/run -> /run`), for tools that
 /// ignore `DOCKER_HOST`.
-pub const CONVENTIONAL_LISTEN: &str = "/run/docker.sock";
+pub use loop_wire::container::paths::DOCKER_CONVENTIONAL_SOCKET as CONVENTIONAL_LISTEN;
+/// The proxy's own socket.
+pub use loop_wire::container::paths::DOCKER_PROXY_SOCKET as DEFAULT_LISTEN;
+/// Where the runner mounts the host's socket.
+pub use loop_wire::container::paths::DOCKER_UPSTREAM as DEFAULT_UPSTREAM;
+/// The directory holding the host's socket (root, `0700`).
+pub use loop_wire::container::paths::DOCKER_UPSTREAM_DIR as UPSTREAM_DIR;
+/// Where the runner mounts the policy.
+pub use loop_wire::container::paths::PROXY_POLICY as DEFAULT_POLICY_PATH;
 
 /// Errors of starting the proxy.
 #[derive(Debug, thiserror::Error)]
@@ -136,8 +136,8 @@ impl ProxyConfig {
                 var(UPSTREAM_ENV).unwrap_or_else(|| DEFAULT_UPSTREAM.to_owned()),
             ),
             listen,
-            channel_id: var("LOOP_CHANNEL_ID").unwrap_or_default(),
-            max_pending: var("LOOP_GATE_MAX_PENDING")
+            channel_id: var(loop_wire::container::env::CHANNEL_ID).unwrap_or_default(),
+            max_pending: var(loop_wire::container::env::GATE_MAX_PENDING)
                 .and_then(|v| v.trim().parse().ok())
                 .filter(|n| *n > 0)
                 .unwrap_or(30),

@@ -1,10 +1,66 @@
-//! Request and response bodies of the host API, shared by the server and the `loop` CLI client
-//! so each JSON shape exists once.
+//! Request and response bodies of the host API, shared by the daemon, the `loop` CLI client and
+//! `loop mcp` in the container, so each JSON shape exists once.
 
 use serde::{Deserialize, Serialize};
 
-use crate::orchestrator::RunEvent;
-use loop_adapter_local::LocalEvent;
+/// What the daemon's event stream carries about runs (for `loop chat`, dashboards).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunEvent {
+    Started {
+        run_id: String,
+        channel: String,
+    },
+    Progress {
+        run_id: String,
+        channel: String,
+        status: String,
+    },
+    Finished {
+        run_id: String,
+        channel: String,
+        status: String,
+    },
+}
+
+/// What a local client sees of a local channel's chat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LocalEvent {
+    /// A new message in the channel.
+    Posted {
+        channel: String,
+        message_id: String,
+        text: String,
+    },
+    /// A message was replaced (status updates).
+    Edited {
+        channel: String,
+        message_id: String,
+        text: String,
+    },
+}
+
+impl LocalEvent {
+    pub fn channel(&self) -> &str {
+        match self {
+            LocalEvent::Posted { channel, .. } | LocalEvent::Edited { channel, .. } => channel,
+        }
+    }
+}
+
+/// A person's answer to a gate approval: the three buttons. The gate's protocol
+/// (`loop_gate::wire`) and the admin API's [`DecideApproval`] carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalDecision {
+    /// **Allow once**.
+    AllowOnce,
+    /// **Allow for session**: cache on the session key for the life of the container.
+    AllowSession,
+    /// **Deny**.
+    Deny,
+}
 
 /// `POST /api/local/messages`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -122,7 +178,7 @@ pub fn valid_channel_name(name: &str) -> bool {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecideApproval {
-    pub decision: loop_gate::wire::ApprovalDecision,
+    pub decision: ApprovalDecision,
     /// Who answered, for the audit log; `admin` when absent.
     #[serde(default)]
     pub by: Option<String>,
