@@ -15,6 +15,7 @@ pub mod orchestrator;
 pub mod permissions;
 pub mod project_files;
 pub mod scheduler;
-pub mod store;
+/// The store is its own crate (`loop-store`, the only one that links sea-orm).
+pub use loop_store as store;
 
 pub use loop_wire::error_chain;

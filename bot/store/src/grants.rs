@@ -82,7 +82,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::test_support::TestDb;
+    use crate::test_support::TestDb;
     use loop_adapter::PlatformKind;
 
     #[tokio::test]

@@ -263,7 +263,7 @@ mod tests {
     use loop_adapter::{Author, ChannelKey, Message, PlatformKind};
 
     use super::*;
-    use crate::store::test_support::TestDb;
+    use crate::test_support::TestDb;
 
     fn new_task(channel: &str, next: i64) -> NewTask {
         NewTask {
@@ -398,11 +398,11 @@ mod tests {
                 work_dir: None,
             };
             let first = store.accept_message(&message).await.expect("accept");
-            assert!(matches!(first, crate::store::Accepted::New(_)));
+            assert!(matches!(first, crate::Accepted::New(_)));
             // The same scheduled time again (a re-fire after a crash) is a duplicate.
             assert_eq!(
                 store.accept_message(&message).await.expect("again"),
-                crate::store::Accepted::Duplicate,
+                crate::Accepted::Duplicate,
                 "{}",
                 db.backend()
             );
@@ -417,7 +417,7 @@ mod tests {
                 .finish_run(
                     "run-1",
                     "local:a",
-                    crate::store::RunStatus::Succeeded,
+                    crate::RunStatus::Succeeded,
                     Default::default(),
                     None,
                 )

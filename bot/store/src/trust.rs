@@ -125,7 +125,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::test_support::TestDb;
+    use crate::test_support::TestDb;
 
     #[tokio::test]
     async fn trust_is_per_directory_replaced_and_each_version_is_announced_once_per_channel() {

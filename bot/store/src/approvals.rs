@@ -408,7 +408,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::test_support::TestDb;
+    use crate::test_support::TestDb;
 
     fn new_approval(id: &str, expires_at: i64) -> NewApproval {
         NewApproval {

@@ -1,5 +1,5 @@
 //! The outbox: every message loop posts on a platform (answers, notices, command replies) is a
-//! row here first, and leaves through one deliverer (`crate::orchestrator::delivery`).
+//! row here first, and leaves through one deliverer (`loop_daemon::orchestrator::delivery`).
 //!
 //! A row is posted only under a claim: [`Store::claim_outbox`] takes it atomically (a
 //! conditional UPDATE, so of two claimers exactly one wins) with a lease that expires, and the

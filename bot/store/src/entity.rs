@@ -244,7 +244,7 @@ pub mod memories {
         pub content: String,
         pub content_hash: String,
         pub embedding: Option<Vec<u8>>,
-        /// The model that made `embedding` (see [`crate::memory::Embedder::model_id`]).
+        /// The model that made `embedding` (the daemon's `Embedder::model_id`).
         pub embedding_model: Option<String>,
         pub created_at: i64,
         pub updated_at: i64,
