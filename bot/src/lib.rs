@@ -9,7 +9,6 @@ pub mod daemon;
 pub mod egress;
 pub mod gate;
 pub mod logging;
-pub mod mcp;
 pub mod memory;
 pub mod orchestrator;
 pub mod permissions;

@@ -9,26 +9,26 @@ use loop_bot::cli::{
     Cli, Command, ConfigCommand, DaemonCommand, GateCommand, ImageCommand, TasksCommand,
 };
 use loop_bot::commands::{client, config_show, doctor, gate, image, onboard, service};
-use loop_bot::config::{Config, ConfigSources};
+use loop_bot::config::{Config, ConfigSources, LogFormat};
 use loop_gate::wire::ApprovalDecision;
 use tokio::io::AsyncBufReadExt;
 
 fn main() -> ExitCode {
     // The gate's agent side (re-exec'd by `loop syscallwrap`): first thing, while the process
     // has one thread and before anything else reads the environment.
-    if loop_bot::gate::approver::is_child_mode() {
-        return exit_code(loop_bot::gate::approver::run_child());
+    if loop_guest::syscallwrap::is_child_mode() {
+        return exit_code(loop_guest::syscallwrap::run_child());
     }
     let cli = Cli::parse();
     // The gate drops capabilities per thread, so `syscallwrap` must start before any runtime
     // (and its worker threads) exists.
     if let Command::Syscallwrap(args) = &cli.command {
-        loop_bot::gate::approver::init_logging();
-        return exit_code(loop_bot::gate::approver::run_parent(&args.command));
+        loop_guest::syscallwrap::init_logging();
+        return exit_code(loop_guest::syscallwrap::run_parent(&args.command));
     }
     // The same for the docker proxy: it drops its capabilities before its runtime starts.
     if let Command::Dockerproxy = &cli.command {
-        return exit_code(loop_bot::gate::dockerproxy::run());
+        return exit_code(loop_guest::dockerproxy::run());
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -274,13 +274,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
         }
         Command::Mcp(args) => {
-            loop_bot::mcp::serve(loop_bot::mcp::McpOptions {
+            // stdout is the protocol: logs go to the file when it can be opened, else stderr.
+            if args.log.as_deref().is_none_or(|path| {
+                loop_bot::logging::init("info", LogFormat::Text, Some(path)).is_err()
+            }) {
+                let _ = loop_bot::logging::init("info", LogFormat::Text, None);
+            }
+            loop_guest::mcp::serve(loop_guest::mcp::McpOptions {
                 channel_id: args.channel_id,
                 api_url: args.api_url,
                 author_id: args.author_id,
                 memory: args.memory,
                 log: args.log,
-                token: std::env::var(loop_bot::mcp::API_TOKEN_ENV).ok(),
+                token: std::env::var(loop_wire::container::env::API_TOKEN).ok(),
             })
             .await?;
             Ok(ExitCode::SUCCESS)

@@ -166,10 +166,10 @@ pub(super) async fn container_audit(
 ) -> Result<StatusCode, ApiError> {
     let (identity, channel) = container_identity(&state, &headers)?;
     let records: Vec<AuditRecord> = parse_body(&body)?;
-    if records.len() > crate::gate::audit::MAX_BATCH {
+    if records.len() > loop_wire::api::MAX_AUDIT_BATCH {
         return Err(ApiError::bad_request(format!(
             "at most {} records per request",
-            crate::gate::audit::MAX_BATCH
+            loop_wire::api::MAX_AUDIT_BATCH
         )));
     }
     let mut entries = Vec::with_capacity(records.len());

@@ -1,26 +1,16 @@
-//! The bot's side of the docker proxy (`loop-gate` holds its policy and server):
-//!
-//! - [`policy_json`]: the per-container policy file from `gates.docker_proxy`, checked with
-//!   the proxy's own loader before a container starts (the runner adds the container's name,
-//!   channel, daemon id and the directories nested containers may mount).
-//! - [`run`]: `loop dockerproxy`, which the entrypoint starts as root inside the agent
-//!   container: drop every capability, bind the sockets, serve. Approvals go through the same
-//!   [`HttpApprover`] as `loop syscallwrap`, audit records through the same [`AuditShipper`].
+//! The daemon's side of the docker proxy (`loop-gate` holds its policy and server,
+//! `loop-guest` runs `loop dockerproxy` in the container): [`policy_json`], the per-container
+//! policy file from `gates.docker_proxy`, checked with the proxy's own loader before a
+//! container starts (the runner adds the container's name, channel, daemon id and the
+//! directories nested containers may mount).
 
-use crate::error_chain;
-use std::sync::Arc;
-
-use loop_gate::dockerproxy::{self, ProxyConfig, ProxyPolicy, ProxyPolicyError, ProxyPolicyFile};
+use loop_gate::dockerproxy::{ProxyPolicyError, ProxyPolicyFile};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
-use super::approver::HttpApprover;
-use super::audit::AuditShipper;
 use crate::config::{DockerProxyConfig, GateDecision};
 
 /// Where a policy error is reported as coming from.
 const POLICY_ORIGIN: &str = "gates.docker_proxy";
-use super::approver::AUDIT_FLUSH_TIMEOUT;
 
 /// What the daemon knows for the policy besides the rules.
 #[derive(Debug, Clone, Default)]
@@ -60,70 +50,10 @@ pub fn policy_json(
     Ok(serde_json::to_string_pretty(&file).unwrap_or_else(|_| Value::Null.to_string()))
 }
 
-/// Sets `LOOP_DOCKERPROXY_LOG` (`warn` by default) for the proxy's stderr (the container's log).
-fn init_logging() {
-    super::approver::init_logging_from(dockerproxy::LOG_ENV);
-}
-
-/// `loop dockerproxy`: returns the exit status. Called before any thread exists, because
-/// capabilities are dropped per thread.
-pub fn run() -> i32 {
-    init_logging();
-    match serve() {
-        Ok(()) => 0,
-        Err(err) => {
-            eprintln!("loop dockerproxy: {err}");
-            1
-        }
-    }
-}
-
-fn serve() -> Result<(), String> {
-    let config = ProxyConfig::from_env();
-    // Read while still privileged: the policy file is the daemon user's, mode 0640.
-    let file = ProxyPolicyFile::load(&config.policy_file).map_err(|e| error_chain(&e))?;
-    let policy = ProxyPolicy::compile(&file).map_err(|e| error_chain(&e))?;
-    dockerproxy::drop_privileges().map_err(|e| e.to_string())?;
-    // Bound in reverse: the first socket (the one `DOCKER_HOST` names, which the entrypoint
-    // waits for) comes last, so once it exists every socket is up.
-    let mut listeners = Vec::new();
-    for path in config.listen.iter().rev() {
-        listeners.push(loop_gate::dockerproxy::server::bind(path).map_err(|e| error_chain(&e))?);
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let audit = AuditShipper::from_env();
-    let proxy = Arc::new(dockerproxy::server::Proxy::new(
-        policy,
-        config.upstream.clone(),
-        config.channel_id.clone(),
-        Arc::new(HttpApprover::from_env()),
-        Some(Arc::new(audit.clone())),
-        config.max_pending,
-    ));
-    tracing::info!(listen = ?config.listen, upstream = %config.upstream.display(), "docker proxy serving");
-    let shutdown = CancellationToken::new();
-    let served = runtime.block_on(async {
-        let signal = shutdown.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal as unix_signal};
-            if let Ok(mut term) = unix_signal(SignalKind::terminate()) {
-                term.recv().await;
-                signal.cancel();
-            }
-        });
-        dockerproxy::server::serve(proxy, listeners, shutdown).await
-    });
-    audit.flush(AUDIT_FLUSH_TIMEOUT);
-    served.map_err(|e| format!("serving failed: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use loop_gate::dockerproxy;
 
     #[test]
     fn the_policy_comes_from_the_config_and_is_validated() {

@@ -20,8 +20,6 @@
 //! `approvals`/`gate_audit` rows (which also carry the run id).
 
 mod answer;
-pub mod approver;
-pub mod audit;
 pub mod dockerproxy;
 
 /// The Docker runtime name of gVisor, under which the gate cannot run (no seccomp user

@@ -251,17 +251,17 @@ impl Orchestrator {
             let token = self.inner.gate.begin_turn(&key, run_id);
             let timeout = self.inner.config.gates.agentgate.approval_timeout_sec;
             request.settings.envs.insert(
-                crate::gate::approver::APPROVAL_TIMEOUT_ENV.to_owned(),
+                loop_wire::container::env::GATE_APPROVAL_TIMEOUT_SEC.to_owned(),
                 serde_json::Value::String(timeout.to_string()),
             );
             if self.inner.config.gates.audit.verbose {
                 request.settings.envs.insert(
-                    crate::gate::audit::AUDIT_VERBOSE_ENV.to_owned(),
+                    loop_wire::container::env::GATE_AUDIT_VERBOSE.to_owned(),
                     serde_json::Value::String("1".to_owned()),
                 );
             }
             request.settings.envs.insert(
-                crate::gate::approver::MAX_PENDING_ENV.to_owned(),
+                loop_wire::container::env::GATE_MAX_PENDING.to_owned(),
                 serde_json::Value::String(self.inner.config.gates.rate_limits.pending.to_string()),
             );
             let policy_dir = self.inner.config.loop_dir.join("run");

@@ -49,6 +49,10 @@ impl LocalEvent {
     }
 }
 
+/// Most records in one `POST /api/gate/container-audit` (the daemon refuses more; the
+/// container's shipper sends batches of at most this many).
+pub const MAX_AUDIT_BATCH: usize = 500;
+
 /// A person's answer to a gate approval: the three buttons. The gate's protocol
 /// (`loop_gate::wire`) and the admin API's [`DecideApproval`] carry it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

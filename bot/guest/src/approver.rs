@@ -1,27 +1,19 @@
-//! The in-container side of approvals: [`HttpApprover`] asks the daemon over HTTP, and
-//! [`run_parent`] is `loop syscallwrap -- CMD ARGS` (the gate's root parent process).
+//! [`HttpApprover`]: the in-container side of approvals, which asks the daemon over HTTP for
+//! `loop syscallwrap` and `loop dockerproxy`.
 //!
-//! Everything here runs inside the agent container, before any tokio runtime exists: the gate
-//! drops capabilities per thread, so `run_parent` must be called while the process has one
-//! thread. Each approval then runs on its own supervisor thread, which builds a small
-//! current-thread runtime for its one HTTP call.
+//! It runs before any tokio runtime exists (the gate drops capabilities per thread, so the
+//! process starts with one thread): each approval runs on its own supervisor thread, which
+//! builds a small current-thread runtime for its one HTTP call.
 
-use crate::error_chain;
-use std::ffi::OsString;
 use std::time::Duration;
 
 use loop_gate::notify::Approver;
-use loop_gate::wire::{APPROVAL_PATH, ApprovalDecision, ApprovalRequest, ApprovalResponse};
-use loop_gate::wrap::{self, WrapConfig, WrapError};
+use loop_gate::wire::{ApprovalDecision, ApprovalRequest, ApprovalResponse};
+use loop_wire::container::env;
+use loop_wire::routes;
 
-/// The host API as containers reach it (set by the runner).
-pub use loop_wire::container::env::API_URL as API_URL_ENV;
-/// Seconds the daemon waits for a person; the approver waits a little longer for its answer.
-pub use loop_wire::container::env::GATE_APPROVAL_TIMEOUT_SEC as APPROVAL_TIMEOUT_ENV;
 /// Used when the variable is missing or malformed (the config's default).
 pub const DEFAULT_APPROVAL_TIMEOUT_SEC: u64 = 300;
-/// Approvals that may wait at once (`gates.rate_limits.pending`); more are denied.
-pub use loop_wire::container::env::GATE_MAX_PENDING as MAX_PENDING_ENV;
 /// Extra time over the daemon's own timeout, so the daemon's "expired" answer (and its audit
 /// record) arrives before the approver gives up on the connection.
 const RESPONSE_MARGIN: Duration = Duration::from_secs(15);
@@ -41,7 +33,7 @@ impl HttpApprover {
     /// `api_url` without the path; `approval_timeout` is the daemon's wait for a person.
     pub fn new(api_url: &str, token: String, approval_timeout: Duration) -> HttpApprover {
         HttpApprover {
-            url: format!("{}{APPROVAL_PATH}", api_url.trim_end_matches('/')),
+            url: format!("{}{}", api_url.trim_end_matches('/'), routes::GATE_APPROVAL),
             token,
             timeout: approval_timeout + RESPONSE_MARGIN,
         }
@@ -50,9 +42,9 @@ impl HttpApprover {
     /// From `API_URL`, `LOOP_GATE_TOKEN` and `LOOP_GATE_APPROVAL_TIMEOUT_SEC`. Missing values
     /// still give an approver: one that can only deny.
     pub fn from_env() -> HttpApprover {
-        let api_url = std::env::var(API_URL_ENV).unwrap_or_default();
-        let token = std::env::var(wrap::GATE_TOKEN_ENV).unwrap_or_default();
-        let timeout = std::env::var(APPROVAL_TIMEOUT_ENV)
+        let api_url = std::env::var(env::API_URL).unwrap_or_default();
+        let token = std::env::var(env::GATE_TOKEN).unwrap_or_default();
+        let timeout = std::env::var(env::GATE_APPROVAL_TIMEOUT_SEC)
             .ok()
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(DEFAULT_APPROVAL_TIMEOUT_SEC);
@@ -117,79 +109,6 @@ impl Approver for HttpApprover {
     }
 }
 
-/// Whether this process is the re-exec'd agent side of `syscallwrap`.
-pub use loop_gate::wrap::is_child_mode;
-
-/// Sets `LOOP_GATE_LOG` (an env filter, `warn` by default) for the supervisor's stderr, which
-/// ends up in the container's log. Creates no thread.
-pub fn init_logging() {
-    init_logging_from(loop_wire::container::env::GATE_LOG);
-}
-
-/// Logging for the container-side helpers (`syscallwrap`, `dockerproxy`): the env filter in
-/// `env` (`warn` by default), to stderr, no colours. Creates no thread.
-pub(super) fn init_logging_from(env: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env(env)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
-}
-
-/// The command after `--` in `loop syscallwrap -- CMD ARGS` (the child re-exec sees the same
-/// arguments as the parent).
-pub fn command_after_dashes(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
-    args.into_iter().skip_while(|a| a != "--").skip(1).collect()
-}
-
-/// The re-exec'd agent side: installs the filter and execs the command. Returns only when
-/// that failed, with the exit status to use.
-pub fn run_child() -> i32 {
-    let command = command_after_dashes(std::env::args_os());
-    match wrap::run_syscallwrap_child(&command) {
-        Ok(never) => match never {},
-        Err(err) => {
-            eprintln!("loop syscallwrap (agent side): {}", error_chain(&err));
-            126
-        }
-    }
-}
-
-/// The root parent: loads the policy, starts the agent side and supervises it. Returns the
-/// agent's exit status (126 when the agent could not be started).
-pub fn run_parent(command: &[OsString]) -> i32 {
-    match parent(command) {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("loop syscallwrap: {}", error_chain(&err));
-            126
-        }
-    }
-}
-
-fn parent(command: &[OsString]) -> Result<i32, WrapError> {
-    let mut config = WrapConfig::from_env()?;
-    if let Some(max) = std::env::var(MAX_PENDING_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|n| *n > 0)
-    {
-        config.max_pending = max;
-    }
-    let approver = HttpApprover::from_env();
-    let audit = super::audit::AuditShipper::from_env();
-    let code =
-        wrap::run_syscallwrap_audited(&config, approver, Some(Box::new(audit.clone())), command)?;
-    // The agent is done; what it was denied last should still reach the daemon.
-    audit.flush(AUDIT_FLUSH_TIMEOUT);
-    Ok(code)
-}
-
-/// How long an exiting `syscallwrap` waits for its last audit records to be delivered.
-pub(super) const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,16 +128,6 @@ mod tests {
             message: None,
             pid: 7,
         }
-    }
-
-    #[test]
-    fn the_command_is_what_follows_the_dashes() {
-        let args = ["loop", "syscallwrap", "--", "claude", "--", "-p"].map(OsString::from);
-        assert_eq!(
-            command_after_dashes(args),
-            ["claude", "--", "-p"].map(OsString::from).to_vec()
-        );
-        assert!(command_after_dashes(["loop", "syscallwrap"].map(OsString::from)).is_empty());
     }
 
     /// A one-shot HTTP server on a thread: answers one request with `status` and `body`,

@@ -7,7 +7,7 @@
 //! token (`LOOP_API_TOKEN`), which scopes it to the container's channel. A failed call comes
 //! back as a tool error whose text says what to fix, so the agent can try again.
 //!
-//! stdout is the protocol: logs go to `--log` only.
+//! stdout is the protocol: the binary sends logs to `--log` (else stderr), never to stdout.
 
 mod client;
 mod memory;
@@ -55,7 +55,6 @@ pub enum McpError {
 
 /// Serves MCP on stdin/stdout until the client goes away.
 pub async fn serve(options: McpOptions) -> Result<(), McpError> {
-    init_logging(options.log.as_deref());
     tracing::info!(
         channel = %options.channel_id,
         api_url = %options.api_url,
@@ -74,19 +73,6 @@ pub async fn serve(options: McpOptions) -> Result<(), McpError> {
         .map_err(|err| McpError::Stopped(err.to_string()))?;
     tracing::info!(?reason, "loop mcp stopped");
     Ok(())
-}
-
-/// Logs to the file when it can be opened, else to stderr (which the CLI keeps apart from the
-/// protocol); never to stdout.
-fn init_logging(log: Option<&std::path::Path>) {
-    use crate::config::LogFormat;
-    let level = "info";
-    if let Some(path) = log
-        && crate::logging::init(level, LogFormat::Text, Some(path)).is_ok()
-    {
-        return;
-    }
-    let _ = crate::logging::init(level, LogFormat::Text, None);
 }
 
 /// `schedule_task`'s arguments.

@@ -16,14 +16,13 @@ use std::time::Duration;
 use loop_gate::notify::AuditSink;
 use loop_gate::wire::{AuditOutcome, AuditRecord};
 
-use super::approver::API_URL_ENV;
+use loop_wire::container::env;
 
-/// `1` to ship every policy allow too (`gates.audit.verbose`).
-pub use loop_wire::container::env::GATE_AUDIT_VERBOSE as AUDIT_VERBOSE_ENV;
-/// The audit endpoint, relative to `API_URL`.
-pub use loop_wire::routes::GATE_AUDIT as AUDIT_PATH;
 /// Most records in one request (the daemon refuses more).
-pub const MAX_BATCH: usize = 500;
+use loop_wire::api::MAX_AUDIT_BATCH as MAX_BATCH;
+/// How long an exiting `syscallwrap` or `dockerproxy` waits for its last records to be
+/// delivered.
+pub const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 /// Records waiting for the sender before new ones are dropped.
 const QUEUE: usize = 4096;
 /// One delivery attempt's limit: the audit must never hold the agent's exit for long.
@@ -53,7 +52,11 @@ impl AuditShipper {
     pub fn new(api_url: &str, token: String, verbose: bool) -> AuditShipper {
         AuditShipper {
             inner: Arc::new(Inner {
-                url: format!("{}{AUDIT_PATH}", api_url.trim_end_matches('/')),
+                url: format!(
+                    "{}{}",
+                    api_url.trim_end_matches('/'),
+                    loop_wire::routes::GATE_AUDIT
+                ),
                 token,
                 verbose,
                 queue: OnceLock::new(),
@@ -65,9 +68,9 @@ impl AuditShipper {
     /// From `API_URL`, `LOOP_GATE_TOKEN` and `LOOP_GATE_AUDIT_VERBOSE`.
     pub fn from_env() -> AuditShipper {
         AuditShipper::new(
-            &std::env::var(API_URL_ENV).unwrap_or_default(),
+            &std::env::var(env::API_URL).unwrap_or_default(),
             std::env::var(loop_gate::wrap::GATE_TOKEN_ENV).unwrap_or_default(),
-            std::env::var(AUDIT_VERBOSE_ENV).is_ok_and(|v| v == "1"),
+            std::env::var(env::GATE_AUDIT_VERBOSE).is_ok_and(|v| v == "1"),
         )
     }
 
