@@ -85,7 +85,7 @@ pub fn daemon_id(loop_dir: &Path) -> Result<String, DaemonError> {
     {
         return Ok(id.trim().to_owned());
     }
-    let id = format!("d{}", &api::random_token()[..12]);
+    let id = format!("d{}", &crate::gate::tokens::random_token()[..12]);
     std::fs::create_dir_all(loop_dir)
         .and_then(|_| std::fs::write(&path, &id))
         .map_err(|source| DaemonError::StateFile {

@@ -91,7 +91,7 @@ fn outcome_text(summary: &str, decision: ApprovalDecision, source: &str, by: &st
 fn container_identity(
     state: &ApiState,
     headers: &HeaderMap,
-) -> Result<(crate::api::ContainerIdentity, ChannelKey), ApiError> {
+) -> Result<(crate::gate::tokens::ContainerIdentity, ChannelKey), ApiError> {
     let identity = match bearer(headers) {
         Some(token) => state
             .orchestrator
@@ -559,7 +559,7 @@ mod tests {
                 vec![Arc::new(local.clone())],
                 CancellationToken::new(),
             );
-            let admin = crate::api::random_token();
+            let admin = crate::gate::tokens::random_token();
             let state = ApiState {
                 orchestrator: orchestrator.clone(),
                 local: local.clone(),
@@ -688,7 +688,7 @@ mod tests {
         let token = gate.begin_turn("local:c1", "run-1");
 
         // A token the agent can see (the MCP server's) is not a gate token.
-        let visible = gate.tokens().issue(crate::api::ContainerIdentity {
+        let visible = gate.tokens().issue(crate::gate::tokens::ContainerIdentity {
             container: "local:c1".into(),
             channel_key: "local:c1".into(),
         });

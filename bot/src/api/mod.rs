@@ -25,9 +25,9 @@ use loop_runner::ContainerRegistry;
 use serde::Deserialize;
 
 pub use auth::{
-    ADMIN_TOKEN_FILE, ContainerIdentity, ContainerTokens, TokenError, bearer,
-    load_or_create_admin_token, random_token, read_admin_token, tokens_match,
+    ADMIN_TOKEN_FILE, TokenError, bearer, load_or_create_admin_token, read_admin_token,
 };
+use crate::gate::tokens::{ContainerTokens, tokens_match};
 use loop_wire::api::{
     ErrorBody, MessageAccepted, MessageState, PostCommand, PostMessage, RunEventWire, StreamItem,
     valid_channel_name,

@@ -16,10 +16,11 @@
 //! agent behind ([`GateHub::container_gone`]). A warm agent that retires while idle leaves its
 //! token live until the channel's next turn, whose fresh container then inherits it: the
 //! token only ever lets a container of that channel ask that channel's people. The channel key
-//! is therefore the "container" of [`crate::api::ContainerIdentity`] and of the
+//! is therefore the "container" of [`ContainerIdentity`] and of the
 //! `approvals`/`gate_audit` rows (which also carry the run id).
 
 mod answer;
+pub mod tokens;
 pub mod dockerproxy;
 
 /// The Docker runtime name of gVisor, under which the gate cannot run (no seccomp user
@@ -35,7 +36,7 @@ use loop_gate::wire::ApprovalDecision;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use crate::api::{ContainerIdentity, ContainerTokens};
+use tokens::{ContainerIdentity, ContainerTokens, tokens_match};
 use crate::config::{AgentGateConfig, RateLimits};
 pub use answer::{Answered, answer, decision_of_choice};
 
@@ -141,7 +142,7 @@ impl GateHub {
         let identity = self.inner.tokens.identify(token)?;
         let is_gate = lock(&self.inner.live)
             .get(&identity.container)
-            .is_some_and(|live| crate::api::tokens_match(token, live));
+            .is_some_and(|live| tokens_match(token, live));
         is_gate.then_some(identity)
     }
 
