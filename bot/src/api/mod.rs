@@ -24,10 +24,10 @@ use loop_adapter_local::LocalAdapter;
 use loop_runner::ContainerRegistry;
 use serde::Deserialize;
 
+use crate::gate::tokens::{ContainerTokens, tokens_match};
 pub use auth::{
     ADMIN_TOKEN_FILE, TokenError, bearer, load_or_create_admin_token, read_admin_token,
 };
-use crate::gate::tokens::{ContainerTokens, tokens_match};
 use loop_wire::api::{
     ErrorBody, MessageAccepted, MessageState, PostCommand, PostMessage, RunEventWire, StreamItem,
     valid_channel_name,

@@ -20,8 +20,9 @@
 //! `approvals`/`gate_audit` rows (which also carry the run id).
 
 mod answer;
-pub mod tokens;
+pub mod approval;
 pub mod dockerproxy;
+pub mod tokens;
 
 /// The Docker runtime name of gVisor, under which the gate cannot run (no seccomp user
 /// notification there).
@@ -36,9 +37,9 @@ use loop_gate::wire::ApprovalDecision;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use tokens::{ContainerIdentity, ContainerTokens, tokens_match};
 use crate::config::{AgentGateConfig, RateLimits};
 pub use answer::{Answered, answer, decision_of_choice};
+use tokens::{ContainerIdentity, ContainerTokens, tokens_match};
 
 /// Where a policy error is reported as coming from.
 const POLICY_ORIGIN: &str = "gates.agentgate";
