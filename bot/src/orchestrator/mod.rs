@@ -9,6 +9,7 @@
 //! runs the previous daemon left running are marked interrupted and their messages re-queued,
 //! so each is answered once.
 
+mod approvals;
 mod commands;
 mod delivery;
 mod progress;
@@ -269,7 +270,7 @@ impl Orchestrator {
                 receipt.done(taken.is_ok());
                 taken
             }
-            // A button on a gate approval prompt (see `crate::gate::answer`).
+            // A button on a gate approval prompt (see `approvals`).
             Inbound::Approval {
                 channel,
                 approval_id,
