@@ -12,6 +12,7 @@
 mod approvals;
 mod commands;
 mod delivery;
+mod intake;
 mod progress;
 mod trust;
 mod turn;
