@@ -12,6 +12,7 @@
 mod approvals;
 mod commands;
 mod delivery;
+mod gate_setup;
 mod intake;
 mod progress;
 mod trust;
