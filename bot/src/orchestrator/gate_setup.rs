@@ -170,3 +170,59 @@ impl Orchestrator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigSources;
+
+    fn config(dir: &std::path::Path) -> Config {
+        let sources = ConfigSources {
+            home: dir.join("home"),
+            loop_dir: dir.join("home/.loop"),
+            env: Default::default(),
+        };
+        std::fs::create_dir_all(&sources.home).expect("home");
+        Config::load(&sources).expect("config").config
+    }
+
+    fn facts() -> HostFacts {
+        HostFacts {
+            timezone: "UTC".into(),
+            proxy_env: Default::default(),
+            git_excludes_file: None,
+            daemon_id: "d".into(),
+            api_url: "http://127.0.0.1:1".into(),
+            network: None,
+        }
+    }
+
+    /// The agent gate alone (the docker proxy's socket depends on the host's DOCKER_HOST).
+    #[test]
+    fn the_gate_is_planned_or_refused_before_anything_starts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let global = config(dir.path());
+        let check = |enabled: bool, runtime: Option<&str>, expected: Result<bool, &str>| {
+            let mut project = global.clone();
+            project.gates.agentgate.enabled = enabled;
+            project.gates.docker_proxy.enabled = false;
+            project.container_runtime = runtime.map(str::to_owned);
+            let planned = plan_gate(&global, &project, &facts())
+                .map(|plan| {
+                    assert!(plan.proxy.is_none());
+                    plan.gate_policy.is_some()
+                })
+                .map_err(|refusal| refusal.error);
+            assert_eq!(
+                planned,
+                expected.map_err(str::to_owned),
+                "{enabled} {runtime:?}"
+            );
+        };
+        check(false, None, Ok(false));
+        check(false, Some("runsc"), Ok(false));
+        check(true, None, Ok(true));
+        check(true, Some("runc"), Ok(true));
+        check(true, Some("runsc"), Err("gate unsupported under gVisor"));
+    }
+}
