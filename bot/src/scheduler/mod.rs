@@ -124,8 +124,9 @@ pub enum SchedulerError {
     #[error("the daemon is shutting down")]
     ShuttingDown,
     /// The intake failed for a reason of its own; the task stays due and is tried next tick.
+    /// The message is the reason's (it is logged with `%`), so it is not also a `source`.
     #[error("the intake failed: {0}")]
-    Intake(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Intake(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// What one tick did (for tests and logs).
