@@ -3,11 +3,10 @@
 //! the request waiting in `POST /api/gate/container-approval` is then woken with the answer
 //! and updates the prompt in the channel.
 
-use loop_adapter::{ApprovalChoice, Author, ChannelKey};
+use loop_adapter::ApprovalChoice;
 use loop_gate::wire::ApprovalDecision;
 
 use super::GateHub;
-use crate::orchestrator::{Orchestrator, OrchestratorError};
 use crate::store::{ApprovalAnswer, ApprovalRecord, Decided, Store, StoreError};
 
 /// What became of an answer.
@@ -65,58 +64,6 @@ pub async fn answer(
             Ok(Answered::Now(record))
         }
         Decided::Already(record) => Ok(Answered::Already(record)),
-    }
-}
-
-impl Orchestrator {
-    /// A person answered an approval prompt in a chat (the adapter checked they may). A late
-    /// or misplaced answer is explained to that person only.
-    pub async fn answer_approval_in_chat(
-        &self,
-        channel: ChannelKey,
-        approval_id: &str,
-        choice: ApprovalChoice,
-        decided_by: &Author,
-    ) -> Result<(), OrchestratorError> {
-        let who = if decided_by.name.is_empty() {
-            decided_by.id.clone()
-        } else {
-            decided_by.name.clone()
-        };
-        let outcome = answer(
-            self.store(),
-            self.gate(),
-            approval_id,
-            Some(&channel.to_string()),
-            decision_of_choice(choice),
-            &who,
-        )
-        .await;
-        let reply = match outcome {
-            Ok(Answered::Now(record)) => {
-                tracing::info!(approval = %record.id, by = %who, ?choice, "approval answered in chat");
-                return Ok(());
-            }
-            Ok(Answered::Already(record)) => format!(
-                "Approval `{}` was already answered ({}{}).",
-                record.id,
-                record.status.as_str(),
-                record
-                    .decided_by
-                    .map(|b| format!(" by {b}"))
-                    .unwrap_or_default()
-            ),
-            Ok(Answered::WrongChannel) | Err(StoreError::NotFound(_)) => {
-                format!("There is no approval `{approval_id}` in this channel.")
-            }
-            Err(err) => return Err(err.into()),
-        };
-        if let Some(adapter) = self.adapter_for(channel.platform)
-            && let Err(err) = adapter.post_private(&channel, &decided_by.id, &reply).await
-        {
-            tracing::debug!(error = %err, "cannot tell the person about their late answer");
-        }
-        Ok(())
     }
 }
 

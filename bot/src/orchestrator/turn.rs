@@ -1,16 +1,20 @@
 //! One turn of one channel: claim its waiting messages, run the agent, record the outcome and
 //! its answer atomically, deliver the answer.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use loop_adapter::ChannelKey;
-use loop_runner::spec::{ChannelTarget, DockerProxySpec, GateSpec};
+use loop_adapter::{Adapter, ChannelKey};
+use loop_runner::spec::ChannelTarget;
 use loop_runner::{RunError, TurnOutcome, TurnRequest};
 use tokio_util::sync::CancellationToken;
 
+use super::gate_setup::plan_gate;
 use super::workspace::{check_not_loop_dir, container_settings, ensure_default_work_dir};
-use super::{Orchestrator, OrchestratorError, RunEvent, progress};
-use crate::store::{InboxMessage, OutboxKind, RunFinish, RunOrigin, RunStatus};
+use super::{Orchestrator, OrchestratorError, ProgressState, RunEvent, progress};
+use crate::config::{Config, ConfigError};
+use crate::store::{InboxMessage, OutboxKind, RunFinish, RunOrigin, RunStatus, SessionRecord};
 
 /// Events buffered between the runner and the progress display.
 const EVENT_BUFFER: usize = 256;
@@ -26,7 +30,40 @@ pub(super) fn short_run_id(run_id: &str) -> &str {
 /// on (the answer stays in the outbox either way).
 const ANSWER_WAIT: Duration = Duration::from_secs(30);
 
+/// A claimed turn that may run: its messages, where, in which session, under which config.
+struct PreparedTurn {
+    messages: Vec<InboxMessage>,
+    /// The messages as one prompt, without memories (what the channel's memory indexes).
+    prompt: String,
+    /// The newest message addressed to the agent: what a retry sends.
+    latest: String,
+    work_dir: PathBuf,
+    session: SessionRecord,
+    /// The global config with the project's file layered on (its trusted values only).
+    project: Config,
+}
+
+/// What running the agent left: its result, and the status message that showed its progress.
+struct Ran {
+    result: Result<TurnOutcome, RunError>,
+    status_id: Option<String>,
+    state: ProgressState,
+    elapsed_sec: u64,
+}
+
+/// How a finished turn is recorded and shown.
+struct Verdict {
+    status: RunStatus,
+    finish: RunFinish,
+    reply: Option<String>,
+    /// The status message's last line.
+    summary: String,
+}
+
 impl Orchestrator {
+    /// Prepares the turn, checks its gate, runs the agent and records what came of it. Each
+    /// step may end the turn early; the refusals among them are recorded and told to the
+    /// channel.
     #[tracing::instrument(skip(self, cancel), fields(channel = %channel, run_id = %run_id))]
     pub(super) async fn run_turn(
         &self,
@@ -34,11 +71,48 @@ impl Orchestrator {
         run_id: &str,
         cancel: CancellationToken,
     ) -> Result<(), OrchestratorError> {
+        let Some(turn) = self.prepare_turn(channel, run_id).await? else {
+            return Ok(());
+        };
+        let gate = match plan_gate(&self.inner.config, &turn.project, &self.inner.facts) {
+            Ok(gate) => gate,
+            Err(refusal) => {
+                return self
+                    .refuse(channel, run_id, &refusal.error, refusal.reply)
+                    .await;
+            }
+        };
+        let _ = self.inner.events.send(RunEvent::Started {
+            run_id: run_id.to_owned(),
+            channel: channel.to_string(),
+        });
+        let mut request = self.turn_request(channel, run_id, &turn).await;
+        let started = Instant::now();
+        let adapter = self.adapter(channel.platform)?;
+        self.arm_gate(&channel.to_string(), run_id, gate, &mut request.settings);
+        let ran = self
+            .run_agent(channel, run_id, &adapter, request, started, cancel)
+            .await;
+        let Some(verdict) = self.judge(channel, run_id, &turn, &adapter, &ran).await? else {
+            return Ok(());
+        };
+        self.record(channel, run_id, turn, &adapter, ran.status_id, verdict)
+            .await
+    }
+
+    /// Claims the channel's waiting messages, finds the work directory and session, starts
+    /// the run, and loads the project's config. `None`: nothing to do, or the turn was refused
+    /// (recorded and told).
+    async fn prepare_turn(
+        &self,
+        channel: &ChannelKey,
+        run_id: &str,
+    ) -> Result<Option<PreparedTurn>, OrchestratorError> {
         let store = &self.inner.store;
         let key = channel.to_string();
         let messages = store.claim_pending(&key, run_id).await?;
         if messages.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let prompt = build_prompt(&messages);
         let latest = messages
@@ -47,35 +121,14 @@ impl Orchestrator {
             .find(|m| m.triggers)
             .map_or_else(|| prompt.clone(), |m| m.text.clone());
 
-        let work_dir = match store.channel_work_dir(channel).await? {
-            Some(dir) => {
-                let dir = std::path::PathBuf::from(dir);
-                // A directory chosen before this check existed may still hold loop's own.
-                if let Err(err) = check_not_loop_dir(&self.inner.config, &dir) {
-                    return self
-                        .fail_early(
-                            channel,
-                            run_id,
-                            &prompt,
-                            &format!("{err}; set another with /loop dir"),
-                        )
-                        .await;
-                }
-                dir
+        let work_dir = match self.turn_work_dir(channel).await? {
+            Ok(dir) => dir,
+            Err(reason) => {
+                return self
+                    .fail_early(channel, run_id, &prompt, &reason)
+                    .await
+                    .map(|()| None);
             }
-            None => match ensure_default_work_dir(&self.inner.config, channel) {
-                Ok(dir) => dir,
-                Err(err) => {
-                    return self
-                        .fail_early(
-                            channel,
-                            run_id,
-                            &prompt,
-                            &format!("cannot create the work directory: {err}"),
-                        )
-                        .await;
-                }
-            },
         };
         let session = store
             .active_session(channel, &work_dir.display().to_string())
@@ -90,20 +143,14 @@ impl Orchestrator {
             )
             .await?;
 
-        let trusted = self.trusted_version(&work_dir).await?;
-        let project = match self.inner.config.for_project(&work_dir, trusted.as_ref()) {
-            Ok(loaded) => {
-                for warning in &loaded.warnings {
-                    tracing::warn!(channel = %channel, "{warning}");
-                }
-                // The turn still runs, on the trusted values; the channel hears why once.
-                self.announce_untrusted(channel, &work_dir, &loaded, trusted.as_ref())
-                    .await?;
-                loaded.config
-            }
+        let project = match self.load_project(channel, &work_dir).await? {
+            Ok(project) => project,
             Err(err) => {
                 let reply = format!("⚠️ The project config is broken, so nothing ran: {err}");
-                return self.refuse(channel, run_id, &err.to_string(), reply).await;
+                return self
+                    .refuse(channel, run_id, &err.to_string(), reply)
+                    .await
+                    .map(|()| None);
             }
         };
         if let Some(budget) = project.channel_budget_usd {
@@ -114,111 +161,81 @@ impl Orchestrator {
                 );
                 return self
                     .refuse(channel, run_id, "budget exhausted", reply)
-                    .await;
-            }
-        }
-
-        // gVisor (runsc) does not implement seccomp user notification, which the gate is built
-        // on: the agent would not start. Say so instead of silently dropping the gate.
-        if project.gates.agentgate.enabled
-            && project.container_runtime.as_deref() == Some(crate::gate::GVISOR_RUNTIME)
-        {
-            let reply = "🛡️ The security gate cannot run under gVisor (`container_runtime: \"runsc\"` has no seccomp user notification). Use runc with the gate, or set `gates.agentgate.enabled: false` to rely on gVisor's own isolation.".to_owned();
-            return self
-                .refuse(channel, run_id, "gate unsupported under gVisor", reply)
-                .await;
-        }
-        // The gate's policy is checked before anything starts: a broken rule is a clear message
-        // here rather than a container that refuses to run the agent.
-        let docker_proxy = project.gates.docker_proxy.enabled;
-        let gate_policy = if project.gates.agentgate.enabled {
-            match crate::gate::policy_json(&project.gates.agentgate, docker_proxy) {
-                Ok(policy) => Some(policy),
-                Err(err) => {
-                    let reply = format!(
-                        "🛡️ The gate policy is invalid, so nothing ran: {err}. Fix `gates.agentgate` in the config."
-                    );
-                    return self.refuse(channel, run_id, &err.to_string(), reply).await;
-                }
-            }
-        } else {
-            None
-        };
-        // The same for the docker proxy's policy, and the host socket it forwards to.
-        let proxy = if docker_proxy {
-            let global = &self.inner.config;
-            let facts = crate::gate::dockerproxy::ProxyFacts {
-                agentgate_default: project.gates.agentgate.default_decision,
-                protected_images: vec![
-                    global.container_image.clone(),
-                    project.container_image.clone(),
-                    global.browser.chrome_image.clone(),
-                    project.browser.chrome_image.clone(),
-                ],
-                network: self.inner.facts.network.clone(),
-            };
-            let policy = match crate::gate::dockerproxy::policy_json(
-                &project.gates.docker_proxy,
-                &facts,
-            ) {
-                Ok(policy) => policy,
-                Err(err) => {
-                    let reply = format!(
-                        "🐳 The docker proxy policy is invalid, so nothing ran: {err}. Fix `gates.docker_proxy` in the config."
-                    );
-                    return self.refuse(channel, run_id, &err.to_string(), reply).await;
-                }
-            };
-            let docker_host = std::env::var("DOCKER_HOST").ok();
-            let Some(socket) = loop_runner::docker::local_socket_path(docker_host.as_deref())
-            else {
-                let reply = format!(
-                    "🐳 The docker proxy needs a local Docker socket to mount, and DOCKER_HOST is `{}`, so nothing ran. Unset DOCKER_HOST or set `gates.docker_proxy.enabled: false`.",
-                    docker_host.unwrap_or_default()
-                );
-                return self
-                    .refuse(
-                        channel,
-                        run_id,
-                        "docker proxy without a local socket",
-                        reply,
-                    )
-                    .await;
-            };
-            Some((policy, socket))
-        } else {
-            None
-        };
-
-        let _ = self.inner.events.send(RunEvent::Started {
-            run_id: run_id.to_owned(),
-            channel: key.clone(),
-        });
-        // A new session starts with the best memories, when `memory.inject_top_k` asks for it.
-        let prompt = match self.memory() {
-            Some(memory)
-                if project.memory.inject_top_k > 0 && session.claude_session_id.is_none() =>
-            {
-                let scopes =
-                    crate::memory::visible_scopes(channel, Some(&work_dir.display().to_string()));
-                match memory
-                    .search(&scopes, &latest, project.memory.inject_top_k)
                     .await
-                {
-                    Ok(hits) => match crate::memory::context_block(&hits) {
-                        Some(block) => format!("{block}\n{prompt}"),
-                        None => prompt,
-                    },
-                    Err(err) => {
-                        tracing::warn!(error = %err, "memory search for the first prompt failed");
-                        prompt
-                    }
+                    .map(|()| None);
+            }
+        }
+        Ok(Some(PreparedTurn {
+            messages,
+            prompt,
+            latest,
+            work_dir,
+            session,
+            project,
+        }))
+    }
+
+    /// The channel's work directory, created when it is the default one. `Err` says, for the
+    /// channel, why the turn cannot start there.
+    async fn turn_work_dir(
+        &self,
+        channel: &ChannelKey,
+    ) -> Result<Result<PathBuf, String>, OrchestratorError> {
+        Ok(match self.inner.store.channel_work_dir(channel).await? {
+            Some(dir) => {
+                let dir = PathBuf::from(dir);
+                // A directory chosen before this check existed may still hold loop's own.
+                match check_not_loop_dir(&self.inner.config, &dir) {
+                    Ok(()) => Ok(dir),
+                    Err(err) => Err(format!("{err}; set another with /loop dir")),
                 }
             }
-            _ => prompt,
-        };
-        let indexed_prompt = build_prompt(&messages);
-        let mut request = TurnRequest {
+            None => ensure_default_work_dir(&self.inner.config, channel)
+                .map_err(|err| format!("cannot create the work directory: {err}")),
+        })
+    }
+
+    /// The config the turn runs under: the project's file on top of the global config, with
+    /// only its trusted values. The channel hears once about values held back.
+    async fn load_project(
+        &self,
+        channel: &ChannelKey,
+        work_dir: &Path,
+    ) -> Result<Result<Config, ConfigError>, OrchestratorError> {
+        let trusted = self.trusted_version(work_dir).await?;
+        Ok(
+            match self.inner.config.for_project(work_dir, trusted.as_ref()) {
+                Ok(loaded) => {
+                    for warning in &loaded.warnings {
+                        tracing::warn!(channel = %channel, "{warning}");
+                    }
+                    // The turn still runs, on the trusted values; the channel hears why once.
+                    self.announce_untrusted(channel, work_dir, &loaded, trusted.as_ref())
+                        .await?;
+                    Ok(loaded.config)
+                }
+                Err(err) => Err(err),
+            },
+        )
+    }
+
+    /// What the runner gets: the prompt (after the best memories when a session starts), the
+    /// channel's target and the project's container settings.
+    async fn turn_request(
+        &self,
+        channel: &ChannelKey,
+        run_id: &str,
+        turn: &PreparedTurn,
+    ) -> TurnRequest {
+        let PreparedTurn {
+            messages,
+            latest,
+            work_dir,
+            session,
+            project,
+            ..
+        } = turn;
+        TurnRequest {
             run_id: run_id.to_owned(),
             target: ChannelTarget {
                 channel_id: channel.slug(),
@@ -231,61 +248,55 @@ impl Orchestrator {
                     .find(|m| m.triggers)
                     .map(|m| m.author_id.clone()),
             },
-            settings: container_settings(&project, &self.inner.facts, &work_dir),
-            prompt,
-            latest_message: latest,
+            settings: container_settings(project, &self.inner.facts, work_dir),
+            prompt: self.prompt_with_memories(channel, turn).await,
+            latest_message: latest.clone(),
             session_id: session.claude_session_id.clone(),
             keep_alive: Duration::from_secs(project.container_keep_alive_sec),
             warm: project.warm_idle_sec > 0,
-        };
+        }
+    }
 
-        let started = Instant::now();
-        let adapter = self.adapter(channel.platform)?;
-        // The built-in MCP server's host API token (task tools). Not the gate's token, which
-        // the agent must never see; revoked with it when the container goes (below).
-        request.settings.api_token = Some(self.inner.gate.api_token(&key));
-        if gate_policy.is_some() || proxy.is_some() {
-            // Keyed by the channel (see `crate::gate`): a warm agent keeps the token it was
-            // started with; the token is revoked below when no warm agent stays behind. The
-            // gate and the docker proxy share it.
-            let token = self.inner.gate.begin_turn(&key, run_id);
-            let timeout = self.inner.config.gates.agentgate.approval_timeout_sec;
-            request.settings.envs.insert(
-                loop_wire::container::env::GATE_APPROVAL_TIMEOUT_SEC.to_owned(),
-                serde_json::Value::String(timeout.to_string()),
-            );
-            if self.inner.config.gates.audit.verbose {
-                request.settings.envs.insert(
-                    loop_wire::container::env::GATE_AUDIT_VERBOSE.to_owned(),
-                    serde_json::Value::String("1".to_owned()),
-                );
-            }
-            request.settings.envs.insert(
-                loop_wire::container::env::GATE_MAX_PENDING.to_owned(),
-                serde_json::Value::String(self.inner.config.gates.rate_limits.pending.to_string()),
-            );
-            let policy_dir = self.inner.config.loop_dir.join("run");
-            if let Some((policy_json, host_socket)) = proxy {
-                request.settings.docker_proxy = Some(DockerProxySpec {
-                    policy_json,
-                    host_socket,
-                    policy_dir: policy_dir.clone(),
-                    token: token.clone(),
-                });
-            }
-            if let Some(policy_json) = gate_policy {
-                request.settings.gate = Some(GateSpec {
-                    policy_json,
-                    token,
-                    policy_dir,
-                });
+    /// A new session starts with the best memories, when `memory.inject_top_k` asks for it.
+    async fn prompt_with_memories(&self, channel: &ChannelKey, turn: &PreparedTurn) -> String {
+        let prompt = turn.prompt.clone();
+        let top_k = turn.project.memory.inject_top_k;
+        let memory = match self.memory() {
+            Some(memory) if top_k > 0 && turn.session.claude_session_id.is_none() => memory,
+            _ => return prompt,
+        };
+        let scopes =
+            crate::memory::visible_scopes(channel, Some(&turn.work_dir.display().to_string()));
+        match memory.search(&scopes, &turn.latest, top_k).await {
+            Ok(hits) => match crate::memory::context_block(&hits) {
+                Some(block) => format!("{block}\n{prompt}"),
+                None => prompt,
+            },
+            Err(err) => {
+                tracing::warn!(error = %err, "memory search for the first prompt failed");
+                prompt
             }
         }
+    }
+
+    /// Runs the agent while the status message shows its progress. The turn's end also ends
+    /// its waiting approval prompts (they resolve as deny) and, unless the container stays as
+    /// the thread's warm agent, its token.
+    async fn run_agent(
+        &self,
+        channel: &ChannelKey,
+        run_id: &str,
+        adapter: &Arc<dyn Adapter>,
+        request: TurnRequest,
+        started: Instant,
+        cancel: CancellationToken,
+    ) -> Ran {
+        let key = channel.to_string();
         let (tx, rx) = tokio::sync::mpsc::channel(EVENT_BUFFER);
         let events = self.inner.events.clone();
         let progress_channel = channel.clone();
         let (progress_run, progress_key) = (run_id.to_owned(), key.clone());
-        let progress_store = store.clone();
+        let progress_store = self.inner.store.clone();
         let progress_adapter = adapter.clone();
         let progress = tokio::spawn(async move {
             let status_id =
@@ -319,26 +330,43 @@ impl Orchestrator {
             .runner
             .run_turn(request, Some(tx), cancel.clone())
             .await;
-        // The turn is over: its waiting approval prompts resolve as deny, and unless the
-        // container stays as the thread's warm agent, its token stops working.
         match &result {
             Ok(outcome) if outcome.warm => self.inner.gate.turn_ended_warm(&key),
             _ => self.inner.gate.container_gone(&key),
         }
         let (status_id, state) = progress.await.unwrap_or_default();
+        Ran {
+            result,
+            status_id,
+            state,
+            elapsed_sec: started.elapsed().as_secs(),
+        }
+    }
 
-        let elapsed = started.elapsed().as_secs();
-        let (status, finish, reply, summary) = match result {
+    /// What the run's end means. `None`: the turn is not over; it was paused for a restart or
+    /// re-queued after the Docker engine died, and runs again.
+    async fn judge(
+        &self,
+        channel: &ChannelKey,
+        run_id: &str,
+        turn: &PreparedTurn,
+        adapter: &Arc<dyn Adapter>,
+        ran: &Ran,
+    ) -> Result<Option<Verdict>, OrchestratorError> {
+        let elapsed = ran.elapsed_sec;
+        let verdict = match &ran.result {
             Ok(outcome) => {
                 if !outcome.result.session_id.is_empty() {
-                    store
-                        .set_claude_session(&session.id, &outcome.result.session_id)
+                    self.inner
+                        .store
+                        .set_claude_session(&turn.session.id, &outcome.result.session_id)
                         .await?;
                 }
+                let tools_used = ran.state.tools_used;
                 let summary = format!(
                     "✅ Done in {elapsed}s · {} tool{} · ${:.4}",
-                    state.tools_used,
-                    if state.tools_used == 1 { "" } else { "s" },
+                    tools_used,
+                    if tools_used == 1 { "" } else { "s" },
                     outcome.result.total_cost_usd
                 );
                 let answer = if outcome.result.text.trim().is_empty() {
@@ -346,56 +374,52 @@ impl Orchestrator {
                 } else {
                     outcome.result.text.clone()
                 };
-                (
-                    RunStatus::Succeeded,
-                    finish_from(&outcome),
-                    Some(answer),
+                Verdict {
+                    status: RunStatus::Succeeded,
+                    finish: finish_from(outcome),
+                    reply: Some(answer),
                     summary,
-                )
+                }
             }
             Err(RunError::Cancelled) if self.inner.draining.is_cancelled() => {
                 // The daemon is stopping: leave the messages for the next start.
-                store.recover_interrupted_runs().await?;
-                if let Some(id) = status_id {
-                    let _ = adapter.edit(channel, &id, "⏸️ Paused: loop is restarting; this message will be answered after the restart.").await;
+                self.inner.store.recover_interrupted_runs().await?;
+                if let Some(id) = &ran.status_id {
+                    let _ = adapter.edit(channel, id, "⏸️ Paused: loop is restarting; this message will be answered after the restart.").await;
                 }
-                return Ok(());
+                return Ok(None);
             }
             Err(err)
                 if err.is_engine_lost()
-                    && messages.iter().all(|m| m.attempts < MAX_INTERRUPTIONS) =>
+                    && turn.messages.iter().all(|m| m.attempts < MAX_INTERRUPTIONS) =>
             {
-                return self
-                    .requeue_after_engine_loss(channel, run_id, &err, status_id)
-                    .await;
+                self.requeue_after_engine_loss(channel, run_id, err, ran.status_id.clone())
+                    .await?;
+                return Ok(None);
             }
-            Err(err) => {
-                let status = match err {
-                    RunError::TimedOut(_) => RunStatus::TimedOut,
-                    RunError::Cancelled => RunStatus::Cancelled,
-                    _ => RunStatus::Failed,
-                };
-                let short = short_run_id(run_id);
-                let reply = match &err {
-                    RunError::Cancelled => format!("🛑 Stopped (run `{short}`)."),
-                    other => format!("❌ {other} (run `{short}`)"),
-                };
-                let mut finish = RunFinish {
-                    error: Some(err.to_string()),
-                    ..Default::default()
-                };
-                if let RunError::Agent { result, .. } = &err {
-                    finish.claude_session_id = Some(result.session_id.clone());
-                    finish.cost_usd = result.total_cost_usd;
-                    finish.input_tokens =
-                        i64::try_from(result.usage.input_tokens).unwrap_or(i64::MAX);
-                    finish.output_tokens =
-                        i64::try_from(result.usage.output_tokens).unwrap_or(i64::MAX);
-                }
-                let summary = format!("❌ Failed after {elapsed}s");
-                (status, finish, Some(reply), summary)
-            }
+            Err(err) => failed_verdict(run_id, err, elapsed),
         };
+        Ok(Some(verdict))
+    }
+
+    /// Shows the verdict in the status message, records the run with its reply (waiting a
+    /// while for the reply to go out), indexes the turn in memory, and marks the messages it
+    /// answered.
+    async fn record(
+        &self,
+        channel: &ChannelKey,
+        run_id: &str,
+        turn: PreparedTurn,
+        adapter: &Arc<dyn Adapter>,
+        status_id: Option<String>,
+        verdict: Verdict,
+    ) -> Result<(), OrchestratorError> {
+        let Verdict {
+            status,
+            finish,
+            reply,
+            summary,
+        } = verdict;
         if let Some(id) = &status_id
             && let Err(err) = adapter.edit(channel, id, &summary).await
         {
@@ -409,8 +433,9 @@ impl Orchestrator {
         // The finished turn goes into the channel's memory, and the project's docs are
         // re-indexed when due; neither delays the answer.
         if let Some((memory, answer)) = memory_job {
-            let (key, run_id, work_dir) = (key.clone(), run_id.to_owned(), work_dir.clone());
-            let interval = Duration::from_secs(project.memory.reindex_interval_sec);
+            let (key, run_id, work_dir) = (channel.to_string(), run_id.to_owned(), turn.work_dir);
+            let indexed_prompt = turn.prompt;
+            let interval = Duration::from_secs(turn.project.memory.reindex_interval_sec);
             self.inner.tracker.spawn(async move {
                 if let Err(err) = memory
                     .index_turn(&key, &run_id, &indexed_prompt, &answer)
@@ -430,7 +455,7 @@ impl Orchestrator {
         } else {
             loop_adapter::TurnMark::Failed
         };
-        for message in messages.iter().filter(|m| m.triggers) {
+        for message in turn.messages.iter().filter(|m| m.triggers) {
             if let Err(err) = adapter
                 .mark(channel, &message.platform_message_id, mark)
                 .await
@@ -572,6 +597,36 @@ fn finish_from(outcome: &TurnOutcome) -> RunFinish {
         cache_creation_tokens: to_i64(usage.cache_creation_input_tokens),
         cost_usd: outcome.result.total_cost_usd,
         num_turns: i32::try_from(outcome.result.num_turns).unwrap_or(i32::MAX),
+    }
+}
+
+/// A run that ended in an error: how it is recorded and what the channel is told.
+fn failed_verdict(run_id: &str, err: &RunError, elapsed: u64) -> Verdict {
+    let status = match err {
+        RunError::TimedOut(_) => RunStatus::TimedOut,
+        RunError::Cancelled => RunStatus::Cancelled,
+        _ => RunStatus::Failed,
+    };
+    let short = short_run_id(run_id);
+    let reply = match err {
+        RunError::Cancelled => format!("🛑 Stopped (run `{short}`)."),
+        other => format!("❌ {other} (run `{short}`)"),
+    };
+    let mut finish = RunFinish {
+        error: Some(err.to_string()),
+        ..Default::default()
+    };
+    if let RunError::Agent { result, .. } = err {
+        finish.claude_session_id = Some(result.session_id.clone());
+        finish.cost_usd = result.total_cost_usd;
+        finish.input_tokens = i64::try_from(result.usage.input_tokens).unwrap_or(i64::MAX);
+        finish.output_tokens = i64::try_from(result.usage.output_tokens).unwrap_or(i64::MAX);
+    }
+    Verdict {
+        status,
+        finish,
+        reply: Some(reply),
+        summary: format!("❌ Failed after {elapsed}s"),
     }
 }
 

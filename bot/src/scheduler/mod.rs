@@ -28,8 +28,7 @@ use loop_adapter::{Author, ChannelKey, Message};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, MissedRuns};
-use crate::orchestrator::{Orchestrator, OrchestratorError};
-use crate::store::{Store, TaskAdvance, TaskRecord, task_message_id};
+use crate::store::{Store, StoreError, TaskAdvance, TaskRecord, task_message_id};
 pub use schedule::{Schedule, ScheduleError, ScheduleKind, parse_timezone};
 
 /// How often the scheduler looks for due tasks. Finer than the Go Loop's 30 s poll: a
@@ -115,6 +114,21 @@ impl SchedulerSettings {
     }
 }
 
+/// Why a tick, or one due task in it, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The intake takes no more runs: the daemon is stopping, so the tick ends here and the
+    /// due tasks stay due for the next start.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    /// The intake failed for a reason of its own; the task stays due and is tried next tick.
+    /// The message is the reason's (it is logged with `%`), so it is not also a `source`.
+    #[error("the intake failed: {0}")]
+    Intake(Box<dyn std::error::Error + Send + Sync>),
+}
+
 /// What one tick did (for tests and logs).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TickReport {
@@ -127,7 +141,7 @@ pub struct TickReport {
 /// Where a due run goes: the orchestrator's intake in the daemon (store, then wake the
 /// dispatcher), the bare inbox in the scheduler's own tests.
 pub trait TaskIntake: Send + Sync + 'static {
-    fn enqueue(&self, message: Message) -> BoxFuture<'_, Result<(), OrchestratorError>>;
+    fn enqueue(&self, message: Message) -> BoxFuture<'_, Result<(), SchedulerError>>;
 
     /// Opens a thread titled `title` in `channel` for one run; `None` keeps the run in the
     /// channel (no threads on the platform, or the platform failed: the run must not be lost
@@ -138,29 +152,6 @@ pub trait TaskIntake: Send + Sync + 'static {
         _title: &'a str,
     ) -> BoxFuture<'a, Option<ChannelKey>> {
         Box::pin(async { None })
-    }
-}
-
-impl TaskIntake for Orchestrator {
-    fn enqueue(&self, message: Message) -> BoxFuture<'_, Result<(), OrchestratorError>> {
-        Box::pin(async move { self.accept_scheduled(message).await.map(|_| ()) })
-    }
-
-    fn open_thread<'a>(
-        &'a self,
-        channel: &'a ChannelKey,
-        title: &'a str,
-    ) -> BoxFuture<'a, Option<ChannelKey>> {
-        Box::pin(async move {
-            let adapter = self.adapter_for(channel.platform)?;
-            match adapter.open_thread(channel, title).await {
-                Ok(thread) => thread,
-                Err(err) => {
-                    tracing::warn!(channel = %channel, error = %err, "cannot open a thread for a task run; it runs in the channel");
-                    None
-                }
-            }
-        })
     }
 }
 
@@ -215,7 +206,7 @@ impl Scheduler {
     }
 
     /// Looks at every due task once.
-    pub async fn tick(&self) -> Result<TickReport, OrchestratorError> {
+    pub async fn tick(&self) -> Result<TickReport, SchedulerError> {
         let now = self.clock.now();
         let mut report = TickReport::default();
         for task in self.store.due_tasks(now.timestamp_millis()).await? {
@@ -223,7 +214,7 @@ impl Scheduler {
                 Ok(Some(true)) => report.fired.push(task.id.clone()),
                 Ok(Some(false)) => report.skipped.push(task.id.clone()),
                 Ok(None) => {}
-                Err(OrchestratorError::ShuttingDown) => break,
+                Err(SchedulerError::ShuttingDown) => break,
                 Err(err) => {
                     tracing::error!(task = %task.id, error = %err, "cannot run a due task")
                 }
@@ -237,7 +228,7 @@ impl Scheduler {
         &self,
         task: &TaskRecord,
         now: DateTime<Utc>,
-    ) -> Result<Option<bool>, OrchestratorError> {
+    ) -> Result<Option<bool>, SchedulerError> {
         let store = &self.store;
         let Some(scheduled_ms) = task.next_run_at else {
             return Ok(None);
@@ -302,7 +293,7 @@ impl Scheduler {
     }
 
     /// The task's run, as a message in its channel's inbox.
-    async fn enqueue(&self, task: &TaskRecord, scheduled_ms: i64) -> Result<(), OrchestratorError> {
+    async fn enqueue(&self, task: &TaskRecord, scheduled_ms: i64) -> Result<(), SchedulerError> {
         let Ok(channel) = task.channel_key.parse::<ChannelKey>() else {
             tracing::warn!(task = %task.id, channel = %task.channel_key, "task has a malformed channel key");
             return Ok(());

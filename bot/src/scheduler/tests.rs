@@ -12,7 +12,7 @@ use crate::store::{InboxStatus, RunStatus, Store};
 struct InboxIntake(Store);
 
 impl TaskIntake for InboxIntake {
-    fn enqueue(&self, message: Message) -> BoxFuture<'_, Result<(), OrchestratorError>> {
+    fn enqueue(&self, message: Message) -> BoxFuture<'_, Result<(), SchedulerError>> {
         Box::pin(async move {
             self.0.accept_message(&message).await?;
             Ok(())
