@@ -10,6 +10,7 @@ pub mod events;
 pub mod naming;
 pub mod registry;
 pub mod spec;
+mod stdio;
 pub mod warm;
 
 pub use agent::{AgentRunner, DockerRunner, Recovery, RunError, TurnOutcome, TurnRequest};

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::agent::AgentIo;
 use crate::spec::{
     ContainerPlan, ContainerSettings, GATE_POLICY_IN_CONTAINER, MCP_CONFIG_IN_CONTAINER,
     PROXY_POLICY_IN_CONTAINER,
 };
+use crate::stdio::AgentIo;
 
 /// Env vars minted per turn; they do not make two plans different.
 const PER_TURN_ENV: [&str; 2] = [

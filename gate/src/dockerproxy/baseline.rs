@@ -45,7 +45,10 @@ use serde_json::{Map, Value, json};
 use super::endpoint::{ContainerOp, Endpoint, ExecOp, ForbiddenArea, ImageOp, NetworkOp, VolumeOp};
 use super::policy::{ProxyContext, ProxyPolicyError, ProxyPolicyFile, RuleDecision, Rules};
 use super::request::{ApiPath, Query, Span, get_ci, get_ci_mut, key_ci};
-use super::{CHANNEL_LABEL, DAEMON_LABEL, LABEL_PREFIX, OWNER_LABEL};
+use loop_wire::container::labels::{
+    PROXY_CHANNEL as CHANNEL_LABEL, PROXY_DAEMON as DAEMON_LABEL, PROXY_OWNER as OWNER_LABEL,
+    PROXY_PREFIX as LABEL_PREFIX,
+};
 
 /// Pids limit given to a created container that has none (a fork bomb would hit the host).
 pub const DEFAULT_PIDS_LIMIT: i64 = 4096;

@@ -34,10 +34,11 @@ use super::baseline::{BodyHandling, Call, Lookup, Plan, ProxyPolicy, Refusal, Re
 use super::build::{self, ContextScanner};
 use super::endpoint::Endpoint;
 use super::request::{parse_json, percent_encode};
-use super::{CHANNEL_LABEL, OWNER_LABEL, ProxyError};
+use super::runtime::ProxyError;
 use crate::notify::{Approver, AuditSink};
 use crate::policy::Verdict;
 use crate::wire::{ApprovalDecision, ApprovalRequest, AuditOutcome, AuditRecord, GateAction};
+use loop_wire::container::labels::{PROXY_CHANNEL as CHANNEL_LABEL, PROXY_OWNER as OWNER_LABEL};
 
 /// The largest JSON body the proxy reads (container create and friends); larger is 413.
 pub const MAX_JSON_BODY: usize = 1024 * 1024;
