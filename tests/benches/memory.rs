@@ -23,10 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use loop_bot::config::MemoryConfig;
-use loop_bot::memory::search::{VectorSet, normalize};
-use loop_bot::memory::{Embedder, FastEmbedder, Memory};
-use loop_bot::store::{MemoryScope, NewMemory, Store};
+use loop_daemon::config::MemoryConfig;
+use loop_daemon::memory::search::{VectorSet, normalize};
+use loop_daemon::memory::{Embedder, FastEmbedder, Memory};
+use loop_store::{MemoryScope, NewMemory, Store};
 
 const WORDS: &[&str] = &[
     "deploy",

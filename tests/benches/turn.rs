@@ -44,10 +44,10 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt;
 use futures::future::join_all;
-use loop_bot::store::{RunStatus, Store};
 use loop_e2e::daemon::{Daemon, loop_binary, test_config};
 use loop_e2e::support::test_image;
 use loop_fakes::model::{FakeModel, Script};
+use loop_store::{RunStatus, Store};
 use loop_wire::api::{MessageAccepted, MessageState};
 use tokio_util::sync::CancellationToken;
 

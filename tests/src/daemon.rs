@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use loop_bot::store::Store;
+use loop_store::Store;
 
 /// The `loop` binary under test: `$LOOP_BIN`, else the workspace's debug build.
 pub fn loop_binary() -> PathBuf {
@@ -115,7 +115,7 @@ impl Daemon {
             .arg("serve")
             .env("LOOP_HOME", &self.loop_dir)
             .env("HOME", &self.home)
-            .env("RUST_LOG", "info,loop_bot=debug")
+            .env("RUST_LOG", "info,loop_daemon=debug,loop_store=debug")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
@@ -246,11 +246,11 @@ impl Daemon {
     }
 
     /// Waits for exactly one pending approval whose summary contains `needle`.
-    pub async fn pending_approval(&self, needle: &str) -> loop_bot::store::ApprovalRecord {
+    pub async fn pending_approval(&self, needle: &str) -> loop_store::ApprovalRecord {
         let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         while tokio::time::Instant::now() < deadline {
-            let pending: Vec<loop_bot::store::ApprovalRecord> = client
+            let pending: Vec<loop_store::ApprovalRecord> = client
                 .get(self.url("/api/approvals"))
                 .bearer_auth(self.token())
                 .send()

@@ -6,11 +6,11 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use loop_bot::store::{InboxStatus, RunStatus, Store};
 use loop_e2e::daemon::{Daemon, eventually, loop_binary, test_config};
 use loop_e2e::project::{GitOwner, Project};
 use loop_e2e::support::{AGENT_UID, chown, docker, start_model, workspace};
 use loop_fakes::model::{Rule, Script, Session, Step};
+use loop_store::{InboxStatus, RunStatus, Store};
 
 /// `loop run --dir` in a person's checkout: the agent works there as in their own session
 /// (relative paths, CLAUDE.md, git, the project's tests), and a follow-up resumes it.

@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use loop_bot::store::RunStatus;
 use loop_e2e::daemon::{Daemon, eventually, test_config};
 use loop_e2e::project::{GitOwner, Project};
 use loop_e2e::support::{docker, start_model, workspace};
 use loop_fakes::discord::{CHANNEL, DiscordMessage, FakeDiscord, GUILD_ID, TOKEN};
 use loop_fakes::model::{FakeModel, Rule, Script, Session, Step};
+use loop_store::RunStatus;
 
 const TURN: Duration = Duration::from_secs(180);
 const QUICK: Duration = Duration::from_secs(30);

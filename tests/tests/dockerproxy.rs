@@ -1030,7 +1030,7 @@ async fn with_egress_control_nested_containers_stay_on_the_internal_network() {
 
     // No network, `bridge`, `default`: all land on the internal network (the agent stays warm,
     // so they still exist), and none reaches the host's server.
-    let network = loop_bot::egress::NETWORK;
+    let network = loop_daemon::egress::NETWORK;
     for name in ["net_unset", "net_bridge", "net_default"] {
         let (id, probe) = step(name)
             .strip_prefix("201 ")

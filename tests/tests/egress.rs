@@ -109,7 +109,7 @@ echo done"#
     );
     let network = docker
         .inspect_network(
-            loop_bot::egress::NETWORK,
+            loop_daemon::egress::NETWORK,
             None::<bollard::query_parameters::InspectNetworkOptions>,
         )
         .await
@@ -151,7 +151,7 @@ echo done"#
 
 fn firewall_rules() -> String {
     let output = std::process::Command::new("iptables")
-        .args(["-w", "-S", loop_bot::egress::CHAIN])
+        .args(["-w", "-S", loop_daemon::egress::CHAIN])
         .output()
         .expect("iptables");
     String::from_utf8_lossy(&output.stdout).into_owned()

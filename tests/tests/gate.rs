@@ -7,12 +7,12 @@
 
 use std::time::Duration;
 
-use loop_bot::store::{ApprovalRecord, ApprovalStatus};
 use loop_e2e::daemon::{Daemon, test_config};
 use loop_e2e::support::{AGENT_UID, TestRig, container_url, docker, start_model, workspace};
 use loop_fakes::model::{FakeModel, Rule, Script, Step};
 use loop_runner::agent::{AgentRunner, TurnRequest};
 use loop_runner::spec::GateSpec;
+use loop_store::{ApprovalRecord, ApprovalStatus};
 use tokio_util::sync::CancellationToken;
 
 /// A daemon config with `gates.agentgate` set to `agentgate` (JSON).

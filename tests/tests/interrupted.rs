@@ -4,13 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use loop_bot::store::{InboxStatus, RunStatus};
 use loop_e2e::daemon::{Daemon, eventually};
 use loop_e2e::engine::PrivateEngine;
 use loop_e2e::slack::{connected, has_text, slack_config, thread_until};
 use loop_e2e::support::{docker, start_model, test_image, workspace};
 use loop_fakes::model::{FakeModel, Rule, Script, Step};
 use loop_fakes::slack::{FakeSlack, SlackMessage};
+use loop_store::{InboxStatus, RunStatus};
 
 /// A turn in a fresh container (a loaded machine makes this slow).
 const TURN: Duration = Duration::from_secs(180);

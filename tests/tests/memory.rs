@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use loop_bot::store::{MemoryScope, Store};
 use loop_e2e::daemon::{Daemon, eventually, loop_binary, test_config};
 use loop_e2e::support::{docker, skip_unavailable, start_model, workspace};
 use loop_fakes::hfhub::{FakeHub, HubRepo};
 use loop_fakes::model::{Rule, Script, Step};
+use loop_store::{MemoryScope, Store};
 use loop_wire::api::MemoryInfo;
 use serde_json::json;
 
@@ -487,11 +487,11 @@ async fn the_go_loop_ollama_provider_embeds_through_an_ollama_server() {
     let Some(model_dir) = model_dir() else { return };
     // A faithful Ollama whose vectors come from the real model: rankings mean something.
     let model = std::sync::Arc::new(
-        loop_bot::memory::embed::FastEmbedder::load(Path::new(&model_dir), Some(1))
+        loop_daemon::memory::embed::FastEmbedder::load(Path::new(&model_dir), Some(1))
             .expect("load the model"),
     );
     let embed: loop_fakes::ollama::EmbedFn = std::sync::Arc::new(move |texts: &[String]| {
-        use loop_bot::memory::embed::Embedder;
+        use loop_daemon::memory::embed::Embedder;
         model.embed(texts).expect("embed")
     });
     let ollama = loop_fakes::ollama::FakeOllama::start("nomic-embed-text", embed)

@@ -7,12 +7,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
-use loop_bot::commands::client::Client;
-use loop_bot::store::{InboxStatus, Store};
+use loop_app::commands::client::Client;
 use loop_e2e::daemon::{Daemon, eventually, test_config};
 use loop_e2e::project::{GitOwner, Project};
 use loop_e2e::support::{docker, start_model};
 use loop_fakes::model::{Matcher, Rule, Script, Session, Step};
+use loop_store::{InboxStatus, Store};
 use loop_wire::api::TaskInfo;
 use serde_json::json;
 
@@ -41,7 +41,7 @@ fn client(daemon: &Daemon) -> Client {
 /// Waits for a message posted in the channel whose text contains `needle`.
 async fn posted_containing(
     daemon: &Daemon,
-    stream: &mut loop_bot::commands::client::Stream,
+    stream: &mut loop_app::commands::client::Stream,
     needle: &str,
     timeout: Duration,
 ) -> String {

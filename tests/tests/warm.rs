@@ -7,11 +7,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use loop_bot::store::{InboxStatus, RunRecord, RunStatus};
 use loop_e2e::daemon::{Daemon, test_config};
 use loop_e2e::project::{GitOwner, Project};
 use loop_e2e::support::docker;
 use loop_fakes::model::{FakeModel, Rule, Script, Session, Step};
+use loop_store::{InboxStatus, RunRecord, RunStatus};
 
 /// Answers every prompt with "answer to: PROMPT", except a request to work on the notes (the
 /// realistic session in a project) and a question about them (read by relative path).

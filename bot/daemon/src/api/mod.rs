@@ -1,0 +1,341 @@
+//! The host API (axum). Local clients (`loop run`, `loop chat`) use admin routes with the admin
+//! token; agent containers use container routes with their own token. Handlers parse and
+//! validate, then hand a typed request to the orchestrator; they never touch Docker.
+//!
+//! loop binds loopback and the Docker bridge only, never every interface, and answers a
+//! missing or wrong token with 401 before looking at the body.
+
+mod auth;
+mod gate;
+pub mod memory;
+pub mod tasks;
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use loop_adapter::{Author, ChannelKey, Inbound, Message, PlatformKind, parse_command};
+use loop_adapter_local::LocalAdapter;
+use loop_runner::ContainerRegistry;
+use serde::Deserialize;
+
+use crate::gate::tokens::{ContainerTokens, tokens_match};
+pub use auth::{
+    ADMIN_TOKEN_FILE, TokenError, bearer, load_or_create_admin_token, read_admin_token,
+};
+use loop_wire::api::{
+    ErrorBody, MessageAccepted, MessageState, PostCommand, PostMessage, RunEventWire, StreamItem,
+    valid_channel_name,
+};
+
+use crate::orchestrator::{Orchestrator, OrchestratorError};
+use loop_store::{Accepted, StoreError};
+
+/// Largest request body accepted (a chat message is far smaller).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    pub orchestrator: Orchestrator,
+    pub local: LocalAdapter,
+    pub registry: Option<ContainerRegistry>,
+    pub admin_token: Arc<String>,
+    pub container_tokens: ContainerTokens,
+}
+
+/// An API error: a status and a reason the client can show.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound(what) => {
+                ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+            }
+            other => {
+                tracing::error!(error = %other, "store error in the API");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error (see the daemon log)",
+                )
+            }
+        }
+    }
+}
+
+impl From<OrchestratorError> for ApiError {
+    fn from(err: OrchestratorError) -> Self {
+        match err {
+            OrchestratorError::Store(err) => err.into(),
+            OrchestratorError::ShuttingDown => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "loop is shutting down")
+            }
+            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        }
+    }
+}
+
+/// The router with every route and layer.
+pub fn router(state: ApiState) -> Router {
+    let admin = Router::new()
+        .route("/api/local/messages", post(post_message))
+        .route("/api/local/messages/{inbox_id}", get(message_state))
+        .route("/api/local/commands", post(post_command))
+        .route("/api/local/stream", get(local_stream))
+        .route("/api/status", get(status))
+        .route("/api/usage", get(usage))
+        .route("/api/approvals", get(gate::pending_approvals))
+        .route("/api/approvals/{id}", post(gate::decide))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    Router::new()
+        .route("/api/health", get(|| async { "ok" }))
+        // Authenticated by the container's own token, inside the handler.
+        .route(
+            "/api/gate/container-approval",
+            post(gate::container_approval),
+        )
+        .route("/api/gate/container-audit", post(gate::container_audit))
+        // Admin or container token, checked inside the handlers (a container sees its own
+        // channel's tasks only).
+        .route(
+            "/api/tasks",
+            post(tasks::create_task).get(tasks::list_tasks),
+        )
+        .route(
+            "/api/tasks/{id}",
+            get(tasks::show_task)
+                .patch(tasks::update_task)
+                .delete(tasks::cancel_task),
+        )
+        .route("/api/messages", post(tasks::send_message))
+        // Semantic memory: same token rules as tasks (see `memory.rs`).
+        .route("/api/memory/save", post(memory::save))
+        .route("/api/memory/search", post(memory::search))
+        .route("/api/memory/forget", post(memory::forget))
+        .route("/api/memory/index", post(memory::index))
+        .merge(admin)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn require_admin(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    match bearer(request.headers()) {
+        Some(token) if tokens_match(token, &state.admin_token) => next.run(request).await,
+        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "wrong token").into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing bearer token (local clients read it from ~/.loop/admin.token)",
+        )
+        .into_response(),
+    }
+}
+
+fn local_channel(name: &str) -> Result<ChannelKey, ApiError> {
+    if valid_channel_name(name) {
+        Ok(ChannelKey::channel(PlatformKind::Local, name))
+    } else {
+        Err(ApiError::bad_request(
+            "channel must be 1-64 letters, digits, '.', '_' or '-'",
+        ))
+    }
+}
+
+/// Parses a JSON body with a reason on failure (axum's own rejection text is terse).
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))
+}
+
+async fn post_message(
+    State(state): State<ApiState>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<MessageAccepted>), ApiError> {
+    let request: PostMessage = parse_body(&body)?;
+    let channel = local_channel(&request.channel)?;
+    if request.text.trim().is_empty() {
+        return Err(ApiError::bad_request("text is empty"));
+    }
+    let message_id = request
+        .message_id
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let author = request.author.unwrap_or_else(|| "local".to_owned());
+    let message = Message {
+        message_id: message_id.clone(),
+        channel: channel.clone(),
+        author: Author {
+            id: author.clone(),
+            name: author,
+            is_bot: false,
+            roles: Vec::new(),
+        },
+        text: request.text,
+        triggers: true,
+        work_dir: request.dir,
+    };
+    let accepted = state.orchestrator.accept(Inbound::Message(message)).await?;
+    let inbox_id = match accepted {
+        Some(Accepted::New(id)) => Some(id),
+        _ => None,
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(MessageAccepted {
+            channel_key: channel.to_string(),
+            message_id,
+            inbox_id,
+        }),
+    ))
+}
+
+async fn message_state(
+    State(state): State<ApiState>,
+    Path(inbox_id): Path<i64>,
+) -> Result<Json<MessageState>, ApiError> {
+    let store = state.orchestrator.store();
+    let message = store.inbox_message(inbox_id).await?;
+    if !message.channel_key.starts_with("local:") {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not a local message"));
+    }
+    // A claimed message names its run a moment before the run row exists.
+    let run = match &message.run_id {
+        Some(run_id) => match store.run(run_id).await {
+            Ok(run) => Some(run),
+            Err(StoreError::NotFound(_)) => None,
+            Err(err) => return Err(err.into()),
+        },
+        None => None,
+    };
+    Ok(Json(MessageState {
+        inbox_id,
+        status: message.status.as_str().to_owned(),
+        run_id: message.run_id,
+        run_status: run.as_ref().map(|r| r.status.as_str().to_owned()),
+        answer: run.as_ref().and_then(|r| r.answer.clone()),
+        error: run.and_then(|r| r.error),
+    }))
+}
+
+async fn post_command(
+    State(state): State<ApiState>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let request: PostCommand = parse_body(&body)?;
+    let channel = local_channel(&request.channel)?;
+    let command = parse_command(&request.command)
+        .ok_or_else(|| ApiError::bad_request("not a /loop command"))?;
+    state
+        .orchestrator
+        .accept(Inbound::Command {
+            channel,
+            author: Author {
+                id: "local".into(),
+                name: "local".into(),
+                is_bot: false,
+                roles: Vec::new(),
+            },
+            command,
+        })
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    channel: String,
+}
+
+async fn local_stream(
+    State(state): State<ApiState>,
+    Query(query): Query<StreamQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let channel = local_channel(&query.channel)?.to_string();
+    Ok(upgrade.on_upgrade(move |socket| stream_channel(socket, state, channel)))
+}
+
+async fn stream_channel(mut socket: WebSocket, state: ApiState, channel: String) {
+    let mut chat = state.local.subscribe();
+    let mut runs = state.orchestrator.subscribe();
+    loop {
+        let item = tokio::select! {
+            event = chat.recv() => match event {
+                Ok(event) if event.channel() == channel => StreamItem::Chat(event),
+                Ok(_) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            },
+            event = runs.recv() => match event {
+                Ok(event) => {
+                    let wire = RunEventWire::from(&event);
+                    if wire.channel != channel { continue; }
+                    StreamItem::Run(wire)
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(_)) => continue,
+                _ => break,
+            },
+        };
+        let Ok(text) = serde_json::to_string(&item) else {
+            continue;
+        };
+        if socket.send(WsMessage::Text(text.into())).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn status(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let containers = state
+        .registry
+        .as_ref()
+        .map(|r| serde_json::to_value(r.list()).unwrap_or_default())
+        .unwrap_or_default();
+    Json(serde_json::json!({
+        "running": state.orchestrator.running(),
+        "warm": state.orchestrator.warm_agents().await,
+        "containers": containers,
+    }))
+}
+
+async fn usage(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let usage = state.orchestrator.store().usage().await?;
+    Ok(Json(serde_json::to_value(usage).unwrap_or_default()))
+}
