@@ -323,13 +323,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         // the start; only re-embedding after a model change goes on in the background.
         tracker.spawn(reembed_stale(memory, shutdown.child_token()));
     }
-    let api_state = ApiState {
-        orchestrator: orchestrator.clone(),
+    let api_state = ApiState::new(
+        orchestrator.clone(),
         local,
-        registry: Some(registry.clone()),
-        admin_token: Arc::new(api::load_or_create_admin_token(&config.loop_dir)?),
-        container_tokens: orchestrator.gate().tokens().clone(),
-    };
+        Some(registry.clone()),
+        api::load_or_create_admin_token(&config.loop_dir)?,
+    );
     let router = api::router(api_state);
     // The API outlives intake: clients can still read answers while turns drain.
     let api_stop = CancellationToken::new();

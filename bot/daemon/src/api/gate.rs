@@ -155,8 +155,8 @@ pub(super) async fn container_approval(
     let orchestrator = &state.orchestrator;
     let config = orchestrator.config();
     let desk = Desk {
-        gate: orchestrator.gate(),
-        store: orchestrator.store(),
+        gate: &state.gate,
+        store: &state.store,
         adapter: orchestrator.adapter_for(channel.platform),
         limits: &config.gates.rate_limits,
         timeout: Duration::from_secs(config.gates.agentgate.approval_timeout_sec),
@@ -189,7 +189,7 @@ pub(super) async fn container_approval(
 pub(super) async fn pending_approvals(
     State(state): State<ApiState>,
 ) -> Result<Json<Vec<ApprovalRecord>>, ApiError> {
-    Ok(Json(state.orchestrator.store().pending_approvals().await?))
+    Ok(Json(state.store.pending_approvals().await?))
 }
 
 /// `POST /api/approvals/{id}`: answer one. An approval is answered once: 409 afterwards.
@@ -203,16 +203,7 @@ pub(super) async fn decide(
         .by
         .filter(|b| !b.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_DECIDER.to_owned());
-    match crate::gate::answer(
-        state.orchestrator.store(),
-        state.orchestrator.gate(),
-        &id,
-        None,
-        request.decision,
-        &by,
-    )
-    .await?
-    {
+    match crate::gate::answer(&state.store, &state.gate, &id, None, request.decision, &by).await? {
         Answered::Now(record) => Ok(Json(record)),
         // Only chat answers name a channel.
         Answered::WrongChannel => Err(ApiError::new(StatusCode::NOT_FOUND, "no such approval")),
@@ -299,13 +290,7 @@ mod tests {
                 CancellationToken::new(),
             );
             let admin = crate::gate::tokens::random_token();
-            let state = ApiState {
-                orchestrator: orchestrator.clone(),
-                local: local.clone(),
-                registry: None,
-                admin_token: Arc::new(admin.clone()),
-                container_tokens: orchestrator.gate().tokens().clone(),
-            };
+            let state = ApiState::new(orchestrator.clone(), local.clone(), None, admin.clone());
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");

@@ -65,7 +65,7 @@ fn channel(
             .to_owned()
     } else {
         let identity = state
-            .container_tokens
+            .container_tokens()
             .identify(token)
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "wrong or expired token"))?;
         if requested.is_some_and(|r| r != identity.channel_key) {

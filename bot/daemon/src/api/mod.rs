@@ -33,8 +33,9 @@ use loop_wire::api::{
     valid_channel_name,
 };
 
+use crate::gate::GateHub;
 use crate::orchestrator::{Orchestrator, OrchestratorError};
-use loop_store::{Accepted, StoreError};
+use loop_store::{Accepted, Store, StoreError};
 
 /// Largest request body accepted (a chat message is far smaller).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -42,11 +43,39 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct ApiState {
+    /// Intake, run events and the running turns; handlers hand it typed requests.
     pub orchestrator: Orchestrator,
+    /// Reads and records that need no orchestration (tasks, approvals, usage).
+    pub store: Store,
+    /// Container tokens and approval waiters.
+    pub gate: GateHub,
     pub local: LocalAdapter,
     pub registry: Option<ContainerRegistry>,
     pub admin_token: Arc<String>,
-    pub container_tokens: ContainerTokens,
+}
+
+impl ApiState {
+    /// The API's view of a running daemon: the store and gate hub the orchestrator uses.
+    pub fn new(
+        orchestrator: Orchestrator,
+        local: LocalAdapter,
+        registry: Option<ContainerRegistry>,
+        admin_token: String,
+    ) -> ApiState {
+        ApiState {
+            store: orchestrator.store().clone(),
+            gate: orchestrator.gate().clone(),
+            orchestrator,
+            local,
+            registry,
+            admin_token: Arc::new(admin_token),
+        }
+    }
+
+    /// The live per-container tokens.
+    fn container_tokens(&self) -> &ContainerTokens {
+        self.gate.tokens()
+    }
 }
 
 /// An API error: a status and a reason the client can show.
@@ -226,7 +255,7 @@ async fn message_state(
     State(state): State<ApiState>,
     Path(inbox_id): Path<i64>,
 ) -> Result<Json<MessageState>, ApiError> {
-    let store = state.orchestrator.store();
+    let store = &state.store;
     let message = store.inbox_message(inbox_id).await?;
     if !message.channel_key.starts_with("local:") {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not a local message"));
@@ -336,6 +365,6 @@ async fn status(State(state): State<ApiState>) -> Json<serde_json::Value> {
 }
 
 async fn usage(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let usage = state.orchestrator.store().usage().await?;
+    let usage = state.store.usage().await?;
     Ok(Json(serde_json::to_value(usage).unwrap_or_default()))
 }

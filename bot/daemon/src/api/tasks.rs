@@ -43,7 +43,7 @@ fn caller(state: &ApiState, headers: &HeaderMap) -> Result<Caller, ApiError> {
         return Ok(Caller::Admin);
     }
     state
-        .container_tokens
+        .container_tokens()
         .identify(token)
         .map(Caller::Container)
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "wrong or expired token"))
@@ -131,7 +131,7 @@ pub(super) async fn create_task(
         .ok_or_else(|| ApiError::bad_request("channel is required with the admin token"))?;
     let settings = settings(&state);
     let zone = crate::scheduler::channel_timezone(
-        state.orchestrator.store(),
+        &state.store,
         state.orchestrator.config(),
         &channel,
         &settings,
@@ -153,7 +153,7 @@ pub(super) async fn create_task(
         settings.min_interval,
     )
     .map_err(invalid)?;
-    let task = state.orchestrator.store().create_task(new).await?;
+    let task = state.store.create_task(new).await?;
     tracing::info!(task = %task.id, channel = %task.channel_key, kind = %task.kind, schedule = %task.schedule, "task scheduled");
     Ok((StatusCode::CREATED, Json(task_info(&task))))
 }
@@ -170,13 +170,13 @@ pub(super) async fn list_tasks(
 ) -> Result<Json<Vec<TaskInfo>>, ApiError> {
     let caller = caller(&state, &headers)?;
     let channel = caller.channel(query.channel.as_deref())?;
-    let tasks = state.orchestrator.store().tasks(channel.as_deref()).await?;
+    let tasks = state.store.tasks(channel.as_deref()).await?;
     Ok(Json(tasks.iter().map(task_info).collect()))
 }
 
 /// The task, if this caller may see it.
 async fn visible_task(state: &ApiState, caller: &Caller, id: &str) -> Result<TaskRecord, ApiError> {
-    let task = state.orchestrator.store().task(id).await?;
+    let task = state.store.task(id).await?;
     caller.may_touch(&task)?;
     Ok(task)
 }
@@ -198,7 +198,7 @@ pub(super) async fn cancel_task(
 ) -> Result<Json<TaskInfo>, ApiError> {
     let caller = caller(&state, &headers)?;
     let task = visible_task(&state, &caller, &id).await?;
-    state.orchestrator.store().delete_task(&task.id).await?;
+    state.store.delete_task(&task.id).await?;
     tracing::info!(task = %task.id, channel = %task.channel_key, "task cancelled");
     Ok(Json(task_info(&task)))
 }
