@@ -21,8 +21,9 @@ use loop_gate::wire::{
     ApprovalDecision, ApprovalRequest, ApprovalResponse, AuditOutcome, AuditRecord, GateAction,
 };
 
-use super::{ApiError, ApiState, bearer, parse_body};
-use crate::gate::Answered;
+use super::auth::bearer;
+use super::state::{ApiError, ApiState, parse_body};
+use crate::gate::answer::{Answered, answer};
 use crate::gate::approval::{self, AskError, Asked, Desk};
 use loop_store::{ApprovalRecord, NewAuditEntry};
 use loop_wire::api::DecideApproval;
@@ -203,7 +204,7 @@ pub(super) async fn decide(
         .by
         .filter(|b| !b.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_DECIDER.to_owned());
-    match crate::gate::answer(&state.store, &state.gate, &id, None, request.decision, &by).await? {
+    match answer(&state.store, &state.gate, &id, None, request.decision, &by).await? {
         Answered::Now(record) => Ok(Json(record)),
         // Only chat answers name a channel.
         Answered::WrongChannel => Err(ApiError::new(StatusCode::NOT_FOUND, "no such approval")),

@@ -13,7 +13,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use loop_adapter::ChannelKey;
 
-use super::{ApiError, ApiState, bearer, parse_body};
+use super::auth::bearer;
+use super::state::{ApiError, ApiState, parse_body};
 use crate::gate::tokens::tokens_match;
 use crate::memory::{Hit, Memory, MemoryError, SOURCE_AGENT};
 use loop_store::{MemoryRecord, MemoryScope};

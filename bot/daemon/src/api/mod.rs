@@ -8,9 +8,8 @@
 mod auth;
 mod gate;
 pub mod memory;
+mod state;
 pub mod tasks;
-
-use std::sync::Arc;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -20,124 +19,23 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use loop_adapter::{Author, ChannelKey, Inbound, Message, PlatformKind, parse_command};
-use loop_adapter_local::LocalAdapter;
-use loop_runner::ContainerRegistry;
 use serde::Deserialize;
 
-use crate::gate::tokens::{ContainerTokens, tokens_match};
+use crate::gate::tokens::tokens_match;
 pub use auth::{
     ADMIN_TOKEN_FILE, TokenError, bearer, load_or_create_admin_token, read_admin_token,
 };
 use loop_wire::api::{
-    ErrorBody, MessageAccepted, MessageState, PostCommand, PostMessage, RunEventWire, StreamItem,
+    MessageAccepted, MessageState, PostCommand, PostMessage, RunEventWire, StreamItem,
     valid_channel_name,
 };
+use state::parse_body;
+pub use state::{ApiError, ApiState};
 
-use crate::gate::GateHub;
-use crate::orchestrator::{Orchestrator, OrchestratorError};
-use loop_store::{Accepted, Store, StoreError};
+use loop_store::{Accepted, StoreError};
 
 /// Largest request body accepted (a chat message is far smaller).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// Shared state of the handlers.
-#[derive(Clone)]
-pub struct ApiState {
-    /// Intake, run events and the running turns; handlers hand it typed requests.
-    pub orchestrator: Orchestrator,
-    /// Reads and records that need no orchestration (tasks, approvals, usage).
-    pub store: Store,
-    /// Container tokens and approval waiters.
-    pub gate: GateHub,
-    pub local: LocalAdapter,
-    pub registry: Option<ContainerRegistry>,
-    pub admin_token: Arc<String>,
-}
-
-impl ApiState {
-    /// The API's view of a running daemon: the store and gate hub the orchestrator uses.
-    pub fn new(
-        orchestrator: Orchestrator,
-        local: LocalAdapter,
-        registry: Option<ContainerRegistry>,
-        admin_token: String,
-    ) -> ApiState {
-        ApiState {
-            store: orchestrator.store().clone(),
-            gate: orchestrator.gate().clone(),
-            orchestrator,
-            local,
-            registry,
-            admin_token: Arc::new(admin_token),
-        }
-    }
-
-    /// The live per-container tokens.
-    fn container_tokens(&self) -> &ContainerTokens {
-        self.gate.tokens()
-    }
-}
-
-/// An API error: a status and a reason the client can show.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(ErrorBody {
-                error: self.message,
-            }),
-        )
-            .into_response()
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::NotFound(what) => {
-                ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
-            }
-            other => {
-                tracing::error!(error = %other, "store error in the API");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error (see the daemon log)",
-                )
-            }
-        }
-    }
-}
-
-impl From<OrchestratorError> for ApiError {
-    fn from(err: OrchestratorError) -> Self {
-        match err {
-            OrchestratorError::Store(err) => err.into(),
-            OrchestratorError::ShuttingDown => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "loop is shutting down")
-            }
-            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
-        }
-    }
-}
 
 /// The router with every route and layer.
 pub fn router(state: ApiState) -> Router {
@@ -202,12 +100,6 @@ fn local_channel(name: &str) -> Result<ChannelKey, ApiError> {
             "channel must be 1-64 letters, digits, '.', '_' or '-'",
         ))
     }
-}
-
-/// Parses a JSON body with a reason on failure (axum's own rejection text is terse).
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))
 }
 
 async fn post_message(

@@ -15,7 +15,8 @@ use chrono::{TimeZone, Utc};
 use loop_adapter::ChannelKey;
 use serde::Deserialize;
 
-use super::{ApiError, ApiState, bearer, parse_body};
+use super::auth::bearer;
+use super::state::{ApiError, ApiState, parse_body};
 use crate::gate::tokens::{ContainerIdentity, tokens_match};
 use crate::scheduler::input::{
     CreateTaskInput, TaskInputError, UpdateTaskInput, plan_new_task, plan_task_change,

@@ -19,7 +19,7 @@
 //! is therefore the "container" of [`ContainerIdentity`] and of the
 //! `approvals`/`gate_audit` rows (which also carry the run id).
 
-mod answer;
+pub mod answer;
 pub mod approval;
 pub mod dockerproxy;
 pub mod tokens;
@@ -38,7 +38,6 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::config::{AgentGateConfig, RateLimits};
-pub use answer::{Answered, answer, decision_of_choice};
 use tokens::{ContainerIdentity, ContainerTokens, tokens_match};
 
 /// Where a policy error is reported as coming from.

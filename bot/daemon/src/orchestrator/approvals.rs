@@ -5,7 +5,7 @@
 use loop_adapter::{ApprovalChoice, Author, ChannelKey};
 
 use super::{Orchestrator, OrchestratorError};
-use crate::gate::{Answered, decision_of_choice};
+use crate::gate::answer::{Answered, answer, decision_of_choice};
 use loop_store::StoreError;
 
 impl Orchestrator {
@@ -23,7 +23,7 @@ impl Orchestrator {
         } else {
             decided_by.name.clone()
         };
-        let outcome = crate::gate::answer(
+        let outcome = answer(
             self.store(),
             self.gate(),
             approval_id,

@@ -46,6 +46,11 @@ const DISPATCH_TICK: Duration = Duration::from_secs(2);
 const ENGINE_RETRY_FIRST: Duration = Duration::from_millis(500);
 const ENGINE_RETRY_MAX: Duration = Duration::from_secs(10);
 
+/// The run id as shown in a channel: its first block.
+fn short_run_id(run_id: &str) -> &str {
+    run_id.split('-').next().unwrap_or(run_id)
+}
+
 /// Errors a caller of the orchestrator can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum OrchestratorError {
@@ -445,7 +450,7 @@ impl Orchestrator {
             };
             let line = format!(
                 "⚠️ Interrupted: loop restarted during this turn (run `{}`); it is being run again.",
-                turn::short_run_id(&run.id)
+                short_run_id(&run.id)
             );
             if let Err(err) = adapter.edit(&channel, status_id, &line).await {
                 tracing::warn!(channel = %channel, run_id = %run.id, error = %err, "cannot edit the status message of an interrupted run");

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::gate_setup::plan_gate;
 use super::workspace::{check_not_loop_dir, container_settings, ensure_default_work_dir};
-use super::{Orchestrator, OrchestratorError, ProgressState, RunEvent, progress};
+use super::{Orchestrator, OrchestratorError, ProgressState, RunEvent, progress, short_run_id};
 use crate::config::{Config, ConfigError};
 use loop_store::{InboxMessage, OutboxKind, RunFinish, RunOrigin, RunStatus, SessionRecord};
 
@@ -22,10 +22,6 @@ const EVENT_BUFFER: usize = 256;
 /// the daemon did). Past that, an engine that keeps dying is reported as the turn's failure.
 const MAX_INTERRUPTIONS: i32 = 3;
 
-/// The run id as shown in a channel: its first block.
-pub(super) fn short_run_id(run_id: &str) -> &str {
-    run_id.split('-').next().unwrap_or(run_id)
-}
 /// How long a finished turn waits for its answer to be posted before it lets the channel go
 /// on (the answer stays in the outbox either way).
 const ANSWER_WAIT: Duration = Duration::from_secs(30);
