@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::ConfigError;
+use super::error::ConfigError;
 use super::secret::Secret;
 
 /// The platforms loop can serve at once.

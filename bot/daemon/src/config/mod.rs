@@ -9,6 +9,7 @@
 //! owner trusted (see [`project`]), and a project may only tighten the gates unless the global
 //! file trusts projects too.
 
+mod error;
 mod layer;
 pub mod project;
 mod secret;
@@ -27,39 +28,7 @@ pub use layer::{
 pub use project::{ProjectFile, TrustedVersion};
 pub use secret::{REDACTED, Secret};
 
-/// Why a configuration could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {file}: {source}")]
-    Read {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{file}:{line}:{column}: invalid JSON: {message}")]
-    Syntax {
-        file: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    #[error("{file}: at `{json_path}`: {message}")]
-    Type {
-        file: PathBuf,
-        json_path: String,
-        message: String,
-    },
-    #[error("environment variable {var}: {message}")]
-    Env { var: String, message: String },
-    #[error("{file}: `{key}`: {message}")]
-    Invalid {
-        file: PathBuf,
-        key: String,
-        message: String,
-    },
-    #[error("{file} was refused: {reason}")]
-    Refused { file: PathBuf, reason: String },
-}
+pub use error::ConfigError;
 
 /// Where the configuration comes from: the home directory, the loop directory and the
 /// process environment. Tests build one by hand instead of touching the real home.

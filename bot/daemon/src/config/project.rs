@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// The project file, relative to the work directory.
 pub const PROJECT_DIR: &str = ".loop";
@@ -392,7 +392,7 @@ fn redact_secret_line(line: &str) -> String {
             let after = &line[at + quoted.len()..];
             if let Some(colon) = after.find(':') {
                 let keep = at + quoted.len() + colon + 1;
-                return format!("{} \"{}\"", &line[..keep], super::REDACTED);
+                return format!("{} \"{}\"", &line[..keep], super::secret::REDACTED);
             }
         }
     }

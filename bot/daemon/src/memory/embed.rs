@@ -17,7 +17,7 @@ use fastembed::{
     InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
 };
 
-use super::MemoryError;
+use super::error::MemoryError;
 use super::search::normalize;
 
 /// Turns texts into unit-length vectors. Blocking: call it from `spawn_blocking`.

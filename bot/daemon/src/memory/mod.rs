@@ -10,6 +10,7 @@
 
 pub mod chunk;
 pub mod embed;
+mod error;
 pub mod ollama;
 pub mod search;
 
@@ -21,7 +22,8 @@ use serde::Serialize;
 
 use crate::config::{Config, MemoryConfig};
 pub use embed::{Embedder, FastEmbedder};
-use loop_store::{MemoryRecord, MemoryScope, NewMemory, Store, StoreError};
+pub use error::MemoryError;
+use loop_store::{MemoryRecord, MemoryScope, NewMemory, Store};
 use search::VectorSet;
 
 /// Source of memories the agent saved.
@@ -45,46 +47,6 @@ const CACHE_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 const TURN_ANSWER_CHARS: usize = 600;
 /// Characters of a prompt kept in a turn's memory.
 const TURN_PROMPT_CHARS: usize = 1000;
-
-#[derive(Debug, thiserror::Error)]
-pub enum MemoryError {
-    #[error("cannot read model file {path}: {source}")]
-    ModelFile {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("embedding model: {0}")]
-    Model(String),
-    #[error(
-        "memory.model_dir is not set and this loop was built without the model-download feature: point memory.model_dir at a local all-MiniLM-L6-v2 directory (model.onnx, tokenizer.json, config.json, special_tokens_map.json, tokenizer_config.json)"
-    )]
-    NoModelDir,
-    #[error(
-        "cannot download the embedding model {repo} from {endpoint}: {reason}; check the network (HF_ENDPOINT selects a mirror) or, to work offline, set memory.model_dir to a local copy of the model"
-    )]
-    Download {
-        repo: String,
-        endpoint: String,
-        reason: String,
-    },
-    #[error("cannot create the model cache {path}: {source}")]
-    CacheDir {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("embedding task failed: {0}")]
-    Join(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
 
 /// Docs larger than this are not indexed (1 MiB of Markdown is a book).
 const MAX_DOC_BYTES: u64 = 1 << 20;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::MemoryError;
+use super::error::MemoryError;
 use super::embed::Embedder;
 use super::search::normalize;
 
