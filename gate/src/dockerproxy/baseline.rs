@@ -43,7 +43,9 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 
 use super::endpoint::{ContainerOp, Endpoint, ExecOp, ForbiddenArea, ImageOp, NetworkOp, VolumeOp};
+pub use super::names::{normalize_host_path, repository_of};
 use super::policy::{ProxyContext, ProxyPolicyError, ProxyPolicyFile, RuleDecision, Rules};
+pub use super::refusal::Refusal;
 use super::request::{ApiPath, Query, Span, get_ci, get_ci_mut, key_ci};
 use loop_wire::container::labels::{
     PROXY_CHANNEL as CHANNEL_LABEL, PROXY_DAEMON as DAEMON_LABEL, PROXY_OWNER as OWNER_LABEL,
@@ -57,43 +59,6 @@ pub const DEFAULT_PIDS_LIMIT: i64 = 4096;
 const RUNTIMES: &[&str] = &["", "runc", "io.containerd.runc.v2", "runsc"];
 /// Log drivers that keep logs on the host; the others make the daemon connect somewhere.
 const LOG_DRIVERS: &[&str] = &["", "json-file", "local", "none"];
-
-/// A request that is not forwarded: the HTTP status and what the agent is told.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// 403 for a policy deny, 404 for an object that does not exist, 400/413 for a body the
-    /// proxy cannot read.
-    pub status: u16,
-    /// The deciding rule, e.g. `baseline.privileged` or `http_rules[0]`.
-    pub rule: String,
-    /// Why, for the agent.
-    pub message: String,
-}
-
-impl Refusal {
-    /// A policy deny (403).
-    pub fn deny(rule: &str, message: impl Into<String>) -> Refusal {
-        Refusal {
-            status: 403,
-            rule: format!("baseline.{rule}"),
-            message: message.into(),
-        }
-    }
-
-    /// A request the proxy cannot read (400).
-    pub fn bad_request(message: impl Into<String>) -> Refusal {
-        Refusal {
-            status: 400,
-            rule: "baseline.malformed".to_owned(),
-            message: message.into(),
-        }
-    }
-
-    /// Whether this is a policy decision worth auditing (not a 404 or a malformed request).
-    pub fn is_deny(&self) -> bool {
-        self.status == 403
-    }
-}
 
 /// One request, read the way the daemon reads it.
 #[derive(Debug, Clone)]
@@ -1260,55 +1225,6 @@ fn with_label_filter(query: &Query, label: &str) -> Result<Query, Refusal> {
     let mut out = query.clone();
     out.set("filters", Value::Object(filters).to_string());
     Ok(out)
-}
-
-/// `/a/b` for an absolute path without `.`, `..` or empty components (a trailing `/` is
-/// dropped); `None` for anything else.
-pub fn normalize_host_path(path: &str) -> Option<String> {
-    let rest = path.strip_prefix('/')?;
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.is_empty() {
-        return Some("/".to_owned());
-    }
-    let ok = rest
-        .split('/')
-        .all(|c| !c.is_empty() && c != "." && c != ".." && !c.chars().any(char::is_control));
-    ok.then(|| format!("/{rest}"))
-}
-
-/// The repository an image reference names, normalised as the daemon does:
-/// `debian:bookworm` → `docker.io/library/debian`, `ghcr.io/a/b@sha256:..` → `ghcr.io/a/b`.
-/// `None` for an empty reference.
-pub fn repository_of(reference: &str) -> Option<String> {
-    let reference = reference.trim();
-    let name = reference.split('@').next().unwrap_or("");
-    let name = match name.rfind(':') {
-        Some(i) if !name[i..].contains('/') => &name[..i],
-        _ => name,
-    };
-    if name.is_empty() {
-        return None;
-    }
-    let name = name.to_ascii_lowercase();
-    let (domain, path) = match name.split_once('/') {
-        Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            (first.to_owned(), rest.to_owned())
-        }
-        _ => ("docker.io".to_owned(), name.clone()),
-    };
-    let domain = if domain == "index.docker.io" {
-        "docker.io".to_owned()
-    } else {
-        domain
-    };
-    let path = if domain == "docker.io" && !path.contains('/') {
-        format!("library/{path}")
-    } else {
-        path
-    };
-    Some(format!("{domain}/{path}"))
 }
 
 #[cfg(test)]

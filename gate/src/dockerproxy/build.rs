@@ -10,7 +10,7 @@
 //! daemon's reader) could read something else: bad checksums, base-256 sizes, sparse files and
 //! global headers are refused, and so is a Dockerfile reached through a link.
 
-use super::baseline::Refusal;
+use super::refusal::Refusal;
 
 /// Largest Dockerfile the scanner reads.
 const MAX_DOCKERFILE: usize = 1024 * 1024;

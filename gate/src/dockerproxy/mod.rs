@@ -6,6 +6,8 @@
 //! - [`policy`]: the policy file (`/etc/loop/proxy-policy.json`) and the user rules.
 //! - [`baseline`]: what no rule can allow, ownership, protected images, egress, rewrites.
 //! - [`build`]: what a build context's Dockerfile may do (no `ADD <url>`, no `ONBUILD`).
+//! - [`names`]: host paths and image references, normalised as the daemon does.
+//! - [`refusal`]: a request that is not forwarded, and why.
 //! - [`server`]: the HTTP/1.1 proxy on unix sockets (hyper), lookups, approvals, upgrades.
 //!
 //! # Sockets in the agent container
@@ -17,13 +19,15 @@
 //! `/run/docker.sock`, which is `/var/run/docker.sock` through the image's `/var/run -> /run`,
 //! both mode `0666` for the agent's uid.
 //!
-//! **Invariant:** `policy`, `baseline`, `build`, `endpoint` and `request` do no IO (except
+//! **Invariant:** `policy`, `baseline`, `build`, `endpoint`, `names`, `refusal` and `request` do no IO (except
 //! [`policy::ProxyPolicyFile::load`]) and no async; only `server` talks to sockets.
 
 pub mod baseline;
 pub mod build;
 pub mod endpoint;
+pub mod names;
 pub mod policy;
+pub mod refusal;
 pub mod request;
 mod runtime;
 pub mod server;

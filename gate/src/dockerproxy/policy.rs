@@ -191,7 +191,7 @@ impl ProxyPolicyFile {
             return Err(invalid("channel", "the channel is missing"));
         }
         for (i, path) in self.context.allowed_paths.iter().enumerate() {
-            if super::baseline::normalize_host_path(path).as_deref() != Some(path.as_str()) {
+            if super::names::normalize_host_path(path).as_deref() != Some(path.as_str()) {
                 return Err(invalid(
                     &format!("allowed_paths[{i}]"),
                     "must be an absolute, normalised path",
@@ -199,7 +199,7 @@ impl ProxyPolicyFile {
             }
         }
         for (i, image) in self.context.protected_images.iter().enumerate() {
-            if super::baseline::repository_of(image).is_none() {
+            if super::names::repository_of(image).is_none() {
                 return Err(invalid(
                     &format!("protected_images[{i}]"),
                     "not an image reference",

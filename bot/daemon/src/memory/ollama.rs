@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::error::MemoryError;
 use super::embed::Embedder;
+use super::error::MemoryError;
 use super::search::normalize;
 
 /// Ollama's address when `memory.embeddings.ollama_url` is unset.
