@@ -9,9 +9,9 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::connection::{Store, StoreError};
 use super::entity::{approvals, gate_audit};
 use super::records::now_ms;
-use super::{Store, StoreError};
 
 /// Where an approval is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -4,9 +4,9 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 
 use loop_adapter::ChannelKey;
 
+use super::connection::{Store, StoreError};
 use super::entity::{channels, sessions};
 use super::records::{SessionRecord, now_ms};
-use super::{Store, StoreError};
 
 const ACTIVE: &str = "active";
 const CLOSED: &str = "closed";

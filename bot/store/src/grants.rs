@@ -4,9 +4,9 @@ use loop_adapter::{ChannelKey, GrantLevel, GrantSubject};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set};
 
+use super::connection::{Store, StoreError};
 use super::entity::channel_grants;
 use super::records::now_ms;
-use super::{Store, StoreError};
 
 /// One grant of a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,9 +8,9 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait},
 };
 
+use super::connection::{Store, StoreError};
 use super::entity::inbox;
 use super::records::{InboxMessage, InboxStatus, now_ms};
-use super::{Store, StoreError};
 
 /// What storing a message did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

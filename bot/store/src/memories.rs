@@ -8,9 +8,9 @@ use sea_orm::{
 };
 use serde::Serialize;
 
+use super::connection::{Store, StoreError};
 use super::entity::memories;
 use super::records::now_ms;
-use super::{Store, StoreError};
 
 /// Where a memory is visible: everywhere, in one project (its directory), or in one channel.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -152,7 +152,7 @@ impl Store {
             created_at: Set(now),
             updated_at: Set(now),
         }
-        .insert(&self.db)
+        .insert(self.db())
         .await?;
         Ok(record(model).0)
     }
@@ -176,7 +176,7 @@ impl Store {
             .order_by_desc(memories::Column::CreatedAt)
             .order_by_asc(memories::Column::Id)
             .limit(limit)
-            .all(&self.db)
+            .all(self.db())
             .await?;
         Ok(rows.into_iter().map(|m| record(m).0).collect())
     }
@@ -195,7 +195,7 @@ impl Store {
         if let Some(source) = source {
             query = query.filter(memories::Column::Source.eq(source));
         }
-        let rows = query.all(&self.db).await?;
+        let rows = query.all(self.db()).await?;
         Ok(rows
             .into_iter()
             .filter_map(|m| {
@@ -220,7 +220,7 @@ impl Store {
             .column_as(memories::Column::Id.count(), "n")
             .column_as(memories::Column::UpdatedAt.max(), "m")
             .into_tuple::<(i64, Option<i64>)>()
-            .one(&self.db)
+            .one(self.db())
             .await?;
         Ok(row.unwrap_or((0, None)))
     }
@@ -244,7 +244,7 @@ impl Store {
             .order_by_asc(memories::Column::Id)
             .limit(limit)
             .into_tuple::<(String, String)>()
-            .all(&self.db)
+            .all(self.db())
             .await?;
         Ok(rows)
     }
@@ -270,7 +270,7 @@ impl Store {
                 sea_orm::sea_query::Expr::value(now_ms()),
             )
             .filter(memories::Column::Id.eq(id))
-            .exec(&self.db)
+            .exec(self.db())
             .await?;
         Ok(())
     }
@@ -283,7 +283,7 @@ impl Store {
             .column(memories::Column::ScopeKey)
             .distinct()
             .into_tuple::<(String, String)>()
-            .all(&self.db)
+            .all(self.db())
             .await?;
         let mut scopes: Vec<MemoryScope> = rows
             .iter()
@@ -304,7 +304,7 @@ impl Store {
         if !scopes.is_empty() {
             query = query.filter(scopes_condition(scopes));
         }
-        Ok(query.exec(&self.db).await?.rows_affected > 0)
+        Ok(query.exec(self.db()).await?.rows_affected > 0)
     }
 
     /// Points a memory at a new source reference (a doc chunk that moved within its file).
@@ -323,7 +323,7 @@ impl Store {
                 sea_orm::sea_query::Expr::value(now_ms()),
             )
             .filter(memories::Column::Id.eq(id))
-            .exec(&self.db)
+            .exec(self.db())
             .await?;
         Ok(())
     }

@@ -14,9 +14,9 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait},
 };
 
+use super::connection::{Store, StoreError};
 use super::entity::outbox;
 use super::records::{OutboxKind, OutboxMessage, OutboxStatus, now_ms};
-use super::{Store, StoreError};
 
 /// The right to post one outbox row, until its lease runs out.
 #[derive(Debug, Clone, PartialEq, Eq)]

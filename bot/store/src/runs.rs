@@ -7,12 +7,12 @@ use sea_orm::{
     TransactionTrait, sea_query::Expr,
 };
 
+use super::connection::{Store, StoreError};
 use super::entity::runs;
 use super::outbox::new_row;
 use super::records::{
     ChannelUsage, InboxStatus, OutboxKind, RunFinish, RunRecord, RunStatus, UnfinishedRun, now_ms,
 };
-use super::{Store, StoreError};
 
 /// Where a run came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

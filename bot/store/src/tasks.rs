@@ -7,9 +7,9 @@ use sea_orm::{
 };
 use serde::Serialize;
 
+use super::connection::{Store, StoreError};
 use super::entity::{inbox, scheduled_tasks};
 use super::records::{InboxStatus, now_ms};
-use super::{Store, StoreError};
 
 /// Prefix of the platform message id of a task's inbox message: `task:{id}:{scheduled_ms}`.
 /// One id per scheduled time makes a re-fire after a crash a duplicate, not a second run.

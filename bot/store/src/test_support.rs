@@ -6,7 +6,7 @@
 
 use sea_orm::{ConnectionTrait, Database, Statement};
 
-use super::Store;
+use crate::connection::Store;
 
 /// A database created for one test and dropped (Postgres) or deleted (SQLite) afterwards.
 pub struct TestDb {

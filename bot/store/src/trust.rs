@@ -4,10 +4,10 @@
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveModelTrait, EntityTrait, Set, TransactionTrait};
 
+use super::connection::{Store, StoreError};
 use super::entity::{project_trust, project_trust_notices};
 use super::outbox::new_row;
 use super::records::{OutboxKind, now_ms};
-use super::{Store, StoreError};
 
 /// The version of a work directory's `.loop/config.json` an owner trusted.
 #[derive(Debug, Clone, PartialEq, Eq)]
