@@ -1,6 +1,7 @@
 //! The `loop` binary: parse arguments, set up logging, run a command, map errors to an exit
 //! status. Everything else lives in the library.
 
+use loop_wire::routes;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -227,7 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status => {
             let config = load(&sources)?;
-            let status = connect_client(&config)?.get_json("/api/status").await?;
+            let status = connect_client(&config)?.get_json(routes::STATUS).await?;
             println!("{}", serde_json::to_string_pretty(&status)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -1,6 +1,7 @@
 //! `loop run` and `loop chat`: local clients of the running daemon's host API, with a live
 //! progress spinner fed by the channel's event stream.
 
+use loop_wire::routes;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -114,7 +115,7 @@ impl Client {
     }
 
     pub async fn post_message(&self, body: &PostMessage) -> Result<MessageAccepted, ClientError> {
-        self.call(self.http.post(self.url("/api/local/messages")).json(body))
+        self.call(self.http.post(self.url(routes::LOCAL_MESSAGES)).json(body))
             .await
     }
 
@@ -123,17 +124,14 @@ impl Client {
             channel: channel.to_owned(),
             command: command.to_owned(),
         };
-        self.call::<serde_json::Value>(self.http.post(self.url("/api/local/commands")).json(&body))
+        self.call::<serde_json::Value>(self.http.post(self.url(routes::LOCAL_COMMANDS)).json(&body))
             .await
             .map(|_| ())
     }
 
     pub async fn message_state(&self, inbox_id: i64) -> Result<MessageState, ClientError> {
-        self.call(
-            self.http
-                .get(self.url(&format!("/api/local/messages/{inbox_id}"))),
-        )
-        .await
+        self.call(self.http.get(self.url(&routes::local_message(inbox_id))))
+            .await
     }
 
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {

@@ -1,5 +1,6 @@
 //! `loop approve`, `loop deny`, `loop approvals`, `loop audit` and `loop gate check`.
 
+use loop_wire::routes;
 use std::path::{Path, PathBuf};
 
 use loop_gate::policy::{Policy, PolicyContext, PolicyError, PolicyFile, Request};
@@ -17,9 +18,7 @@ pub async fn decide(
 ) -> Result<ApprovalRecord, ClientError> {
     let by = std::env::var("USER").ok().filter(|u| !u.is_empty());
     let body = serde_json::to_value(DecideApproval { decision, by }).unwrap_or_default();
-    let value = client
-        .post_json(&format!("/api/approvals/{id}"), &body)
-        .await?;
+    let value = client.post_json(&routes::approval(id), &body).await?;
     serde_json::from_value(value).map_err(|err| ClientError::Refused {
         status: 200,
         message: format!("unexpected answer: {err}"),
@@ -28,7 +27,7 @@ pub async fn decide(
 
 /// Approvals waiting for an answer.
 pub async fn pending(client: &Client) -> Result<Vec<ApprovalRecord>, ClientError> {
-    let value = client.get_json("/api/approvals").await?;
+    let value = client.get_json(routes::APPROVALS).await?;
     serde_json::from_value(value).map_err(|err| ClientError::Refused {
         status: 200,
         message: format!("unexpected answer: {err}"),

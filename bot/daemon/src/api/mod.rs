@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use loop_adapter::{Author, ChannelKey, Inbound, Message, PlatformKind, parse_command};
+use loop_wire::routes;
 use serde::Deserialize;
 
 use crate::gate::tokens::tokens_match;
@@ -40,41 +41,38 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The router with every route and layer.
 pub fn router(state: ApiState) -> Router {
     let admin = Router::new()
-        .route("/api/local/messages", post(post_message))
-        .route("/api/local/messages/{inbox_id}", get(message_state))
-        .route("/api/local/commands", post(post_command))
-        .route("/api/local/stream", get(local_stream))
-        .route("/api/status", get(status))
-        .route("/api/usage", get(usage))
-        .route("/api/approvals", get(gate::pending_approvals))
-        .route("/api/approvals/{id}", post(gate::decide))
+        .route(routes::LOCAL_MESSAGES, post(post_message))
+        .route(routes::LOCAL_MESSAGE, get(message_state))
+        .route(routes::LOCAL_COMMANDS, post(post_command))
+        .route(routes::LOCAL_STREAM, get(local_stream))
+        .route(routes::STATUS, get(status))
+        .route(routes::USAGE, get(usage))
+        .route(routes::APPROVALS, get(gate::pending_approvals))
+        .route(routes::APPROVAL, post(gate::decide))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
-        .route("/api/health", get(|| async { "ok" }))
+        .route(routes::HEALTH, get(|| async { "ok" }))
         // Authenticated by the container's own token, inside the handler.
-        .route(
-            "/api/gate/container-approval",
-            post(gate::container_approval),
-        )
-        .route("/api/gate/container-audit", post(gate::container_audit))
+        .route(routes::GATE_APPROVAL, post(gate::container_approval))
+        .route(routes::GATE_AUDIT, post(gate::container_audit))
         // Admin or container token, checked inside the handlers (a container sees its own
         // channel's tasks only).
         .route(
-            "/api/tasks",
+            routes::TASKS,
             post(tasks::create_task).get(tasks::list_tasks),
         )
         .route(
-            "/api/tasks/{id}",
+            routes::TASK,
             get(tasks::show_task)
                 .patch(tasks::update_task)
                 .delete(tasks::cancel_task),
         )
-        .route("/api/messages", post(tasks::send_message))
+        .route(routes::MESSAGES, post(tasks::send_message))
         // Semantic memory: same token rules as tasks (see `memory.rs`).
-        .route("/api/memory/save", post(memory::save))
-        .route("/api/memory/search", post(memory::search))
-        .route("/api/memory/forget", post(memory::forget))
-        .route("/api/memory/index", post(memory::index))
+        .route(routes::MEMORY_SAVE, post(memory::save))
+        .route(routes::MEMORY_SEARCH, post(memory::search))
+        .route(routes::MEMORY_FORGET, post(memory::forget))
+        .route(routes::MEMORY_INDEX, post(memory::index))
         .merge(admin)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -1,6 +1,7 @@
 //! The MCP server's HTTP client for the host API: the container's token, the task routes, and
 //! error texts an agent can act on.
 
+use loop_wire::routes;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -107,11 +108,11 @@ impl ApiClient {
     }
 
     pub async fn create_task(&self, request: &CreateTask) -> Result<TaskInfo, ApiCallError> {
-        self.call(Method::POST, "/api/tasks", Some(request)).await
+        self.call(Method::POST, routes::TASKS, Some(request)).await
     }
 
     pub async fn list_tasks(&self) -> Result<Vec<TaskInfo>, ApiCallError> {
-        self.call::<(), _>(Method::GET, "/api/tasks", None).await
+        self.call::<(), _>(Method::GET, routes::TASKS, None).await
     }
 
     pub async fn show_task(&self, id: &str) -> Result<TaskInfo, ApiCallError> {
@@ -136,13 +137,13 @@ impl ApiClient {
         let body = SendMessage {
             content: content.to_owned(),
         };
-        self.call::<_, serde_json::Value>(Method::POST, "/api/messages", Some(&body))
+        self.call::<_, serde_json::Value>(Method::POST, routes::MESSAGES, Some(&body))
             .await
             .map(|_| ())
     }
 
     pub async fn memory_save(&self, request: &SaveMemory) -> Result<MemoryInfo, ApiCallError> {
-        self.call(Method::POST, "/api/memory/save", Some(request))
+        self.call(Method::POST, routes::MEMORY_SAVE, Some(request))
             .await
     }
 
@@ -150,7 +151,7 @@ impl ApiClient {
         &self,
         request: &SearchMemory,
     ) -> Result<Vec<MemoryInfo>, ApiCallError> {
-        self.call(Method::POST, "/api/memory/search", Some(request))
+        self.call(Method::POST, routes::MEMORY_SEARCH, Some(request))
             .await
     }
 
@@ -159,14 +160,14 @@ impl ApiClient {
             id: id.to_owned(),
             channel: None,
         };
-        self.call(Method::POST, "/api/memory/forget", Some(&body))
+        self.call(Method::POST, routes::MEMORY_FORGET, Some(&body))
             .await
     }
 
     pub async fn memory_index(&self) -> Result<Reindexed, ApiCallError> {
         self.call(
             Method::POST,
-            "/api/memory/index",
+            routes::MEMORY_INDEX,
             Some(&IndexMemory::default()),
         )
         .await
@@ -181,5 +182,5 @@ fn task_path(id: &str) -> String {
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
         .collect();
-    format!("/api/tasks/{safe}")
+    routes::task(&safe)
 }
