@@ -38,8 +38,7 @@ fn container_identity(
 ) -> Result<(crate::gate::tokens::ContainerIdentity, ChannelKey), ApiError> {
     let identity = match bearer(headers) {
         Some(token) => state
-            .orchestrator
-            .gate()
+            .gate
             .identify_gate(token)
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "wrong gate token"))?,
         None => {
@@ -135,11 +134,7 @@ pub(super) async fn container_audit(
             approval_id: None,
         });
     }
-    state
-        .orchestrator
-        .store()
-        .record_gate_decisions(entries)
-        .await?;
+    state.store.record_gate_decisions(entries).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -227,11 +227,7 @@ pub(super) async fn update_task(
         settings(&state).min_interval,
     )
     .map_err(invalid)?;
-    let task = state
-        .orchestrator
-        .store()
-        .update_task(&task.id, change)
-        .await?;
+    let task = state.store.update_task(&task.id, change).await?;
     tracing::info!(task = %task.id, enabled = task.enabled, schedule = %task.schedule, "task updated");
     Ok(Json(task_info(&task)))
 }
@@ -251,8 +247,7 @@ pub(super) async fn send_message(
         return Err(ApiError::bad_request("content is empty"));
     }
     state
-        .orchestrator
-        .store()
+        .store
         .enqueue_notice(&identity.channel_key, &request.content)
         .await?;
     state.orchestrator.deliver_soon();
