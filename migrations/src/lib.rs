@@ -14,6 +14,7 @@ mod m20261122_000003_embedding_model;
 mod m20261122_000004_project_trust;
 mod m20261206_000005_run_status_message;
 mod m20261207_000006_outbox_delivery;
+mod m20261207_000007_thread_branches;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_project_trust::Migration),
             Box::new(m20261206_000005_run_status_message::Migration),
             Box::new(m20261207_000006_outbox_delivery::Migration),
+            Box::new(m20261207_000007_thread_branches::Migration),
         ]
     }
 }

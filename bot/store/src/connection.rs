@@ -27,6 +27,9 @@ pub enum StoreError {
     },
     #[error("not found: {0}")]
     NotFound(String),
+    /// The write would take what belongs to another (a branch name of another thread).
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("database error: {0}")]
     Db(#[from] DbErr),
 }

@@ -319,3 +319,46 @@ pub mod project_trust_notices {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod thread_branches {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "thread_branches")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub channel_key: String,
+        pub repo_root: String,
+        pub worktree: String,
+        pub branch: String,
+        pub base_ref: String,
+        pub base_commit: String,
+        pub state: String,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod git_bases {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "git_bases")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub channel_key: String,
+        pub base_ref: String,
+        pub set_by: String,
+        pub set_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

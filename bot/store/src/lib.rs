@@ -4,6 +4,7 @@
 //! [`StoreError`], never driver errors. Migrations from `loop-migrations` run on [`Store::open`].
 
 mod approvals;
+mod branches;
 mod connection;
 mod conversations;
 mod entity;
@@ -22,6 +23,7 @@ pub use approvals::{
     ApprovalAnswer, ApprovalRecord, ApprovalScope, ApprovalStatus, AuditEntry, Decided,
     NewApproval, NewAuditEntry,
 };
+pub use branches::{BranchState, NewThreadBranch, ThreadBranch};
 pub use connection::{Store, StoreError, redact_url};
 pub use grants::ChannelGrant;
 pub use inbox::{Accepted, MAX_MESSAGE_CHARS};
