@@ -417,8 +417,9 @@ fn markers_in(markers: &Path) -> Vec<String> {
     found
 }
 
-/// Every call of the API on a repository that tries every way to run a program on the host:
-/// none of them runs.
+/// Every call of the API, on a repository that tries every way to run a program on the host:
+/// none of them runs. The markers are checked before the calls' results, so a hardening gap
+/// shows as the list of programs that ran, even when one of them then broke a call.
 #[tokio::test]
 async fn a_hostile_repository_runs_nothing_on_the_host() {
     let root = tempfile::tempdir().expect("tempdir");
@@ -433,23 +434,25 @@ async fn a_hostile_repository_runs_nothing_on_the_host() {
     // The attributes themselves are part of the agent's work in the main checkout.
     std::fs::write(work.join("c.rs"), "c changed\n").expect("write");
 
-    let repo = Repo::open(&work).await.expect("open").expect("a repo");
-    assert_eq!(
-        repo.current_branch().await.expect("branch").as_deref(),
-        Some("main")
-    );
+    let outcome = use_every_call(&work, &root.path().join("wt")).await;
+    assert_eq!(markers_in(&markers), Vec::<String>::new(), "{outcome:?}");
+    outcome.expect("every call succeeds");
+}
+
+async fn use_every_call(work: &Path, wt: &Path) -> Result<(), GitError> {
+    let missing = |what: &str| GitError::Output {
+        command: "test".into(),
+        detail: format!("no {what}"),
+    };
+    let repo = Repo::open(work).await?.ok_or_else(|| missing("repo"))?;
+    assert_eq!(repo.current_branch().await?.as_deref(), Some("main"));
     let main_commit = repo
         .checkout()
         .commit_all("Main checkout change", &ada(), Some(&grace()))
-        .await
-        .expect("commit in main")
-        .expect("something to commit");
+        .await?
+        .ok_or_else(|| missing("commit in main"))?;
 
-    let wt = root.path().join("wt");
-    let tree = repo
-        .add_worktree(&wt, "loop/evil-a1b2", "main")
-        .await
-        .expect("add worktree");
+    let tree = repo.add_worktree(wt, "loop/evil-a1b2", "main").await?;
     assert_eq!(
         std::fs::read_to_string(wt.join("a.txt")).expect("read"),
         "a\n"
@@ -462,22 +465,19 @@ async fn a_hostile_repository_runs_nothing_on_the_host() {
     ] {
         std::fs::write(wt.join(name), content).expect("write");
     }
-    assert!(tree.status_changed().await.expect("status"));
+    assert!(tree.status_changed().await?);
     let commit = tree
         .commit_all("Change everything", &ada(), Some(&grace()))
-        .await
-        .expect("commit in worktree")
-        .expect("something to commit");
+        .await?
+        .ok_or_else(|| missing("commit in worktree"))?;
     let stat = repo
         .diff_stat(main_commit.id.as_str(), commit.id.as_str())
-        .await
-        .expect("diff stat");
+        .await?;
     assert_eq!(stat.files.len(), 4, "{stat:?}");
-    let patch = tree.diff_text("main", "HEAD").await.expect("diff text");
+    let patch = tree.diff_text("main", "HEAD").await?;
     assert!(patch.contains("+a2"), "{patch}");
-    assert_eq!(tree.commits_ahead("main", "HEAD").await.expect("ahead"), 1);
-    assert_eq!(repo.worktrees().await.expect("list").len(), 2);
-    repo.remove_worktree(&wt).await.expect("remove worktree");
-
-    assert_eq!(markers_in(&markers), Vec::<String>::new());
+    assert_eq!(tree.commits_ahead("main", "HEAD").await?, 1);
+    assert_eq!(repo.worktrees().await?.len(), 2);
+    repo.remove_worktree(wt).await?;
+    Ok(())
 }
