@@ -20,6 +20,13 @@ pub enum GitError {
         status: String,
         stderr: String,
     },
+    /// A file-system step around git: resolving a path, reading a worktree's pointer.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("git {command} timed out after {timeout:?}")]
     Timeout { command: String, timeout: Duration },
     #[error("unexpected output from git {command}: {detail}")]

@@ -84,8 +84,8 @@ impl Repo {
     /// its top is, and no other. A repository whose `core.worktree` puts the work tree
     /// anywhere else than beside its `.git` is refused (`GitError::Layout`).
     pub async fn open(dir: &Path) -> Result<Option<Repo>, GitError> {
-        let dir = std::fs::canonicalize(dir).map_err(|source| GitError::Spawn {
-            command: format!("rev-parse (in {})", dir.display()),
+        let dir = std::fs::canonicalize(dir).map_err(|source| GitError::Io {
+            path: dir.to_path_buf(),
             source,
         })?;
         let discover = Target {
@@ -202,8 +202,8 @@ impl Repo {
             Call::default(),
         )
         .await?;
-        let top = std::fs::canonicalize(&path).map_err(|source| GitError::Spawn {
-            command: format!("worktree add {path_arg}"),
+        let top = std::fs::canonicalize(&path).map_err(|source| GitError::Io {
+            path: path.clone(),
             source,
         })?;
         let git_dir = self.linked_git_dir(&top).await?;
@@ -257,8 +257,8 @@ impl Repo {
     async fn linked_git_dir(&self, top: &Path) -> Result<PathBuf, GitError> {
         let admin = self.common_dir.join("worktrees");
         let expected = top.join(".git");
-        let entries = std::fs::read_dir(&admin).map_err(|source| GitError::Spawn {
-            command: format!("worktree lookup in {}", admin.display()),
+        let entries = std::fs::read_dir(&admin).map_err(|source| GitError::Io {
+            path: admin.clone(),
             source,
         })?;
         for entry in entries.flatten() {
@@ -557,8 +557,8 @@ fn check_branch(name: &str) -> Result<(), GitError> {
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, GitError> {
-    std::path::absolute(path).map_err(|source| GitError::Spawn {
-        command: format!("(resolving {})", path.display()),
+    std::path::absolute(path).map_err(|source| GitError::Io {
+        path: path.to_path_buf(),
         source,
     })
 }

@@ -210,7 +210,7 @@ async fn open_finds_no_repository_outside_a_work_tree() {
     );
     assert!(matches!(
         Repo::open(&root.path().join("missing")).await,
-        Err(GitError::Spawn { .. })
+        Err(GitError::Io { .. })
     ));
 }
 
@@ -235,6 +235,93 @@ async fn options_never_reach_git_as_revisions_or_branches() {
         Err(GitError::Failed { .. })
     ));
     assert!(!out.exists());
+}
+
+/// Opened from inside a linked worktree, the repository is that work tree.
+#[tokio::test]
+async fn open_inside_a_linked_worktree() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let work = new_repo(root.path(), &[("f", b"x")]);
+    let repo = Repo::open(&work).await.expect("open").expect("a repo");
+    let wt = root.path().join("wt");
+    repo.add_worktree(&wt, "loop/x-1", "HEAD")
+        .await
+        .expect("add");
+    std::fs::create_dir(wt.join("deep")).expect("mkdir");
+    let linked = Repo::open(&wt.join("deep"))
+        .await
+        .expect("open")
+        .expect("a repo");
+    assert_eq!(
+        linked.path(),
+        std::fs::canonicalize(&wt).expect("canonical")
+    );
+    assert_eq!(
+        linked.current_branch().await.expect("branch").as_deref(),
+        Some("loop/x-1")
+    );
+    assert_eq!(linked.worktrees().await.expect("list").len(), 2);
+}
+
+/// A repository owned by someone else (the agent's uid) is one git refuses without
+/// `safe.directory`; loop names exactly the repository it opened. Needs root to chown.
+#[tokio::test]
+async fn a_repository_owned_by_another_user_is_opened_as_the_one_in_hand() {
+    use std::os::unix::fs::MetadataExt;
+    let root = tempfile::tempdir().expect("tempdir");
+    if std::fs::metadata(root.path()).expect("stat").uid() != 0 {
+        eprintln!("skipped: needs root to give the repository another owner");
+        return;
+    }
+    let work = new_repo(root.path(), &[("f", b"x")]);
+    std::fs::create_dir(work.join("sub")).expect("mkdir");
+    for dir in [work.clone(), work.join(".git"), work.join("sub")] {
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).expect("chown");
+    }
+    let plain = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(work.join("sub"))
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("git");
+    assert!(
+        String::from_utf8_lossy(&plain.stderr).contains("dubious ownership"),
+        "premise: git refuses the repository on its own"
+    );
+
+    let repo = Repo::open(&work.join("sub"))
+        .await
+        .expect("open")
+        .expect("a repo");
+    let tree = repo
+        .add_worktree(&root.path().join("wt"), "loop/owned-1", "main")
+        .await
+        .expect("add");
+    std::fs::write(tree.path().join("g"), "y").expect("write");
+    assert!(
+        tree.commit_all("Add g", &ada(), None)
+            .await
+            .expect("commit")
+            .is_some()
+    );
+    std::fs::write(work.join("h"), "z").expect("write");
+    assert!(repo.checkout().status_changed().await.expect("status"));
+}
+
+/// Git echoes what it was given; a URL with a token in it never reaches the error.
+#[tokio::test]
+async fn errors_never_carry_url_credentials() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let work = new_repo(root.path(), &[("f", b"x")]);
+    let repo = Repo::open(&work).await.expect("open").expect("a repo");
+    let err = repo
+        .resolve("https://user:s3cret@example.com/r.git")
+        .await
+        .expect_err("not a revision");
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(text.contains("https://***@example.com"), "{text}");
 }
 
 /// The agent sets `core.worktree` to `/` (here: the temp dir above the repository): `add -A`
