@@ -202,19 +202,25 @@ async fn spawn(
         command: command.clone(),
         source,
     })?;
-    if let (Some(input), Some(mut stdin)) = (call.stdin, child.stdin.take()) {
-        stdin
-            .write_all(&input)
-            .await
-            .map_err(|source| GitError::Spawn {
-                command: command.clone(),
-                source,
-            })?;
-    }
-    let output = match tokio::time::timeout(GIT_TIMEOUT, child.wait_with_output()).await {
-        Ok(Ok(output)) => output,
-        Ok(Err(source)) => return Err(GitError::Spawn { command, source }),
-        // The child was moved into the timed-out future; dropping it kills the process.
+    let stdin = child.stdin.take();
+    // Stdin is written while stdout is read, both under the one timeout, so neither a git that
+    // prints before it reads nor one that never reads can hang the caller.
+    let feed = async move {
+        if let (Some(input), Some(mut stdin)) = (call.stdin, stdin) {
+            stdin.write_all(&input).await?;
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    let finished = tokio::time::timeout(GIT_TIMEOUT, async {
+        tokio::join!(feed, child.wait_with_output())
+    })
+    .await;
+    let output = match finished {
+        Ok((Ok(()), Ok(output))) => output,
+        Ok((Err(source), _) | (_, Err(source))) => {
+            return Err(GitError::Spawn { command, source });
+        }
+        // The child was moved into the timed-out future; dropping it killed the process.
         Err(_) => {
             return Err(GitError::Timeout {
                 command,

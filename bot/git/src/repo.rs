@@ -151,26 +151,32 @@ impl Repo {
         self.checkout.path()
     }
 
+    /// The branch checked out where the repository was opened; `None` when detached.
     pub async fn current_branch(&self) -> Result<Option<String>, GitError> {
         self.checkout.current_branch().await
     }
 
+    /// HEAD's commit where the repository was opened; `None` before the first commit.
     pub async fn head_commit(&self) -> Result<Option<CommitId>, GitError> {
         self.checkout.head_commit().await
     }
 
+    /// See [`Worktree::resolve`].
     pub async fn resolve(&self, rev: &str) -> Result<CommitId, GitError> {
         self.checkout.resolve(rev).await
     }
 
+    /// See [`Worktree::diff_stat`].
     pub async fn diff_stat(&self, base: &str, head: &str) -> Result<DiffStat, GitError> {
         self.checkout.diff_stat(base, head).await
     }
 
+    /// See [`Worktree::diff_text`].
     pub async fn diff_text(&self, base: &str, head: &str) -> Result<String, GitError> {
         self.checkout.diff_text(base, head).await
     }
 
+    /// See [`Worktree::commits_ahead`].
     pub async fn commits_ahead(&self, base: &str, head: &str) -> Result<u64, GitError> {
         self.checkout.commits_ahead(base, head).await
     }
