@@ -749,6 +749,53 @@ mod tests {
         );
     }
 
+    /// The pull request path at fixture level: the fake GitHub reads the branches of this real
+    /// remote, so a pull request for a branch that was not pushed is refused as GitHub would.
+    #[tokio::test]
+    async fn the_fake_github_sees_the_branches_pushed_here() {
+        use loop_fakes::github::{FakeGitHub, FakeRepo};
+
+        let (remote, work) = seeded();
+        let remote = Arc::new(remote);
+        let heads = Arc::clone(&remote);
+        let github = FakeGitHub::start(
+            TOKEN,
+            vec![
+                FakeRepo::new("acme", "repo")
+                    .clone_url(&remote.url())
+                    .branches_from(Arc::new(move || heads.heads())),
+            ],
+        )
+        .await
+        .expect("fake github");
+        let create = || {
+            reqwest::Client::new()
+                .post(format!("{}/repos/acme/repo/pulls", github.api_url()))
+                .header("user-agent", "loop-tests")
+                .bearer_auth(TOKEN)
+                .json(&serde_json::json!({
+                    "title": "A change", "head": "loop/feature", "base": "main"
+                }))
+                .send()
+        };
+        assert_eq!(create().await.expect("send").status(), 422);
+
+        let checkout = clone_and_commit(&remote, work.path(), "loop/feature");
+        let mut push = remote.git(&checkout, Some(TOKEN));
+        push.args(["push", "--quiet", "origin", "loop/feature"]);
+        run(push).expect("push");
+
+        let response = create().await.expect("send");
+        assert_eq!(response.status(), 201);
+        let pull: serde_json::Value = response.json().await.expect("json");
+        assert_eq!(
+            pull["head"]["sha"].as_str(),
+            remote.rev_parse("loop/feature").as_deref()
+        );
+        assert_eq!(pull["base"]["repo"]["clone_url"], remote.url());
+        assert_eq!(github.pulls().len(), 1);
+    }
+
     #[test]
     fn cgi_answers_are_parsed() {
         let response = parse_cgi(b"Status: 404 Not Found\r\nContent-Type: text/plain\r\n\r\nnope")
