@@ -796,6 +796,40 @@ mod tests {
         assert_eq!(github.pulls().len(), 1);
     }
 
+    /// A push larger than git's `http.postBuffer` (1 MiB) goes out chunked and, when big,
+    /// through both pipes of the CGI at once.
+    #[test]
+    fn a_large_push_goes_through() {
+        let (remote, work) = seeded();
+        let checkout = clone_and_commit(&remote, work.path(), "loop/large");
+        // Incompressible content, so the pack stays large: 4 MiB from a simple generator.
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let data: Vec<u8> = (0..4 * 1024 * 1024)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()[0]
+            })
+            .collect();
+        std::fs::write(checkout.join("large.bin"), data).expect("large file");
+        for args in [
+            &["add", "-A"][..],
+            &["commit", "--quiet", "-m", "large"][..],
+        ] {
+            let mut command = remote.git(&checkout, None);
+            command.args(args);
+            run(command).expect("local git");
+        }
+        let mut push = remote.git(&checkout, Some(TOKEN));
+        push.args(["push", "--quiet", "origin", "loop/large"]);
+        run(push).expect("a large push");
+        assert_eq!(
+            remote.rev_parse("loop/large"),
+            Some(local_head(&remote, &checkout))
+        );
+    }
+
     #[test]
     fn cgi_answers_are_parsed() {
         let response = parse_cgi(b"Status: 404 Not Found\r\nContent-Type: text/plain\r\n\r\nnope")

@@ -162,6 +162,8 @@ pub struct PullRequest {
     /// `open` or `closed`.
     pub state: String,
     pub html_url: String,
+    /// `created_at` (ISO 8601, UTC).
+    pub created_at: String,
 }
 
 /// One request as the fake received it. The token itself is never kept.
@@ -420,7 +422,7 @@ fn repo_json(base: &str, repo: &FakeRepo) -> Value {
 fn pull_json(base: &str, repo: &FakeRepo, pull: &PullRequest) -> Value {
     let full_name = repo.full_name();
     let api = format!("{base}/repos/{full_name}/pulls/{}", pull.number);
-    let created = iso8601(now_secs());
+    let created = &pull.created_at;
     json!({
         "url": api,
         "id": 5000 + pull.number,
@@ -791,6 +793,7 @@ fn create_pull(
             .unwrap_or(false),
         state: "open".to_owned(),
         html_url: format!("{base}/{full_name}/pull/{number}"),
+        created_at: iso8601(now_secs()),
     };
     let json = pull_json(base, repo, &pull);
     world.pulls.push(pull);
@@ -1044,6 +1047,8 @@ mod tests {
             pull["html_url"],
             format!("{}/acme/widgets/pull/1", github.api_url())
         );
+        let created_at = pull["created_at"].as_str().expect("created_at").to_owned();
+        assert!(created_at.ends_with('Z'), "{created_at}");
         assert_eq!(
             github.pulls(),
             vec![PullRequest {
@@ -1057,6 +1062,7 @@ mod tests {
                 draft: true,
                 state: "open".to_owned(),
                 html_url: format!("{}/acme/widgets/pull/1", github.api_url()),
+                created_at,
             }]
         );
 
