@@ -7,6 +7,7 @@
 
 pub mod daemon;
 pub mod engine;
+pub mod gitremote;
 pub mod project;
 pub mod slack;
 pub mod support;

@@ -8,10 +8,13 @@
 //!   through `ANTHROPIC_BASE_URL`.
 //! - [`slack`]: the Slack Web API and Socket Mode, for the real slack-morphism client.
 //! - [`discord`]: Discord's REST API and Gateway, for the real serenity client.
+//! - [`github`]: GitHub's REST API for repositories and pull requests, with its auth and
+//!   rate limit answers.
 //! - [`hfhub`]: the Hugging Face hub's file downloads, for the hub client fastembed uses.
 //! - [`ollama`]: Ollama's embedding endpoint, for `memory.embeddings.provider: "ollama"`.
 
 pub mod discord;
+pub mod github;
 pub mod hfhub;
 pub mod model;
 pub mod ollama;
