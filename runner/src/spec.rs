@@ -285,6 +285,11 @@ pub struct ChannelTarget {
     pub custom_dir: bool,
     /// The main checkout when `work_dir` is a git worktree inside it.
     pub parent_dir: Option<PathBuf>,
+    /// The main repository's git directory when `work_dir` is a linked worktree of it
+    /// (`git rev-parse --git-common-dir`): mounted read-write at its own path, so git in the
+    /// container finds the objects and refs the worktree's `.git` file points at, without the
+    /// main checkout's files (or another thread's worktree) being mounted.
+    pub git_common_dir: Option<PathBuf>,
     pub author_id: Option<String>,
 }
 
@@ -787,6 +792,16 @@ fn plan_mounts(
     };
     plan.binds.push(format!("{0}:{0}", project_mount.display()));
     plan.container_paths.push(project_mount.clone());
+    if let Some(common) = &target.git_common_dir
+        && !common.starts_with(&project_mount)
+    {
+        if touches_protected(common, &settings.protected_dirs) {
+            tracing::warn!(dir = %common.display(), "not mounting a git directory that would show loop's own directory");
+        } else {
+            plan.binds.push(format!("{0}:{0}", common.display()));
+            plan.container_paths.push(common.clone());
+        }
+    }
     for file in parent_memory_files(&project_mount) {
         plan.binds.push(format!("{0}:{0}:ro", file.display()));
         plan.container_paths.push(file);

@@ -135,6 +135,7 @@ impl TestRig {
             work_dir: work_dir.to_path_buf(),
             custom_dir: true,
             parent_dir: None,
+            git_common_dir: None,
             author_id: Some("U-test".to_owned()),
         }
     }

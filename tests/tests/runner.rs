@@ -436,3 +436,118 @@ async fn a_turn_runs_under_gvisor_when_runsc_is_registered() {
     rig.cleanup().await;
     model.shutdown().await;
 }
+
+/// Host git for the test's own setup and checks, as a person would run it in the repository.
+fn host_git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "safe.directory=*"])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+}
+
+/// A thread's agent works in a linked worktree of the project: it sees its branch, edits by
+/// relative path and commits, and the commit is on that branch in the host's repository, while
+/// the main checkout stays as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_in_a_linked_worktree_commits_on_its_branch() {
+    let Some(rig) = TestRig::new().await else {
+        return;
+    };
+    let repo = rig.project("C-wt");
+    let project = Project::create(&repo, GitOwner::Agent);
+    let worktree = rig.dir.path().join("worktrees/C-wt/loop-review-a1b2");
+    host_git(
+        &repo,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            "loop/review-a1b2",
+            &worktree.display().to_string(),
+            "main",
+        ],
+    );
+    for dir in [&repo.join(".git"), &worktree] {
+        let status = std::process::Command::new("chown")
+            .args(["-R", &format!("{AGENT_UID}:{AGENT_UID}")])
+            .arg(dir)
+            .status()
+            .expect("chown");
+        assert!(status.success());
+    }
+    let session = Session::default();
+    let script = Script::new().rule(
+        Rule::contains("review the readme")
+            .then(Step::bash("pwd"))
+            .then(Step::bash("git status --short --branch"))
+            .then(Step::read(&session.edit_file))
+            .then(Step::edit(&session.edit_file, &session.old, &session.new))
+            .then(Step::bash(
+                "git add -A && git -c user.name=Agent -c user.email=agent@example.com \
+                 commit -q -m 'Review the README' && git log --format=%s -1",
+            ))
+            .then(Step::text(
+                "Worked in {{tool_result.0}} on {{tool_result.1}}; committed: {{tool_result.4}}",
+            )),
+    );
+    let model = start_model(script).await;
+    let settings = rig.settings(&container_url(model.port()), &worktree);
+    let mut target = rig.target("C-wt", &worktree);
+    target.git_common_dir = Some(repo.join(".git"));
+    let outcome = rig
+        .runner
+        .run_turn(
+            TurnRequest {
+                run_id: "run-C-wt".into(),
+                target,
+                settings,
+                prompt: "please review the readme".into(),
+                latest_message: "please review the readme".into(),
+                session_id: None,
+                keep_alive: Duration::ZERO,
+                warm: false,
+            },
+            None,
+            CancellationToken::new(),
+        )
+        .await
+        .expect("the turn succeeds");
+    let answer = outcome.result.text;
+    assert!(
+        answer.contains(&format!("Worked in {}", worktree.display())),
+        "{answer}"
+    );
+    assert!(answer.contains("## loop/review-a1b2"), "{answer}");
+    assert!(answer.ends_with("committed: Review the README"), "{answer}");
+    // What a person checks on the host: the commit on the branch, the main checkout untouched.
+    assert_eq!(
+        host_git(&repo, &["log", "--format=%s", "-1", "loop/review-a1b2"]),
+        "Review the README"
+    );
+    assert!(
+        host_git(&repo, &["show", "loop/review-a1b2:README.md"]).contains(&session.new),
+        "the edit is not in the branch's commit"
+    );
+    let main_readme = std::fs::read_to_string(project.dir.join("README.md")).expect("README");
+    assert!(
+        main_readme.contains(&session.old) && !main_readme.contains(&session.new),
+        "the main checkout changed: {main_readme}"
+    );
+    assert_eq!(host_git(&repo, &["status", "--porcelain"]), "");
+    assert_eq!(
+        host_git(&repo, &["log", "--format=%s", "-1", "main"]),
+        "initial"
+    );
+    rig.cleanup().await;
+    model.shutdown().await;
+}

@@ -55,6 +55,7 @@ impl Fixture {
             work_dir: work,
             custom_dir: true,
             parent_dir: None,
+            git_common_dir: None,
             author_id: Some("U1".into()),
         };
         Fixture {
@@ -248,6 +249,55 @@ fn worktree_parent_is_mounted_instead_of_the_worktree() {
             .binds
             .iter()
             .any(|b| b.starts_with(&worktree.display().to_string()))
+    );
+}
+
+#[test]
+fn a_linked_worktree_gets_its_repository_git_dir_but_not_the_main_checkout() {
+    let mut fx = Fixture::new();
+    let repo = fx.dir.path().join("app");
+    let common = repo.join(".git");
+    let worktree = fx.dir.path().join("worktrees/app/loop-fix-a1b2");
+    std::fs::create_dir_all(&common).expect("git dir");
+    std::fs::create_dir_all(&worktree).expect("worktree");
+    fx.target.work_dir = worktree.clone();
+    fx.target.git_common_dir = Some(common.clone());
+    let plan = fx.plan();
+    let (w, g, r) = (
+        worktree.display().to_string(),
+        common.display().to_string(),
+        repo.display().to_string(),
+    );
+    assert!(plan.binds.contains(&format!("{w}:{w}")), "{:?}", plan.binds);
+    assert!(plan.binds.contains(&format!("{g}:{g}")), "{:?}", plan.binds);
+    assert!(
+        !plan.binds.iter().any(|b| b == &format!("{r}:{r}")),
+        "the main checkout's files are not the thread's: {:?}",
+        plan.binds
+    );
+    assert_eq!(plan.working_dir, worktree);
+
+    // A git directory inside the mounted project is already there; one that would show loop's
+    // own directory is not mounted.
+    fx.target.git_common_dir = Some(worktree.join(".git"));
+    let inside = fx.plan();
+    assert_eq!(
+        inside.binds.len(),
+        plan.binds.len() - 1,
+        "{:?}",
+        inside.binds
+    );
+    let loop_git = fx.home().join(".loop/repo/.git");
+    std::fs::create_dir_all(&loop_git).expect("loop dir");
+    fx.target.git_common_dir = Some(loop_git.clone());
+    let protected = fx.plan();
+    assert!(
+        !protected
+            .binds
+            .iter()
+            .any(|b| b.starts_with(&loop_git.display().to_string())),
+        "{:?}",
+        protected.binds
     );
 }
 

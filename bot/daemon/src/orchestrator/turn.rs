@@ -238,6 +238,7 @@ impl Orchestrator {
                 work_dir: work_dir.clone(),
                 custom_dir: !work_dir.starts_with(&self.inner.config.loop_dir),
                 parent_dir: None,
+                git_common_dir: None,
                 author_id: messages
                     .iter()
                     .rev()
