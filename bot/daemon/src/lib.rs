@@ -6,6 +6,7 @@
 //! `loop-wire`. Nothing here runs inside an agent's container (`loop-guest` does).
 
 pub mod api;
+pub mod branches;
 pub mod config;
 pub mod daemon;
 pub mod egress;

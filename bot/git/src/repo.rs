@@ -141,6 +141,12 @@ impl Repo {
         }))
     }
 
+    /// The directory every work tree shares (the main checkout's `.git`): what a container
+    /// working in a linked worktree needs mounted to find its objects and refs.
+    pub fn common_dir(&self) -> &Path {
+        &self.common_dir
+    }
+
     /// The work tree this repository was opened in.
     pub fn checkout(&self) -> &Worktree {
         &self.checkout
@@ -205,6 +211,33 @@ impl Repo {
                 &path_arg,
                 base.as_str(),
             ],
+            Call::default(),
+        )
+        .await?;
+        let top = std::fs::canonicalize(&path).map_err(|source| GitError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let git_dir = self.linked_git_dir(&top).await?;
+        Ok(Worktree::pinned(top, git_dir, &self.common_dir))
+    }
+
+    /// `git worktree add PATH BRANCH`: a work tree at `path` on an existing branch, as when a
+    /// thread's worktree is created again after a crash or after it was removed while idle.
+    /// Registrations of work trees whose directory is gone are pruned first.
+    pub async fn attach_worktree(&self, path: &Path, branch: &str) -> Result<Worktree, GitError> {
+        check_branch(branch)?;
+        let path = absolute(path)?;
+        let path_arg = path.display().to_string();
+        command::run(
+            &self.checkout.target,
+            &["worktree", "prune"],
+            Call::default(),
+        )
+        .await?;
+        command::run(
+            &self.checkout.target,
+            &["worktree", "add", "--quiet", "--", &path_arg, branch],
             Call::default(),
         )
         .await?;

@@ -1,0 +1,245 @@
+//! A thread is a branch: when a channel's directory is a git repository, each thread works in
+//! its own worktree on its own branch, cut from a base (the thread's or channel's
+//! `/loop base`, else the repository's current branch). Two threads of one project never
+//! touch each other's files, and the main checkout is left as it is.
+//!
+//! The branch is recorded before its worktree is created (`Store::claim_thread_branch`), so a
+//! follow-up, a redelivery or a restart after a crash finds the same branch; a worktree whose
+//! directory is gone is created again on that branch, its commits kept. Every git process is
+//! `loop-git`'s hardened one: the repository was written by the agent.
+
+use std::path::{Path, PathBuf};
+
+use loop_adapter::ChannelKey;
+use loop_git::{GitError, Repo, branch_name};
+use loop_store::{BranchState, NewThreadBranch, Store, StoreError, ThreadBranch};
+use sha2::{Digest, Sha256};
+
+/// Where loop's branches live in a repository.
+pub const BRANCH_PREFIX: &str = "loop";
+
+/// A thread's worktree, ready for a turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadWorktree {
+    pub record: ThreadBranch,
+    /// The worktree on the host: the turn's work directory.
+    pub worktree: PathBuf,
+    /// The repository's shared git directory, which the container needs mounted.
+    pub git_common_dir: PathBuf,
+    /// True when this call created the worktree (the thread's first turn, or after a restart).
+    pub created: bool,
+}
+
+/// Why a thread's worktree could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum BranchError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the repository has no branch checked out and no base is set (/loop base BRANCH)")]
+    NoBase,
+}
+
+/// The worktree `thread` works in when `work_dir` is in a git repository, created on first
+/// use; `None` when it is not (the thread then works in `work_dir`, as before). `hint` (the
+/// prompt's first line) and `short_id` name a new branch; worktrees go under
+/// `worktrees_root/{repository}-{hash}/`.
+pub async fn prepare_thread_worktree(
+    store: &Store,
+    thread: &ChannelKey,
+    work_dir: &Path,
+    worktrees_root: &Path,
+    hint: &str,
+    short_id: &str,
+) -> Result<Option<ThreadWorktree>, BranchError> {
+    let Some(repo) = Repo::open(work_dir).await? else {
+        return Ok(None);
+    };
+    let record = match store.thread_branch(thread).await? {
+        Some(record) => record,
+        None => {
+            let base_ref = match store.git_base(thread).await? {
+                Some(base) => base,
+                None => repo.current_branch().await?.ok_or(BranchError::NoBase)?,
+            };
+            let base_commit = repo.resolve(&base_ref).await?;
+            let branch = branch_name(BRANCH_PREFIX, hint, short_id);
+            let planned = NewThreadBranch {
+                repo_root: repo.path().display().to_string(),
+                worktree: worktree_path(worktrees_root, repo.path(), &branch)
+                    .display()
+                    .to_string(),
+                branch,
+                base_ref,
+                base_commit: base_commit.as_str().to_owned(),
+            };
+            // Recorded before the worktree exists: a crash in between finds this branch.
+            store.claim_thread_branch(thread, planned).await?
+        }
+    };
+    let path = PathBuf::from(&record.worktree);
+    let (worktree, created) = match repo.worktree(&path).await? {
+        Some(existing) => (existing, false),
+        None if repo.resolve(&record.branch).await.is_ok() => {
+            (repo.attach_worktree(&path, &record.branch).await?, true)
+        }
+        None => (
+            repo.add_worktree(&path, &record.branch, &record.base_commit)
+                .await?,
+            true,
+        ),
+    };
+    if record.state == BranchState::Removed {
+        store
+            .set_thread_branch_state(thread, BranchState::Active)
+            .await?;
+    }
+    store.touch_thread_branch(thread).await?;
+    Ok(Some(ThreadWorktree {
+        record,
+        worktree: worktree.path().to_path_buf(),
+        git_common_dir: repo.common_dir().to_path_buf(),
+        created,
+    }))
+}
+
+/// `root/{name}-{hash}/{branch with / as -}`: one directory per repository (two checkouts with
+/// the same name stay apart), one per branch.
+fn worktree_path(root: &Path, repo: &Path, branch: &str) -> PathBuf {
+    let name = repo
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "repo".to_owned());
+    let hash = hex::encode(Sha256::digest(repo.as_os_str().as_encoded_bytes()));
+    root.join(format!("{name}-{}", &hash[..8]))
+        .join(branch.replace('/', "-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loop_adapter::PlatformKind;
+    use loop_store::test_support::TestDb;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+            .args(args)
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+    }
+
+    fn repository(dir: &Path) -> PathBuf {
+        let repo = dir.join("app");
+        std::fs::create_dir_all(&repo).expect("repo");
+        git(&repo, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("README.md"), "draft\n").expect("readme");
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", "initial"]);
+        git(&repo, &["branch", "develop"]);
+        repo
+    }
+
+    #[tokio::test]
+    async fn each_thread_gets_its_own_branch_and_keeps_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = repository(dir.path());
+        let root = dir.path().join("worktrees");
+        let db = TestDb::sqlite().await;
+        let store = db.store();
+        let first = ChannelKey::thread(PlatformKind::Slack, "C1", "1.0");
+        let second = ChannelKey::thread(PlatformKind::Slack, "C1", "2.0");
+
+        let one = prepare_thread_worktree(store, &first, &repo, &root, "Fix the login", "a1b2")
+            .await
+            .expect("prepare")
+            .expect("a git repository");
+        assert!(one.created);
+        assert_eq!(one.record.branch, "loop/fix-the-login-a1b2");
+        assert_eq!(one.record.base_ref, "main");
+        assert!(
+            one.worktree.starts_with(&root),
+            "{}",
+            one.worktree.display()
+        );
+        assert_eq!(
+            one.git_common_dir,
+            std::fs::canonicalize(repo.join(".git")).expect("git dir")
+        );
+        assert_eq!(
+            git(&one.worktree, &["branch", "--show-current"]),
+            one.record.branch
+        );
+
+        // A follow-up in the same thread: the same worktree, nothing new.
+        let again = prepare_thread_worktree(store, &first, &repo, &root, "Also the logout", "c3d4")
+            .await
+            .expect("prepare")
+            .expect("a git repository");
+        assert!(!again.created);
+        assert_eq!(again.worktree, one.worktree);
+        assert_eq!(again.record.branch, one.record.branch);
+
+        // Another thread, from the channel's base: its own branch and files.
+        store
+            .set_git_base(&first.parent(), Some("develop"), "slack:U1")
+            .await
+            .expect("base");
+        let two = prepare_thread_worktree(store, &second, &repo, &root, "Fix the login", "e5f6")
+            .await
+            .expect("prepare")
+            .expect("a git repository");
+        assert_eq!(two.record.base_ref, "develop");
+        assert_ne!(two.worktree, one.worktree);
+        std::fs::write(one.worktree.join("README.md"), "one\n").expect("edit one");
+        std::fs::write(two.worktree.join("README.md"), "two\n").expect("edit two");
+        assert_eq!(
+            std::fs::read_to_string(repo.join("README.md")).expect("main"),
+            "draft\n"
+        );
+
+        // The worktree's directory is gone (a crash, a clean-up): it comes back on the same
+        // branch, with the branch's commits.
+        git(&one.worktree, &["commit", "-q", "-am", "one"]);
+        std::fs::remove_dir_all(&one.worktree).expect("remove");
+        let back = prepare_thread_worktree(store, &first, &repo, &root, "ignored", "zzzz")
+            .await
+            .expect("prepare")
+            .expect("a git repository");
+        assert!(back.created);
+        assert_eq!(back.record.branch, one.record.branch);
+        assert_eq!(
+            std::fs::read_to_string(back.worktree.join("README.md")).expect("back"),
+            "one\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_directory_outside_git_keeps_working_in_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = TestDb::sqlite().await;
+        let thread = ChannelKey::thread(PlatformKind::Local, "c", "t");
+        let none = prepare_thread_worktree(
+            db.store(),
+            &thread,
+            dir.path(),
+            &dir.path().join("worktrees"),
+            "x",
+            "1",
+        )
+        .await
+        .expect("prepare");
+        assert_eq!(none, None);
+        assert_eq!(db.store().thread_branch(&thread).await.expect("read"), None);
+    }
+}
