@@ -145,7 +145,7 @@ pub async fn ask(
     let prompt = ApprovalPrompt {
         approval_id: id.clone(),
         summary: request.summary.clone(),
-        detail: request.message.clone(),
+        detail: prompt_detail(request),
         text: prompt_text(&id, request),
     };
     let posted = match adapter.post_approval(channel, &prompt).await {
@@ -234,6 +234,9 @@ fn decision_of(record: &ApprovalRecord) -> ApprovalDecision {
 /// The chat text asking for a decision. The same three answers on every platform.
 fn prompt_text(id: &str, request: &ApprovalRequest) -> String {
     let mut text = format!("🔐 Approval needed: `{}`", request.summary);
+    if let Some(cwd) = working_dir(request) {
+        text.push_str(&format!(" in `{cwd}`"));
+    }
     if let Some(message) = &request.message {
         text.push_str(&format!(" ({message})"));
     }
@@ -241,6 +244,24 @@ fn prompt_text(id: &str, request: &ApprovalRequest) -> String {
         " — `loop approve {id}` / `loop approve {id} --session` / `loop deny {id}`"
     ));
     text
+}
+
+/// Where a command would run: the same `git push` means something else in another checkout.
+fn working_dir(request: &ApprovalRequest) -> Option<&str> {
+    match &request.action {
+        GateAction::Exec { cwd: Some(cwd), .. } => Some(cwd),
+        _ => None,
+    }
+}
+
+/// The line under the summary on platforms with buttons: where it runs and the rule's message.
+fn prompt_detail(request: &ApprovalRequest) -> Option<String> {
+    let parts: Vec<String> = working_dir(request)
+        .map(|cwd| format!("in `{cwd}`"))
+        .into_iter()
+        .chain(request.message.clone())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" — "))
 }
 
 fn outcome_text(summary: &str, decision: ApprovalDecision, source: &str, by: &str) -> String {
@@ -363,6 +384,10 @@ mod tests {
         };
         let text = prompt_text("abc123", &request);
         assert!(text.starts_with("🔐 Approval needed: `exec /usr/bin/git push`"));
+        assert_eq!(
+            prompt_detail(&request).as_deref(),
+            Some("pushes need a person")
+        );
         assert!(text.contains("pushes need a person"));
         for answer in [
             "`loop approve abc123`",
@@ -376,6 +401,29 @@ mod tests {
         );
         assert!(
             outcome_text("x", ApprovalDecision::AllowOnce, "person", "alice").ends_with("by alice")
+        );
+
+        // A command's working directory is part of what is asked.
+        let mut in_checkout = request.clone();
+        in_checkout.action = GateAction::Exec {
+            program: "/usr/bin/git".into(),
+            argv: vec!["git".into(), "push".into()],
+            cwd: Some("/srv/app".into()),
+        };
+        assert!(
+            prompt_text("abc123", &in_checkout)
+                .starts_with("🔐 Approval needed: `exec /usr/bin/git push` in `/srv/app`"),
+            "{}",
+            prompt_text("abc123", &in_checkout)
+        );
+        assert_eq!(
+            prompt_detail(&in_checkout).as_deref(),
+            Some("in `/srv/app` — pushes need a person")
+        );
+        in_checkout.message = None;
+        assert_eq!(
+            prompt_detail(&in_checkout).as_deref(),
+            Some("in `/srv/app`")
         );
     }
 }
