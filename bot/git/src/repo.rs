@@ -214,12 +214,7 @@ impl Repo {
             Call::default(),
         )
         .await?;
-        let top = std::fs::canonicalize(&path).map_err(|source| GitError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let git_dir = self.linked_git_dir(&top).await?;
-        Ok(Worktree::pinned(top, git_dir, &self.common_dir))
+        self.created_worktree(&path).await
     }
 
     /// `git worktree add PATH BRANCH`: a work tree at `path` on an existing branch, as when a
@@ -241,8 +236,13 @@ impl Repo {
             Call::default(),
         )
         .await?;
-        let top = std::fs::canonicalize(&path).map_err(|source| GitError::Io {
-            path: path.clone(),
+        self.created_worktree(&path).await
+    }
+
+    /// The linked work tree git has just created at `path`, pinned to its git directory.
+    async fn created_worktree(&self, path: &Path) -> Result<Worktree, GitError> {
+        let top = std::fs::canonicalize(path).map_err(|source| GitError::Io {
+            path: path.to_path_buf(),
             source,
         })?;
         let git_dir = self.linked_git_dir(&top).await?;
