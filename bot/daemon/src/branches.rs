@@ -90,12 +90,14 @@ pub async fn prepare_thread_worktree(
             true,
         ),
     };
+    // Either write also notes the thread worked on its branch now (idle worktree removal).
     if record.state == BranchState::Removed {
         store
             .set_thread_branch_state(thread, BranchState::Active)
             .await?;
+    } else {
+        store.touch_thread_branch(thread).await?;
     }
-    store.touch_thread_branch(thread).await?;
     Ok(Some(ThreadWorktree {
         record,
         worktree: worktree.path().to_path_buf(),
