@@ -53,12 +53,13 @@ pub fn task(id: &str) -> String {
     TASK.replace("{id}", &path_segment(id))
 }
 
-/// One path segment: unreserved characters as they are, every other byte percent-encoded, so
-/// an id can never add a segment or a query.
+/// One path segment: RFC 3986's unreserved characters and `:` `@` as they are, every other
+/// byte percent-encoded, so an id can never add a segment or a query. The docker proxy encodes
+/// the names it looks up (and query values) with it too.
 pub fn path_segment(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+        if byte.is_ascii_alphanumeric() || b"-._~:@".contains(&byte) {
             out.push(char::from(byte));
         } else {
             out.push_str(&format!("%{byte:02X}"));

@@ -157,17 +157,7 @@ pub fn percent_decode(text: &str, plus_is_space: bool) -> Result<String, Malform
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters and `:` `@`.
-pub fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~:@".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+pub use loop_wire::routes::path_segment as percent_encode;
 
 /// A query string as Go's `url.ParseQuery` reads it: `&`-separated `key=value` pairs, `+` is a
 /// space, and `;` is an error. Keys keep their order and repetitions; the daemon reads the
