@@ -92,13 +92,86 @@ impl Project {
     /// on the host, owned by the agent's uid; the project's own test passed; `pwd` and
     /// `git status` in the report show the project and its branch; CLAUDE.md reached the model.
     pub fn check(&self, answer: &str, model: &FakeModel) {
+        self.check_in(&self.dir, "main", answer, model);
+    }
+
+    /// Asserts that the realistic session ran in a thread of a daemon pointed at this project:
+    /// as [`Project::check`], but in the thread's own worktree on a `loop/` branch, with the
+    /// work committed on that branch and the main checkout untouched. Returns the worktree.
+    pub fn check_thread(&self, answer: &str, model: &FakeModel) -> PathBuf {
         let session = Session::default();
-        let readme = std::fs::read_to_string(self.dir.join(&session.edit_file)).expect("README");
+        let worked = answer
+            .split("Worked in ")
+            .nth(1)
+            .and_then(|rest| rest.split(".\n").next().or(Some(rest)))
+            .map(|dir| PathBuf::from(dir.trim_end_matches('.')))
+            .unwrap_or_else(|| panic!("the report does not say where the agent worked: {answer}"));
+        let listed = git_output(&self.dir, &["worktree", "list", "--porcelain"]);
+        assert!(
+            listed.contains(&format!("worktree {}\n", worked.display())) && worked != self.dir,
+            "the agent did not work in one of the project's linked worktrees but in {}:\n{listed}",
+            worked.display()
+        );
+        let branch = git_output(&worked, &["branch", "--show-current"]);
+        assert!(branch.starts_with("loop/"), "the thread's branch: {branch}");
+        self.check_in(&worked, &branch, answer, model);
+        // The work is a commit on the thread's branch, and the person's checkout is as it was.
+        let committed = git_output(
+            &self.dir,
+            &["show", &format!("{branch}:{}", session.edit_file)],
+        );
+        assert!(
+            committed.contains(&session.new),
+            "not committed on {branch}: {committed}"
+        );
+        let main = std::fs::read_to_string(self.dir.join(&session.edit_file)).expect("README");
+        assert!(
+            main.contains(&session.old) && !self.dir.join(&session.new_file).exists(),
+            "the main checkout changed: {main:?}"
+        );
+        assert_eq!(
+            git_output(&self.dir, &["status", "--porcelain"]),
+            "",
+            "the main checkout is not clean"
+        );
+        worked
+    }
+
+    /// The linked worktree of this project that has `branch` checked out, as
+    /// `git worktree list` shows it.
+    pub fn worktree_of(&self, branch: &str) -> PathBuf {
+        let listed = git_output(&self.dir, &["worktree", "list", "--porcelain"]);
+        let mut path = None;
+        for line in listed.lines() {
+            if let Some(p) = line.strip_prefix("worktree ") {
+                path = Some(PathBuf::from(p));
+            }
+            if line == format!("branch refs/heads/{branch}") {
+                return path.expect("a worktree line comes first");
+            }
+        }
+        panic!(
+            "no worktree of {} on {branch}:\n{listed}",
+            self.dir.display()
+        )
+    }
+
+    /// The files of `branch`'s last commit, as `git ls-tree` lists them.
+    pub fn files_on(&self, branch: &str) -> Vec<String> {
+        git_output(&self.dir, &["ls-tree", "-r", "--name-only", branch])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn check_in(&self, dir: &Path, branch: &str, answer: &str, model: &FakeModel) {
+        let session = Session::default();
+        let readme = std::fs::read_to_string(dir.join(&session.edit_file)).expect("README");
         assert!(
             readme.contains(&session.new) && !readme.contains(&session.old),
             "the Edit by relative path did not reach the host's README: {readme:?}\nanswer: {answer}"
         );
-        let notes = self.dir.join(&session.new_file);
+        let notes = dir.join(&session.new_file);
         assert_eq!(
             std::fs::read_to_string(&notes).ok().as_deref(),
             Some(session.new_content.as_str()),
@@ -110,7 +183,7 @@ impl Project {
             AGENT_UID,
             "files the agent writes belong to its uid"
         );
-        let dir = self.dir.display().to_string();
+        let dir = dir.display().to_string();
         assert!(
             answer.contains(&format!("Worked in {dir}.")),
             "pwd is not the project: {answer}"
@@ -120,8 +193,8 @@ impl Project {
             "the project's tests did not run in the project: {answer}"
         );
         assert!(
-            answer.contains("Git: ## main"),
-            "git status did not find the repository: {answer}"
+            answer.contains(&format!("Git: ## {branch}")),
+            "git status did not find the repository on {branch}: {answer}"
         );
         let requests = model.requests();
         assert!(
@@ -140,6 +213,14 @@ impl Project {
     }
 }
 
+/// The first thread branch (`` `loop/...` ``) a chat message names: the status message's
+/// "working on" line or the answer's summary of changes.
+pub fn branch_named_in(text: &str) -> Option<String> {
+    let start = text.find("`loop/")? + 1;
+    let end = text[start..].find('`')? + start;
+    Some(text[start..end].to_owned())
+}
+
 /// A short unique tag from the directory's path and the clock.
 fn uuid_like(dir: &Path) -> String {
     use std::hash::{Hash, Hasher};
@@ -147,6 +228,25 @@ fn uuid_like(dir: &Path) -> String {
     dir.hash(&mut hasher);
     std::time::SystemTime::now().hash(&mut hasher);
     format!("{:016x}", hasher.finish())
+}
+
+/// What `git ARGS` prints in `dir`, trimmed.
+pub fn git_output(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "safe.directory=*"])
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
 }
 
 fn git(dir: &Path, args: &[&str]) {

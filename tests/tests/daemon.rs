@@ -48,7 +48,7 @@ async fn loop_run_and_chat_edit_files_and_follow_ups_resume() {
         String::from_utf8_lossy(&first.stderr),
         daemon.log_text()
     );
-    project.check(&String::from_utf8_lossy(&first.stdout), &model);
+    project.check_thread(&String::from_utf8_lossy(&first.stdout), &model);
 
     let second = daemon.cli(&["run", "--dir", &project_arg, "what did you create?"]);
     assert!(

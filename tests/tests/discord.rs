@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use loop_e2e::daemon::{Daemon, eventually, test_config};
-use loop_e2e::project::{GitOwner, Project};
+use loop_e2e::project::{GitOwner, Project, branch_named_in};
 use loop_e2e::support::{docker, start_model, workspace};
 use loop_fakes::discord::{CHANNEL, DiscordMessage, FakeDiscord, GUILD_ID, TOKEN};
 use loop_fakes::model::{FakeModel, Rule, Script, Session, Step};
@@ -226,8 +226,6 @@ async fn approval_buttons_obey_approvers_and_the_slash_command_points_the_channe
     }
     let (dir, project_dir) = workspace();
     let project = Project::create(&project_dir, GitOwner::Agent);
-    let yes = project.dir.join("gate-approval-yes");
-    let no = project.dir.join("gate-approval-no");
     let script = Script::new()
         .rule(Rule::contains("add the notes").session(&Session::default()))
         .rule(
@@ -307,7 +305,7 @@ async fn approval_buttons_obey_approvers_and_the_slash_command_points_the_channe
         .iter()
         .find(|m| m.content.contains("Tests: "))
         .expect("report");
-    project.check(&report.content, &model);
+    project.check_thread(&report.content, &model);
 
     // `/loop schedule` with Discord's options, and an owner's grant through the user picker.
     discord.slash_with(
@@ -426,7 +424,24 @@ async fn approval_buttons_obey_approvers_and_the_slash_command_points_the_channe
     )
     .await;
     assert!(has_text(&thread, "yes_rc=0"), "{thread:#?}");
-    assert!(yes.exists(), "the approved command ran");
+    // The approved command ran in the thread's worktree; its file is committed on the branch
+    // the thread names.
+    let branch = thread
+        .iter()
+        .find_map(|m| branch_named_in(&m.content))
+        .unwrap_or_else(|| panic!("no branch named: {thread:#?}"));
+    assert!(
+        project
+            .worktree_of(&branch)
+            .join("gate-approval-yes")
+            .exists(),
+        "the approved command ran"
+    );
+    assert!(
+        project
+            .files_on(&branch)
+            .contains(&"gate-approval-yes".to_owned())
+    );
     assert_eq!(
         discord
             .interaction(&approved)
@@ -472,7 +487,22 @@ async fn approval_buttons_obey_approvers_and_the_slash_command_points_the_channe
     })
     .await;
     assert!(!has_text(&thread, "no_rc=0"), "{thread:#?}");
-    assert!(!no.exists(), "the denied command did not run");
+    let branch = thread
+        .iter()
+        .find_map(|m| branch_named_in(&m.content))
+        .unwrap_or_else(|| panic!("no branch named: {thread:#?}"));
+    assert!(
+        !project
+            .worktree_of(&branch)
+            .join("gate-approval-no")
+            .exists(),
+        "the denied command did not run"
+    );
+    assert!(
+        !project
+            .files_on(&branch)
+            .contains(&"gate-approval-no".to_owned())
+    );
     let store = daemon.store().await;
     let pending = store.pending_approvals().await.expect("approvals");
     assert!(pending.is_empty(), "nothing left pending: {pending:?}");

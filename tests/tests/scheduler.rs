@@ -188,7 +188,7 @@ async fn agents_schedule_tasks_that_run_post_their_answer_and_survive_a_restart(
     // The ticker comes due, runs as a turn of its channel, in the channel's project, and its
     // report is posted.
     let report = posted_containing(&daemon, &mut stream, "Tests: ", Duration::from_secs(90)).await;
-    project.check(&report, &model);
+    project.check_thread(&report, &model);
     let runs = store.channel_runs(KEY).await.expect("runs");
     assert!(
         runs.iter()

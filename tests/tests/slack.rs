@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use loop_e2e::daemon::Daemon;
-use loop_e2e::project::{GitOwner, Project};
+use loop_e2e::project::{GitOwner, Project, branch_named_in};
 use loop_e2e::slack::{connected, has_text, reply_in, slack_config, thread_until};
 use loop_e2e::support::{docker, start_model, workspace};
 use loop_fakes::model::{Rule, Script, Session, Step};
@@ -169,8 +169,6 @@ async fn approval_buttons_allow_and_deny_and_the_slash_command_points_the_channe
     let (dir, project_dir) = workspace();
     // loop (root) cloned the repository for the channel: its `.git` is root's.
     let project = Project::create(&project_dir, GitOwner::Root);
-    let yes = project.dir.join("gate-approval-yes");
-    let no = project.dir.join("gate-approval-no");
     let script = Script::new()
         .rule(Rule::contains("add the notes").session(&Session::default()))
         .rule(
@@ -242,7 +240,7 @@ async fn approval_buttons_allow_and_deny_and_the_slash_command_points_the_channe
         .iter()
         .find(|m| m.text.contains("Tests: "))
         .expect("report");
-    project.check(&report.text, &model);
+    project.check_thread(&report.text, &model);
 
     // Approve.
     let asked = slack.post_as_user(
@@ -284,7 +282,24 @@ async fn approval_buttons_allow_and_deny_and_the_slash_command_points_the_channe
     )
     .await;
     assert!(has_text(&thread, "yes_rc=0"), "{thread:#?}");
-    assert!(yes.exists(), "the approved command ran");
+    // The approved command ran in the thread's worktree, and its file is committed on the
+    // thread's branch, which the status message and the answer name.
+    let branch = thread
+        .iter()
+        .find_map(|m| branch_named_in(&m.text))
+        .unwrap_or_else(|| panic!("no branch named: {thread:#?}"));
+    assert!(
+        project
+            .worktree_of(&branch)
+            .join("gate-approval-yes")
+            .exists(),
+        "the approved command ran"
+    );
+    assert!(
+        project
+            .files_on(&branch)
+            .contains(&"gate-approval-yes".to_owned())
+    );
     let decided = thread.iter().find(|m| m.ts == prompt.ts).expect("prompt");
     assert!(
         decided.text.contains("<@UBOSS>"),
@@ -333,7 +348,22 @@ async fn approval_buttons_allow_and_deny_and_the_slash_command_points_the_channe
     )
     .await;
     assert!(!has_text(&thread, "no_rc=0"), "{thread:#?}");
-    assert!(!no.exists(), "the denied command did not run");
+    let branch = thread
+        .iter()
+        .find_map(|m| branch_named_in(&m.text))
+        .unwrap_or_else(|| panic!("no branch named: {thread:#?}"));
+    assert!(
+        !project
+            .worktree_of(&branch)
+            .join("gate-approval-no")
+            .exists(),
+        "the denied command did not run"
+    );
+    assert!(
+        !project
+            .files_on(&branch)
+            .contains(&"gate-approval-no".to_owned())
+    );
     let store = daemon.store().await;
     let approval = store.pending_approvals().await.expect("approvals");
     assert!(approval.is_empty(), "nothing left pending: {approval:?}");

@@ -149,8 +149,9 @@ async fn follow_ups_reuse_one_container_and_one_session() {
         ask(&daemon, "warm", "third").await,
         ask(&daemon, "warm", "fourth").await,
     ];
-    project.check(runs[0].answer.as_deref().unwrap_or_default(), &model);
-    // The warm agent's follow-up runs in the project too: the relative path finds the notes.
+    let worktree = project.check_thread(runs[0].answer.as_deref().unwrap_or_default(), &model);
+    // The warm agent's follow-up runs in the thread's worktree too: the relative path finds
+    // the notes.
     assert_eq!(
         runs[1].answer.as_deref().map(str::trim_end),
         Some(format!("They say: {}", Session::default().new_content.trim_end()).as_str())
@@ -173,7 +174,7 @@ async fn follow_ups_reuse_one_container_and_one_session() {
         "one session: {runs:?}"
     );
     // The CLI's own record of the session (kept on the host for `--resume`) says every
-    // turn, the warm ones included, ran in the project.
+    // turn, the warm ones included, ran in the thread's worktree of the project.
     let transcript = session_transcript(&daemon, session.as_deref().expect("session id"));
     let cwds: Vec<&str> = transcript
         .iter()
@@ -189,7 +190,7 @@ async fn follow_ups_reuse_one_container_and_one_session() {
         "the warm turns are in the transcript"
     );
     assert!(
-        !cwds.is_empty() && cwds.iter().all(|cwd| Path::new(cwd) == project.dir),
+        !cwds.is_empty() && cwds.iter().all(|cwd| Path::new(cwd) == worktree),
         "the session's working directories: {cwds:?}"
     );
     // The agent is still up, idle, and shown by the status endpoint.

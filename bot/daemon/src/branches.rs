@@ -11,19 +11,29 @@
 use std::path::{Path, PathBuf};
 
 use loop_adapter::ChannelKey;
-use loop_git::{GitError, Repo, branch_name};
+use loop_git::{CommitId, CommitInfo, DiffStat, GitError, Repo, Signature, Worktree, branch_name};
 use loop_store::{BranchState, NewThreadBranch, Store, StoreError, ThreadBranch};
 use sha2::{Digest, Sha256};
 
-/// Where loop's branches live in a repository.
-pub const BRANCH_PREFIX: &str = "loop";
+/// Where a channel's thread worktrees go and how their branches are named.
+#[derive(Debug, Clone)]
+pub struct BranchSettings {
+    /// `git.worktrees_dir`.
+    pub worktrees_root: PathBuf,
+    /// `git.branch_prefix`.
+    pub prefix: String,
+}
 
 /// A thread's worktree, ready for a turn.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ThreadWorktree {
     pub record: ThreadBranch,
     /// The worktree on the host: the turn's work directory.
     pub worktree: PathBuf,
+    /// Git in that worktree, hardened.
+    pub git: Worktree,
+    /// The branch's head when the turn started (what the turn's changes are measured from).
+    pub head: Option<CommitId>,
     /// The repository's shared git directory, which the container needs mounted.
     pub git_common_dir: PathBuf,
     /// True when this call created the worktree (the thread's first turn, or after a restart).
@@ -39,6 +49,10 @@ pub enum BranchError {
     Store(#[from] StoreError),
     #[error("the repository has no branch checked out and no base is set (/loop base BRANCH)")]
     NoBase,
+    #[error(
+        "this thread works on `{branch}` in {repo}, not in this directory's repository; start a new thread here"
+    )]
+    OtherRepository { branch: String, repo: String },
 }
 
 /// The worktree `thread` works in when `work_dir` is in a git repository, created on first
@@ -49,10 +63,11 @@ pub async fn prepare_thread_worktree(
     store: &Store,
     thread: &ChannelKey,
     work_dir: &Path,
-    worktrees_root: &Path,
+    settings: &BranchSettings,
     hint: &str,
     short_id: &str,
 ) -> Result<Option<ThreadWorktree>, BranchError> {
+    let worktrees_root = settings.worktrees_root.as_path();
     let Some(repo) = Repo::open(work_dir).await? else {
         return Ok(None);
     };
@@ -64,7 +79,7 @@ pub async fn prepare_thread_worktree(
                 None => repo.current_branch().await?.ok_or(BranchError::NoBase)?,
             };
             let base_commit = repo.resolve(&base_ref).await?;
-            let branch = branch_name(BRANCH_PREFIX, hint, short_id);
+            let branch = branch_name(&settings.prefix, hint, short_id);
             let planned = NewThreadBranch {
                 repo_root: repo.path().display().to_string(),
                 worktree: worktree_path(worktrees_root, repo.path(), &branch)
@@ -78,6 +93,12 @@ pub async fn prepare_thread_worktree(
             store.claim_thread_branch(thread, planned).await?
         }
     };
+    if Path::new(&record.repo_root) != repo.path() {
+        return Err(BranchError::OtherRepository {
+            branch: record.branch,
+            repo: record.repo_root,
+        });
+    }
     let path = PathBuf::from(&record.worktree);
     let (worktree, created) = match repo.worktree(&path).await? {
         Some(existing) => (existing, false),
@@ -98,12 +119,135 @@ pub async fn prepare_thread_worktree(
     } else {
         store.touch_thread_branch(thread).await?;
     }
+    let head = worktree.head_commit().await?;
     Ok(Some(ThreadWorktree {
         record,
         worktree: worktree.path().to_path_buf(),
+        git: worktree,
+        head,
         git_common_dir: repo.common_dir().to_path_buf(),
         created,
     }))
+}
+
+/// What a finished turn left on its thread's branch.
+#[derive(Debug, Clone)]
+pub struct TurnChanges {
+    pub branch: String,
+    /// The commit loop made of the turn's uncommitted changes.
+    pub commit: Option<CommitInfo>,
+    /// The branch's head after the turn.
+    pub head: Option<CommitId>,
+    /// Commits the turn added (the agent's own and loop's).
+    pub commits: u64,
+    /// What the turn's commits changed, from the head before the turn.
+    pub stat: DiffStat,
+    /// Changes left uncommitted (auto-commit off).
+    pub uncommitted: bool,
+}
+
+/// How a turn's own commit is made: its message and who it is by.
+#[derive(Debug, Clone)]
+pub struct AutoCommit {
+    pub message: String,
+    pub author: Signature,
+    pub co_author: Option<Signature>,
+}
+
+/// Commits what the turn left uncommitted (with `auto_commit`) and measures what the turn
+/// changed on the branch.
+pub async fn conclude_turn(
+    worktree: &ThreadWorktree,
+    auto_commit: Option<&AutoCommit>,
+) -> Result<TurnChanges, BranchError> {
+    let git = &worktree.git;
+    let commit = match auto_commit {
+        Some(auto) => {
+            git.commit_all(&auto.message, &auto.author, auto.co_author.as_ref())
+                .await?
+        }
+        None => None,
+    };
+    let uncommitted = auto_commit.is_none() && git.status_changed().await?;
+    let head = git.head_commit().await?;
+    let (stat, commits) = match (&worktree.head, &head) {
+        (Some(before), Some(after)) if before != after => (
+            git.diff_stat(before.as_str(), after.as_str()).await?,
+            git.commits_ahead(before.as_str(), after.as_str()).await?,
+        ),
+        _ => (DiffStat::default(), 0),
+    };
+    Ok(TurnChanges {
+        branch: worktree.record.branch.clone(),
+        commit,
+        head,
+        commits,
+        stat,
+        uncommitted,
+    })
+}
+
+/// Files listed in a turn's summary of changes; the rest are counted.
+const MAX_LISTED_FILES: usize = 10;
+
+impl TurnChanges {
+    /// The lines that end a turn's answer: the branch, the commit, files and +/- lines.
+    /// `None` when the turn changed nothing.
+    pub fn summary(&self) -> Option<String> {
+        if self.commits == 0 && !self.uncommitted {
+            return None;
+        }
+        let mut text = format!("🌿 `{}`", self.branch);
+        match (&self.commit, &self.head) {
+            (Some(commit), _) => text.push_str(&format!(" · commit `{}`", commit.id.short())),
+            (None, Some(head)) if self.commits > 0 => {
+                text.push_str(&format!(" · head `{}`", head.short()))
+            }
+            _ => {}
+        }
+        if self.commits > 1 {
+            text.push_str(&format!(" ({} commits)", self.commits));
+        }
+        let files = self.stat.files.len();
+        if files > 0 {
+            text.push_str(&format!(
+                " · {files} file{} changed, +{} −{}",
+                if files == 1 { "" } else { "s" },
+                self.stat.added(),
+                self.stat.removed()
+            ));
+        }
+        for file in self.stat.files.iter().take(MAX_LISTED_FILES) {
+            let counts = match (file.added, file.removed) {
+                (Some(added), Some(removed)) => format!("+{added} −{removed}"),
+                _ => "binary".to_owned(),
+            };
+            match &file.renamed_from {
+                Some(from) => text.push_str(&format!("\n• `{from}` → `{}` {counts}", file.path)),
+                None => text.push_str(&format!("\n• `{}` {counts}", file.path)),
+            }
+        }
+        if files > MAX_LISTED_FILES {
+            text.push_str(&format!("\n• … and {} more", files - MAX_LISTED_FILES));
+        }
+        if self.uncommitted {
+            text.push_str("\n(changes left uncommitted: `git.auto_commit` is off)");
+        }
+        Some(text)
+    }
+}
+
+impl ThreadWorktree {
+    /// The first line of the thread's status: "working on `loop/x` from `main` @ 3f2c1d0".
+    pub fn status_line(&self) -> String {
+        let base = &self.record.base_commit;
+        format!(
+            "🌿 working on `{}` from `{}` @ {}",
+            self.record.branch,
+            self.record.base_ref,
+            base.get(..7).unwrap_or(base)
+        )
+    }
 }
 
 /// `root/{name}-{hash}/{branch with / as -}`: one directory per repository (two checkouts with
@@ -141,6 +285,13 @@ mod tests {
         String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
     }
 
+    fn settings(root: &Path) -> BranchSettings {
+        BranchSettings {
+            worktrees_root: root.to_path_buf(),
+            prefix: "loop".to_owned(),
+        }
+    }
+
     fn repository(dir: &Path) -> PathBuf {
         let repo = dir.join("app");
         std::fs::create_dir_all(&repo).expect("repo");
@@ -162,10 +313,17 @@ mod tests {
         let first = ChannelKey::thread(PlatformKind::Slack, "C1", "1.0");
         let second = ChannelKey::thread(PlatformKind::Slack, "C1", "2.0");
 
-        let one = prepare_thread_worktree(store, &first, &repo, &root, "Fix the login", "a1b2")
-            .await
-            .expect("prepare")
-            .expect("a git repository");
+        let one = prepare_thread_worktree(
+            store,
+            &first,
+            &repo,
+            &settings(&root),
+            "Fix the login",
+            "a1b2",
+        )
+        .await
+        .expect("prepare")
+        .expect("a git repository");
         assert!(one.created);
         assert_eq!(one.record.branch, "loop/fix-the-login-a1b2");
         assert_eq!(one.record.base_ref, "main");
@@ -184,10 +342,17 @@ mod tests {
         );
 
         // A follow-up in the same thread: the same worktree, nothing new.
-        let again = prepare_thread_worktree(store, &first, &repo, &root, "Also the logout", "c3d4")
-            .await
-            .expect("prepare")
-            .expect("a git repository");
+        let again = prepare_thread_worktree(
+            store,
+            &first,
+            &repo,
+            &settings(&root),
+            "Also the logout",
+            "c3d4",
+        )
+        .await
+        .expect("prepare")
+        .expect("a git repository");
         assert!(!again.created);
         assert_eq!(again.worktree, one.worktree);
         assert_eq!(again.record.branch, one.record.branch);
@@ -197,10 +362,17 @@ mod tests {
             .set_git_base(&first.parent(), Some("develop"), "slack:U1")
             .await
             .expect("base");
-        let two = prepare_thread_worktree(store, &second, &repo, &root, "Fix the login", "e5f6")
-            .await
-            .expect("prepare")
-            .expect("a git repository");
+        let two = prepare_thread_worktree(
+            store,
+            &second,
+            &repo,
+            &settings(&root),
+            "Fix the login",
+            "e5f6",
+        )
+        .await
+        .expect("prepare")
+        .expect("a git repository");
         assert_eq!(two.record.base_ref, "develop");
         assert_ne!(two.worktree, one.worktree);
         std::fs::write(one.worktree.join("README.md"), "one\n").expect("edit one");
@@ -214,10 +386,11 @@ mod tests {
         // branch, with the branch's commits.
         git(&one.worktree, &["commit", "-q", "-am", "one"]);
         std::fs::remove_dir_all(&one.worktree).expect("remove");
-        let back = prepare_thread_worktree(store, &first, &repo, &root, "ignored", "zzzz")
-            .await
-            .expect("prepare")
-            .expect("a git repository");
+        let back =
+            prepare_thread_worktree(store, &first, &repo, &settings(&root), "ignored", "zzzz")
+                .await
+                .expect("prepare")
+                .expect("a git repository");
         assert!(back.created);
         assert_eq!(back.record.branch, one.record.branch);
         assert_eq!(
@@ -235,13 +408,13 @@ mod tests {
             db.store(),
             &thread,
             dir.path(),
-            &dir.path().join("worktrees"),
+            &settings(&dir.path().join("worktrees")),
             "x",
             "1",
         )
         .await
         .expect("prepare");
-        assert_eq!(none, None);
+        assert!(none.is_none());
         assert_eq!(db.store().thread_branch(&thread).await.expect("read"), None);
     }
 }

@@ -83,6 +83,15 @@ pub(crate) struct Target {
     pub safe_dirs: Vec<PathBuf>,
     /// The config files whose driver names are neutralised (and everything they include).
     pub config_files: Vec<PathBuf>,
+    /// The uid and gid git runs as, when not loop's own: see [`crate::owner`].
+    pub run_as: Option<Owner>,
+}
+
+/// A uid and gid on the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// A repository's git directory and the work tree that goes with it.
@@ -132,9 +141,19 @@ pub(crate) async fn run(target: &Target, args: &[&str], call: Call) -> Result<Ou
 fn hardened_command(target: &Target, extra: &[(String, String)], args: &[&str]) -> Command {
     let mut cmd = Command::new("git");
     cmd.env_clear();
-    for name in ["PATH", "HOME"] {
-        if let Some(value) = std::env::var_os(name) {
-            cmd.env(name, value);
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    match target.run_as {
+        // Another user's HOME (root's, 0700) would only make git warn about files it cannot
+        // read there; global config is off anyway.
+        Some(owner) => {
+            cmd.env("HOME", "/").uid(owner.uid).gid(owner.gid);
+        }
+        None => {
+            if let Some(home) = std::env::var_os("HOME") {
+                cmd.env("HOME", home);
+            }
         }
     }
     cmd.env("LC_ALL", "C")
@@ -285,6 +304,7 @@ async fn list_config_file(file: &Path) -> Result<Vec<(String, Option<String>)>, 
         pinned: None,
         safe_dirs: Vec::new(),
         config_files: Vec::new(),
+        run_as: None,
     };
     let file_arg = file.display().to_string();
     let args = [

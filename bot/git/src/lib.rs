@@ -20,6 +20,7 @@ mod diff;
 mod error;
 mod message;
 mod naming;
+mod owner;
 mod repo;
 
 pub use command::GIT_TIMEOUT;

@@ -3,10 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::command::{self, Call, Pinned, Target};
+use crate::command::{self, Call, Owner, Pinned, Target};
 use crate::diff::{DiffStat, parse_numstat};
 use crate::error::GitError;
 use crate::message::{Signature, with_co_author};
+use crate::owner;
 
 /// A commit's full object name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -68,6 +69,8 @@ pub struct Repo {
     checkout: Worktree,
     /// The directory shared by all work trees (`.git` of the main one).
     common_dir: PathBuf,
+    /// Who new worktrees are handed to after git created them (see [`crate::owner`]).
+    hand_over_to: Option<Owner>,
 }
 
 /// One work tree of a repository: the main checkout or a linked worktree.
@@ -93,6 +96,7 @@ impl Repo {
             pinned: None,
             safe_dirs: dir.ancestors().map(Path::to_path_buf).collect(),
             config_files: Vec::new(),
+            run_as: None,
         };
         let inside = match command::run(
             &discover,
@@ -135,8 +139,10 @@ impl Repo {
         };
         let git_dir = std::fs::canonicalize(&git_dir).unwrap_or(git_dir);
         check_layout(&top, &git_dir)?;
+        let run_as = owner::repository_owner(&common_dir);
         Ok(Some(Repo {
-            checkout: Worktree::pinned(top, git_dir, &common_dir),
+            hand_over_to: owner::checkout_owner(&top, run_as),
+            checkout: Worktree::pinned(top, git_dir, &common_dir, run_as),
             common_dir,
         }))
     }
@@ -198,6 +204,7 @@ impl Repo {
         check_branch(new_branch)?;
         let base = self.resolve(base_rev).await?;
         let path = absolute(path)?;
+        owner::prepare_parent(&path, self.checkout.target.run_as)?;
         let path_arg = path.display().to_string();
         command::run(
             &self.checkout.target,
@@ -223,6 +230,7 @@ impl Repo {
     pub async fn attach_worktree(&self, path: &Path, branch: &str) -> Result<Worktree, GitError> {
         check_branch(branch)?;
         let path = absolute(path)?;
+        owner::prepare_parent(&path, self.checkout.target.run_as)?;
         let path_arg = path.display().to_string();
         command::run(
             &self.checkout.target,
@@ -245,8 +253,11 @@ impl Repo {
             path: path.to_path_buf(),
             source,
         })?;
+        if let Some(owner) = self.hand_over_to {
+            owner::hand_over(&top, owner)?;
+        }
         let git_dir = self.linked_git_dir(&top).await?;
-        Ok(Worktree::pinned(top, git_dir, &self.common_dir))
+        Ok(self.pinned(top, git_dir))
     }
 
     /// The linked work tree at `path`, as `add_worktree` returned it, found again (after a
@@ -260,7 +271,7 @@ impl Repo {
             return Ok(None);
         }
         let git_dir = self.linked_git_dir(&top).await?;
-        Ok(Some(Worktree::pinned(top, git_dir, &self.common_dir)))
+        Ok(Some(self.pinned(top, git_dir)))
     }
 
     /// `git worktree remove PATH`: refused by git when the work tree has changes.
@@ -315,8 +326,20 @@ impl Repo {
     }
 }
 
+impl Repo {
+    /// A linked work tree of this repository, run as the repository's git processes are.
+    fn pinned(&self, top: PathBuf, git_dir: PathBuf) -> Worktree {
+        Worktree::pinned(top, git_dir, &self.common_dir, self.checkout.target.run_as)
+    }
+}
+
 impl Worktree {
-    fn pinned(top: PathBuf, git_dir: PathBuf, common_dir: &Path) -> Worktree {
+    fn pinned(
+        top: PathBuf,
+        git_dir: PathBuf,
+        common_dir: &Path,
+        run_as: Option<Owner>,
+    ) -> Worktree {
         let mut config_files = vec![
             common_dir.join("config"),
             common_dir.join("config.worktree"),
@@ -333,6 +356,7 @@ impl Worktree {
                     work_tree: top,
                 }),
                 config_files,
+                run_as,
             },
         }
     }

@@ -284,6 +284,7 @@ pub struct ConfigLayer {
     pub permissions: Option<Permissions>,
     pub gates: Option<GatesLayer>,
     pub scheduler: Option<SchedulerLayer>,
+    pub git: Option<super::git::GitLayer>,
     pub slack: Option<SlackLayer>,
     pub discord: Option<DiscordLayer>,
 }

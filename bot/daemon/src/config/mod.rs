@@ -10,6 +10,7 @@
 //! file trusts projects too.
 
 mod error;
+mod git;
 mod layer;
 pub mod project;
 mod secret;
@@ -29,6 +30,7 @@ pub use project::{ProjectFile, TrustedVersion};
 pub use secret::{REDACTED, Secret};
 
 pub use error::ConfigError;
+pub use git::{Forge, GitConfig, GitLayer, GitRemoteConfig};
 
 /// Where the configuration comes from: the home directory, the loop directory and the
 /// process environment. Tests build one by hand instead of touching the real home.
@@ -124,6 +126,7 @@ pub struct Config {
     pub permissions: Permissions,
     pub gates: GatesConfig,
     pub scheduler: SchedulerConfig,
+    pub git: GitConfig,
     pub slack: SlackConfig,
     pub discord: DiscordConfig,
     /// `~/.loop` or `$LOOP_HOME`: the database, per-container policy files, logs.
@@ -409,6 +412,7 @@ impl Config {
             permissions: Permissions::default(),
             gates: GatesConfig::default(),
             scheduler: SchedulerConfig::default(),
+            git: GitConfig::defaults(&sources.home),
             slack: SlackConfig::default(),
             discord: DiscordConfig::default(),
             loop_dir: sources.loop_dir.clone(),
@@ -600,6 +604,9 @@ impl Config {
                 });
             }
         }
+        if let Some(git) = layer.git.clone() {
+            self.git.apply_global(git, &self.home);
+        }
         if let Some(scheduler) = &layer.scheduler {
             set(&mut self.scheduler.missed_runs, scheduler.missed_runs);
             set(
@@ -708,6 +715,18 @@ impl Config {
                 .paths
                 .extend(memory.paths.clone().unwrap_or_default());
             self.apply_memory_scalars(memory);
+        }
+        if let Some(git) = layer.git {
+            let mut ignored = Vec::new();
+            self.git.apply_project(git, &mut ignored);
+            if !ignored.is_empty() {
+                warnings.push(format!(
+                    "{}: {} can only be set in the global config and {} ignored",
+                    file.display(),
+                    ignored.join(", "),
+                    if ignored.len() == 1 { "was" } else { "were" }
+                ));
+            }
         }
         if let Some(gates) = layer.gates {
             self.apply_project_gates(gates, file, warnings);

@@ -352,6 +352,7 @@ fn keep_trusted_loosenings(gates: &mut Value, trusted: Option<&Value>) -> Vec<St
 
 /// Keys whose values are secrets: their lines are redacted in diffs shown in chat.
 const SECRET_KEYS: &[&str] = &[
+    "token",
     "slack_bot_token",
     "slack_app_token",
     "discord_token",

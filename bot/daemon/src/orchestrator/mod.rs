@@ -10,6 +10,7 @@
 //! so each is answered once.
 
 mod approvals;
+mod branch_turn;
 mod commands;
 mod delivery;
 mod gate_setup;

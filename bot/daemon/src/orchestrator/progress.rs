@@ -15,6 +15,8 @@ pub const EDIT_INTERVAL: Duration = Duration::from_millis(1000);
 /// What the status message shows.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProgressState {
+    /// A line above the progress that stays for the whole turn (the thread's branch).
+    pub header: Option<String>,
     pub current: Option<String>,
     pub tools_used: u32,
 }
@@ -41,7 +43,23 @@ impl ProgressState {
         }
     }
 
-    /// The status line: `⏳ Working (12s) · Bash: cargo test · 3 tools`.
+    /// A turn's state before its first event, under `header`.
+    pub fn with_header(header: Option<String>) -> ProgressState {
+        ProgressState {
+            header,
+            ..ProgressState::default()
+        }
+    }
+
+    /// `line` under the header, if any: how every version of the status message reads.
+    pub fn under_header(&self, line: &str) -> String {
+        match &self.header {
+            Some(header) => format!("{header}\n{line}"),
+            None => line.to_owned(),
+        }
+    }
+
+    /// The status line: `⏳ Working (12s) · Bash: cargo test · 3 tools`, under the header.
     pub fn render(&self, elapsed: Duration) -> String {
         let mut line = format!("⏳ Working ({}s)", elapsed.as_secs());
         if let Some(current) = &self.current {
@@ -55,14 +73,18 @@ impl ProgressState {
                 if self.tools_used == 1 { "" } else { "s" }
             ));
         }
-        line
+        self.under_header(&line)
     }
 }
 
 /// Posts the status message of a turn that is starting; returns its platform id, or `None`
 /// when it could not be posted (the turn goes on without one).
-pub async fn post_status(adapter: &dyn Adapter, channel: &ChannelKey) -> Option<String> {
-    let first = ProgressState::default().render(Duration::ZERO);
+pub async fn post_status(
+    adapter: &dyn Adapter,
+    channel: &ChannelKey,
+    state: &ProgressState,
+) -> Option<String> {
+    let first = state.render(Duration::ZERO);
     match adapter.post(channel, &first).await {
         Ok(posted) => Some(posted.message_id),
         Err(err) => {
@@ -78,11 +100,11 @@ pub async fn track(
     adapter: Arc<dyn Adapter>,
     channel: ChannelKey,
     status_id: Option<String>,
+    mut state: ProgressState,
     mut events: mpsc::Receiver<AgentEvent>,
     started: Instant,
     on_change: impl Fn(&str) + Send,
 ) -> (Option<String>, ProgressState) {
-    let mut state = ProgressState::default();
     let mut last_edit = Instant::now();
     let mut dirty = false;
     let mut tick = tokio::time::interval(EDIT_INTERVAL);
@@ -136,6 +158,11 @@ mod tests {
         assert!(
             !state.apply(&AgentEvent::Text("y".into())),
             "no change, no edit"
+        );
+        let branch = ProgressState::with_header(Some("🌿 working on `loop/x-a1b2`".into()));
+        assert_eq!(
+            branch.render(Duration::from_secs(3)),
+            "🌿 working on `loop/x-a1b2`\n⏳ Working (3s)"
         );
     }
 }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::gate_setup::plan_gate;
 use super::workspace::{check_not_loop_dir, container_settings, ensure_default_work_dir};
 use super::{Orchestrator, OrchestratorError, ProgressState, RunEvent, progress, short_run_id};
+use crate::branches::ThreadWorktree;
 use crate::config::{Config, ConfigError};
 use loop_store::{InboxMessage, OutboxKind, RunFinish, RunOrigin, RunStatus, SessionRecord};
 
@@ -33,7 +34,15 @@ struct PreparedTurn {
     prompt: String,
     /// The newest message addressed to the agent: what a retry sends.
     latest: String,
+    /// The channel's directory: the project (its config, its memory).
+    project_dir: PathBuf,
+    /// Where the agent works: the thread's worktree when the project is a git repository,
+    /// else the project directory itself.
     work_dir: PathBuf,
+    /// The thread's branch and worktree, when it has one.
+    worktree: Option<ThreadWorktree>,
+    /// The status message's first line (the thread's branch), kept for the whole turn.
+    header: Option<String>,
     session: SessionRecord,
     /// The global config with the project's file layered on (its trusted values only).
     project: Config,
@@ -83,11 +92,11 @@ impl Orchestrator {
             channel: channel.to_string(),
         });
         let mut request = self.turn_request(channel, run_id, &turn).await;
-        let started = Instant::now();
         let adapter = self.adapter(channel.platform)?;
         self.arm_gate(&channel.to_string(), run_id, gate, &mut request.settings);
+        let initial = ProgressState::with_header(turn.header.clone());
         let ran = self
-            .run_agent(channel, run_id, &adapter, request, started, cancel)
+            .run_agent(channel, run_id, &adapter, request, initial, cancel)
             .await;
         let Some(verdict) = self.judge(channel, run_id, &turn, &adapter, &ran).await? else {
             return Ok(());
@@ -117,7 +126,7 @@ impl Orchestrator {
             .find(|m| m.triggers)
             .map_or_else(|| prompt.clone(), |m| m.text.clone());
 
-        let work_dir = match self.turn_work_dir(channel).await? {
+        let project_dir = match self.turn_work_dir(channel).await? {
             Ok(dir) => dir,
             Err(reason) => {
                 return self
@@ -126,9 +135,25 @@ impl Orchestrator {
                     .map(|()| None);
             }
         };
+        let worktree = match self
+            .thread_worktree(channel, &project_dir, &latest, run_id)
+            .await?
+        {
+            Ok(worktree) => worktree,
+            Err(reason) => {
+                return self
+                    .fail_early(channel, run_id, &prompt, &reason)
+                    .await
+                    .map(|()| None);
+            }
+        };
+        let work_dir = worktree
+            .as_ref()
+            .map_or_else(|| project_dir.clone(), |w| w.worktree.clone());
         let session = store
             .active_session(channel, &work_dir.display().to_string())
             .await?;
+        let header = self.status_header(&project_dir, worktree.as_ref(), &session);
         store
             .start_run(
                 run_id,
@@ -139,7 +164,7 @@ impl Orchestrator {
             )
             .await?;
 
-        let project = match self.load_project(channel, &work_dir).await? {
+        let project = match self.load_project(channel, &project_dir).await? {
             Ok(project) => project,
             Err(err) => {
                 let reply = format!("⚠️ The project config is broken, so nothing ran: {err}");
@@ -165,7 +190,10 @@ impl Orchestrator {
             messages,
             prompt,
             latest,
+            project_dir,
             work_dir,
+            worktree,
+            header,
             session,
             project,
         }))
@@ -238,7 +266,7 @@ impl Orchestrator {
                 work_dir: work_dir.clone(),
                 custom_dir: !work_dir.starts_with(&self.inner.config.loop_dir),
                 parent_dir: None,
-                git_common_dir: None,
+                git_common_dir: turn.worktree.as_ref().map(|w| w.git_common_dir.clone()),
                 author_id: messages
                     .iter()
                     .rev()
@@ -263,7 +291,7 @@ impl Orchestrator {
             _ => return prompt,
         };
         let scopes =
-            crate::memory::visible_scopes(channel, Some(&turn.work_dir.display().to_string()));
+            crate::memory::visible_scopes(channel, Some(&turn.project_dir.display().to_string()));
         match memory.search(&scopes, &turn.latest, top_k).await {
             Ok(hits) => match crate::memory::context_block(&hits) {
                 Some(block) => format!("{block}\n{prompt}"),
@@ -285,9 +313,10 @@ impl Orchestrator {
         run_id: &str,
         adapter: &Arc<dyn Adapter>,
         request: TurnRequest,
-        started: Instant,
+        initial: ProgressState,
         cancel: CancellationToken,
     ) -> Ran {
+        let started = Instant::now();
         let key = channel.to_string();
         let (tx, rx) = tokio::sync::mpsc::channel(EVENT_BUFFER);
         let events = self.inner.events.clone();
@@ -297,7 +326,7 @@ impl Orchestrator {
         let progress_adapter = adapter.clone();
         let progress = tokio::spawn(async move {
             let status_id =
-                progress::post_status(progress_adapter.as_ref(), &progress_channel).await;
+                progress::post_status(progress_adapter.as_ref(), &progress_channel, &initial).await;
             // Stored at once: if this daemon dies mid-turn, the next start edits it.
             if let Some(id) = &status_id
                 && let Err(err) = progress_store
@@ -310,6 +339,7 @@ impl Orchestrator {
                 progress_adapter,
                 progress_channel,
                 status_id,
+                initial,
                 rx,
                 started,
                 move |line| {
@@ -366,16 +396,28 @@ impl Orchestrator {
                     if tools_used == 1 { "" } else { "s" },
                     outcome.result.total_cost_usd
                 );
-                let answer = if outcome.result.text.trim().is_empty() {
+                let mut answer = if outcome.result.text.trim().is_empty() {
                     "(the agent finished without a written answer)".to_owned()
                 } else {
                     outcome.result.text.clone()
                 };
+                if let Some(changes) = self
+                    .conclude_branch(
+                        channel,
+                        turn.worktree.as_ref(),
+                        &turn.project,
+                        &turn.messages,
+                        &answer,
+                    )
+                    .await
+                {
+                    answer = format!("{}\n\n{changes}", answer.trim_end());
+                }
                 Verdict {
                     status: RunStatus::Succeeded,
                     finish: finish_from(outcome),
                     reply: Some(answer),
-                    summary,
+                    summary: ran.state.under_header(&summary),
                 }
             }
             Err(RunError::Cancelled) if self.inner.draining.is_cancelled() => {
@@ -394,7 +436,11 @@ impl Orchestrator {
                     .await?;
                 return Ok(None);
             }
-            Err(err) => failed_verdict(run_id, err, elapsed),
+            Err(err) => {
+                let mut verdict = failed_verdict(run_id, err, elapsed);
+                verdict.summary = ran.state.under_header(&verdict.summary);
+                verdict
+            }
         };
         Ok(Some(verdict))
     }
@@ -430,7 +476,8 @@ impl Orchestrator {
         // The finished turn goes into the channel's memory, and the project's docs are
         // re-indexed when due; neither delays the answer.
         if let Some((memory, answer)) = memory_job {
-            let (key, run_id, work_dir) = (channel.to_string(), run_id.to_owned(), turn.work_dir);
+            let (key, run_id, work_dir) =
+                (channel.to_string(), run_id.to_owned(), turn.project_dir);
             let indexed_prompt = turn.prompt;
             let interval = Duration::from_secs(turn.project.memory.reindex_interval_sec);
             self.inner.tracker.spawn(async move {
