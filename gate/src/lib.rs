@@ -4,6 +4,8 @@
 //! person through the chat, decides. The crate is split by what each part owns:
 //!
 //! - [`policy`]: the policy file, its validation, the baseline and the pure decision function.
+//! - [`gitguard`]: a repository's control files (hooks, config, gitdir pointers), whose changes
+//!   the baseline holds for a person's approval.
 //! - [`filter`]: which syscalls are trapped and why, the BPF program, and installing it.
 //! - [`inject`]: race-free opens: the supervisor opens as the agent and injects the fd.
 //! - [`notify`]: the supervisor loop that receives notifications, reads the target's
@@ -17,6 +19,7 @@
 pub mod channel;
 pub mod dockerproxy;
 pub mod filter;
+pub mod gitguard;
 pub mod inject;
 pub mod notify;
 pub mod policy;

@@ -1550,6 +1550,239 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// `git` with a clean environment in `repo`, as the agent would run it.
+    fn git(repo: &Path, home: &Path, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new("git");
+        command
+            .current_dir(repo)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .args([
+                "-c",
+                "user.name=Agent",
+                "-c",
+                "user.email=agent@example.com",
+            ])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        command
+    }
+
+    fn sh(repo: &Path, script: &str) -> bool {
+        std::process::Command::new("/bin/sh")
+            .current_dir(repo)
+            .args(["-c", script])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Real git under the gate with the baseline: the agent's everyday git never asks anyone;
+    /// planting a hook, changing the config or pointing a `.git` elsewhere asks, by every
+    /// route, and a denied change never lands.
+    #[test]
+    fn gated_child_git_guard() {
+        if std::process::Command::new("git")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("git is not installed: skipped");
+            return;
+        }
+        let dir = scratch("git");
+        let home = dir.join("home");
+        let repo = dir.join("repo");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::create_dir_all(&repo).unwrap();
+        std::fs::write(repo.join("a.txt"), "one\n").unwrap();
+        // Set up outside the gate: `git init` writes `.git/config` and the sample hooks.
+        for args in [
+            &["init", "-q", "-b", "main"][..],
+            &["add", "-A"],
+            &["commit", "-qm", "initial"],
+        ] {
+            assert!(
+                git(&repo, &home, args).status().unwrap().success(),
+                "{args:?}"
+            );
+        }
+        // A thread's worktree, as loop makes one on the host.
+        let worktree = dir.join("thread");
+        let args = ["worktree", "add", "-q", "-b", "thread", "../thread"];
+        assert!(git(&repo, &home, &args).status().unwrap().success());
+        std::fs::write(dir.join("evil"), "#!/bin/sh\necho pwned\n").unwrap();
+        std::fs::create_dir_all(repo.join("lib")).unwrap();
+        let config_before = std::fs::read_to_string(repo.join(".git/config")).unwrap();
+        let context = crate::policy::PolicyContext::new(&home).with_workspace(&repo);
+        let policy = Policy::baseline(&context);
+
+        // What was asked during the everyday part, and after it (the child marks the switch).
+        let everyday_asked = Arc::new(Mutex::new(Vec::<String>::new()));
+        let asked = Arc::new(Mutex::new(Vec::<String>::new()));
+        let marker = dir.join("hostile-from-here");
+        let (everyday_seen, seen, m) = (
+            Arc::clone(&everyday_asked),
+            Arc::clone(&asked),
+            marker.clone(),
+        );
+        let approver = move |req: &ApprovalRequest| {
+            let list = if m.exists() { &seen } else { &everyday_seen };
+            list.lock().unwrap().push(req.summary.clone());
+            ApprovalDecision::Deny
+        };
+        let (r, h, w) = (repo.clone(), home.clone(), worktree.clone());
+        let code = run_gated(policy, approver, move || {
+            let ok = |args: &[&str]| git(&r, &h, args).status().is_ok_and(|s| s.success());
+            let in_worktree = |args: &[&str]| git(&w, &h, args).status().is_ok_and(|s| s.success());
+            // The same in the thread's worktree, whose git directory is the main one's
+            // `.git/worktrees/thread`.
+            if std::fs::write(w.join("c.txt"), "thread\n").is_err()
+                || !in_worktree(&["add", "c.txt"])
+                || !in_worktree(&["commit", "-qm", "in the worktree"])
+                || std::fs::write(w.join("c.txt"), "more\n").is_err()
+                || !in_worktree(&["stash", "-q"])
+                || !in_worktree(&["stash", "pop", "-q"])
+                || !in_worktree(&["commit", "-qam", "more in the worktree"])
+                || !in_worktree(&["checkout", "-q", "-b", "thread-2"])
+                || !in_worktree(&["status", "--short"])
+            {
+                return 9;
+            }
+            // Everyday git: status, branch, checkout -b, add, commit, stash, rebase, tag, gc.
+            let everyday: &[&[&str]] = &[
+                &["status", "--short"],
+                &["branch", "feature"],
+                &["checkout", "-q", "-b", "topic"],
+            ];
+            for (i, args) in everyday.iter().enumerate() {
+                if !ok(args) {
+                    return 10 + i as i32;
+                }
+            }
+            if std::fs::write(r.join("b.txt"), "topic\n").is_err()
+                || !ok(&["add", "b.txt"])
+                || !ok(&["commit", "-qm", "on topic"])
+                || !ok(&["checkout", "-q", "main"])
+            {
+                return 19;
+            }
+            if std::fs::write(r.join("a.txt"), "two\n").is_err() || !ok(&["add", "a.txt"]) {
+                return 20;
+            }
+            if !ok(&["commit", "-qm", "two"]) {
+                return 21;
+            }
+            if std::fs::write(r.join("a.txt"), "three\n").is_err()
+                || !ok(&["stash", "-q"])
+                || !ok(&["stash", "pop", "-q"])
+                || !ok(&["commit", "-qam", "three"])
+            {
+                return 22;
+            }
+            if !ok(&["checkout", "-q", "topic"]) || !ok(&["rebase", "-q", "main"]) {
+                return 23;
+            }
+            if !ok(&["tag", "v1"]) || !ok(&["gc", "-q"]) || !ok(&["log", "--oneline"]) {
+                return 24;
+            }
+            if std::fs::write(&marker, "").is_err() {
+                return 25;
+            }
+            // Planting a hook, by each route: a shell redirect, chmod +x, rename, symlink,
+            // hard link; changing the config (a lock file renamed onto it); a gitdir pointer.
+            let hostile: &[&str] = &[
+                "printf '#!/bin/sh\\necho pwned\\n' > .git/hooks/pre-commit",
+                "chmod +x .git/hooks/pre-push.sample",
+                "cp ../evil .git/hooks/post-checkout",
+                "mv ../evil .git/hooks/post-commit",
+                "ln -s ../../../evil .git/hooks/post-merge",
+                "ln ../evil .git/hooks/pre-rebase",
+                "mv .git/hooks .git/hooks-old",
+                "git -c user.name=x config core.hooksPath /tmp",
+                "printf 'gitdir: ../../evil-git\\n' > lib/.git",
+                "printf '../evil-git\\n' > .git/commondir",
+            ];
+            for (i, script) in hostile.iter().enumerate() {
+                if sh(&r, script) {
+                    return 30 + i as i32;
+                }
+            }
+            0
+        });
+        let everyday_asked = everyday_asked.lock().unwrap().clone();
+        let asked = asked.lock().unwrap().clone();
+        assert_eq!(
+            code, 0,
+            "child failed check {code}; asked: {everyday_asked:#?} then {asked:#?}"
+        );
+        assert!(
+            everyday_asked.is_empty(),
+            "everyday git asked: {everyday_asked:#?}"
+        );
+        let git_dir = repo.join(".git");
+        for (needle, why) in [
+            ("hooks/pre-commit", "redirect"),
+            ("hooks/pre-push.sample", "chmod"),
+            ("hooks/post-checkout", "copy"),
+            ("hooks/post-commit", "rename onto"),
+            ("hooks/post-merge", "symlink"),
+            ("hooks/pre-rebase", "hard link"),
+            (".git/hooks", "rename away"),
+            (".git/config", "config through its lock file"),
+            ("lib/.git", "gitdir pointer file"),
+            (".git/commondir", "commondir"),
+        ] {
+            assert!(
+                asked.iter().any(|summary| summary.contains(needle)),
+                "{why}: nobody was asked about {needle}: {asked:#?}"
+            );
+        }
+        for name in [
+            "hooks/pre-commit",
+            "hooks/post-checkout",
+            "hooks/post-commit",
+            "hooks/post-merge",
+            "hooks/pre-rebase",
+            "commondir",
+        ] {
+            assert!(
+                std::fs::symlink_metadata(git_dir.join(name)).is_err(),
+                "{name} was planted"
+            );
+        }
+        assert!(git_dir.join("hooks").is_dir());
+        assert!(!repo.join("lib/.git").exists());
+        assert_eq!(
+            std::fs::read_to_string(git_dir.join("config")).unwrap(),
+            config_before
+        );
+        // And the everyday work is on the host.
+        let log = git(&repo, &home, &["log", "--format=%s", "topic"])
+            .stdout(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&log.stdout);
+        assert_eq!(
+            log.lines().collect::<Vec<_>>(),
+            ["on topic", "three", "two", "initial"]
+        );
+        let log = git(&repo, &home, &["log", "--format=%s", "thread-2"])
+            .stdout(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&log.stdout)
+                .lines()
+                .collect::<Vec<_>>(),
+            ["more in the worktree", "in the worktree", "initial"]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn an_approved_open_is_the_path_that_was_approved() {
         let dir = scratch("race");

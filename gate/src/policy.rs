@@ -40,6 +40,8 @@ use globset::{GlobBuilder, GlobMatcher};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use crate::gitguard;
+
 /// Where the per-container policy file is mounted inside the agent container.
 pub use loop_wire::container::paths::GATE_POLICY as DEFAULT_POLICY_PATH;
 
@@ -179,6 +181,22 @@ impl FileOperation {
             FileOperation::Chown => "chown",
             FileOperation::Link => "link",
             FileOperation::Stat => "stat",
+            FileOperation::List => "list",
+        }
+    }
+
+    /// The operation as a verb on a path, for a person: `create or replace`, `link to`. A
+    /// rename onto a path is a `create`, hence "or replace"; its source is a `delete`.
+    pub fn verb(self) -> &'static str {
+        match self {
+            FileOperation::Read => "read",
+            FileOperation::Write => "write",
+            FileOperation::Create => "create or replace",
+            FileOperation::Delete => "delete or move away",
+            FileOperation::Chmod => "change the mode of",
+            FileOperation::Chown => "change the owner of",
+            FileOperation::Link => "link to",
+            FileOperation::Stat => "look up",
             FileOperation::List => "list",
         }
     }
@@ -1329,6 +1347,15 @@ const MODIFY: &[FileOperation] = &[
     FileOperation::Link,
 ];
 
+/// [`MODIFY`] without deletions.
+const MODIFY_BUT_DELETE: &[FileOperation] = &[
+    FileOperation::Write,
+    FileOperation::Create,
+    FileOperation::Chmod,
+    FileOperation::Chown,
+    FileOperation::Link,
+];
+
 fn file_rule(
     paths: &[&str],
     operations: &[FileOperation],
@@ -1499,7 +1526,19 @@ pub fn baseline_file_for(docker_proxy: bool) -> PolicyFile {
                 Deny,
                 "loop's own directory is off limits",
             ),
-        ],
+        ]
+        .into_iter()
+        // Last, so a deny above (`/etc/**`, loop's own directory) still wins where both match:
+        // the baseline's first matching rule decides.
+        .chain(gitguard::GUARDED.iter().map(|files| {
+            let operations = if files.deletions {
+                MODIFY
+            } else {
+                MODIFY_BUT_DELETE
+            };
+            file_rule(files.patterns, operations, Approve, files.control.why())
+        }))
+        .collect(),
         connect_rules: Vec::new(),
     }
 }
@@ -1880,6 +1919,134 @@ mod tests {
         let decision = p.decide(&file("/home/agent/.ssh/id_rsa", Read));
         assert_eq!(decision.rule, RuleRef::Baseline(RuleKind::File, 3));
         assert!(decision.message.is_some());
+    }
+
+    /// The git guard: changes to a repository's control files are held for a person, at any
+    /// depth and by every route (open, rename onto, link, symlink, chmod); what git writes
+    /// during normal work, and every read, passes.
+    #[test]
+    fn git_guard_table() {
+        let p = Policy::baseline(&ctx());
+        let repo = "/work/project";
+        let mut cases = Vec::new();
+        for name in [
+            ".git/hooks/pre-commit",
+            ".git/hooks",
+            ".git/config",
+            ".git/config.worktree",
+            ".git/commondir",
+            ".git/worktrees/t1",
+            ".git/worktrees/t1/config.worktree",
+            ".git/worktrees/t1/gitdir",
+            ".git/worktrees/t1/commondir",
+            ".git/modules/lib/config",
+            ".git/modules/lib/hooks/post-checkout",
+            ".git/modules/vendor/lib/gitdir",
+            // A worktree's or a submodule's pointer file, and a `.git` directory.
+            ".git",
+            "lib/.git",
+        ] {
+            let pointer = gitguard::control_file(Path::new(&format!("{repo}/{name}")))
+                .is_some_and(|f| f.control == gitguard::GitControl::Pointer);
+            for op in [Write, Create, Chmod, Chown, Link] {
+                cases.push((format!("{repo}/{name}"), op, Approve));
+            }
+            // git itself removes pointers in everyday work (`git stash` tries `rmdir .git`).
+            let delete = if pointer { Allow } else { Approve };
+            cases.push((format!("{repo}/{name}"), Delete, delete));
+            for op in [Read, Stat, List] {
+                cases.push((format!("{repo}/{name}"), op, Allow));
+            }
+        }
+        for name in [
+            ".git/objects/ab/cdef0123",
+            ".git/objects/pack/pack-1.pack",
+            ".git/refs/heads/main",
+            ".git/refs/heads/main.lock",
+            ".git/refs/heads/config",
+            ".git/refs/heads/hooks/x",
+            ".git/refs/stash",
+            ".git/logs/HEAD",
+            ".git/logs/refs/heads/main",
+            ".git/index",
+            ".git/index.lock",
+            ".git/HEAD",
+            ".git/HEAD.lock",
+            ".git/ORIG_HEAD",
+            ".git/COMMIT_EDITMSG",
+            ".git/packed-refs",
+            ".git/FETCH_HEAD",
+            ".git/AUTO_MERGE",
+            ".git/rebase-merge/done",
+            ".git/info/exclude",
+            // git writes config through a lock file; the rename onto `config` is what asks.
+            ".git/config.lock",
+            ".git/worktrees/t1/index",
+            ".git/worktrees/t1/HEAD",
+            ".git/worktrees/t1/logs/HEAD",
+            ".git/modules/lib/objects/ab/cd",
+            ".gitignore",
+            ".github/hooks/x",
+            "src/config",
+        ] {
+            for op in [Write, Create, Delete, Read] {
+                cases.push((format!("{repo}/{name}"), op, Allow));
+            }
+        }
+        // Any depth, any repository.
+        cases.push((
+            "/tmp/clone/.git/hooks/post-checkout".into(),
+            Create,
+            Approve,
+        ));
+        cases.push(("/home/agent/x/.git/config".into(), Write, Approve));
+        cases.push((format!("{repo}/a/../.git/./hooks/x"), Write, Approve));
+        // A deny above the git guard still wins.
+        cases.push(("/etc/x/.git/config".into(), Write, Deny));
+        cases.push(("/home/agent/.loop/run/.git".into(), Create, Deny));
+        for (path, op, expected) in cases {
+            check(&p, file(&path, op), expected);
+        }
+        let decision = p.decide(&file("/work/project/.git/hooks/pre-commit", Write));
+        assert!(
+            matches!(decision.rule, RuleRef::Baseline(RuleKind::File, _)),
+            "{decision:?}"
+        );
+        assert_eq!(
+            decision.message.as_deref(),
+            Some("a git hook runs on the host when someone runs git there")
+        );
+        // Reads of these files stay in the kernel when nothing else needs them trapped.
+        let mut p = Policy::baseline(&ctx());
+        let whys: Vec<&str> = gitguard::GUARDED.iter().map(|g| g.control.why()).collect();
+        p.baseline
+            .file
+            .retain(|r| r.message.as_deref().is_some_and(|m| whys.contains(&m)));
+        assert_eq!(p.baseline.file.len(), gitguard::GUARDED.len());
+        assert!(!p.needs_read_trap());
+    }
+
+    #[test]
+    fn the_git_guard_cannot_be_widened_but_can_be_tightened() {
+        let p = policy(
+            r#"{"file_rules": [
+                {"paths": ["**/.git/**", "**/.git"], "decision": "allow"}
+            ]}"#,
+        );
+        check(&p, file("/work/project/.git/config", Write), Approve);
+        check(&p, file("/work/project/.git", Create), Approve);
+        check(&p, file("/work/project/.git/index", Write), Allow);
+        let p = policy(r#"{"file_rules": [{"paths": [".git/hooks/**"], "decision": "deny"}]}"#);
+        check(&p, file("/work/project/.git/hooks/pre-push", Create), Deny);
+        check(&p, file("/work/project/.git/config", Write), Approve);
+        let p = policy(
+            r#"{"default_decision": "allow", "file_rules": [{"paths": ["**"], "decision": "allow"}]}"#,
+        );
+        check(
+            &p,
+            file("/work/project/.git/hooks/pre-push", Create),
+            Approve,
+        );
     }
 
     #[test]

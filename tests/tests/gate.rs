@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use loop_e2e::daemon::{Daemon, test_config};
+use loop_e2e::project::{GitOwner, Project};
 use loop_e2e::support::{AGENT_UID, TestRig, container_url, docker, start_model, workspace};
 use loop_fakes::model::{FakeModel, Rule, Script, Step};
 use loop_runner::agent::{AgentRunner, TurnRequest};
@@ -368,6 +369,128 @@ async fn approvals_are_asked_in_the_channel_and_answered_by_a_person() {
         String::from_utf8_lossy(&printed.stdout).contains("gate-approval-no"),
         "{}",
         String::from_utf8_lossy(&printed.stderr)
+    );
+    model.shutdown().await;
+}
+
+/// The git guard: the agent (relative paths, as a model works) planting a pre-commit hook in
+/// its project is held for a person. Denied, the hook never reaches the host and the agent's
+/// own `git commit` and `git checkout -b` in the same repository go through without a
+/// prompt; approved (the write, then the `chmod +x`), the hook is there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_planted_git_hook_waits_for_a_person_and_everyday_git_does_not() {
+    if docker().await.is_none() {
+        return;
+    }
+    let (dir, _) = workspace();
+    let denied_repo = Project::create(&dir.path().join("hook-denied"), GitOwner::Agent).dir;
+    let approved_repo = Project::create(&dir.path().join("hook-approved"), GitOwner::Agent).dir;
+    let command = "printf '#!/bin/sh\\necho pwned\\n' > .git/hooks/pre-commit \
+                   && chmod +x .git/hooks/pre-commit; echo \"hook_rc=$?\"; \
+                   echo 'agent line' >> README.md && git add README.md \
+                   && git -c user.name=Agent -c user.email=agent@example.com commit -qm 'agent commit' \
+                   && git checkout -qb agent-branch; echo \"commit_rc=$?\"";
+    let model = bash_model("plant a hook", command, "HOOK").await;
+    let home = dir.path().join("home");
+    let daemon = Daemon::start(
+        &home,
+        &gate_config(
+            &model,
+            dir.path(),
+            // Short enough that a held commit would fail the test, not hang it.
+            serde_json::json!({"approval_timeout_sec": 90}),
+        ),
+    )
+    .await;
+    let store = daemon.store().await;
+
+    // Denied.
+    let hook = denied_repo.join(".git/hooks/pre-commit");
+    let inbox = daemon
+        .post_in("gate-git-deny", &denied_repo, "please plant a hook")
+        .await;
+    let approval = daemon.pending_approval(&hook.display().to_string()).await;
+    assert!(
+        approval.summary.starts_with("write ") || approval.summary.starts_with("create "),
+        "{approval:?}"
+    );
+    assert!(
+        approval
+            .detail
+            .contains("a git hook runs on the host when someone runs git there")
+            && approval.detail.contains("\"rule\":\"baseline.file_rules["),
+        "the baseline's git guard asked: {}",
+        approval.detail
+    );
+    assert_eq!(daemon.decide(&approval.id, "deny").await.status(), 200);
+    let text = daemon.answer(inbox, Duration::from_secs(240)).await;
+    assert!(text.starts_with("HOOK "), "{text}\n{}", daemon.log_text());
+    assert!(
+        denied(&text) && !text.contains("hook_rc=0"),
+        "the agent sees the write refused: {text}"
+    );
+    assert!(!hook.exists(), "a denied hook is not on the host");
+    assert!(
+        text.contains("commit_rc=0"),
+        "everyday git went through: {text}"
+    );
+    let host_git = |repo: &std::path::Path, args: &[&str]| {
+        // The repository is the agent's uid's; this process is root.
+        let out = std::process::Command::new("git")
+            .args(["-c", "safe.directory=*", "-C"])
+            .arg(repo)
+            .args(args)
+            .output()
+            .expect("git");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(
+        host_git(&denied_repo, &["log", "-1", "--format=%s"]),
+        "agent commit"
+    );
+    assert_eq!(
+        host_git(&denied_repo, &["branch", "--show-current"]),
+        "agent-branch"
+    );
+    // The hook was the only thing anyone was asked about.
+    let asked: Vec<_> = store
+        .gate_audit(200)
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.channel_key == "local:gate-git-deny" && e.approval_id.is_some())
+        .collect();
+    assert_eq!(asked.len(), 1, "{asked:#?}");
+    assert_eq!(
+        (asked[0].verdict.as_str(), asked[0].source.as_str()),
+        ("deny", "person")
+    );
+
+    // Approved: the write, then the chmod, each asked.
+    let hook = approved_repo.join(".git/hooks/pre-commit");
+    let inbox = daemon
+        .post_in("gate-git-approve", &approved_repo, "please plant a hook")
+        .await;
+    let write = daemon.pending_approval(&hook.display().to_string()).await;
+    assert_eq!(daemon.decide(&write.id, "allow_once").await.status(), 200);
+    let chmod = daemon
+        .pending_approval(&format!("chmod {}", hook.display()))
+        .await;
+    assert_ne!(chmod.id, write.id);
+    assert_eq!(daemon.decide(&chmod.id, "allow_once").await.status(), 200);
+    let text = daemon.answer(inbox, Duration::from_secs(240)).await;
+    assert!(text.contains("hook_rc=0"), "{text}\n{}", daemon.log_text());
+    assert_eq!(
+        std::fs::read_to_string(&hook).expect("the approved hook is on the host"),
+        "#!/bin/sh\necho pwned\n"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&hook).expect("hook").permissions().mode();
+    assert_ne!(mode & 0o111, 0, "approved chmod +x: {mode:o}");
+    // The agent's commit ran the approved hook, in the container.
+    assert!(
+        text.contains("pwned") && text.contains("commit_rc=0"),
+        "{text}"
     );
     model.shutdown().await;
 }

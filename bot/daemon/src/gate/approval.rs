@@ -7,10 +7,13 @@
 //! that goes away unanswered settles its approval at once ([`OpenPrompt`]). Whatever fails,
 //! the container side denies (fail closed).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use loop_adapter::{Adapter, ApprovalPrompt, ChannelKey};
+use loop_gate::gitguard;
+use loop_gate::policy::normalize;
 use loop_gate::wire::{ApprovalDecision, ApprovalRequest, GateAction};
 
 use super::tokens::ContainerIdentity;
@@ -233,13 +236,20 @@ fn decision_of(record: &ApprovalRecord) -> ApprovalDecision {
 
 /// The chat text asking for a decision. The same three answers on every platform.
 fn prompt_text(id: &str, request: &ApprovalRequest) -> String {
-    let mut text = format!("🔐 Approval needed: `{}`", request.summary);
-    if let Some(cwd) = working_dir(request) {
-        text.push_str(&format!(" in `{cwd}`"));
-    }
-    if let Some(message) = &request.message {
-        text.push_str(&format!(" ({message})"));
-    }
+    let mut text = match git_change(request) {
+        // What would change in the repository and why that matters, instead of the syscall.
+        Some(change) => format!("🔐 Approval needed: {change}"),
+        None => {
+            let mut text = format!("🔐 Approval needed: `{}`", request.summary);
+            if let Some(cwd) = working_dir(request) {
+                text.push_str(&format!(" in `{cwd}`"));
+            }
+            if let Some(message) = &request.message {
+                text.push_str(&format!(" ({message})"));
+            }
+            text
+        }
+    };
     text.push_str(&format!(
         " — `loop approve {id}` / `loop approve {id} --session` / `loop deny {id}`"
     ));
@@ -254,8 +264,32 @@ fn working_dir(request: &ApprovalRequest) -> Option<&str> {
     }
 }
 
-/// The line under the summary on platforms with buttons: where it runs and the rule's message.
+/// A change to a repository's hooks, config or gitdir pointers that the baseline's git guard
+/// holds, said for a person: "create or replace `.git/hooks/pre-commit` in `/srv/app` — a git
+/// hook runs on the host when someone runs git there". None for any other request.
+fn git_change(request: &ApprovalRequest) -> Option<String> {
+    if !request.rule.starts_with("baseline.") {
+        return None;
+    }
+    let GateAction::File { path, operation } = &request.action else {
+        return None;
+    };
+    let file = gitguard::control_file(&normalize(Path::new(path)))?;
+    Some(format!(
+        "{} `{}` in `{}` — {}",
+        operation.verb(),
+        file.name.display(),
+        file.repository.display(),
+        file.control.why()
+    ))
+}
+
+/// The line under the summary on platforms with buttons: what a git change means, or where a
+/// command runs and the rule's message.
 fn prompt_detail(request: &ApprovalRequest) -> Option<String> {
+    if let Some(change) = git_change(request) {
+        return Some(change);
+    }
     let parts: Vec<String> = working_dir(request)
         .map(|cwd| format!("in `{cwd}`"))
         .into_iter()
@@ -425,5 +459,99 @@ mod tests {
             prompt_detail(&in_checkout).as_deref(),
             Some("in `/srv/app`")
         );
+    }
+
+    /// A change the git guard holds says what would change in which repository, and why it
+    /// matters, instead of the bare syscall.
+    #[test]
+    fn git_guard_prompts_say_what_would_change_and_why() {
+        use loop_gate::policy::FileOperation;
+        let request = |path: &str, operation: FileOperation, rule: &str| ApprovalRequest {
+            channel_id: "local-c".into(),
+            action: GateAction::File {
+                path: path.into(),
+                operation,
+            },
+            summary: format!("{operation} {path}"),
+            session_key: format!("open:{path}:{operation}"),
+            rule: rule.into(),
+            message: Some("the rule's message".into()),
+            pid: 1,
+        };
+        let cases = [
+            (
+                request(
+                    "/srv/app/.git/hooks/pre-commit",
+                    FileOperation::Create,
+                    "baseline.file_rules[10]",
+                ),
+                "create or replace `.git/hooks/pre-commit` in `/srv/app` — a git hook runs on \
+                 the host when someone runs git there",
+            ),
+            (
+                request(
+                    "/srv/app/.git/config",
+                    FileOperation::Write,
+                    "baseline.file_rules[11]",
+                ),
+                "write `.git/config` in `/srv/app` — git config can name programs \
+                 (core.fsmonitor, core.hooksPath, filters, aliases) that run on the host when \
+                 someone runs git there",
+            ),
+            (
+                request(
+                    "/srv/app/sub/./.git",
+                    FileOperation::Write,
+                    "baseline.file_rules[12]",
+                ),
+                "write `.git` in `/srv/app/sub` — a gitdir pointer chooses the config and hooks \
+                 git uses there, also on the host",
+            ),
+            (
+                request(
+                    "/srv/app/.git/hooks/pre-commit",
+                    FileOperation::Chmod,
+                    "baseline.file_rules[10]",
+                ),
+                "change the mode of `.git/hooks/pre-commit` in `/srv/app` — a git hook runs on \
+                 the host when someone runs git there",
+            ),
+        ];
+        for (request, change) in cases {
+            let text = prompt_text("abc123", &request);
+            assert!(
+                text.starts_with(&format!(
+                    "🔐 Approval needed: {change} — `loop approve abc123`"
+                )),
+                "{text}"
+            );
+            assert_eq!(prompt_detail(&request).as_deref(), Some(change));
+        }
+        // Other files, and rules that are not the baseline's, read as before.
+        for request in [
+            request(
+                "/srv/app/.git/index",
+                FileOperation::Write,
+                "baseline.file_rules[10]",
+            ),
+            request(
+                "/srv/app/.git/config",
+                FileOperation::Write,
+                "file_rules[0]",
+            ),
+        ] {
+            let text = prompt_text("abc123", &request);
+            assert!(
+                text.starts_with(&format!(
+                    "🔐 Approval needed: `{}` (the rule's message)",
+                    request.summary
+                )),
+                "{text}"
+            );
+            assert_eq!(
+                prompt_detail(&request).as_deref(),
+                Some("the rule's message")
+            );
+        }
     }
 }
