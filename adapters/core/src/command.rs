@@ -38,6 +38,18 @@ pub enum ChatCommand {
     /// version an owner trusted; `/loop trust HASH`: trust it, if it is still that version
     /// (the hash, or at least its first 8 hex digits, as shown).
     Trust(Option<String>),
+    /// `/loop base`: show the base branch new threads (or, in a thread, this thread's
+    /// pull request) start from; `/loop base BRANCH`: set it for the channel, or in a thread
+    /// for that thread.
+    Base(Option<String>),
+    /// `/loop diff`: the thread's branch against its base.
+    Diff,
+    /// `/loop push`: push the thread's branch to the repository's remote.
+    Push,
+    /// `/loop pr [TITLE]`: push and open a pull (merge) request against the base.
+    Pr(Option<String>),
+    /// `/loop fork N PROMPT`: N threads try the same prompt on N branches from one base.
+    Fork { count: u32, prompt: String },
     /// Ask the agent: `!loop <prompt>` is an ordinary turn.
     Prompt(String),
     /// Explain the commands.
@@ -224,6 +236,20 @@ fn schedule(arg: &str) -> Option<ChatCommand> {
     })
 }
 
+/// The most variants one `/loop fork` runs.
+pub const MAX_FORKS: u32 = 5;
+
+/// `fork N PROMPT` with 2 ≤ N ≤ [`MAX_FORKS`].
+fn fork(arg: &str) -> Option<ChatCommand> {
+    let (count, prompt) = arg.split_once(char::is_whitespace)?;
+    let count: u32 = count.parse().ok()?;
+    let prompt = prompt.trim();
+    ((2..=MAX_FORKS).contains(&count) && !prompt.is_empty()).then(|| ChatCommand::Fork {
+        count,
+        prompt: prompt.to_owned(),
+    })
+}
+
 /// Parses `/loop status`, `!loop dir ~/src/app`, ... Returns `None` for text that is not
 /// addressed to loop. Unknown subcommands are `Help`, so a typo gets an explanation.
 pub fn parse_command(text: &str) -> Option<ChatCommand> {
@@ -251,6 +277,11 @@ pub fn parse_command(text: &str) -> Option<ChatCommand> {
         "dir" if !arg.is_empty() => ChatCommand::Dir(arg.to_owned()),
         "dir" => ChatCommand::Status,
         "schedule" => schedule(arg).unwrap_or(ChatCommand::Help),
+        "base" => ChatCommand::Base((!arg.is_empty()).then(|| arg.to_owned())),
+        "diff" => ChatCommand::Diff,
+        "push" => ChatCommand::Push,
+        "pr" | "mr" => ChatCommand::Pr((!arg.is_empty()).then(|| arg.to_owned())),
+        "fork" => fork(arg).unwrap_or(ChatCommand::Help),
         "trust" => trust(arg).unwrap_or(ChatCommand::Help),
         "allow_user" | "allow_role" | "deny_user" | "deny_role" => {
             grant(&word.to_ascii_lowercase(), arg).unwrap_or(ChatCommand::Help)
@@ -266,6 +297,33 @@ mod tests {
 
     fn check(input: &str, expected: Option<ChatCommand>) {
         assert_eq!(parse_command(input), expected, "{input:?}");
+    }
+
+    #[test]
+    fn parses_git_commands() {
+        check("/loop base", Some(ChatCommand::Base(None)));
+        check(
+            "/loop base develop",
+            Some(ChatCommand::Base(Some("develop".into()))),
+        );
+        check("/loop diff", Some(ChatCommand::Diff));
+        check("/loop push", Some(ChatCommand::Push));
+        check("/loop pr", Some(ChatCommand::Pr(None)));
+        check(
+            "/loop pr Fix the login page",
+            Some(ChatCommand::Pr(Some("Fix the login page".into()))),
+        );
+        check(
+            "/loop fork 3 make the title friendlier",
+            Some(ChatCommand::Fork {
+                count: 3,
+                prompt: "make the title friendlier".into(),
+            }),
+        );
+        check("/loop fork 1 x", Some(ChatCommand::Help));
+        check("/loop fork 9 x", Some(ChatCommand::Help));
+        check("/loop fork three x", Some(ChatCommand::Help));
+        check("/loop fork 3", Some(ChatCommand::Help));
     }
 
     #[test]

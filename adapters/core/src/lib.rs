@@ -8,7 +8,7 @@ pub mod command;
 pub mod message;
 pub mod split;
 
-pub use command::{ChatCommand, GrantLevel, GrantSubject, parse_command};
+pub use command::{ChatCommand, GrantLevel, GrantSubject, MAX_FORKS, parse_command};
 pub use message::{
     Adapter, AdapterError, ApprovalChoice, ApprovalPrompt, Author, ChannelKey, Inbound, Message,
     OutgoingPart, PlatformKind, PostedMessage, Receipt, TurnMark,

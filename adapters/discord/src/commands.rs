@@ -83,6 +83,37 @@ pub fn definition() -> CreateCommand {
         .add_option(sub("deny_role", "Stop a role using loop here (owners)").add_sub_option(role()))
         .add_option(
             sub(
+                "base",
+                "Show or set the base branch of new threads (in a thread: its own)",
+            )
+            .add_sub_option(CreateCommandOption::new(
+                CommandOptionType::String,
+                "branch",
+                "The base branch",
+            )),
+        )
+        .add_option(sub("diff", "Show this thread's branch against its base"))
+        .add_option(sub("push", "Push this thread's branch"))
+        .add_option(
+            sub("pr", "Push this thread's branch and open a pull request").add_sub_option(
+                CreateCommandOption::new(CommandOptionType::String, "title", "The title"),
+            ),
+        )
+        .add_option(
+            sub(
+                "fork",
+                "Try a prompt N ways, each in its own thread and branch",
+            )
+            .add_sub_option(
+                CreateCommandOption::new(CommandOptionType::Integer, "count", "How many")
+                    .min_int_value(2)
+                    .max_int_value(u64::from(loop_adapter::MAX_FORKS))
+                    .required(true),
+            )
+            .add_sub_option(text("prompt", "What each variant is asked")),
+        )
+        .add_option(
+            sub(
                 "trust",
                 "Show the project config's changes, or trust them (owners)",
             )
@@ -140,6 +171,16 @@ pub fn command_of(invocation: Option<&Invocation>) -> ChatCommand {
         "deny_user" => grant(arg("user").map(GrantSubject::User), false),
         "allow_role" => grant(arg("role").map(GrantSubject::Role), true),
         "deny_role" => grant(arg("role").map(GrantSubject::Role), false),
+        "base" => ChatCommand::Base(arg("branch")),
+        "diff" => ChatCommand::Diff,
+        "push" => ChatCommand::Push,
+        "pr" => ChatCommand::Pr(arg("title")),
+        "fork" => loop_adapter::parse_command(&format!(
+            "/loop fork {} {}",
+            arg("count").unwrap_or_default(),
+            arg("prompt").unwrap_or_default()
+        ))
+        .unwrap_or(ChatCommand::Help),
         // The same checks as the typed command: a hash, or nothing.
         "trust" => {
             loop_adapter::parse_command(&format!("/loop trust {}", arg("hash").unwrap_or_default()))
@@ -166,6 +207,7 @@ pub(crate) async fn on_command(
                         CommandDataOptionValue::String(s) => s.clone(),
                         CommandDataOptionValue::User(id) => id.to_string(),
                         CommandDataOptionValue::Role(id) => id.to_string(),
+                        CommandDataOptionValue::Integer(n) => n.to_string(),
                         _ => return None,
                     };
                     Some((a.name.clone(), value))

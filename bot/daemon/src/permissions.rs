@@ -67,6 +67,7 @@ pub fn needs_owner(command: &ChatCommand) -> bool {
     matches!(
         command,
         ChatCommand::Dir(_)
+            | ChatCommand::Base(Some(_))
             | ChatCommand::Cancel(_)
             | ChatCommand::Grant { .. }
             | ChatCommand::Trust(_)

@@ -34,6 +34,13 @@ impl Orchestrator {
                 return Ok(());
             }
             ChatCommand::Help => HELP.to_owned(),
+            ChatCommand::Base(branch) => self.base_command(&channel, &author, branch).await?,
+            ChatCommand::Diff => self.diff_command(&channel).await?,
+            ChatCommand::Push => self.push_command(&channel).await?,
+            ChatCommand::Pr(title) => self.pr_command(&channel, title).await?,
+            ChatCommand::Fork { count, prompt } => {
+                self.fork_command(&channel, &author, count, prompt).await?
+            }
             ChatCommand::Status => self.status_text(&channel).await?,
             ChatCommand::Dir(dir) => match workspace::validate_work_dir(&self.inner.config, &dir) {
                 Ok(dir) => {
@@ -258,4 +265,4 @@ impl Orchestrator {
 }
 
 /// The answer to `/loop help`.
-const HELP: &str = "Commands: `/loop status` · `/loop dir PATH` (work in a directory) · `/loop stop` (stop the running turn) · `/loop new` (fresh session) · `/loop tasks` · `/loop task ID` · `/loop cancel ID` · `/loop schedule SCHEDULE [cron|interval|once] PROMPT` (e.g. `/loop schedule \"0 9 * * 1-5\" check the build`, `/loop schedule every 2h ...`) · `/loop schedule template NAME` · `/loop allow_user|allow_role WHO [owner]` · `/loop deny_user|deny_role WHO` (owners: who may use loop here) · `/loop trust [HASH]` (owners: review or trust the project's `.loop/config.json`). Anything else: mention me, or start with `!loop`.";
+const HELP: &str = "Commands: `/loop status` · `/loop dir PATH` (work in a directory) · `/loop stop` (stop the running turn) · `/loop new` (fresh session) · `/loop tasks` · `/loop task ID` · `/loop cancel ID` · `/loop schedule SCHEDULE [cron|interval|once] PROMPT` (e.g. `/loop schedule \"0 9 * * 1-5\" check the build`, `/loop schedule every 2h ...`) · `/loop schedule template NAME` · `/loop allow_user|allow_role WHO [owner]` · `/loop deny_user|deny_role WHO` (owners: who may use loop here) · `/loop trust [HASH]` (owners: review or trust the project's `.loop/config.json`) · `/loop base [BRANCH]` (the branch new threads start from; in a thread, its own) · `/loop diff` (this thread's branch against its base) · `/loop push` · `/loop pr [TITLE]` (push and open a pull request) · `/loop fork N PROMPT` (try a prompt N ways, each on its own branch). Anything else: mention me, or start with `!loop`.";
