@@ -67,6 +67,8 @@ pub struct GitRemote {
     server: Option<std::thread::JoinHandle<()>>,
     /// Holds the project root, the askpass script and the client's empty home.
     dir: tempfile::TempDir,
+    /// The repository's path under the root, e.g. [`REPO_NAME`] or `acme/app.git`.
+    name: String,
 }
 
 impl std::fmt::Debug for GitRemote {
@@ -82,10 +84,16 @@ impl GitRemote {
     /// Creates an empty bare repository (default branch `main`) and serves it to clients
     /// holding `token`; connections are accepted once this returns.
     pub fn start(token: &str) -> anyhow::Result<GitRemote> {
+        GitRemote::start_named(token, REPO_NAME)
+    }
+
+    /// As [`GitRemote::start`], with the repository at `name` under the root, as a forge
+    /// lays them out (`acme/app.git` is served at `http://127.0.0.1:PORT/acme/app.git`).
+    pub fn start_named(token: &str, name: &str) -> anyhow::Result<GitRemote> {
         let dir = tempfile::tempdir().context("git remote temp dir")?;
         let root = dir.path().join("root");
         std::fs::create_dir_all(&root).context("git remote project root")?;
-        let bare = root.join(REPO_NAME);
+        let bare = root.join(name);
         run_git(
             Command::new("git")
                 .args(["init", "--quiet", "--bare", "--initial-branch=main"])
@@ -142,17 +150,18 @@ impl GitRemote {
             shutdown,
             server: Some(server),
             dir,
+            name: name.to_owned(),
         })
     }
 
-    /// `http://127.0.0.1:PORT/repo.git`.
+    /// `http://127.0.0.1:PORT/repo.git` (or the name it was started with).
     pub fn url(&self) -> String {
-        format!("http://{}/{REPO_NAME}", self.addr)
+        format!("http://{}/{}", self.addr, self.name)
     }
 
     /// The bare repository on disk, for `git --git-dir`.
     pub fn bare_path(&self) -> PathBuf {
-        self.shared.root.join(REPO_NAME)
+        self.shared.root.join(&self.name)
     }
 
     /// The branch names in the bare repository, sorted, read with real git.
@@ -295,7 +304,11 @@ impl GitRemote {
             .env("GIT_AUTHOR_NAME", "Test")
             .env("GIT_AUTHOR_EMAIL", "test@example.com")
             .env("GIT_COMMITTER_NAME", "Test")
-            .env("GIT_COMMITTER_EMAIL", "test@example.com");
+            .env("GIT_COMMITTER_EMAIL", "test@example.com")
+            // The test (root) seeds from checkouts that belong to the agent's uid.
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "safe.directory")
+            .env("GIT_CONFIG_VALUE_0", "*");
         command
     }
 

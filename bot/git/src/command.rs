@@ -110,6 +110,8 @@ pub(crate) struct Call {
     pub env: Vec<(&'static str, String)>,
     /// Exit codes besides 0 that are answers rather than failures (`diff --quiet` exits 1).
     pub ok_codes: &'static [i32],
+    /// Command-scope config after the overrides (a push's credential helper).
+    pub config: Vec<(String, String)>,
 }
 
 /// What a finished git process printed, and its exit code.
@@ -209,7 +211,9 @@ async fn spawn(
     call: Call,
 ) -> Result<Output, GitError> {
     let command = scrub_credentials(&args.join(" "));
-    let mut cmd = hardened_command(target, extra, args);
+    let mut config = extra.to_vec();
+    config.extend(call.config.iter().cloned());
+    let mut cmd = hardened_command(target, &config, args);
     for (name, value) in &call.env {
         cmd.env(name, value);
     }

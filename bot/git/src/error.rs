@@ -35,6 +35,16 @@ pub enum GitError {
     /// `core.worktree` pointing outside it would let `add -A` commit host files.
     #[error("{path} is not a plain git work tree: {detail}")]
     Layout { path: PathBuf, detail: String },
+    /// Git runs as the repository's owner (loop is root), who cannot reach where the worktree
+    /// would go.
+    #[error(
+        "{path} cannot be reached by uid {uid}, the repository's owner, whom git runs as ({blocked} is closed to them): set `git.worktrees_dir` to a directory they can reach"
+    )]
+    Unreachable {
+        path: PathBuf,
+        blocked: PathBuf,
+        uid: u32,
+    },
     /// An argument git could read as an option, or a name git would refuse.
     #[error("invalid {what}: {value:?}")]
     InvalidArgument { what: &'static str, value: String },

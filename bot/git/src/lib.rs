@@ -21,6 +21,7 @@ mod error;
 mod message;
 mod naming;
 mod owner;
+mod push;
 mod repo;
 
 pub use command::GIT_TIMEOUT;
@@ -28,6 +29,7 @@ pub use diff::{DiffStat, FileStat, parse_numstat};
 pub use error::{GitError, scrub_credentials};
 pub use message::{BODY_WIDTH, MAX_SUBJECT_CHARS, Signature, commit_message, with_co_author};
 pub use naming::branch_name;
+pub use push::{HttpCredentials, PushTarget, shell_dir, url_host};
 pub use repo::{CommitId, CommitInfo, Repo, Worktree, WorktreeEntry};
 
 #[cfg(test)]

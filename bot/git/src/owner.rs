@@ -50,9 +50,34 @@ pub(crate) fn prepare_parent(path: &Path, owner: Option<Owner>) -> Result<(), Gi
         path: parent.to_path_buf(),
         source,
     })?;
-    match owner {
-        Some(owner) => chown(parent, owner),
-        None => Ok(()),
+    let Some(owner) = owner else {
+        return Ok(());
+    };
+    chown(parent, owner)?;
+    // Git runs as `owner` from here on: every directory above must let them through (a
+    // worktree root under root's 0700 home would not).
+    if let Some(blocked) = parent.ancestors().find(|dir| !traversable(dir, owner)) {
+        return Err(GitError::Unreachable {
+            path: parent.to_path_buf(),
+            blocked: blocked.to_path_buf(),
+            uid: owner.uid,
+        });
+    }
+    Ok(())
+}
+
+/// Whether `owner` may pass through `dir`, by its mode bits (supplementary groups aside).
+fn traversable(dir: &Path, owner: Owner) -> bool {
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return false;
+    };
+    let mode = meta.mode();
+    if meta.uid() == owner.uid {
+        mode & 0o100 != 0
+    } else if meta.gid() == owner.gid {
+        mode & 0o010 != 0
+    } else {
+        mode & 0o001 != 0
     }
 }
 

@@ -163,6 +163,28 @@ impl Repo {
         self.checkout.path()
     }
 
+    /// The URL configured for remote `name` (`remote.NAME.url`), if any.
+    pub async fn remote_url(&self, name: &str) -> Result<Option<String>, GitError> {
+        if name.is_empty() || name.starts_with('-') || name.contains(['\0', '\n', '.']) {
+            return Err(GitError::InvalidArgument {
+                what: "remote name",
+                value: name.to_owned(),
+            });
+        }
+        let key = format!("remote.{name}.url");
+        let output = command::run(
+            &self.checkout.target,
+            &["config", "--get", &key],
+            Call {
+                ok_codes: &[1],
+                ..Call::default()
+            },
+        )
+        .await?;
+        let url = output.text("config --get")?;
+        Ok((output.code == 0 && !url.is_empty()).then_some(url))
+    }
+
     /// The branch checked out where the repository was opened; `None` when detached.
     pub async fn current_branch(&self) -> Result<Option<String>, GitError> {
         self.checkout.current_branch().await
@@ -191,6 +213,11 @@ impl Repo {
     /// See [`Worktree::commits_ahead`].
     pub async fn commits_ahead(&self, base: &str, head: &str) -> Result<u64, GitError> {
         self.checkout.commits_ahead(base, head).await
+    }
+
+    /// See [`Worktree::subjects`].
+    pub async fn subjects(&self, base: &str, head: &str) -> Result<Vec<String>, GitError> {
+        self.checkout.subjects(base, head).await
     }
 
     /// `git worktree add -b NEW_BRANCH PATH BASE`: a new work tree at `path` (which must not
@@ -472,7 +499,7 @@ impl Worktree {
             Call {
                 stdin: Some(message.clone().into_bytes()),
                 env: identity(author),
-                ok_codes: &[],
+                ..Call::default()
             },
         )
         .await?;
@@ -525,6 +552,22 @@ impl Worktree {
         )
         .await?;
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The subjects of the commits in `head` that `base` lacks, oldest first.
+    pub async fn subjects(&self, base: &str, head: &str) -> Result<Vec<String>, GitError> {
+        let (base, head) = (self.resolve(base).await?, self.resolve(head).await?);
+        let range = format!("{base}..{head}");
+        let text = self
+            .git(&[
+                "log",
+                "--reverse",
+                "--no-show-signature",
+                "--format=%s",
+                &range,
+            ])
+            .await?;
+        Ok(text.lines().map(str::to_owned).collect())
     }
 
     /// How many commits `head` has that `base` does not (`rev-list --count base..head`).
@@ -599,7 +642,7 @@ fn check_rev(rev: &str) -> Result<(), GitError> {
 
 /// A new branch's name: not an option, and a name `git check-ref-format --branch` would take
 /// (the rules that need no git: no `..`, `@{`, control characters, `~^:?*[\`, spaces).
-fn check_branch(name: &str) -> Result<(), GitError> {
+pub(crate) fn check_branch(name: &str) -> Result<(), GitError> {
     let bad = name.is_empty()
         || name.starts_with(['-', '/', '.'])
         || name.ends_with(['/', '.'])

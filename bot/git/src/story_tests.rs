@@ -275,9 +275,12 @@ async fn a_repository_owned_by_another_user_is_opened_as_the_one_in_hand() {
     }
     let work = new_repo(root.path(), &[("f", b"x")]);
     std::fs::create_dir(work.join("sub")).expect("mkdir");
-    for dir in [work.clone(), work.join(".git"), work.join("sub")] {
-        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).expect("chown");
-    }
+    let chowned = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&work)
+        .status()
+        .expect("chown");
+    assert!(chowned.success());
     let plain = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
         .current_dir(work.join("sub"))
@@ -307,6 +310,33 @@ async fn a_repository_owned_by_another_user_is_opened_as_the_one_in_hand() {
     );
     std::fs::write(work.join("h"), "z").expect("write");
     assert!(repo.checkout().status_changed().await.expect("status"));
+    // Git ran as the repository's owner (loop is root here): what it wrote is theirs, so the
+    // agent, running as that owner, can go on writing it.
+    for written in [
+        tree.path().join("f"),
+        work.join(".git/refs/heads/loop/owned-1"),
+        work.join(".git/worktrees/wt/HEAD"),
+    ] {
+        assert_eq!(
+            std::fs::metadata(&written).expect("written").uid(),
+            65534,
+            "{}",
+            written.display()
+        );
+    }
+    // A worktree root the owner cannot reach is refused with what to do about it.
+    let closed = root.path().join("closed");
+    std::fs::create_dir(&closed).expect("mkdir");
+    std::fs::set_permissions(&closed, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("chmod");
+    let refused = repo
+        .add_worktree(&closed.join("repo/wt"), "loop/owned-2", "main")
+        .await
+        .expect_err("unreachable");
+    assert!(
+        refused.to_string().contains("git.worktrees_dir"),
+        "{refused}"
+    );
 }
 
 /// Git echoes what it was given; a URL with a token in it never reaches the error.

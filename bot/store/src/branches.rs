@@ -60,6 +60,10 @@ pub struct ThreadBranch {
     pub state: BranchState,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The last commit loop pushed from this branch.
+    pub pushed_commit: Option<String>,
+    /// The pull (merge) request loop opened for it.
+    pub pull_request_url: Option<String>,
 }
 
 impl From<thread_branches::Model> for ThreadBranch {
@@ -74,6 +78,8 @@ impl From<thread_branches::Model> for ThreadBranch {
             state: BranchState::parse(&row.state),
             created_at: row.created_at,
             updated_at: row.updated_at,
+            pushed_commit: row.pushed_commit,
+            pull_request_url: row.pull_request_url,
         }
     }
 }
@@ -109,6 +115,8 @@ impl Store {
             state: Set(BranchState::Active.as_str().to_owned()),
             created_at: Set(now),
             updated_at: Set(now),
+            pushed_commit: Set(None),
+            pull_request_url: Set(None),
         };
         let inserted = thread_branches::Entity::insert(row)
             .on_conflict_do_nothing_on([thread_branches::Column::ChannelKey])
@@ -141,6 +149,34 @@ impl Store {
         thread_branches::Entity::update_many()
             .col_expr(thread_branches::Column::State, state.as_str().into())
             .col_expr(thread_branches::Column::UpdatedAt, now_ms().into())
+            .filter(thread_branches::Column::ChannelKey.eq(thread.to_string()))
+            .exec(self.db())
+            .await?;
+        Ok(())
+    }
+
+    /// Records that `commit` of `thread`'s branch is on the remote now.
+    pub async fn record_branch_push(
+        &self,
+        thread: &ChannelKey,
+        commit: &str,
+    ) -> Result<(), StoreError> {
+        thread_branches::Entity::update_many()
+            .col_expr(thread_branches::Column::PushedCommit, commit.into())
+            .filter(thread_branches::Column::ChannelKey.eq(thread.to_string()))
+            .exec(self.db())
+            .await?;
+        Ok(())
+    }
+
+    /// Records the pull request opened for `thread`'s branch.
+    pub async fn record_pull_request(
+        &self,
+        thread: &ChannelKey,
+        url: &str,
+    ) -> Result<(), StoreError> {
+        thread_branches::Entity::update_many()
+            .col_expr(thread_branches::Column::PullRequestUrl, url.into())
             .filter(thread_branches::Column::ChannelKey.eq(thread.to_string()))
             .exec(self.db())
             .await?;
@@ -294,6 +330,47 @@ mod tests {
                 "{}: removed worktrees are not idle ones",
                 db.backend()
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_push_and_a_pull_request_are_remembered_with_the_branch() {
+        for db in TestDb::all().await {
+            let store = db.store();
+            let thread = ChannelKey::thread(PlatformKind::Slack, "C1", "1.0");
+            store
+                .claim_thread_branch(&thread, planned("loop/fix-a1b2"))
+                .await
+                .expect("claim");
+            store
+                .record_branch_push(&thread, "3f2c1d0aa")
+                .await
+                .expect("push");
+            store
+                .record_pull_request(&thread, "https://github.com/o/r/pull/7")
+                .await
+                .expect("pr");
+            let branch = store
+                .thread_branch(&thread)
+                .await
+                .expect("read")
+                .expect("branch");
+            assert_eq!(
+                branch.pushed_commit.as_deref(),
+                Some("3f2c1d0aa"),
+                "{}",
+                db.backend()
+            );
+            assert_eq!(
+                branch.pull_request_url.as_deref(),
+                Some("https://github.com/o/r/pull/7")
+            );
+            // A claim after a restart keeps what was pushed.
+            let again = store
+                .claim_thread_branch(&thread, planned("loop/other-c3d4"))
+                .await
+                .expect("claim again");
+            assert_eq!(again.pushed_commit.as_deref(), Some("3f2c1d0aa"));
         }
     }
 

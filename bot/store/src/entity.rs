@@ -336,6 +336,8 @@ pub mod thread_branches {
         pub state: String,
         pub created_at: i64,
         pub updated_at: i64,
+        pub pushed_commit: Option<String>,
+        pub pull_request_url: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -61,7 +61,7 @@ pub enum Forge {
 }
 
 impl GitConfig {
-    pub(super) fn defaults(home: &Path) -> GitConfig {
+    pub fn defaults(home: &Path) -> GitConfig {
         GitConfig {
             worktrees: true,
             worktrees_dir: home.join(".loop-worktrees"),
