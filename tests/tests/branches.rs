@@ -301,7 +301,7 @@ async fn push_and_pull_request_from_a_thread_with_a_token_the_agent_never_sees()
             &model,
             &slack,
             dir.path(),
-            &format!("\"git\": {{\"remotes\": {remotes}}}"),
+            &format!("\"git\": {{\"remotes\": {remotes}, \"push_after_turn\": true}}"),
         ),
     )
     .await;
@@ -335,17 +335,10 @@ async fn push_and_pull_request_from_a_thread_with_a_token_the_agent_never_sees()
     .await;
     let branch = thread_branch(&thread);
     let head = git_output(&project.dir, &["rev-parse", &branch]);
-
-    // `/loop push` in the thread: the branch is on the remote, as git itself sees it there.
-    slack.post_as_user("UALICE", "C1", "!loop push", Some(&asked.ts));
-    let thread = thread_until(&slack, &daemon, "C1", &asked.ts, "the push", QUICK, |m| {
-        has_text(m, "Pushed `") || has_text(m, "Nothing was pushed")
-    })
-    .await;
-    assert!(
-        has_text(&thread, &format!("⬆️ Pushed `{branch}` @ `{}`", &head[..7])),
-        "{thread:#?}"
-    );
+    // `git.push_after_turn`: the turn's commit is on the remote, as git itself sees it there,
+    // and the answer says so.
+    let pushed_line = format!("⬆️ Pushed `{branch}` @ `{}`", &head[..7]);
+    assert!(has_text(&thread, &pushed_line), "{thread:#?}");
     assert_eq!(
         forge.remote.rev_parse(&branch).as_deref(),
         Some(head.as_str())
@@ -357,6 +350,19 @@ async fn push_and_pull_request_from_a_thread_with_a_token_the_agent_never_sees()
             .iter()
             .any(|r| r.path.ends_with("git-receive-pack") && r.authorized),
         "the push authenticated"
+    );
+
+    // `/loop push` in the thread: pushed again, nothing new to send.
+    slack.post_as_user("UALICE", "C1", "!loop push", Some(&asked.ts));
+    let thread = thread_until(&slack, &daemon, "C1", &asked.ts, "the push", QUICK, |m| {
+        m.iter().filter(|m| m.text.contains("Pushed `")).count() >= 2
+            || has_text(m, "Nothing was pushed")
+    })
+    .await;
+    assert!(!has_text(&thread, "Nothing was pushed"), "{thread:#?}");
+    assert_eq!(
+        forge.remote.rev_parse(&branch).as_deref(),
+        Some(head.as_str())
     );
 
     // `/loop pr`: a well-formed pull request, its link in the thread.
@@ -419,6 +425,7 @@ async fn push_and_pull_request_from_a_thread_with_a_token_the_agent_never_sees()
     )
     .await;
     let locked_branch = thread_branch(&thread);
+    assert!(has_text(&thread, "⚠️ Not pushed:"), "{thread:#?}");
     slack.post_as_user("UALICE", "C2", "!loop pr", Some(&locked_ask.ts));
     let thread = thread_until(
         &slack,

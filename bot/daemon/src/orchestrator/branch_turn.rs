@@ -107,7 +107,22 @@ impl Orchestrator {
             }),
         });
         match branches::conclude_turn(worktree, auto.as_ref()).await {
-            Ok(changes) => changes.summary(),
+            Ok(changes) => {
+                let mut summary = changes.summary();
+                // `git.push_after_turn`: every turn that committed goes to the remote.
+                if project.git.push_after_turn && changes.commits > 0 {
+                    let pushed = match self.push_branch(channel).await {
+                        Ok(Ok(pushed)) => pushed.describe(),
+                        Ok(Err(why)) => format!("⚠️ Not pushed: {why}"),
+                        Err(err) => format!("⚠️ Not pushed: {err}"),
+                    };
+                    summary = Some(match summary {
+                        Some(text) => format!("{text}\n{pushed}"),
+                        None => pushed,
+                    });
+                }
+                summary
+            }
             Err(err) => {
                 tracing::warn!(channel = %channel, error = %err, "cannot commit the turn's changes");
                 Some(format!(

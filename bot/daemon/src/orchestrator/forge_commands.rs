@@ -15,7 +15,7 @@ const REMOTE: &str = "origin";
 const MAX_LISTED_COMMITS: usize = 20;
 
 /// A branch on its remote.
-struct Pushed {
+pub(super) struct Pushed {
     branch: ThreadBranch,
     head: CommitId,
     remote: Remote,
@@ -24,7 +24,7 @@ struct Pushed {
 }
 
 impl Pushed {
-    fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         let commits = self.subjects.len();
         format!(
             "⬆️ Pushed `{}` @ `{}` ({commits} commit{} ahead of `{}`): {}",
@@ -133,7 +133,7 @@ impl Orchestrator {
 
     /// Pushes the thread's branch to its repository's `origin`. `Err` says, for the channel,
     /// why nothing was pushed.
-    async fn push_branch(
+    pub(super) async fn push_branch(
         &self,
         channel: &ChannelKey,
     ) -> Result<Result<Pushed, String>, OrchestratorError> {
