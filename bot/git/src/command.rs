@@ -300,9 +300,72 @@ pub(crate) async fn driver_overrides(files: &[PathBuf]) -> Result<Vec<(String, S
     Ok(overrides)
 }
 
+/// A config file's identity and last change: inode, size, modification and status-change
+/// times. The ctime moves on every write and cannot be set back by the file's owner, so an
+/// unchanged stamp means unchanged content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(file: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(file).ok()?;
+        Some(Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+}
+
+type ConfigList = Vec<(String, Option<String>)>;
+
+/// Config files already listed, by path: every git call of a turn reads the same few files,
+/// and listing one is a process.
+static LISTED: std::sync::Mutex<Option<std::collections::HashMap<PathBuf, (Stamp, ConfigList)>>> =
+    std::sync::Mutex::new(None);
+/// More distinct config files than this and the cache starts over.
+const MAX_LISTED: usize = 512;
+
+/// Every `(key, value)` of one config file, includes not followed: from the cache when the
+/// file's [`Stamp`] did not change since it was listed.
+async fn list_config_file(file: &Path) -> Result<ConfigList, GitError> {
+    let lock = || {
+        LISTED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    let stamp = Stamp::of(file);
+    if let Some(stamp) = stamp
+        && let Some((cached, list)) = lock().as_ref().and_then(|map| map.get(file))
+        && *cached == stamp
+    {
+        return Ok(list.clone());
+    }
+    let list = list_config_file_uncached(file).await?;
+    // Stamped before it was read: a change while reading shows as a new stamp next time.
+    if let Some(stamp) = stamp {
+        let mut cache = lock();
+        let map = cache.get_or_insert_with(Default::default);
+        if map.len() >= MAX_LISTED {
+            map.clear();
+        }
+        map.insert(file.to_path_buf(), (stamp, list.clone()));
+    }
+    Ok(list)
+}
+
 /// Every `(key, value)` of one config file, includes not followed. Runs in `/` so no
 /// repository is discovered.
-async fn list_config_file(file: &Path) -> Result<Vec<(String, Option<String>)>, GitError> {
+async fn list_config_file_uncached(file: &Path) -> Result<ConfigList, GitError> {
     let target = Target {
         dir: PathBuf::from("/"),
         pinned: None,

@@ -598,3 +598,41 @@ async fn use_every_call(work: &Path, wt: &Path) -> Result<(), GitError> {
     repo.remove_worktree(wt).await?;
     Ok(())
 }
+
+/// The repository turns hostile after loop has used it (the agent edits `.git/config`
+/// between two turns): the config listings loop keeps between calls are taken again, and the
+/// new drivers are as inert as the first ones.
+#[tokio::test]
+async fn a_repository_turned_hostile_after_use_runs_nothing_either() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let work = new_repo(root.path(), &[("a.txt", b"a\n"), ("b.md", b"b\n")]);
+    let repo = Repo::open(&work).await.expect("open").expect("repo");
+    let tree = repo
+        .add_worktree(&root.path().join("wt"), "loop/later-a1b2", "main")
+        .await
+        .expect("worktree");
+    std::fs::write(tree.path().join("a.txt"), "a2\n").expect("write");
+    tree.commit_all("Before", &ada(), None)
+        .await
+        .expect("commit")
+        .expect("a commit");
+
+    let evil = root.path().join("evil");
+    let markers = root.path().join("markers");
+    std::fs::create_dir_all(&evil).expect("mkdir");
+    make_hostile(&work, &evil, &markers);
+    std::fs::write(
+        tree.path().join(".gitattributes"),
+        "* filter=evil diff=evil\n",
+    )
+    .expect("attributes");
+    std::fs::write(tree.path().join("b.md"), "b2\n").expect("write");
+    let outcome = tree.commit_all("After", &ada(), None).await;
+    let stat = tree.diff_stat("main", "HEAD").await;
+    assert_eq!(
+        markers_in(&markers),
+        Vec::<String>::new(),
+        "{outcome:?} {stat:?}"
+    );
+    outcome.expect("commit").expect("a commit");
+}
