@@ -637,3 +637,115 @@ async fn host_git_runs_nothing_a_hostile_repository_asks_for() {
     assert!(readme.contains("Status: formal"), "{readme}");
     model.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_asks_to_open_a_pull_request_and_a_person_decides() {
+    if docker().await.is_none() {
+        return;
+    }
+    let (dir, project_dir) = workspace();
+    let project = Project::create(&project_dir, GitOwner::Agent);
+    let forge = Forge::start(&project, TOKEN, "app").await;
+    // What a model does when told to ship: edit, commit, then ask loop to open the request.
+    let ship = |ask: &str, to: &str| {
+        Rule::contains(ask)
+            .then(Step::read("README.md"))
+            .then(Step::edit("README.md", "Status: draft", to))
+            .then(Step::bash(
+                "git add -A && git -c user.name=Agent -c user.email=agent@example.com \
+                 commit -qm 'Set the status' && git log --oneline -1",
+            ))
+            .then(Step::tool_use(
+                "mcp__loop__open_pull_request",
+                serde_json::json!({"title": "Set the status"}),
+            ))
+            .then(Step::text("Agent: {{last_tool_result}}"))
+    };
+    let script = Script::new()
+        .rule(ship("ship it formal", "Status: formal"))
+        .rule(ship("ship it casual", "Status: casual"));
+    let model = start_model(script).await;
+    let slack = FakeSlack::start().await.expect("fake slack");
+    let remotes = serde_json::json!([forge.entry(TOKEN)]);
+    let daemon = Daemon::start(
+        &dir.path().join("home"),
+        &slack_config(
+            &model,
+            &slack,
+            dir.path(),
+            &format!("\"git\": {{\"remotes\": {remotes}}}"),
+        ),
+    )
+    .await;
+    connected(&slack, &daemon).await;
+    slack.slash_command(
+        "UALICE",
+        "C1",
+        "/loop",
+        &format!("dir {}", project.dir.display()),
+    );
+    slack
+        .wait_for(QUICK, |s| {
+            s.bot_messages_in("C1", None)
+                .into_iter()
+                .find(|m| m.text.contains("now works in"))
+        })
+        .await
+        .unwrap_or_else(|| panic!("no dir reply\n{}", daemon.log_text()));
+
+    for (ask, approve) in [("ship it formal", true), ("ship it casual", false)] {
+        let asked = slack.post_as_user(
+            "UALICE",
+            "C1",
+            &format!("{} {ask}", FakeSlack::mention()),
+            None,
+        );
+        let prompt = thread_until(&slack, &daemon, "C1", &asked.ts, "the prompt", TURN, |m| {
+            m.iter().any(|m| m.blocks.is_some())
+        })
+        .await
+        .into_iter()
+        .find(|m| m.blocks.is_some())
+        .expect("prompt");
+        assert!(
+            prompt
+                .text
+                .contains("and open a pull request against `main`"),
+            "{}",
+            prompt.text
+        );
+        // Held until a person decides: nothing has left the host.
+        let branch = branch_named_in(&prompt.text).expect("the prompt names the branch");
+        assert_eq!(forge.remote.rev_parse(&branch), None);
+        let button = if approve {
+            "loop_approve_once"
+        } else {
+            "loop_deny"
+        };
+        assert!(slack.click("UBOSS", "C1", &prompt.ts, button));
+        let thread = thread_until(&slack, &daemon, "C1", &asked.ts, "the answer", TURN, |m| {
+            has_text(m, "Agent: ")
+        })
+        .await;
+        let answer = thread
+            .iter()
+            .find(|m| m.text.contains("Agent: "))
+            .expect("answer");
+        if approve {
+            let pulls = forge.github.pulls();
+            assert_eq!(pulls.len(), 1, "{pulls:#?}");
+            assert_eq!(pulls[0].title, "Set the status");
+            assert_eq!(pulls[0].head, branch);
+            assert!(answer.text.contains(&pulls[0].html_url), "{}", answer.text);
+            assert_eq!(
+                forge.remote.rev_parse(&branch),
+                Some(git_output(&project.dir, &["rev-parse", &branch]))
+            );
+        } else {
+            assert!(answer.text.contains("denied"), "{}", answer.text);
+            assert_eq!(forge.remote.rev_parse(&branch), None);
+            assert_eq!(forge.github.pulls().len(), 1, "no second pull request");
+        }
+    }
+    model.shutdown().await;
+}

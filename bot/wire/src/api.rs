@@ -252,6 +252,23 @@ pub struct TaskInfo {
     pub last_run: Option<String>,
 }
 
+/// `POST /api/git/push` and `POST /api/git/pull-request` (container token): the agent asks
+/// for its thread's branch to be pushed (and a pull request opened), which a person decides.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitPublish {
+    /// The pull request's title (pull requests only; default: the first commit's subject).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+/// What came of a [`GitPublish`]: what the thread was told, and whether it happened.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GitPublished {
+    pub done: bool,
+    pub text: String,
+}
+
 /// `POST /api/messages` (container token): post a message in the container's channel.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

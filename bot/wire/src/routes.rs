@@ -37,6 +37,10 @@ pub const MEMORY_SAVE: &str = "/api/memory/save";
 pub const MEMORY_SEARCH: &str = "/api/memory/search";
 pub const MEMORY_FORGET: &str = "/api/memory/forget";
 pub const MEMORY_INDEX: &str = "/api/memory/index";
+/// Container token: the agent asks to push its thread's branch (a person approves).
+pub const GIT_PUSH: &str = "/api/git/push";
+/// Container token: the agent asks to push and open a pull request (a person approves).
+pub const GIT_PULL_REQUEST: &str = "/api/git/pull-request";
 
 /// [`LOCAL_MESSAGE`] for one message.
 pub fn local_message(inbox_id: i64) -> String {

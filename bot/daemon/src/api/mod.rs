@@ -7,6 +7,7 @@
 
 mod auth;
 mod gate;
+mod git;
 pub mod memory;
 mod state;
 pub mod tasks;
@@ -73,6 +74,9 @@ pub fn router(state: ApiState) -> Router {
         .route(routes::MEMORY_SEARCH, post(memory::search))
         .route(routes::MEMORY_FORGET, post(memory::forget))
         .route(routes::MEMORY_INDEX, post(memory::index))
+        // Container token: the agent asks for its branch to be pushed (see `git.rs`).
+        .route(routes::GIT_PUSH, post(git::push))
+        .route(routes::GIT_PULL_REQUEST, post(git::pull_request))
         .merge(admin)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

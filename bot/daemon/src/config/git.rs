@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::layer::GateDecision;
 use super::secret::Secret;
 use super::set;
 
@@ -31,6 +32,9 @@ pub struct GitConfig {
     pub author_email: String,
     /// Hosts loop pushes to and opens pull requests on, with their tokens.
     pub remotes: Vec<GitRemoteConfig>,
+    /// What happens when the agent asks, through its MCP tools, to push or open a pull
+    /// request: `approve` (a person decides in the thread), `allow`, or `deny`.
+    pub agent_publish: GateDecision,
 }
 
 /// How to reach one forge: the remote URLs it covers, the token and the API.
@@ -72,6 +76,7 @@ impl GitConfig {
             author_name: "loop".to_owned(),
             author_email: "loop@localhost".to_owned(),
             remotes: Vec::new(),
+            agent_publish: GateDecision::Approve,
         }
     }
 
@@ -96,6 +101,7 @@ pub struct GitLayer {
     pub author_name: Option<String>,
     pub author_email: Option<String>,
     pub remotes: Option<Vec<GitRemoteConfig>>,
+    pub agent_publish: Option<GateDecision>,
 }
 
 impl GitConfig {
@@ -111,6 +117,7 @@ impl GitConfig {
             author_name,
             author_email,
             remotes,
+            agent_publish,
         } = layer;
         set(&mut self.worktrees, worktrees);
         if let Some(dir) = worktrees_dir.filter(|d| !d.is_empty()) {
@@ -123,6 +130,7 @@ impl GitConfig {
         set(&mut self.author_name, author_name);
         set(&mut self.author_email, author_email);
         set(&mut self.remotes, remotes);
+        set(&mut self.agent_publish, agent_publish);
     }
 
     /// A project file sets its habits (committing, the branch prefix) and may switch pushing
@@ -143,6 +151,7 @@ impl GitConfig {
             (layer.author_name.is_some(), "git.author_name"),
             (layer.author_email.is_some(), "git.author_email"),
             (layer.remotes.is_some(), "git.remotes"),
+            (layer.agent_publish.is_some(), "git.agent_publish"),
         ] {
             if present {
                 ignored.push(name);

@@ -59,32 +59,68 @@ impl Orchestrator {
         title: Option<String>,
     ) -> Result<String, OrchestratorError> {
         self.in_background(channel, |this, channel| async move {
-            let pushed = match this.push_branch(&channel).await? {
-                Ok(pushed) => pushed,
-                Err(why) => {
-                    return Ok(format!(
-                        "⚠️ No pull request: the branch could not be pushed: {why}"
-                    ));
-                }
-            };
-            let title = title
-                .or_else(|| pushed.subjects.first().cloned())
-                .unwrap_or_else(|| pushed.branch.branch.clone());
-            let body = pull_request_body(&pushed);
-            let spec = PullRequestSpec {
-                head: &pushed.branch.branch,
-                base: &pushed.branch.base_ref,
-                title: &title,
-                body: &body,
-            };
-            match forge::open_pull_request(&pushed.remote, &spec).await {
-                Ok(pull) => {
-                    this.inner
-                        .store
-                        .record_pull_request(&channel, &pull.url)
-                        .await?;
-                    tracing::info!(channel = %channel, url = %pull.url, existed = pull.existed, "pull request");
-                    Ok(if pull.existed {
+            Ok(this.push_and_open(&channel, title).await?.1)
+        });
+        Ok("🔀 Pushing this thread's branch and opening a pull request…".to_owned())
+    }
+
+    /// What the agent asked for through its MCP tools (`push_branch`, `open_pull_request`),
+    /// once a person allowed it: done now, told in the thread, and returned to the agent.
+    pub async fn publish_for_agent(
+        &self,
+        channel: &ChannelKey,
+        pull_request: bool,
+        title: Option<String>,
+    ) -> Result<(bool, String), OrchestratorError> {
+        let (done, text) = if pull_request {
+            self.push_and_open(channel, title).await?
+        } else {
+            match self.push_branch(channel).await? {
+                Ok(pushed) => (true, pushed.describe()),
+                Err(why) => (false, format!("⚠️ Nothing was pushed: {why}")),
+            }
+        };
+        self.notify(channel, &text).await?;
+        Ok((done, text))
+    }
+
+    /// Pushes the thread's branch and opens its pull request; whether that worked, and what
+    /// the thread is told.
+    async fn push_and_open(
+        &self,
+        channel: &ChannelKey,
+        title: Option<String>,
+    ) -> Result<(bool, String), OrchestratorError> {
+        let pushed = match self.push_branch(channel).await? {
+            Ok(pushed) => pushed,
+            Err(why) => {
+                return Ok((
+                    false,
+                    format!("⚠️ No pull request: the branch could not be pushed: {why}"),
+                ));
+            }
+        };
+        let title = title
+            .filter(|t| !t.trim().is_empty())
+            .or_else(|| pushed.subjects.first().cloned())
+            .unwrap_or_else(|| pushed.branch.branch.clone());
+        let body = pull_request_body(&pushed);
+        let spec = PullRequestSpec {
+            head: &pushed.branch.branch,
+            base: &pushed.branch.base_ref,
+            title: &title,
+            body: &body,
+        };
+        match forge::open_pull_request(&pushed.remote, &spec).await {
+            Ok(pull) => {
+                self.inner
+                    .store
+                    .record_pull_request(channel, &pull.url)
+                    .await?;
+                tracing::info!(channel = %channel, url = %pull.url, existed = pull.existed, "pull request");
+                Ok((
+                    true,
+                    if pull.existed {
                         format!(
                             "🔀 Pushed `{}`; its pull request #{} was open already: {}",
                             pushed.head.short(),
@@ -96,18 +132,20 @@ impl Orchestrator {
                             "🔀 Pull request #{} `{}` → `{}`: {}",
                             pull.number, pushed.branch.branch, pushed.branch.base_ref, pull.url
                         )
-                    })
-                }
-                Err(err) => {
-                    tracing::warn!(channel = %channel, error = %err, "cannot open the pull request");
-                    Ok(format!(
+                    },
+                ))
+            }
+            Err(err) => {
+                tracing::warn!(channel = %channel, error = %err, "cannot open the pull request");
+                Ok((
+                    false,
+                    format!(
                         "⚠️ The branch is pushed ({}), but no pull request was opened: {err}",
                         pushed.remote.branch_url(&pushed.branch.branch)
-                    ))
-                }
+                    ),
+                ))
             }
-        });
-        Ok("🔀 Pushing this thread's branch and opening a pull request…".to_owned())
+        }
     }
 
     /// Runs `work` on the tracker and posts what it returns in `channel`.

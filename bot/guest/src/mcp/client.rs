@@ -9,12 +9,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use loop_wire::api::{
-    CreateTask, ErrorBody, ForgetMemory, Forgotten, IndexMemory, MemoryInfo, Reindexed, SaveMemory,
-    SearchMemory, SendMessage, TaskInfo, UpdateTask,
+    CreateTask, ErrorBody, ForgetMemory, Forgotten, GitPublish, GitPublished, IndexMemory,
+    MemoryInfo, Reindexed, SaveMemory, SearchMemory, SendMessage, TaskInfo, UpdateTask,
 };
 
 /// How long one API call may take; the daemon answers task calls from its database at once.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a push request may wait: a person decides, then the push and the forge's API run.
+/// The daemon ends the wait before this (the approval's own timeout, or the turn's end).
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Why a call failed, worded for the agent (it sees this text as the tool's error).
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +72,23 @@ impl ApiClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, ApiCallError> {
+        self.call_within(method, path, body, REQUEST_TIMEOUT).await
+    }
+
+    async fn call_within<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        timeout: Duration,
+    ) -> Result<T, ApiCallError> {
         let token = self.token.as_deref().ok_or(ApiCallError::NoToken)?;
         let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method, &url).bearer_auth(token);
+        let mut request = self
+            .http
+            .request(method, &url)
+            .bearer_auth(token)
+            .timeout(timeout);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -140,6 +157,27 @@ impl ApiClient {
         self.call::<_, serde_json::Value>(Method::POST, routes::MESSAGES, Some(&body))
             .await
             .map(|_| ())
+    }
+
+    /// Asks for the thread's branch to be pushed (`pull_request`: and a pull request opened);
+    /// waits while a person decides.
+    pub async fn publish_branch(
+        &self,
+        pull_request: bool,
+        title: Option<String>,
+    ) -> Result<GitPublished, ApiCallError> {
+        let route = if pull_request {
+            routes::GIT_PULL_REQUEST
+        } else {
+            routes::GIT_PUSH
+        };
+        self.call_within(
+            Method::POST,
+            route,
+            Some(&GitPublish { title }),
+            PUBLISH_TIMEOUT,
+        )
+        .await
     }
 
     pub async fn memory_save(&self, request: &SaveMemory) -> Result<MemoryInfo, ApiCallError> {

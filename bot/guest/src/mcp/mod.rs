@@ -95,6 +95,14 @@ pub struct ScheduleTaskParams {
     pub timezone: Option<String>,
 }
 
+/// `open_pull_request`'s arguments.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+pub struct PullRequestParams {
+    /// The pull request's title; the first commit's subject when left out.
+    #[serde(default)]
+    pub title: Option<String>,
+}
+
 /// A task id.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct TaskIdParams {
@@ -239,6 +247,23 @@ impl LoopMcp {
         }
     }
 
+    #[tool(
+        description = "Push this thread's git branch to the repository's remote. A person decides in the chat first (pushing is theirs to decide), so this waits for their answer; loop pushes with credentials you never see. Commit your work first: loop also commits what is left at the end of the turn."
+    )]
+    async fn push_branch(&self) -> Result<CallToolResult, ErrorData> {
+        self.publish(false, None).await
+    }
+
+    #[tool(
+        description = "Push this thread's git branch and open a pull request (GitLab: merge request) against its base branch. A person decides in the chat first, so this waits for their answer. The title defaults to the first commit's subject."
+    )]
+    async fn open_pull_request(
+        &self,
+        Parameters(params): Parameters<PullRequestParams>,
+    ) -> Result<CallToolResult, ErrorData> {
+        self.publish(true, params.title).await
+    }
+
     #[tool(description = "List this channel's scheduled tasks.")]
     async fn list_tasks(&self) -> Result<CallToolResult, ErrorData> {
         match self.api.list_tasks().await {
@@ -332,6 +357,25 @@ impl LoopMcp {
 }
 
 impl LoopMcp {
+    async fn publish(
+        &self,
+        pull_request: bool,
+        title: Option<String>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let action = if pull_request {
+            "open_pull_request"
+        } else {
+            "push_branch"
+        };
+        match self.api.publish_branch(pull_request, title).await {
+            Ok(published) if published.done => ok(published.text),
+            Ok(published) => Ok(CallToolResult::error(vec![ContentBlock::text(
+                published.text,
+            )])),
+            Err(err) => failed(action, &err),
+        }
+    }
+
     async fn update(
         &self,
         action: &str,
@@ -360,7 +404,7 @@ impl ServerHandler for LoopMcp {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("loop", env!("CARGO_PKG_VERSION")))
             .with_instructions(
-                "loop's own tools: schedule prompts to run later in this channel (cron, interval or once), list, change and cancel them, and post messages.",
+                "loop's own tools: schedule prompts to run later in this channel (cron, interval or once), list, change and cancel them, post messages, and ask a person to push this thread's git branch or open its pull request.",
             )
     }
 }
@@ -384,6 +428,8 @@ mod tests {
                 "cancel_task",
                 "edit_task",
                 "list_tasks",
+                "open_pull_request",
+                "push_branch",
                 "schedule_task",
                 "send_message",
                 "show_task",
