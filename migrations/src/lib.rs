@@ -15,6 +15,7 @@ mod m20261122_000004_project_trust;
 mod m20261206_000005_run_status_message;
 mod m20261207_000006_outbox_delivery;
 mod m20261207_000007_thread_branches;
+mod m20261208_000008_forks;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000005_run_status_message::Migration),
             Box::new(m20261207_000006_outbox_delivery::Migration),
             Box::new(m20261207_000007_thread_branches::Migration),
+            Box::new(m20261208_000008_forks::Migration),
         ]
     }
 }
