@@ -82,7 +82,7 @@ pub async fn prepare_thread_worktree(
                 settings,
                 repo.path(),
                 base_ref,
-                &base_commit,
+                base_commit.as_str(),
                 hint,
                 short_id,
             );
@@ -133,7 +133,8 @@ pub struct ResolvedBase {
     /// The repository's top level on the host.
     pub repo_root: PathBuf,
     pub base_ref: String,
-    pub base_commit: CommitId,
+    /// The commit's full object name.
+    pub base_commit: String,
 }
 
 /// Where a branch cut now for `channel` starts: the head of the channel's own branch when it
@@ -166,7 +167,7 @@ pub async fn resolve_base(
     Ok(Some(ResolvedBase {
         repo_root: repo.path().to_path_buf(),
         base_ref,
-        base_commit,
+        base_commit: base_commit.as_str().to_owned(),
     }))
 }
 
@@ -197,7 +198,7 @@ fn planned_branch(
     settings: &BranchSettings,
     repo_root: &Path,
     base_ref: String,
-    base_commit: &CommitId,
+    base_commit: &str,
     hint: &str,
     short_id: &str,
 ) -> NewThreadBranch {
@@ -209,7 +210,7 @@ fn planned_branch(
             .to_string(),
         branch,
         base_ref,
-        base_commit: base_commit.as_str().to_owned(),
+        base_commit: base_commit.to_owned(),
     }
 }
 
@@ -525,7 +526,7 @@ mod tests {
             assert_eq!(worktree.record, claimed);
             assert_eq!(
                 worktree.status_line().split(" @ ").nth(1),
-                Some(base.base_commit.short())
+                base.base_commit.get(..7)
             );
             heads.push(git(&worktree.worktree, &["rev-parse", "HEAD"]));
             assert_eq!(
@@ -553,7 +554,7 @@ mod tests {
             .expect("repo");
         assert_eq!(inside.base_ref, own.record.branch);
         assert_eq!(
-            inside.base_commit.as_str(),
+            inside.base_commit,
             git(&own.worktree, &["rev-parse", "HEAD"])
         );
     }
