@@ -417,11 +417,10 @@ fn comparison(fork: &ForkRecord, reports: &[VariantReport]) -> String {
             text.push_str(&format!("\n> {why}"));
             continue;
         }
-        let first = first_line(&report.answer);
-        if let Some(first) = &first {
+        if let Some(first) = first_line(&report.answer) {
             text.push_str(&format!("\n> {first}"));
         }
-        if let Some(tests) = reported_tests(&report.answer).filter(|t| Some(t) != first.as_ref()) {
+        if let Some(tests) = reported_tests(&report.answer) {
             text.push_str(&format!("\n🧪 {tests}"));
         }
     }
@@ -442,27 +441,33 @@ fn status_mark(status: RunStatus) -> &'static str {
 fn first_line(answer: &str) -> Option<String> {
     answer
         .lines()
-        .map(|line| {
-            line.trim()
-                .trim_start_matches(['#', '>', '*', '-', ' '])
-                .trim()
-        })
+        .map(unmarked)
         .find(|line| !line.is_empty())
         .map(|line| clip(line, QUOTED_LINE_CHARS))
 }
 
-/// The first line of the answer that reports tests ("Tests: 12 passed"), if the agent wrote
-/// one: agents say what they ran, and a comparison without it hides the most telling part.
+/// The first line after the answer's first that reports tests ("Tests: 12 passed", "ran
+/// `cargo test`"), if the agent wrote one: agents say what they ran, and a comparison without
+/// it hides the most telling part.
 fn reported_tests(answer: &str) -> Option<String> {
     answer
         .lines()
-        .map(|line| {
-            line.trim()
-                .trim_start_matches(['#', '>', '*', '-', ' '])
-                .trim()
+        .map(unmarked)
+        .filter(|line| !line.is_empty())
+        .skip(1)
+        .find(|line| {
+            line.split(|c: char| !c.is_ascii_alphanumeric())
+                .map(str::to_ascii_lowercase)
+                .any(|word| word.starts_with("test") || word == "pytest")
         })
-        .find(|line| line.to_lowercase().contains("test"))
         .map(|line| clip(line, QUOTED_LINE_CHARS))
+}
+
+/// A line without its Markdown heading, quote or list marks.
+fn unmarked(line: &str) -> &str {
+    line.trim()
+        .trim_start_matches(['#', '>', '*', '-', ' '])
+        .trim()
 }
 
 /// `text` cut to `max` characters, with "…" when cut.
@@ -584,6 +589,12 @@ Keep the one you like: `/loop pr` in its thread turns it into a pull request (`/
             Some("`cargo test`: 3 passed")
         );
         assert_eq!(reported_tests("Done, nothing ran."), None);
+        assert_eq!(reported_tests("All tests pass.\nNothing else."), None);
+        assert_eq!(
+            reported_tests("Done in /srv/contest.\nRan pytest: 4 passed\n").as_deref(),
+            Some("Ran pytest: 4 passed")
+        );
+        assert_eq!(reported_tests("Done.\nSee /srv/latest/notes."), None);
         assert_eq!(clip("abcdef", 4), "abc…");
         assert_eq!(clip("abcd", 4), "abcd");
     }
