@@ -1,6 +1,7 @@
 //! The scheduler's way in: a due task's run enters the inbox like a chat message (stored,
 //! then the dispatcher is woken), and a run of a task made in a channel gets a thread of its
-//! own. The scheduler knows only [`TaskIntake`], so it does not depend on the orchestrator.
+//! own (opened as a fork's variants open theirs). The scheduler knows only [`TaskIntake`], so
+//! it does not depend on the orchestrator.
 
 use futures::future::BoxFuture;
 use loop_adapter::{AdapterError, ChannelKey, Message};
