@@ -16,6 +16,7 @@ mod m20261206_000005_run_status_message;
 mod m20261207_000006_outbox_delivery;
 mod m20261207_000007_thread_branches;
 mod m20261207_000008_branch_pushes;
+mod m20261208_000009_forks;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000006_outbox_delivery::Migration),
             Box::new(m20261207_000007_thread_branches::Migration),
             Box::new(m20261207_000008_branch_pushes::Migration),
+            Box::new(m20261208_000009_forks::Migration),
         ]
     }
 }

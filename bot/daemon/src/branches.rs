@@ -67,7 +67,6 @@ pub async fn prepare_thread_worktree(
     hint: &str,
     short_id: &str,
 ) -> Result<Option<ThreadWorktree>, BranchError> {
-    let worktrees_root = settings.worktrees_root.as_path();
     let Some(repo) = Repo::open(work_dir).await? else {
         return Ok(None);
     };
@@ -79,16 +78,14 @@ pub async fn prepare_thread_worktree(
                 None => repo.current_branch().await?.ok_or(BranchError::NoBase)?,
             };
             let base_commit = repo.resolve(&base_ref).await?;
-            let branch = branch_name(&settings.prefix, hint, short_id);
-            let planned = NewThreadBranch {
-                repo_root: repo.path().display().to_string(),
-                worktree: worktree_path(worktrees_root, repo.path(), &branch)
-                    .display()
-                    .to_string(),
-                branch,
+            let planned = planned_branch(
+                settings,
+                repo.path(),
                 base_ref,
-                base_commit: base_commit.as_str().to_owned(),
-            };
+                base_commit.as_str(),
+                hint,
+                short_id,
+            );
             // Recorded before the worktree exists: a crash in between finds this branch.
             store.claim_thread_branch(thread, planned).await?
         }
@@ -128,6 +125,93 @@ pub async fn prepare_thread_worktree(
         git_common_dir: repo.common_dir().to_path_buf(),
         created,
     }))
+}
+
+/// A commit new branches start from, and the branch (or base) it was the head of.
+#[derive(Debug, Clone)]
+pub struct ResolvedBase {
+    /// The repository's top level on the host.
+    pub repo_root: PathBuf,
+    pub base_ref: String,
+    /// The commit's full object name.
+    pub base_commit: String,
+}
+
+/// Where a branch cut now for `channel` starts: the head of the channel's own branch when it
+/// is a thread that has one, else the thread's or channel's base (`/loop base`), else the
+/// repository's current branch; resolved to a commit once, so that several branches cut from
+/// it start at the same commit whatever moves meanwhile. `None` when `work_dir` is not in a
+/// git repository.
+pub async fn resolve_base(
+    store: &Store,
+    channel: &ChannelKey,
+    work_dir: &Path,
+) -> Result<Option<ResolvedBase>, BranchError> {
+    let Some(repo) = Repo::open(work_dir).await? else {
+        return Ok(None);
+    };
+    let base_ref = match store.thread_branch(channel).await? {
+        Some(own) if Path::new(&own.repo_root) != repo.path() => {
+            return Err(BranchError::OtherRepository {
+                branch: own.branch,
+                repo: own.repo_root,
+            });
+        }
+        Some(own) => own.branch,
+        None => match store.git_base(channel).await? {
+            Some(base) => base,
+            None => repo.current_branch().await?.ok_or(BranchError::NoBase)?,
+        },
+    };
+    let base_commit = repo.resolve(&base_ref).await?;
+    Ok(Some(ResolvedBase {
+        repo_root: repo.path().to_path_buf(),
+        base_ref,
+        base_commit: base_commit.as_str().to_owned(),
+    }))
+}
+
+/// Records `thread`'s branch (named from `hint` and `short_id`) cut from `base`, before its
+/// first turn: that turn's [`prepare_thread_worktree`] finds it and creates the worktree at
+/// `base.base_commit`. A thread that has a branch keeps it (the claim is idempotent).
+pub async fn claim_branch_from(
+    store: &Store,
+    thread: &ChannelKey,
+    base: &ResolvedBase,
+    settings: &BranchSettings,
+    hint: &str,
+    short_id: &str,
+) -> Result<ThreadBranch, BranchError> {
+    let planned = planned_branch(
+        settings,
+        &base.repo_root,
+        base.base_ref.clone(),
+        &base.base_commit,
+        hint,
+        short_id,
+    );
+    Ok(store.claim_thread_branch(thread, planned).await?)
+}
+
+/// A new thread branch: its name, and its worktree's place under `settings.worktrees_root`.
+fn planned_branch(
+    settings: &BranchSettings,
+    repo_root: &Path,
+    base_ref: String,
+    base_commit: &str,
+    hint: &str,
+    short_id: &str,
+) -> NewThreadBranch {
+    let branch = branch_name(&settings.prefix, hint, short_id);
+    NewThreadBranch {
+        repo_root: repo_root.display().to_string(),
+        worktree: worktree_path(&settings.worktrees_root, repo_root, &branch)
+            .display()
+            .to_string(),
+        branch,
+        base_ref,
+        base_commit: base_commit.to_owned(),
+    }
 }
 
 /// What a finished turn left on its thread's branch.
@@ -396,6 +480,82 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(back.worktree.join("README.md")).expect("back"),
             "one\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn branches_claimed_from_one_base_start_at_its_commit_after_the_base_moved() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = repository(dir.path());
+        let root = dir.path().join("worktrees");
+        let db = TestDb::sqlite().await;
+        let store = db.store();
+        let channel = ChannelKey::channel(PlatformKind::Slack, "C1");
+        let base = resolve_base(store, &channel, &repo)
+            .await
+            .expect("resolve")
+            .expect("a git repository");
+        assert_eq!(base.base_ref, "main");
+        assert_eq!(
+            base.base_commit.as_str(),
+            git(&repo, &["rev-parse", "main"])
+        );
+
+        // Someone commits on main before the variants' first turns.
+        std::fs::write(repo.join("README.md"), "moved on\n").expect("edit");
+        git(&repo, &["commit", "-q", "-am", "later"]);
+        let mut heads = Vec::new();
+        for (thread, short) in [("1.0", "v1-ab12"), ("2.0", "v2-ab12")] {
+            let thread = ChannelKey::thread(PlatformKind::Slack, "C1", thread);
+            let claimed =
+                claim_branch_from(store, &thread, &base, &settings(&root), "Tighten it", short)
+                    .await
+                    .expect("claim");
+            assert_eq!(claimed.branch, format!("loop/tighten-it-{short}"));
+            let worktree = prepare_thread_worktree(
+                store,
+                &thread,
+                &repo,
+                &settings(&root),
+                "ignored: the branch was claimed",
+                "zzzz",
+            )
+            .await
+            .expect("prepare")
+            .expect("a git repository");
+            assert_eq!(worktree.record, claimed);
+            assert_eq!(
+                worktree.status_line().split(" @ ").nth(1),
+                base.base_commit.get(..7)
+            );
+            heads.push(git(&worktree.worktree, &["rev-parse", "HEAD"]));
+            assert_eq!(
+                std::fs::read_to_string(worktree.worktree.join("README.md")).expect("readme"),
+                "draft\n"
+            );
+        }
+        assert_eq!(
+            heads,
+            [base.base_commit.as_str(), base.base_commit.as_str()]
+        );
+
+        // Asked inside a thread that has a branch: that branch's head.
+        let thread = ChannelKey::thread(PlatformKind::Slack, "C1", "1.0");
+        let own = prepare_thread_worktree(store, &thread, &repo, &settings(&root), "", "")
+            .await
+            .expect("prepare")
+            .expect("repo");
+        std::fs::write(own.worktree.join("NOTES.md"), "n\n").expect("notes");
+        git(&own.worktree, &["add", "-A"]);
+        git(&own.worktree, &["commit", "-q", "-m", "notes"]);
+        let inside = resolve_base(store, &thread, &repo)
+            .await
+            .expect("resolve")
+            .expect("repo");
+        assert_eq!(inside.base_ref, own.record.branch);
+        assert_eq!(
+            inside.base_commit,
+            git(&own.worktree, &["rev-parse", "HEAD"])
         );
     }
 

@@ -364,3 +364,51 @@ pub mod git_bases {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod forks {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "forks")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub channel_key: String,
+        #[sea_orm(column_type = "Text")]
+        pub prompt: String,
+        pub count: i32,
+        pub requested_by: String,
+        pub requested_by_name: String,
+        pub repo_root: String,
+        pub base_ref: String,
+        pub base_commit: String,
+        pub state: String,
+        pub created_at: i64,
+        pub reported_at: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod fork_variants {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "fork_variants")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub fork_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub variant: i32,
+        pub thread_key: String,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

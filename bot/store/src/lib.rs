@@ -8,6 +8,7 @@ mod branches;
 mod connection;
 mod conversations;
 mod entity;
+mod forks;
 mod grants;
 mod inbox;
 mod memories;
@@ -25,6 +26,10 @@ pub use approvals::{
 };
 pub use branches::{BranchState, NewThreadBranch, ThreadBranch};
 pub use connection::{Store, StoreError, redact_url};
+pub use forks::{
+    FORK_MESSAGE_PREFIX, ForkRecord, ForkState, ForkVariant, NewFork, VariantOutcome,
+    fork_message_id,
+};
 pub use grants::ChannelGrant;
 pub use inbox::{Accepted, MAX_MESSAGE_CHARS};
 pub use memories::{MemoryRecord, MemoryScope, NewMemory, StoredVector};

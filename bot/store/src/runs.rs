@@ -282,7 +282,7 @@ impl Store {
     }
 }
 
-fn run_record(row: runs::Model) -> RunRecord {
+pub(super) fn run_record(row: runs::Model) -> RunRecord {
     RunRecord {
         id: row.id,
         channel_key: row.channel_key,

@@ -400,6 +400,9 @@ impl Orchestrator {
                 "outbox messages the last daemon was posting will be posted again"
             );
         }
+        if let Err(err) = self.resume_forks().await {
+            tracing::error!(error = %err, "cannot resume the forks the last daemon left");
+        }
         let stop_delivery = CancellationToken::new();
         let deliverer = {
             let this = self.clone();
@@ -550,6 +553,7 @@ impl Orchestrator {
                 this.lock_running().remove(&channel.to_string());
                 drop(permit);
                 this.inner.wake.notify_one();
+                this.after_variant_turn(&channel).await;
             });
         }
         Ok(())

@@ -201,7 +201,7 @@ impl Orchestrator {
 
     /// The channel's work directory, created when it is the default one. `Err` says, for the
     /// channel, why the turn cannot start there.
-    async fn turn_work_dir(
+    pub(super) async fn turn_work_dir(
         &self,
         channel: &ChannelKey,
     ) -> Result<Result<PathBuf, String>, OrchestratorError> {
