@@ -85,6 +85,12 @@ async fn a_mention_is_answered_once_in_its_thread_despite_429s_and_reconnects() 
         "the status message was edited: {thread:#?}"
     );
     assert!(thread[0].text.contains("Done"), "{thread:#?}");
+    // The channel's directory is not a repository: the thread is told once that it works
+    // without a branch.
+    assert!(
+        thread[0].text.contains("is not a git repository"),
+        "{thread:#?}"
+    );
     slack
         .wait_for(QUICK, |s| {
             (s.reactions_on("C1", &question.ts) == ["white_check_mark"]).then_some(())
@@ -116,7 +122,7 @@ async fn a_mention_is_answered_once_in_its_thread_despite_429s_and_reconnects() 
         .await
         .unwrap_or_else(|| panic!("no reconnect after disconnect\n{}", daemon.log_text()));
     slack.post_as_user("UALICE", "C1", "and plus one?", Some(&question.ts));
-    thread_until(
+    let thread = thread_until(
         &slack,
         &daemon,
         "C1",
@@ -126,6 +132,14 @@ async fn a_mention_is_answered_once_in_its_thread_despite_429s_and_reconnects() 
         |m| has_text(m, "Then it is `43`."),
     )
     .await;
+    assert_eq!(
+        thread
+            .iter()
+            .filter(|m| m.text.contains("is not a git repository"))
+            .count(),
+        1,
+        "said once: {thread:#?}"
+    );
     let runs = store
         .channel_runs(&format!("slack:C1:{}", question.ts))
         .await
