@@ -103,6 +103,9 @@ pub const GUARDED: &[GuardedFiles] = &[
             "**/.git/worktrees/*/commondir",
             "**/.git/modules/**/gitdir",
             "**/.git/modules/**/commondir",
+            // Other object stores git (loop's push included) reads this repository's from.
+            "**/.git/objects/info/alternates",
+            "**/.git/modules/**/objects/info/alternates",
         ],
     },
 ];
@@ -200,6 +203,10 @@ mod tests {
             ("/w/sub/.git", Some((Pointer, "/w/sub", ".git"))),
             ("/w/.git", Some((Pointer, "/w", ".git"))),
             ("/w/.git/commondir", Some((Pointer, "/w", ".git/commondir"))),
+            (
+                "/w/.git/objects/info/alternates",
+                Some((Pointer, "/w", ".git/objects/info/alternates")),
+            ),
             ("/w/.git/worktrees", Some((Pointer, "/w", ".git/worktrees"))),
             (
                 "/w/.git/worktrees/t1",

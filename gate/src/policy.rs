@@ -1942,6 +1942,7 @@ mod tests {
             ".git/modules/lib/config",
             ".git/modules/lib/hooks/post-checkout",
             ".git/modules/vendor/lib/gitdir",
+            ".git/objects/info/alternates",
             // A worktree's or a submodule's pointer file, and a `.git` directory.
             ".git",
             "lib/.git",
