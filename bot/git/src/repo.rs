@@ -36,6 +36,18 @@ impl CommitId {
     }
 }
 
+/// A full object name as text (from the store, a test); anything else is refused.
+impl std::str::FromStr for CommitId {
+    type Err = GitError;
+
+    fn from_str(text: &str) -> Result<CommitId, GitError> {
+        CommitId::parse("object name", text).map_err(|_| GitError::InvalidArgument {
+            what: "object name",
+            value: text.to_owned(),
+        })
+    }
+}
+
 impl std::fmt::Display for CommitId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
