@@ -9,6 +9,7 @@
 //! `loop-git`'s hardened one: the repository was written by the agent.
 
 pub mod diff;
+pub mod idle;
 
 use std::path::{Path, PathBuf};
 
