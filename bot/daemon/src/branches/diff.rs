@@ -252,6 +252,96 @@ mod tests {
             .expect("an object name")
     }
 
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+    }
+
+    /// `/loop base develop` in a thread whose branch was cut from `main`: the branch is
+    /// compared with develop from their merge base on, its commits untouched; a base with no
+    /// shared history is refused and changes nothing.
+    #[tokio::test]
+    async fn a_threads_branch_moves_to_another_base() {
+        use crate::branches::{BranchSettings, prepare_thread_worktree};
+        use loop_adapter::PlatformKind;
+        use loop_store::test_support::TestDb;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().join("app");
+        std::fs::create_dir_all(&repo).expect("mkdir");
+        git(&repo, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("README.md"), "draft\n").expect("write");
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", "initial"]);
+        let forked = git(&repo, &["rev-parse", "HEAD"]);
+        git(&repo, &["checkout", "-q", "-b", "develop"]);
+        std::fs::write(repo.join("DEVELOP.md"), "d\n").expect("write");
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", "develop"]);
+        git(&repo, &["checkout", "-q", "--orphan", "island"]);
+        git(&repo, &["commit", "-q", "-m", "alone"]);
+        git(&repo, &["checkout", "-q", "-f", "main"]);
+
+        let db = TestDb::sqlite().await;
+        let store = db.store();
+        let thread = ChannelKey::thread(PlatformKind::Slack, "C1", "1.0");
+        let settings = BranchSettings {
+            worktrees_root: dir.path().join("worktrees"),
+            prefix: "loop".to_owned(),
+        };
+        let prepared = prepare_thread_worktree(store, &thread, &repo, &settings, "fix", "a1")
+            .await
+            .expect("prepare")
+            .expect("a repository");
+        std::fs::write(prepared.worktree.join("README.md"), "reviewed\n").expect("write");
+        git(&prepared.worktree, &["commit", "-q", "-am", "review"]);
+        let head = git(&prepared.worktree, &["rev-parse", "HEAD"]);
+
+        let moved = retarget(store, &thread, &prepared.record, "develop")
+            .await
+            .expect("retarget");
+        assert_eq!(moved.base_ref, "develop");
+        assert_eq!(moved.base_commit, forked, "the merge base with develop");
+        assert_eq!(git(&prepared.worktree, &["rev-parse", "HEAD"]), head);
+        let diff = branch_diff(&moved).await.expect("diff");
+        assert_eq!(diff.base_ref, "develop");
+        assert_eq!(diff.base.as_str(), forked);
+        assert_eq!(diff.commits, 1);
+        assert_eq!(
+            diff.stat
+                .files
+                .iter()
+                .map(|f| f.path.as_str())
+                .collect::<Vec<_>>(),
+            ["README.md"],
+            "develop's own commit is not the thread's change"
+        );
+
+        let refused = retarget(store, &thread, &moved, "island").await;
+        assert!(
+            matches!(refused, Err(BranchError::UnrelatedBase { .. })),
+            "{refused:?}"
+        );
+        let kept = store
+            .thread_branch(&thread)
+            .await
+            .expect("read")
+            .expect("a branch");
+        assert_eq!(kept.base_ref, "develop");
+    }
+
     #[test]
     fn short_diffs_go_inline_long_ones_as_a_file() {
         let patch = "diff --git a/README.md b/README.md\n--- a/README.md\n+++ b/README.md\n@@ -1 +1 @@\n-draft\n+reviewed\n";
