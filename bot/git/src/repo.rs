@@ -248,8 +248,8 @@ impl Repo {
     }
 
     /// See [`Worktree::unpushed_commits`].
-    pub async fn unpushed_commits(&self, head: &str, base: &str) -> Result<u64, GitError> {
-        self.checkout.unpushed_commits(head, base).await
+    pub async fn unpushed_commits(&self, head: &str, known: &[&str]) -> Result<u64, GitError> {
+        self.checkout.unpushed_commits(head, known).await
     }
 
     /// `git worktree add -b NEW_BRANCH PATH BASE`: a new work tree at `path` (which must not
@@ -642,21 +642,20 @@ impl Worktree {
         CommitId::parse("merge-base", &output.text("merge-base")?).map(Some)
     }
 
-    /// How many commits of `head` neither `base` nor any remote-tracking branch has: work that
-    /// exists only in this repository. Without remotes, the commits `base` lacks.
-    pub async fn unpushed_commits(&self, head: &str, base: &str) -> Result<u64, GitError> {
-        let (head, base) = (self.resolve(head).await?, self.resolve(base).await?);
-        // `--not` applies to every revision after it: the base and all of `refs/remotes/`.
-        let text = self
-            .git(&[
-                "rev-list",
-                "--count",
-                head.as_str(),
-                "--not",
-                base.as_str(),
-                "--remotes",
-            ])
-            .await?;
+    /// How many commits of `head` are in none of `known` (the base, a commit known to be on
+    /// the remote) and on no remote-tracking branch: work that exists only in this
+    /// repository. Without remotes, the commits `known` lack.
+    pub async fn unpushed_commits(&self, head: &str, known: &[&str]) -> Result<u64, GitError> {
+        let head = self.resolve(head).await?;
+        let mut known_ids = Vec::with_capacity(known.len());
+        for rev in known {
+            known_ids.push(self.resolve(rev).await?);
+        }
+        // `--not` applies to every revision after it: the known ones and all of `refs/remotes/`.
+        let mut args = vec!["rev-list", "--count", head.as_str(), "--not"];
+        args.extend(known_ids.iter().map(CommitId::as_str));
+        args.push("--remotes");
+        let text = self.git(&args).await?;
         parse_count("rev-list --count", &text)
     }
 

@@ -272,7 +272,7 @@ async fn a_branch_against_its_base_with_its_uncommitted_work() {
 
     // Without a remote, what the base lacks is unpushed; merged into the base, nothing is.
     assert_eq!(
-        repo.unpushed_commits("loop/t", "main")
+        repo.unpushed_commits("loop/t", &["main"])
             .await
             .expect("count"),
         1
@@ -280,7 +280,7 @@ async fn a_branch_against_its_base_with_its_uncommitted_work() {
     let unrelated = repo.resolve("main").await.expect("main");
     setup_git(&work, &["merge", "--quiet", "--no-edit", "loop/t"]);
     assert_eq!(
-        repo.unpushed_commits("loop/t", "main")
+        repo.unpushed_commits("loop/t", &["main"])
             .await
             .expect("count"),
         0
@@ -294,14 +294,22 @@ async fn a_branch_against_its_base_with_its_uncommitted_work() {
         &["remote", "add", "origin", &bare.display().to_string()],
     );
     assert_eq!(
-        repo.unpushed_commits("loop/t", "main")
+        repo.unpushed_commits("loop/t", &["main"])
             .await
             .expect("count"),
         1
     );
+    // A commit known to be on the remote (loop's own push records it) counts as pushed.
+    let pushed = repo.resolve("loop/t").await.expect("head");
+    assert_eq!(
+        repo.unpushed_commits("loop/t", &["main", pushed.as_str()])
+            .await
+            .expect("count"),
+        0
+    );
     setup_git(&work, &["push", "--quiet", "origin", "loop/t"]);
     assert_eq!(
-        repo.unpushed_commits("loop/t", "main")
+        repo.unpushed_commits("loop/t", &["main"])
             .await
             .expect("count"),
         0
@@ -719,7 +727,7 @@ async fn use_every_call(work: &Path, wt: &Path) -> Result<(), GitError> {
         .merge_base("main", "HEAD")
         .await?
         .ok_or_else(|| missing("merge base"))?;
-    assert_eq!(repo.unpushed_commits("loop/evil-a1b2", "main").await?, 1);
+    assert_eq!(repo.unpushed_commits("loop/evil-a1b2", &["main"]).await?, 1);
     // Staging into a copy of the index runs the clean filters, if anything does.
     std::fs::write(wt.join("c.rs"), "c3\n").expect("write");
     std::fs::write(wt.join("e.md"), "e\n").expect("write");

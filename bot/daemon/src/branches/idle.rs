@@ -94,9 +94,17 @@ async fn remove_if_safe(
     {
         heads.push(branch);
     }
+    // What loop pushed itself is on the remote even though its push, from a repository of
+    // its own, left no remote-tracking branch here.
+    let mut known = vec![base.as_str()];
+    let pushed = match &record.pushed_commit {
+        Some(pushed) => repo.resolve(pushed).await.ok(),
+        None => None,
+    };
+    known.extend(pushed.as_ref().map(CommitId::as_str));
     let mut unpushed = 0;
     for head in &heads {
-        unpushed += repo.unpushed_commits(head.as_str(), base.as_str()).await?;
+        unpushed += repo.unpushed_commits(head.as_str(), &known).await?;
     }
     if unpushed > 0 {
         return Ok(IdleOutcome::Unpushed(unpushed));
@@ -159,7 +167,7 @@ mod tests {
         assert_eq!(idle_cutoff(0, u64::MAX), Some(-i64::MAX));
     }
 
-    /// Five threads left idle: the sweep removes only the worktrees whose work is safe
+    /// Six threads left idle: the sweep removes only the worktrees whose work is safe
     /// elsewhere (merged, pushed, nothing done), keeps the branch, and the thread's next turn
     /// gets its worktree back. The clock is the cutoff handed in, not a wait.
     #[tokio::test]
@@ -180,6 +188,7 @@ mod tests {
             ("3.0", "merged"),
             ("4.0", "pushed"),
             ("5.0", "busy"),
+            ("6.0", "pushed by loop"),
         ] {
             let prepared = prepare_thread_worktree(store, &thread(ts), &repo, &settings, hint, ts)
                 .await
@@ -210,6 +219,13 @@ mod tests {
         git(&repo, &["push", "-q", "origin", &trees[3].record.branch]);
         commit(&trees[4].worktree, "busy.txt");
         git(&repo, &["push", "-q", "origin", &trees[4].record.branch]);
+        // Loop's own push leaves no remote-tracking branch; the store remembers it.
+        commit(&trees[5].worktree, "pushed-by-loop.txt");
+        let pushed = git(&trees[5].worktree, &["rev-parse", "HEAD"]);
+        store
+            .record_branch_push(&thread("6.0"), &pushed)
+            .await
+            .expect("record the push");
 
         // Nothing is idle for a clock that has not moved on.
         let cutoff = idle_cutoff(now_ms(), 14).expect("on");
@@ -234,6 +250,7 @@ mod tests {
             ("slack:C1:3.0", IdleOutcome::Removed),
             ("slack:C1:4.0", IdleOutcome::Removed),
             ("slack:C1:5.0", IdleOutcome::Busy),
+            ("slack:C1:6.0", IdleOutcome::Removed),
         ];
         for (key, outcome) in expected.clone() {
             assert!(
@@ -243,7 +260,7 @@ mod tests {
         }
         assert_eq!(outcomes.len(), expected.len(), "{outcomes:?}");
         for (i, tree) in trees.iter().enumerate() {
-            let removed = i == 2 || i == 3;
+            let removed = matches!(i, 2 | 3 | 5);
             assert_eq!(!tree.worktree.exists(), removed, "{}", tree.record.branch);
             let state = store
                 .thread_branch(&thread(&format!("{}.0", i + 1)))
