@@ -324,6 +324,25 @@ pub trait Adapter: Send + Sync {
         first.ok_or_else(|| AdapterError::Rejected("nothing to post: empty text".to_owned()))
     }
 
+    /// Posts a file in a channel or thread, with `comment` as its message (a long diff as
+    /// `loop-<branch>.diff`). Platforms without uploads post the comment and then the file's
+    /// text in a code block, in parts.
+    async fn post_file(
+        &self,
+        channel: &ChannelKey,
+        filename: &str,
+        bytes: &[u8],
+        comment: &str,
+    ) -> Result<PostedMessage, AdapterError> {
+        let text = String::from_utf8_lossy(bytes);
+        let fence = if text.contains("```") { "~~~" } else { "```" };
+        self.post(
+            channel,
+            &format!("{comment}\n\n`{filename}`:\n{fence}\n{text}\n{fence}"),
+        )
+        .await
+    }
+
     /// Posts `title` in `channel` and opens a thread on it (a scheduled task's run goes
     /// there). `None`: the platform has no threads, the run stays in the channel.
     async fn open_thread(

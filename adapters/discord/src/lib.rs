@@ -720,6 +720,25 @@ impl Adapter for DiscordAdapter {
         self.send(channel, message).await
     }
 
+    /// A message with the file attached (`multipart/form-data`, `files[0]`) and the comment
+    /// as its content, cut to Discord's 2000 characters.
+    async fn post_file(
+        &self,
+        channel: &ChannelKey,
+        filename: &str,
+        bytes: &[u8],
+        comment: &str,
+    ) -> Result<PostedMessage, AdapterError> {
+        let content = loop_adapter::split_message(comment, DISCORD_CHUNK)
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let message = CreateMessage::new()
+            .content(content)
+            .add_file(CreateAttachment::bytes(bytes.to_vec(), filename));
+        self.send(channel, message).await
+    }
+
     async fn edit(
         &self,
         channel: &ChannelKey,

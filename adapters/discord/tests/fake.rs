@@ -170,6 +170,29 @@ async fn a_mention_becomes_a_thread_session_answered_there() {
     assert_eq!(file.files.len(), 1);
     assert_eq!(file.files[0].0, "answer.md");
     assert_eq!(file.files[0].1.len(), 20_000);
+    // A diff as a file: attached under its name, the summary as the message.
+    rig.adapter
+        .post_file(
+            &first.channel,
+            "loop-fix-a1b2.diff",
+            b"--- a/x\n+++ b/x\n+new\n",
+            "🌿 `loop/fix-a1b2` against `main`: 1 file changed, +1 −0",
+        )
+        .await
+        .expect("file posted");
+    let shared = rig.fake.bot_messages_in(&thread.id);
+    let diff = shared.last().expect("the diff's message");
+    assert_eq!(
+        diff.content,
+        "🌿 `loop/fix-a1b2` against `main`: 1 file changed, +1 −0"
+    );
+    assert_eq!(
+        diff.files,
+        [(
+            "loop-fix-a1b2.diff".to_owned(),
+            "--- a/x\n+++ b/x\n+new\n".to_owned()
+        )]
+    );
 
     // Eyes on receipt; a check mark once the turn is marked done (the thread's first message
     // lives in the parent channel).
@@ -283,6 +306,11 @@ async fn slash_commands_are_registered_and_answered() {
             "deny_user",
             "allow_role",
             "deny_role",
+            "base",
+            "diff",
+            "push",
+            "pr",
+            "fork",
             "trust"
         ]
     );

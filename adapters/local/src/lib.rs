@@ -123,4 +123,28 @@ mod tests {
         let slack = ChannelKey::channel(PlatformKind::Slack, "c");
         assert!(adapter.post(&slack, "x").await.is_err());
     }
+
+    /// A terminal has no uploads: a file is its comment and its text in a code block.
+    #[tokio::test]
+    async fn a_file_is_posted_as_text() {
+        let adapter = LocalAdapter::new();
+        let mut rx = adapter.subscribe();
+        let channel = ChannelKey::channel(PlatformKind::Local, "c");
+        adapter
+            .post_file(
+                &channel,
+                "loop-x.diff",
+                b"+added\n-removed",
+                "1 file changed",
+            )
+            .await
+            .expect("post");
+        let Ok(LocalEvent::Posted { text, .. }) = rx.recv().await else {
+            panic!("nothing posted");
+        };
+        assert_eq!(
+            text,
+            "1 file changed\n\n`loop-x.diff`:\n```\n+added\n-removed\n```"
+        );
+    }
 }

@@ -504,18 +504,43 @@ impl SlackAdapter {
         })
     }
 
-    /// Uploads a long text as `answer.md` in the thread, its beginning as the comment
-    /// (`files.getUploadURLExternal`, the upload, `files.completeUploadExternal`).
+    /// Uploads a long text as `answer.md` in the thread, its beginning as the comment.
     async fn upload(
         &self,
         channel: &ChannelKey,
         text: &str,
     ) -> Result<PostedMessage, AdapterError> {
+        let preview: String = text.chars().take(PREVIEW_CHARS).collect();
+        let comment = format!(
+            "{}…\n\n_The full answer ({} characters) is attached._",
+            mrkdwn::to_mrkdwn(&preview),
+            text.chars().count()
+        );
+        self.upload_file(
+            channel,
+            "answer.md",
+            text.as_bytes().to_vec(),
+            "text/markdown",
+            comment,
+        )
+        .await
+    }
+
+    /// Shares a file in the channel or thread with `comment` (mrkdwn) as its message, the
+    /// current way (`files.getUploadURLExternal`, the upload to the URL it returns,
+    /// `files.completeUploadExternal`); `files.upload` is retired.
+    async fn upload_file(
+        &self,
+        channel: &ChannelKey,
+        filename: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        comment: String,
+    ) -> Result<PostedMessage, AdapterError> {
         check(channel)?;
         let session = self.inner.client.open_session(&self.inner.bot_token);
-        let bytes = text.as_bytes().to_vec();
         let request =
-            SlackApiFilesGetUploadUrlExternalRequest::new("answer.md".to_owned(), bytes.len());
+            SlackApiFilesGetUploadUrlExternalRequest::new(filename.to_owned(), bytes.len());
         let target = web::with_retry("files.getUploadURLExternal", || {
             session.get_upload_url_external(&request)
         })
@@ -523,17 +548,11 @@ impl SlackAdapter {
         let upload = SlackApiFilesUploadViaUrlRequest::new(
             target.upload_url.clone(),
             bytes,
-            "text/markdown".to_owned(),
+            content_type.to_owned(),
         );
         web::with_retry("files.upload", || session.files_upload_via_url(&upload)).await?;
-        let preview: String = text.chars().take(PREVIEW_CHARS).collect();
-        let comment = format!(
-            "{}…\n\n_The full answer ({} characters) is attached._",
-            mrkdwn::to_mrkdwn(&preview),
-            text.chars().count()
-        );
         let complete = SlackApiFilesCompleteUploadExternalRequest::new(vec![
-            SlackApiFilesComplete::new(target.file_id.clone()).with_title("answer.md".to_owned()),
+            SlackApiFilesComplete::new(target.file_id.clone()).with_title(filename.to_owned()),
         ])
         .with_channel_id(SlackChannelId::new(channel.channel_id.clone()))
         .with_initial_comment(comment)
@@ -833,6 +852,23 @@ impl Adapter for SlackAdapter {
             }
             OutgoingPart::Attachment(text) => self.upload(channel, text).await,
         }
+    }
+
+    async fn post_file(
+        &self,
+        channel: &ChannelKey,
+        filename: &str,
+        bytes: &[u8],
+        comment: &str,
+    ) -> Result<PostedMessage, AdapterError> {
+        self.upload_file(
+            channel,
+            filename,
+            bytes.to_vec(),
+            "text/plain",
+            mrkdwn::to_mrkdwn(comment),
+        )
+        .await
     }
 
     async fn edit(

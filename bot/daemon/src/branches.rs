@@ -8,6 +8,9 @@
 //! directory is gone is created again on that branch, its commits kept. Every git process is
 //! `loop-git`'s hardened one: the repository was written by the agent.
 
+pub mod diff;
+pub mod idle;
+
 use std::path::{Path, PathBuf};
 
 use loop_adapter::ChannelKey;
@@ -53,6 +56,10 @@ pub enum BranchError {
         "this thread works on `{branch}` in {repo}, not in this directory's repository; start a new thread here"
     )]
     OtherRepository { branch: String, repo: String },
+    #[error("the repository {repo} is not there any more")]
+    NoRepository { repo: String },
+    #[error("`{base}` shares no history with `{branch}`")]
+    UnrelatedBase { base: String, branch: String },
 }
 
 /// The worktree `thread` works in when `work_dir` is in a git repository, created on first
@@ -301,24 +308,33 @@ impl TurnChanges {
                 self.stat.removed()
             ));
         }
-        for file in self.stat.files.iter().take(MAX_LISTED_FILES) {
-            let counts = match (file.added, file.removed) {
-                (Some(added), Some(removed)) => format!("+{added} −{removed}"),
-                _ => "binary".to_owned(),
-            };
-            match &file.renamed_from {
-                Some(from) => text.push_str(&format!("\n• `{from}` → `{}` {counts}", file.path)),
-                None => text.push_str(&format!("\n• `{}` {counts}", file.path)),
-            }
-        }
-        if files > MAX_LISTED_FILES {
-            text.push_str(&format!("\n• … and {} more", files - MAX_LISTED_FILES));
-        }
+        text.push_str(&file_lines(&self.stat));
         if self.uncommitted {
             text.push_str("\n(changes left uncommitted: `git.auto_commit` is off)");
         }
         Some(text)
     }
+}
+
+/// One line per changed file (`• `path` +3 −1`), the first [`MAX_LISTED_FILES`] of them,
+/// each starting with a newline.
+pub fn file_lines(stat: &DiffStat) -> String {
+    let mut text = String::new();
+    for file in stat.files.iter().take(MAX_LISTED_FILES) {
+        let counts = match (file.added, file.removed) {
+            (Some(added), Some(removed)) => format!("+{added} −{removed}"),
+            _ => "binary".to_owned(),
+        };
+        match &file.renamed_from {
+            Some(from) => text.push_str(&format!("\n• `{from}` → `{}` {counts}", file.path)),
+            None => text.push_str(&format!("\n• `{}` {counts}", file.path)),
+        }
+    }
+    let files = stat.files.len();
+    if files > MAX_LISTED_FILES {
+        text.push_str(&format!("\n• … and {} more", files - MAX_LISTED_FILES));
+    }
+    text
 }
 
 impl ThreadWorktree {

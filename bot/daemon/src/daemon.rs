@@ -385,6 +385,13 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         tracker.spawn(async move { purge_audit_loop(store, retention, token).await });
     }
 
+    if config.git.worktrees && config.git.remove_idle_days > 0 {
+        let orchestrator = orchestrator.clone();
+        let days = config.git.remove_idle_days;
+        let token = shutdown.child_token();
+        tracker.spawn(async move { remove_idle_worktrees_loop(orchestrator, days, token).await });
+    }
+
     // Threads loop took part in before this start: replies there still need no mention.
     for adapter in &adapters {
         match store.known_threads(adapter.platform(), KNOWN_THREADS).await {
@@ -496,6 +503,48 @@ async fn purge_audit_loop(store: Store, retention_days: u64, stop: CancellationT
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, retention_days, "old gate audit entries removed"),
             Err(err) => tracing::warn!(error = %err, "cannot purge the gate audit log"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(EVERY) => {}
+        }
+    }
+}
+
+/// Removes the worktrees of threads not worked in for `git.remove_idle_days` whose work is on
+/// a remote or in their base (see [`crate::branches::idle`]), at start and then hourly. A
+/// thread with a running turn is left alone.
+async fn remove_idle_worktrees_loop(
+    orchestrator: Orchestrator,
+    days: u64,
+    stop: CancellationToken,
+) {
+    use crate::branches::idle::{IdleOutcome, idle_cutoff, remove_idle_worktrees};
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+    loop {
+        if let Some(cutoff) = idle_cutoff(loop_store::now_ms(), days) {
+            let is_busy = |thread: &loop_adapter::ChannelKey| {
+                orchestrator.running().contains_key(&thread.to_string())
+            };
+            match remove_idle_worktrees(orchestrator.store(), cutoff, is_busy).await {
+                Ok(outcomes) => {
+                    for (record, outcome) in outcomes {
+                        let (channel, branch) = (&record.channel_key, &record.branch);
+                        match outcome {
+                            Ok(IdleOutcome::Removed) => {
+                                tracing::info!(channel = %channel, %branch, worktree = %record.worktree, idle_days = days, "idle worktree removed; its branch stays")
+                            }
+                            Ok(kept) => {
+                                tracing::debug!(channel = %channel, %branch, ?kept, "idle worktree kept")
+                            }
+                            Err(err) => {
+                                tracing::warn!(channel = %channel, %branch, error = %err, "cannot check an idle worktree")
+                            }
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot read idle worktrees"),
+            }
         }
         tokio::select! {
             () = stop.cancelled() => return,

@@ -30,7 +30,7 @@ pub use error::{GitError, scrub_credentials};
 pub use message::{BODY_WIDTH, MAX_SUBJECT_CHARS, Signature, commit_message, with_co_author};
 pub use naming::branch_name;
 pub use push::{HttpCredentials, PushTarget, shell_dir, url_host};
-pub use repo::{CommitId, CommitInfo, Repo, Worktree, WorktreeEntry};
+pub use repo::{CommitId, CommitInfo, Repo, TreeId, Worktree, WorktreeEntry};
 
 #[cfg(test)]
 mod story_tests;

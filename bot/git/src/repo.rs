@@ -36,9 +36,31 @@ impl CommitId {
     }
 }
 
+/// A full object name as text (from the store, a test); anything else is refused.
+impl std::str::FromStr for CommitId {
+    type Err = GitError;
+
+    fn from_str(text: &str) -> Result<CommitId, GitError> {
+        CommitId::parse("object name", text).map_err(|_| GitError::InvalidArgument {
+            what: "object name",
+            value: text.to_owned(),
+        })
+    }
+}
+
 impl std::fmt::Display for CommitId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A tree object's full name: a [`Worktree::snapshot`] of a work tree.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TreeId(String);
+
+impl TreeId {
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -218,6 +240,16 @@ impl Repo {
     /// See [`Worktree::subjects`].
     pub async fn subjects(&self, base: &str, head: &str) -> Result<Vec<String>, GitError> {
         self.checkout.subjects(base, head).await
+    }
+
+    /// See [`Worktree::merge_base`].
+    pub async fn merge_base(&self, one: &str, other: &str) -> Result<Option<CommitId>, GitError> {
+        self.checkout.merge_base(one, other).await
+    }
+
+    /// See [`Worktree::unpushed_commits`].
+    pub async fn unpushed_commits(&self, head: &str, known: &[&str]) -> Result<u64, GitError> {
+        self.checkout.unpushed_commits(head, known).await
     }
 
     /// `git worktree add -b NEW_BRANCH PATH BASE`: a new work tree at `path` (which must not
@@ -513,9 +545,13 @@ impl Worktree {
         Ok(Some(CommitInfo { id, subject }))
     }
 
-    /// Files and line counts changed from `base` to `head` (any revisions).
+    /// Files and line counts changed from `base` to `head` (any revisions, or the tree of a
+    /// [`Worktree::snapshot`]).
     pub async fn diff_stat(&self, base: &str, head: &str) -> Result<DiffStat, GitError> {
-        let (base, head) = (self.resolve(base).await?, self.resolve(head).await?);
+        let (base, head) = (
+            self.resolve_tree(base).await?,
+            self.resolve_tree(head).await?,
+        );
         let output = command::run(
             &self.target,
             &[
@@ -539,9 +575,13 @@ impl Worktree {
         })
     }
 
-    /// The plain patch from `base` to `head`, as a reviewer reads it.
+    /// The plain patch from `base` to `head`, as a reviewer reads it (any revisions, or the
+    /// tree of a [`Worktree::snapshot`]).
     pub async fn diff_text(&self, base: &str, head: &str) -> Result<String, GitError> {
-        let (base, head) = (self.resolve(base).await?, self.resolve(head).await?);
+        let (base, head) = (
+            self.resolve_tree(base).await?,
+            self.resolve_tree(head).await?,
+        );
         let output = command::run(
             &self.target,
             &[
@@ -580,9 +620,150 @@ impl Worktree {
         let (base, head) = (self.resolve(base).await?, self.resolve(head).await?);
         let range = format!("{base}..{head}");
         let text = self.git(&["rev-list", "--count", &range]).await?;
-        text.trim().parse().map_err(|_| GitError::Output {
-            command: "rev-list --count".into(),
-            detail: format!("not a count: {text:?}"),
+        parse_count("rev-list --count", &text)
+    }
+
+    /// The best common ancestor of two revisions (`git merge-base`): where a branch left its
+    /// base, even after the base moved on. `None` when their histories never met.
+    pub async fn merge_base(&self, one: &str, other: &str) -> Result<Option<CommitId>, GitError> {
+        let (one, other) = (self.resolve(one).await?, self.resolve(other).await?);
+        let output = command::run(
+            &self.target,
+            &["merge-base", one.as_str(), other.as_str()],
+            Call {
+                ok_codes: &[1],
+                ..Call::default()
+            },
+        )
+        .await?;
+        if output.code != 0 {
+            return Ok(None);
+        }
+        CommitId::parse("merge-base", &output.text("merge-base")?).map(Some)
+    }
+
+    /// How many commits of `head` are in none of `known` (the base, a commit known to be on
+    /// the remote) and on no remote-tracking branch: work that exists only in this
+    /// repository. Without remotes, the commits `known` lack.
+    pub async fn unpushed_commits(&self, head: &str, known: &[&str]) -> Result<u64, GitError> {
+        let head = self.resolve(head).await?;
+        let mut known_ids = Vec::with_capacity(known.len());
+        for rev in known {
+            known_ids.push(self.resolve(rev).await?);
+        }
+        // `--not` applies to every revision after it: the known ones and all of `refs/remotes/`.
+        let mut args = vec!["rev-list", "--count", head.as_str(), "--not"];
+        args.extend(known_ids.iter().map(CommitId::as_str));
+        args.push("--remotes");
+        let text = self.git(&args).await?;
+        parse_count("rev-list --count", &text)
+    }
+
+    /// The work tree as a commit of everything in it would record it (what `add -A` stages:
+    /// changes, deletions, untracked files that are not ignored), as a tree object name for
+    /// [`Worktree::diff_stat`] and [`Worktree::diff_text`]. The index, HEAD and refs are left
+    /// alone: git stages into a copy of the index that is removed afterwards.
+    pub async fn snapshot(&self) -> Result<TreeId, GitError> {
+        let Some(pinned) = &self.target.pinned else {
+            return Err(GitError::Layout {
+                path: self.target.dir.clone(),
+                detail: "not pinned to its git directory".into(),
+            });
+        };
+        let index = pinned.git_dir.join(format!(
+            "loop-snapshot-{}-{}.index",
+            std::process::id(),
+            SNAPSHOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let result = self
+            .snapshot_into(&pinned.git_dir.join("index"), &index)
+            .await;
+        for leftover in [index.clone(), index.with_extension("index.lock")] {
+            if let Err(err) = std::fs::remove_file(&leftover)
+                && err.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %leftover.display(), error = %err, "cannot remove a snapshot index");
+            }
+        }
+        result
+    }
+
+    async fn snapshot_into(&self, index: &Path, copy: &Path) -> Result<TreeId, GitError> {
+        // Starting from the real index keeps its stat cache: only changed files are hashed.
+        let copied = match std::fs::copy(index, copy) {
+            Ok(_) => true,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => false,
+            Err(source) => {
+                return Err(GitError::Io {
+                    path: index.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        if let (true, Some(owner)) = (copied, self.target.run_as) {
+            // Git runs as the repository's owner and replaces the copy through a lock file.
+            owner::hand_over(copy, owner)?;
+        }
+        let env = || vec![("GIT_INDEX_FILE", copy.display().to_string())];
+        command::run(
+            &self.target,
+            &["add", "-A"],
+            Call {
+                env: env(),
+                ..Call::default()
+            },
+        )
+        .await?;
+        let output = command::run(
+            &self.target,
+            &["write-tree"],
+            Call {
+                env: env(),
+                ..Call::default()
+            },
+        )
+        .await?;
+        let tree = output.text("write-tree")?;
+        check_object_name("write-tree", &tree)?;
+        Ok(TreeId(tree))
+    }
+
+    /// The tree `rev` names (a commit's, or a tree's own name) as `git diff` takes it.
+    async fn resolve_tree(&self, rev: &str) -> Result<String, GitError> {
+        check_rev(rev)?;
+        // A full object name (a commit's or a tree's) is what `git diff` takes as it is: no
+        // lookup, as in `resolve`.
+        if rev.len() == 40 && rev.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Ok(rev.to_owned());
+        }
+        let spec = format!("{rev}^{{tree}}");
+        let text = self
+            .git(&["rev-parse", "--verify", "--end-of-options", &spec])
+            .await?;
+        let text = text.trim().to_owned();
+        check_object_name("rev-parse", &text)?;
+        Ok(text)
+    }
+}
+
+/// Snapshot indexes made by this process, for unique names.
+static SNAPSHOTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn parse_count(command: &str, text: &str) -> Result<u64, GitError> {
+    text.trim().parse().map_err(|_| GitError::Output {
+        command: command.into(),
+        detail: format!("not a count: {text:?}"),
+    })
+}
+
+/// Git's answer is an object name (so it is safe to pass back as an argument).
+fn check_object_name(command: &str, text: &str) -> Result<(), GitError> {
+    if text.len() >= 40 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(GitError::Output {
+            command: command.to_owned(),
+            detail: format!("not an object name: {text:?}"),
         })
     }
 }

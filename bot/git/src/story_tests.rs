@@ -197,6 +197,135 @@ async fn two_threads_work_on_two_branches_from_one_base() {
     assert_eq!(repo.worktrees().await.expect("list").len(), 2);
 }
 
+/// What `/loop diff` and the idle sweep read: where a branch left its base, the work tree
+/// with its uncommitted and untracked changes (the index untouched), and which commits exist
+/// nowhere else.
+#[tokio::test]
+async fn a_branch_against_its_base_with_its_uncommitted_work() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let work = new_repo(root.path(), &[("file.txt", b"one\n"), ("gone.txt", b"x\n")]);
+    let repo = Repo::open(&work).await.expect("open").expect("a repo");
+    let forked = repo.head_commit().await.expect("head").expect("a commit");
+    let wt = root.path().join("trees/t");
+    let tree = repo.add_worktree(&wt, "loop/t", "main").await.expect("add");
+    std::fs::write(wt.join("file.txt"), "one\ntwo\n").expect("write");
+    tree.commit_all("Two", &ada(), None)
+        .await
+        .expect("commit")
+        .expect("a change");
+    // The base moves on: the branch still compares with where it left.
+    std::fs::write(work.join("other.txt"), "main\n").expect("write");
+    setup_git(&work, &["add", "-A"]);
+    setup_git(&work, &["commit", "--quiet", "-m", "main moves"]);
+    let base = repo
+        .merge_base("main", "loop/t")
+        .await
+        .expect("merge-base")
+        .expect("shared history");
+    assert_eq!(base, forked);
+    assert_eq!(
+        paths(&repo.diff_stat(base.as_str(), "loop/t").await.expect("stat")),
+        vec![("file.txt", Some(1), Some(0))]
+    );
+
+    // Uncommitted work: a change, a deletion, a new file; an ignored file is left out.
+    std::fs::write(wt.join("file.txt"), "one\ntwo\nthree\n").expect("write");
+    std::fs::remove_file(wt.join("gone.txt")).expect("rm");
+    std::fs::write(wt.join("new.txt"), "new\n").expect("write");
+    std::fs::write(wt.join(".gitignore"), "*.log\n").expect("write");
+    std::fs::write(wt.join("debug.log"), "noise\n").expect("write");
+    let status_before = setup_git(&wt, &["status", "--porcelain"]);
+    let snapshot = tree.snapshot().await.expect("snapshot");
+    let stat = tree
+        .diff_stat(base.as_str(), snapshot.as_str())
+        .await
+        .expect("stat");
+    assert_eq!(
+        paths(&stat),
+        vec![
+            (".gitignore", Some(1), Some(0)),
+            ("file.txt", Some(2), Some(0)),
+            ("gone.txt", Some(0), Some(1)),
+            ("new.txt", Some(1), Some(0)),
+        ]
+    );
+    let patch = tree
+        .diff_text(base.as_str(), snapshot.as_str())
+        .await
+        .expect("patch");
+    assert!(
+        patch.contains("+three") && patch.contains("+new"),
+        "{patch}"
+    );
+    assert_eq!(
+        setup_git(&wt, &["status", "--porcelain"]),
+        status_before,
+        "the index is untouched"
+    );
+    let admin: Vec<_> = std::fs::read_dir(work.join(".git/worktrees/t"))
+        .expect("admin dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("loop-"))
+        .collect();
+    assert!(admin.is_empty(), "left behind: {admin:?}");
+
+    // Without a remote, what the base lacks is unpushed; merged into the base, nothing is.
+    assert_eq!(
+        repo.unpushed_commits("loop/t", &["main"])
+            .await
+            .expect("count"),
+        1
+    );
+    let unrelated = repo.resolve("main").await.expect("main");
+    setup_git(&work, &["merge", "--quiet", "--no-edit", "loop/t"]);
+    assert_eq!(
+        repo.unpushed_commits("loop/t", &["main"])
+            .await
+            .expect("count"),
+        0
+    );
+    // With a remote: what a remote-tracking branch has is pushed, whatever the base lacks.
+    setup_git(&work, &["reset", "--quiet", "--hard", unrelated.as_str()]);
+    let bare = root.path().join("remote.git");
+    setup_git(root.path(), &["init", "--quiet", "--bare", "remote.git"]);
+    setup_git(
+        &work,
+        &["remote", "add", "origin", &bare.display().to_string()],
+    );
+    assert_eq!(
+        repo.unpushed_commits("loop/t", &["main"])
+            .await
+            .expect("count"),
+        1
+    );
+    // A commit known to be on the remote (loop's own push records it) counts as pushed.
+    let pushed = repo.resolve("loop/t").await.expect("head");
+    assert_eq!(
+        repo.unpushed_commits("loop/t", &["main", pushed.as_str()])
+            .await
+            .expect("count"),
+        0
+    );
+    setup_git(&work, &["push", "--quiet", "origin", "loop/t"]);
+    assert_eq!(
+        repo.unpushed_commits("loop/t", &["main"])
+            .await
+            .expect("count"),
+        0
+    );
+
+    // Histories that never met have no merge base.
+    setup_git(&work, &["checkout", "--quiet", "--orphan", "island"]);
+    setup_git(&work, &["commit", "--quiet", "-m", "alone"]);
+    assert_eq!(
+        repo.merge_base("island", "loop/t")
+            .await
+            .expect("merge-base"),
+        None
+    );
+}
+
 #[tokio::test]
 async fn open_finds_no_repository_outside_a_work_tree() {
     let root = tempfile::tempdir().expect("tempdir");
@@ -594,6 +723,24 @@ async fn use_every_call(work: &Path, wt: &Path) -> Result<(), GitError> {
     let patch = tree.diff_text("main", "HEAD").await?;
     assert!(patch.contains("+a2"), "{patch}");
     assert_eq!(tree.commits_ahead("main", "HEAD").await?, 1);
+    let base = tree
+        .merge_base("main", "HEAD")
+        .await?
+        .ok_or_else(|| missing("merge base"))?;
+    assert_eq!(repo.unpushed_commits("loop/evil-a1b2", &["main"]).await?, 1);
+    // Staging into a copy of the index runs the clean filters, if anything does.
+    std::fs::write(wt.join("c.rs"), "c3\n").expect("write");
+    std::fs::write(wt.join("e.md"), "e\n").expect("write");
+    let snapshot = tree.snapshot().await?;
+    let stat = tree.diff_stat(base.as_str(), snapshot.as_str()).await?;
+    assert_eq!(stat.files.len(), 5, "{stat:?}");
+    assert!(
+        tree.diff_text(base.as_str(), snapshot.as_str())
+            .await?
+            .contains("+c3")
+    );
+    std::fs::remove_file(wt.join("e.md")).expect("rm");
+    std::fs::write(wt.join("c.rs"), "c2\n").expect("write");
     assert_eq!(repo.worktrees().await?.len(), 2);
     repo.remove_worktree(wt).await?;
     Ok(())

@@ -183,6 +183,26 @@ impl Store {
         Ok(())
     }
 
+    /// Points `thread`'s branch at another base (`/loop base` in a thread that has a branch):
+    /// its diff and pull request compare with `base_ref` from `base_commit` (the merge base)
+    /// on. The branch's commits are not touched. `NotFound` when the thread has no branch.
+    pub async fn set_thread_branch_base(
+        &self,
+        thread: &ChannelKey,
+        base_ref: &str,
+        base_commit: &str,
+    ) -> Result<ThreadBranch, StoreError> {
+        thread_branches::Entity::update_many()
+            .col_expr(thread_branches::Column::BaseRef, base_ref.into())
+            .col_expr(thread_branches::Column::BaseCommit, base_commit.into())
+            .filter(thread_branches::Column::ChannelKey.eq(thread.to_string()))
+            .exec(self.db())
+            .await?;
+        self.thread_branch(thread)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("thread branch of {thread}")))
+    }
+
     /// Notes that `thread` worked on its branch now (for removing worktrees left idle).
     pub async fn touch_thread_branch(&self, thread: &ChannelKey) -> Result<(), StoreError> {
         thread_branches::Entity::update_many()
@@ -371,6 +391,53 @@ mod tests {
                 .await
                 .expect("claim again");
             assert_eq!(again.pushed_commit.as_deref(), Some("3f2c1d0aa"));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_thread_branch_moves_to_another_base() {
+        for db in TestDb::all().await {
+            let store = db.store();
+            let thread = ChannelKey::thread(PlatformKind::Slack, "C1", "1.0");
+            let other = ChannelKey::thread(PlatformKind::Slack, "C1", "2.0");
+            let missing = store
+                .set_thread_branch_base(&thread, "develop", "abc1234")
+                .await;
+            assert!(
+                matches!(missing, Err(StoreError::NotFound(_))),
+                "{}: {missing:?}",
+                db.backend()
+            );
+            let first = store
+                .claim_thread_branch(&thread, planned("loop/fix-a1b2"))
+                .await
+                .expect("claim");
+            store
+                .claim_thread_branch(&other, planned("loop/fix-c3d4"))
+                .await
+                .expect("claim other");
+            let moved = store
+                .set_thread_branch_base(&thread, "develop", "9e8d7c6")
+                .await
+                .expect("move");
+            assert_eq!(
+                (moved.base_ref.as_str(), moved.base_commit.as_str()),
+                ("develop", "9e8d7c6"),
+                "{}",
+                db.backend()
+            );
+            // Only the base changed: the branch, its worktree, its state are the same.
+            assert_eq!(
+                (moved.branch, moved.worktree, moved.state),
+                (first.branch, first.worktree, first.state)
+            );
+            let untouched = store.thread_branch(&other).await.expect("read");
+            assert_eq!(
+                untouched.map(|b| b.base_ref),
+                Some("main".to_owned()),
+                "{}",
+                db.backend()
+            );
         }
     }
 

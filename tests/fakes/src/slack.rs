@@ -70,6 +70,8 @@ pub struct SlackMessage {
     pub blocks: Option<Value>,
     /// How many times `chat.update` changed it.
     pub edits: u32,
+    /// Ids of the files shared with it (`files.completeUploadExternal`).
+    pub files: Vec<String>,
 }
 
 /// A reaction the bot added (and did not remove).
@@ -299,6 +301,7 @@ impl FakeSlack {
             text: text.to_owned(),
             blocks: None,
             edits: 0,
+            files: Vec::new(),
         });
         let is_dm = channel.starts_with('D');
         let mut event = json!({
@@ -831,6 +834,7 @@ fn post_message(shared: &Arc<Shared>, args: &Value) -> Value {
         text: text.clone(),
         blocks: blocks.clone(),
         edits: 0,
+        files: Vec::new(),
     };
     shared.world().messages.push(message);
     let mut json_message = json!({
@@ -948,6 +952,9 @@ async fn upload(
     format!("OK - {}", body.len()).into_response()
 }
 
+/// `files.completeUploadExternal`: with `channel_id`, the files are shared there (in the
+/// thread `thread_ts` names) as one message of the uploader with `initial_comment` as its
+/// text, which the app hears as a `file_share` message event; without, they stay private.
 fn complete_upload(shared: &Arc<Shared>, args: &Value) -> Value {
     let Some(files) = args["files"].as_array().cloned().or_else(|| {
         // Form bodies carry `files` as a JSON string.
@@ -955,9 +962,12 @@ fn complete_upload(shared: &Arc<Shared>, args: &Value) -> Value {
     }) else {
         return fail("invalid_arguments");
     };
+    let channel = text_arg(args, "channel_id");
+    let thread_ts = text_arg(args, "thread_ts");
+    let comment = text_arg(args, "initial_comment");
     let mut world = shared.world();
     let mut done = Vec::new();
-    for wanted in files {
+    for wanted in &files {
         let Some(file) = world
             .files
             .iter_mut()
@@ -968,12 +978,49 @@ fn complete_upload(shared: &Arc<Shared>, args: &Value) -> Value {
         if file.content.is_none() {
             return fail("file_upload_incomplete");
         }
-        file.channel = text_arg(args, "channel_id");
-        file.thread_ts = text_arg(args, "thread_ts");
-        file.comment = text_arg(args, "initial_comment");
+        file.channel = channel.clone();
+        file.thread_ts = thread_ts.clone();
+        file.comment = comment.clone();
         done.push(json!({"id": file.id, "title": wanted["title"], "name": file.filename}));
     }
+    let Some(channel) = channel else {
+        drop(world);
+        shared.changed();
+        return ok(json!({"files": done}));
+    };
+    let ts = shared.next_ts();
+    let ids: Vec<String> = done
+        .iter()
+        .filter_map(|f| f["id"].as_str().map(str::to_owned))
+        .collect();
+    world.messages.push(SlackMessage {
+        channel: channel.clone(),
+        ts: ts.clone(),
+        thread_ts: thread_ts.clone(),
+        user: BOT_USER.to_owned(),
+        text: comment.clone().unwrap_or_default(),
+        blocks: None,
+        edits: 0,
+        files: ids,
+    });
     drop(world);
+    let mut event = json!({
+        "type": "message",
+        "subtype": "file_share",
+        "channel": channel,
+        "user": BOT_USER,
+        "bot_id": BOT_ID,
+        "text": comment.unwrap_or_default(),
+        "files": done,
+        "ts": ts,
+        "event_ts": ts,
+        "channel_type": if channel.starts_with('D') { "im" } else { "channel" },
+    });
+    if let Some(thread) = &thread_ts {
+        event["thread_ts"] = json!(thread);
+    }
+    let id = shared.next_id("Ev");
+    shared.deliver(shared.events_api_envelope(event, &id));
     shared.changed();
     ok(json!({"files": done}))
 }
@@ -1100,6 +1147,79 @@ mod tests {
             .send()
             .await
             .expect("request")
+    }
+
+    /// The upload flow of Slack's docs: ask for a URL, send the bytes there, complete the
+    /// upload into a thread, where it shows as one message with the comment and the file.
+    #[tokio::test]
+    async fn a_file_is_uploaded_then_shared_in_a_thread() {
+        let slack = FakeSlack::start().await.expect("start");
+        let asked: Value = call(
+            &slack,
+            "files.getUploadURLExternal",
+            BOT_TOKEN,
+            json!({"filename": "loop-x.diff", "length": 6}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+        let (url, id) = (
+            asked["upload_url"].as_str().expect("url").to_owned(),
+            asked["file_id"].as_str().expect("id").to_owned(),
+        );
+        let early: Value = call(
+            &slack,
+            "files.completeUploadExternal",
+            BOT_TOKEN,
+            json!({"files": [{"id": id}], "channel_id": "C1"}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+        assert_eq!(early["error"], "file_upload_incomplete");
+        let wrong = reqwest::Client::new()
+            .post(&url)
+            .body("+a\n")
+            .send()
+            .await
+            .expect("upload");
+        assert_eq!(wrong.status(), 400, "the announced length is checked");
+        let sent = reqwest::Client::new()
+            .post(&url)
+            .body("+a\n-b\n")
+            .send()
+            .await
+            .expect("upload");
+        assert_eq!(sent.text().await.expect("text"), "OK - 6");
+        let done: Value = call(
+            &slack,
+            "files.completeUploadExternal",
+            BOT_TOKEN,
+            json!({
+                "files": [{"id": id, "title": "loop-x.diff"}],
+                "channel_id": "C1",
+                "thread_ts": "1.0",
+                "initial_comment": "1 file changed",
+            }),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+        assert_eq!(done["ok"], true, "{done}");
+        assert_eq!(done["files"][0]["id"], id.as_str());
+        let files = slack.files();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].content.as_deref(), Some("+a\n-b\n"));
+        assert_eq!(files[0].thread_ts.as_deref(), Some("1.0"));
+        let shared = slack.bot_messages_in("C1", Some("1.0"));
+        assert_eq!(shared.len(), 1);
+        assert_eq!(shared[0].text, "1 file changed");
+        assert_eq!(shared[0].files, vec![id]);
+        // The app hears the share, as it hears its own messages.
+        assert_eq!(slack.unacknowledged(), 1);
     }
 
     #[tokio::test]

@@ -35,7 +35,11 @@ impl Orchestrator {
             }
             ChatCommand::Help => HELP.to_owned(),
             ChatCommand::Base(branch) => self.base_command(&channel, &author, branch).await?,
-            ChatCommand::Diff => self.diff_command(&channel).await?,
+            ChatCommand::Diff => match self.diff_command(&channel).await? {
+                Some(reply) => reply,
+                // Read and posted in the background.
+                None => return Ok(()),
+            },
             ChatCommand::Push => self.push_command(&channel).await?,
             ChatCommand::Pr(title) => self.pr_command(&channel, title).await?,
             ChatCommand::Fork { count, prompt } => {
