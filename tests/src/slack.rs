@@ -91,6 +91,26 @@ pub async fn reply_in(
         .unwrap_or_else(|| panic!("no reply {needle:?}\n{}", daemon.log_text()))
 }
 
+/// `/loop dir DIR` in `channel` as `user` types it, once the answer says the channel now works
+/// there.
+pub async fn point_channel(
+    slack: &FakeSlack,
+    daemon: &Daemon,
+    user: &str,
+    channel: &str,
+    dir: &std::path::Path,
+) {
+    slack.slash_command(user, channel, "/loop", &format!("dir {}", dir.display()));
+    reply_in(
+        slack,
+        daemon,
+        channel,
+        "now works in",
+        Duration::from_secs(60),
+    )
+    .await;
+}
+
 /// Whether one of `messages` contains `needle`.
 pub fn has_text(messages: &[SlackMessage], needle: &str) -> bool {
     messages.iter().any(|m| m.text.contains(needle))

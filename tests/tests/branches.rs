@@ -10,7 +10,7 @@ use std::time::Duration;
 use loop_e2e::daemon::Daemon;
 use loop_e2e::gitremote::GitRemote;
 use loop_e2e::project::{GitOwner, Project, branch_named_in, git_output};
-use loop_e2e::slack::{connected, has_text, slack_config, thread_until};
+use loop_e2e::slack::{connected, has_text, point_channel, slack_config, thread_until};
 use loop_e2e::support::{AGENT_UID, docker, start_model, workspace};
 use loop_fakes::github::{FakeGitHub, FakeRepo};
 use loop_fakes::model::{Rule, Script, Step};
@@ -67,20 +67,7 @@ async fn two_threads_at_once_work_on_two_branches_and_a_follow_up_adds_a_commit(
     )
     .await;
     connected(&slack, &daemon).await;
-    slack.slash_command(
-        "UALICE",
-        "C1",
-        "/loop",
-        &format!("dir {}", project.dir.display()),
-    );
-    slack
-        .wait_for(QUICK, |s| {
-            s.bot_messages_in("C1", None)
-                .into_iter()
-                .find(|m| m.text.contains("now works in"))
-        })
-        .await
-        .unwrap_or_else(|| panic!("no dir reply\n{}", daemon.log_text()));
+    point_channel(&slack, &daemon, "UALICE", "C1", &project.dir).await;
 
     // Two people, two threads, one file, at the same time.
     let formal = slack.post_as_user(
@@ -307,20 +294,7 @@ async fn push_and_pull_request_from_a_thread_with_a_token_the_agent_never_sees()
     .await;
     connected(&slack, &daemon).await;
     for (channel, project) in [("C1", &project), ("C2", &locked)] {
-        slack.slash_command(
-            "UALICE",
-            channel,
-            "/loop",
-            &format!("dir {}", project.dir.display()),
-        );
-        slack
-            .wait_for(QUICK, |s| {
-                s.bot_messages_in(channel, None)
-                    .into_iter()
-                    .find(|m| m.text.contains("now works in"))
-            })
-            .await
-            .unwrap_or_else(|| panic!("no dir reply\n{}", daemon.log_text()));
+        point_channel(&slack, &daemon, "UALICE", channel, &project.dir).await;
     }
 
     let asked = slack.post_as_user(
@@ -596,20 +570,7 @@ async fn host_git_runs_nothing_a_hostile_repository_asks_for() {
     )
     .await;
     connected(&slack, &daemon).await;
-    slack.slash_command(
-        "UALICE",
-        "C1",
-        "/loop",
-        &format!("dir {}", project.dir.display()),
-    );
-    slack
-        .wait_for(QUICK, |s| {
-            s.bot_messages_in("C1", None)
-                .into_iter()
-                .find(|m| m.text.contains("now works in"))
-        })
-        .await
-        .unwrap_or_else(|| panic!("no dir reply\n{}", daemon.log_text()));
+    point_channel(&slack, &daemon, "UALICE", "C1", &project.dir).await;
     let asked = slack.post_as_user(
         "UALICE",
         "C1",
@@ -678,20 +639,7 @@ async fn the_agent_asks_to_open_a_pull_request_and_a_person_decides() {
     )
     .await;
     connected(&slack, &daemon).await;
-    slack.slash_command(
-        "UALICE",
-        "C1",
-        "/loop",
-        &format!("dir {}", project.dir.display()),
-    );
-    slack
-        .wait_for(QUICK, |s| {
-            s.bot_messages_in("C1", None)
-                .into_iter()
-                .find(|m| m.text.contains("now works in"))
-        })
-        .await
-        .unwrap_or_else(|| panic!("no dir reply\n{}", daemon.log_text()));
+    point_channel(&slack, &daemon, "UALICE", "C1", &project.dir).await;
 
     for (ask, approve) in [("ship it formal", true), ("ship it casual", false)] {
         let asked = slack.post_as_user(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use loop_e2e::daemon::{Daemon, eventually};
 use loop_e2e::project::{GitOwner, Project, branch_named_in, git_output};
-use loop_e2e::slack::{connected, has_text, slack_config, thread_until};
+use loop_e2e::slack::{connected, has_text, point_channel, slack_config, thread_until};
 use loop_e2e::support::{docker, start_model, workspace};
 use loop_fakes::model::{FakeModel, Rule, Script, Step};
 use loop_fakes::slack::{FakeSlack, SlackMessage};
@@ -163,20 +163,7 @@ async fn fork_three_runs_three_branches_from_one_commit_and_posts_one_comparison
     let mut daemon = Daemon::start(&home, &slack_config(&model, &slack, dir.path(), "")).await;
     connected(&slack, &daemon).await;
 
-    slack.slash_command(
-        "UALICE",
-        "C1",
-        "/loop",
-        &format!("dir {}", project.dir.display()),
-    );
-    slack
-        .wait_for(QUICK, |s| {
-            s.bot_messages_in("C1", None)
-                .into_iter()
-                .find(|m| m.text.contains("now works in"))
-        })
-        .await
-        .unwrap_or_else(|| panic!("no dir reply\n{}", daemon.log_text()));
+    point_channel(&slack, &daemon, "UALICE", "C1", &project.dir).await;
 
     slack.slash_command(
         "UALICE",

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use loop_e2e::daemon::Daemon;
 use loop_e2e::project::{GitOwner, Project, branch_named_in, git_output};
-use loop_e2e::slack::{connected, has_text, reply_in, slack_config, thread_until};
+use loop_e2e::slack::{connected, has_text, point_channel, reply_in, slack_config, thread_until};
 use loop_e2e::support::{AGENT_UID, docker, start_model, workspace};
 use loop_fakes::model::{Rule, Script, Session, Step};
 use loop_fakes::slack::{FakeSlack, SlackMessage};
@@ -49,13 +49,7 @@ async fn a_threads_diff_is_shown_in_chat_and_the_channels_base_starts_the_next_t
     let daemon = Daemon::start(&home, &slack_config(&model, &slack, dir.path(), "")).await;
     connected(&slack, &daemon).await;
 
-    slack.slash_command(
-        "UALICE",
-        "C7",
-        "/loop",
-        &format!("dir {}", project.dir.display()),
-    );
-    reply_in(&slack, &daemon, "C7", "now works in", QUICK).await;
+    point_channel(&slack, &daemon, "UALICE", "C7", &project.dir).await;
 
     // Before any thread: a channel's `/loop diff` and `/loop base` say what they can.
     slack.slash_command("UALICE", "C7", "/loop", "diff");

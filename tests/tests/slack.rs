@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use loop_e2e::daemon::Daemon;
 use loop_e2e::project::{GitOwner, Project, branch_named_in};
-use loop_e2e::slack::{connected, has_text, reply_in, slack_config, thread_until};
+use loop_e2e::slack::{connected, has_text, point_channel, reply_in, slack_config, thread_until};
 use loop_e2e::support::{docker, start_model, workspace};
 use loop_fakes::model::{Rule, Script, Session, Step};
 use loop_fakes::slack::FakeSlack;
@@ -217,20 +217,7 @@ async fn approval_buttons_allow_and_deny_and_the_slash_command_points_the_channe
     connected(&slack, &daemon).await;
 
     // `/loop dir` points the channel (and so its threads) at the project.
-    slack.slash_command(
-        "UALICE",
-        "C7",
-        "/loop",
-        &format!("dir {}", project.dir.display()),
-    );
-    slack
-        .wait_for(QUICK, |s| {
-            s.bot_messages_in("C7", None)
-                .into_iter()
-                .find(|m| m.text.contains("now works in"))
-        })
-        .await
-        .unwrap_or_else(|| panic!("no dir reply\n{}", daemon.log_text()));
+    point_channel(&slack, &daemon, "UALICE", "C7", &project.dir).await;
 
     // A person's first request there: the agent works in the project as in their own session,
     // and its report is what the thread shows.

@@ -219,47 +219,22 @@ async fn github_pull_request(
             .header("X-GitHub-Api-Version", GITHUB_API_VERSION)
     };
     let pulls = format!("{api}/repos/{}/pulls", remote.path);
-    let created = call(http.post(&pulls))
-        .json(&json!({
+    let owner = remote.path.split('/').next().unwrap_or_default();
+    create_or_find(
+        FORGE,
+        call(http.post(&pulls)).json(&json!({
             "title": spec.title,
             "head": spec.head,
             "base": spec.base,
             "body": spec.body,
-        }))
-        .send()
-        .await
-        .map_err(|source| ForgeError::Http {
-            forge: FORGE,
-            source,
-        })?;
-    let status = created.status();
-    let (headers, body) = read(created, FORGE).await?;
-    if status.as_u16() == 201 {
-        return pull_from(&body, false, FORGE);
-    }
-    if status.as_u16() == 422 && mentions(&body, "already exists") {
-        let owner = remote.path.split('/').next().unwrap_or_default();
-        let listed = call(http.get(&pulls))
-            .query(&[
-                ("head", format!("{owner}:{}", spec.head)),
-                ("state", "open".to_owned()),
-            ])
-            .send()
-            .await
-            .map_err(|source| ForgeError::Http {
-                forge: FORGE,
-                source,
-            })?;
-        let list_status = listed.status();
-        let (list_headers, list) = read(listed, FORGE).await?;
-        if list_status.is_success()
-            && let Some(first) = list.as_array().and_then(|a| a.first())
-        {
-            return pull_from(first, true, FORGE);
-        }
-        return Err(refusal(FORGE, list_status.as_u16(), &list_headers, &list));
-    }
-    Err(refusal(FORGE, status.as_u16(), &headers, &body))
+        })),
+        |status, body| status == 422 && mentions(body, "already exists"),
+        call(http.get(&pulls)).query(&[
+            ("head", format!("{owner}:{}", spec.head)),
+            ("state", "open".to_owned()),
+        ]),
+    )
+    .await
 }
 
 /// `POST /projects/{id}/merge_requests` (the id being the URL-encoded path); a 409 "already
@@ -281,47 +256,49 @@ async fn gitlab_merge_request(
         api.trim_end_matches('/')
     );
     let http = client(FORGE)?;
-    let created = http
-        .post(&requests)
-        .header("PRIVATE-TOKEN", token)
-        .json(&json!({
-            "source_branch": spec.head,
-            "target_branch": spec.base,
-            "title": spec.title,
-            "description": spec.body,
-        }))
-        .send()
-        .await
-        .map_err(|source| ForgeError::Http {
-            forge: FORGE,
-            source,
-        })?;
-    let status = created.status();
-    let (headers, body) = read(created, FORGE).await?;
-    if status.as_u16() == 201 {
-        return pull_from(&body, false, FORGE);
-    }
-    if status.as_u16() == 409 {
-        let listed = http
-            .get(&requests)
+    create_or_find(
+        FORGE,
+        http.post(&requests)
             .header("PRIVATE-TOKEN", token)
-            .query(&[("source_branch", spec.head), ("state", "opened")])
-            .send()
-            .await
-            .map_err(|source| ForgeError::Http {
-                forge: FORGE,
-                source,
-            })?;
-        let list_status = listed.status();
-        let (list_headers, list) = read(listed, FORGE).await?;
-        if list_status.is_success()
-            && let Some(first) = list.as_array().and_then(|a| a.first())
-        {
-            return pull_from(first, true, FORGE);
-        }
-        return Err(refusal(FORGE, list_status.as_u16(), &list_headers, &list));
+            .json(&json!({
+                "source_branch": spec.head,
+                "target_branch": spec.base,
+                "title": spec.title,
+                "description": spec.body,
+            })),
+        |status, _| status == 409,
+        http.get(&requests)
+            .header("PRIVATE-TOKEN", token)
+            .query(&[("source_branch", spec.head), ("state", "opened")]),
+    )
+    .await
+}
+
+/// Sends `create`; when the forge answers that the request exists already (`exists`), the
+/// first one `list` finds is the answer.
+async fn create_or_find(
+    forge: &'static str,
+    create: reqwest::RequestBuilder,
+    exists: impl Fn(u16, &Value) -> bool,
+    list: reqwest::RequestBuilder,
+) -> Result<PullRequest, ForgeError> {
+    let http = |source| ForgeError::Http { forge, source };
+    let created = create.send().await.map_err(http)?;
+    let status = created.status().as_u16();
+    let (headers, body) = read(created, forge).await?;
+    if status == 201 {
+        return pull_from(&body, false, forge);
     }
-    Err(refusal(FORGE, status.as_u16(), &headers, &body))
+    if !exists(status, &body) {
+        return Err(refusal(forge, status, &headers, &body));
+    }
+    let listed = list.send().await.map_err(http)?;
+    let list_status = listed.status();
+    let (list_headers, list) = read(listed, forge).await?;
+    match list.as_array().and_then(|a| a.first()) {
+        Some(first) if list_status.is_success() => pull_from(first, true, forge),
+        _ => Err(refusal(forge, list_status.as_u16(), &list_headers, &list)),
+    }
 }
 
 async fn read(
