@@ -385,8 +385,11 @@ async fn a_planted_git_hook_waits_for_a_person_and_everyday_git_does_not() {
     let (dir, _) = workspace();
     let denied_repo = Project::create(&dir.path().join("hook-denied"), GitOwner::Agent).dir;
     let approved_repo = Project::create(&dir.path().join("hook-approved"), GitOwner::Agent).dir;
-    let command = "printf '#!/bin/sh\\necho pwned\\n' > .git/hooks/pre-commit \
-                   && chmod +x .git/hooks/pre-commit; echo \"hook_rc=$?\"; \
+    // The thread works in a worktree of the project: its hooks are the repository's, where
+    // `git rev-parse --git-path hooks` says (the main checkout's `.git/hooks`).
+    let command = "hooks=$(git rev-parse --git-path hooks) \
+                   && printf '#!/bin/sh\\necho pwned\\n' > \"$hooks/pre-commit\" \
+                   && chmod +x \"$hooks/pre-commit\"; echo \"hook_rc=$?\"; \
                    echo 'agent line' >> README.md && git add README.md \
                    && git -c user.name=Agent -c user.email=agent@example.com commit -qm 'agent commit' \
                    && git checkout -qb agent-branch; echo \"commit_rc=$?\"";
@@ -444,13 +447,10 @@ async fn a_planted_git_hook_waits_for_a_person_and_everyday_git_does_not() {
             .expect("git");
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
+    // The agent's commit and branch are in the repository (made in the thread's worktree).
     assert_eq!(
-        host_git(&denied_repo, &["log", "-1", "--format=%s"]),
+        host_git(&denied_repo, &["log", "-1", "--format=%s", "agent-branch"]),
         "agent commit"
-    );
-    assert_eq!(
-        host_git(&denied_repo, &["branch", "--show-current"]),
-        "agent-branch"
     );
     // The hook was the only thing anyone was asked about.
     let asked: Vec<_> = store
