@@ -4,11 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::layer::GateDecision;
-use super::secret::Secret;
-use super::set;
+use super::layer::{GateDecision, GitLayer, GitRemoteConfig};
+use super::merge::{expand_home, set};
 
 /// The effective `git` section.
 #[derive(Debug, Clone, Serialize)]
@@ -37,33 +36,6 @@ pub struct GitConfig {
     pub agent_publish: GateDecision,
 }
 
-/// How to reach one forge: the remote URLs it covers, the token and the API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GitRemoteConfig {
-    /// Remote URLs starting with this (`https://github.com/`) use this entry.
-    pub url_prefix: String,
-    /// A token with push rights (and pull-request rights for `forge`).
-    #[serde(default)]
-    pub token: Secret,
-    /// The HTTP user the token goes with (`x-access-token` for GitHub, `oauth2` for GitLab).
-    #[serde(default)]
-    pub username: Option<String>,
-    /// `github` or `gitlab`: whose REST API opens pull (merge) requests.
-    #[serde(default)]
-    pub forge: Option<Forge>,
-    /// The REST API's base URL (`https://api.github.com`, `https://gitlab.com/api/v4`).
-    #[serde(default)]
-    pub api_url: Option<String>,
-}
-
-/// Whose pull-request API a remote speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Forge {
-    Github,
-    Gitlab,
-}
-
 impl GitConfig {
     pub fn defaults(home: &Path) -> GitConfig {
         GitConfig {
@@ -89,21 +61,6 @@ impl GitConfig {
     }
 }
 
-/// `git` in one config file.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct GitLayer {
-    pub worktrees: Option<bool>,
-    pub worktrees_dir: Option<String>,
-    pub branch_prefix: Option<String>,
-    pub auto_commit: Option<bool>,
-    pub push_after_turn: Option<bool>,
-    pub remove_idle_days: Option<u64>,
-    pub author_name: Option<String>,
-    pub author_email: Option<String>,
-    pub remotes: Option<Vec<GitRemoteConfig>>,
-    pub agent_publish: Option<GateDecision>,
-}
-
 impl GitConfig {
     /// The global file (or the environment) sets any key.
     pub(super) fn apply_global(&mut self, layer: GitLayer, home: &Path) {
@@ -121,7 +78,7 @@ impl GitConfig {
         } = layer;
         set(&mut self.worktrees, worktrees);
         if let Some(dir) = worktrees_dir.filter(|d| !d.is_empty()) {
-            self.worktrees_dir = super::expand_home(&dir, home);
+            self.worktrees_dir = expand_home(&dir, home);
         }
         set(&mut self.branch_prefix, branch_prefix);
         set(&mut self.auto_commit, auto_commit);

@@ -237,6 +237,48 @@ pub struct SchedulerLayer {
     pub timezone: Option<String>,
 }
 
+/// How to reach one forge: the remote URLs it covers, the token and the API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GitRemoteConfig {
+    /// Remote URLs starting with this (`https://github.com/`) use this entry.
+    pub url_prefix: String,
+    /// A token with push rights (and pull-request rights for `forge`).
+    #[serde(default)]
+    pub token: Secret,
+    /// The HTTP user the token goes with (`x-access-token` for GitHub, `oauth2` for GitLab).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// `github` or `gitlab`: whose REST API opens pull (merge) requests.
+    #[serde(default)]
+    pub forge: Option<Forge>,
+    /// The REST API's base URL (`https://api.github.com`, `https://gitlab.com/api/v4`).
+    #[serde(default)]
+    pub api_url: Option<String>,
+}
+
+/// Whose pull-request API a remote speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forge {
+    Github,
+    Gitlab,
+}
+
+/// `git` in one config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct GitLayer {
+    pub worktrees: Option<bool>,
+    pub worktrees_dir: Option<String>,
+    pub branch_prefix: Option<String>,
+    pub auto_commit: Option<bool>,
+    pub push_after_turn: Option<bool>,
+    pub remove_idle_days: Option<u64>,
+    pub author_name: Option<String>,
+    pub author_email: Option<String>,
+    pub remotes: Option<Vec<GitRemoteConfig>>,
+    pub agent_publish: Option<GateDecision>,
+}
+
 /// One config file, every field optional.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ConfigLayer {
@@ -284,7 +326,7 @@ pub struct ConfigLayer {
     pub permissions: Option<Permissions>,
     pub gates: Option<GatesLayer>,
     pub scheduler: Option<SchedulerLayer>,
-    pub git: Option<super::git::GitLayer>,
+    pub git: Option<GitLayer>,
     pub slack: Option<SlackLayer>,
     pub discord: Option<DiscordLayer>,
 }

@@ -12,6 +12,7 @@
 mod error;
 mod git;
 mod layer;
+mod merge;
 pub mod project;
 mod secret;
 
@@ -30,7 +31,10 @@ pub use project::{ProjectFile, TrustedVersion};
 pub use secret::{REDACTED, Secret};
 
 pub use error::ConfigError;
-pub use git::{Forge, GitConfig, GitLayer, GitRemoteConfig};
+pub use git::GitConfig;
+pub use layer::{Forge, GitLayer, GitRemoteConfig};
+pub use merge::expand_home;
+use merge::set;
 
 /// Where the configuration comes from: the home directory, the loop directory and the
 /// process environment. Tests build one by hand instead of touching the real home.
@@ -1011,23 +1015,6 @@ impl Config {
             ));
         }
         Ok(())
-    }
-}
-
-/// Expands a leading `~` or `~/` against `home`; other paths are returned as given.
-pub fn expand_home(path: &str, home: &Path) -> PathBuf {
-    if path == "~" {
-        home.to_path_buf()
-    } else if let Some(rest) = path.strip_prefix("~/") {
-        home.join(rest)
-    } else {
-        PathBuf::from(path)
-    }
-}
-
-fn set<T>(target: &mut T, value: Option<T>) {
-    if let Some(value) = value {
-        *target = value;
     }
 }
 
