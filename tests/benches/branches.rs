@@ -13,9 +13,12 @@
 //! what a real turn that edits makes it pay: on a new thread, `git worktree add` of the project;
 //! on every turn, `git add -A`, a commit, and the numstat of the turn.
 //!
-//! Two sides, interleaved round by round and alternating which goes first:
+//! Three sides, interleaved round by round, the order rotating:
 //! - `plain`: the project as a plain directory (no `.git`): the turn edits it in place;
-//! - `git`: the same files as a repository: the turn runs in the thread's worktree.
+//! - `in place`: the same files as a repository, with `git.worktrees: false` (a second daemon):
+//!   the turn edits the checkout, as before #17; what git costs the Claude CLI itself (it reads
+//!   the repository's status when it starts) is in here too;
+//! - `git`: the repository with a worktree and branch per thread, loop's default.
 //!
 //! 1. first turns: each round posts to a new channel of each side (a cold container, and on
 //!    the git side a new worktree and branch);
@@ -68,16 +71,27 @@ async fn main() -> Result<()> {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
     }
     let repo = Project::create(&dir.path().join("repo"), GitOwner::Agent).dir;
+    let in_place = Project::create(&dir.path().join("in-place"), GitOwner::Agent).dir;
     let plain = plain_copy(&repo, &dir.path().join("plain"))?;
     let daemon = Daemon::start(
         &dir.path().join("home"),
         &test_config(model.port(), dir.path(), ""),
     )
     .await;
+    let legacy = Daemon::start(
+        &dir.path().join("home-in-place"),
+        &test_config(model.port(), dir.path(), r#""git": {"worktrees": false}"#),
+    )
+    .await;
     let api = Api {
         http: reqwest::Client::new(),
         token: daemon.token(),
         url: daemon.url("/api/local/messages"),
+    };
+    let legacy_api = Api {
+        http: reqwest::Client::new(),
+        token: legacy.token(),
+        url: legacy.url("/api/local/messages"),
     };
     println!("git per thread benchmark");
     println!(
@@ -88,55 +102,84 @@ async fn main() -> Result<()> {
         loop_binary().display()
     );
     // Warm-up, not counted: the first container pays for a cold page cache.
-    for (side, dir) in [("plain", &plain), ("git", &repo)] {
-        api.turn(&format!("warmup-{side}"), dir, "warm-up")
+    let sides = [
+        Side {
+            name: "plain",
+            api: &api,
+            dir: &plain,
+        },
+        Side {
+            name: "in place",
+            api: &legacy_api,
+            dir: &in_place,
+        },
+        Side {
+            name: "git",
+            api: &api,
+            dir: &repo,
+        },
+    ];
+    for side in &sides {
+        side.turn("warmup", "warm-up")
             .await
             .with_context(|| log_tail(&daemon))?;
     }
 
-    let mut first = Sides::default();
-    let mut follow = Sides::default();
+    let mut first = Timings::default();
+    let mut follow = Timings::default();
     println!();
     println!("first turns of new threads (cold container; git: + worktree), {rounds} rounds");
     for round in 1..=rounds {
-        let order = sides(round, &plain, &repo);
-        for (side, dir) in &order {
-            let took = api
-                .turn(&format!("new-{side}-{round}"), dir, "change the notes")
+        for side in rotated(&sides, round) {
+            let took = side
+                .turn(&format!("new-{round}"), "change the notes")
                 .await
                 .with_context(|| log_tail(&daemon))?;
-            first.push(side, took);
+            first.push(side.name, took);
         }
         first.print_round(round);
     }
     println!();
     println!("follow-ups in one warm thread per side (git: + commit and diff), {rounds} rounds");
     for round in 1..=rounds {
-        for (side, dir) in &sides(round, &plain, &repo) {
-            let took = api
-                .turn(&format!("new-{side}-1"), dir, "change the notes again")
+        for side in rotated(&sides, round) {
+            let took = side
+                .turn("new-1", "change the notes again")
                 .await
                 .with_context(|| log_tail(&daemon))?;
-            follow.push(side, took);
+            follow.push(side.name, took);
         }
         follow.print_round(round);
     }
     println!();
     println!("summary (load {})", load_average());
-    first.print_summary("a new thread's first turn", "git / plain");
-    follow.print_summary("a follow-up turn", "git / plain");
+    first.print_summary("a new thread's first turn");
+    follow.print_summary("a follow-up turn");
+    drop(legacy);
     drop(daemon);
     model.shutdown().await;
     Ok(())
 }
 
-/// The two sides in the order of `round`: odd rounds plain first, even rounds git first.
-fn sides<'a>(round: usize, plain: &'a Path, repo: &'a Path) -> [(&'static str, &'a Path); 2] {
-    if round % 2 == 1 {
-        [("plain", plain), ("git", repo)]
-    } else {
-        [("git", repo), ("plain", plain)]
+/// One way of running the same turn: a daemon and a project directory.
+struct Side<'a> {
+    name: &'static str,
+    api: &'a Api,
+    dir: &'a Path,
+}
+
+impl Side<'_> {
+    async fn turn(&self, channel: &str, text: &str) -> Result<Duration> {
+        let channel = format!("{channel}-{}", self.name.replace(' ', "-"));
+        self.api.turn(&channel, self.dir, text).await
     }
+}
+
+/// The sides in the order of `round`: each goes first in turn.
+fn rotated<'s, 'a>(sides: &'s [Side<'a>; 3], round: usize) -> Vec<&'s Side<'a>> {
+    (0..sides.len())
+        .map(|i| &sides[(i + round) % sides.len()])
+        .collect()
 }
 
 /// The project's files without `.git`, owned like the repository.
@@ -155,49 +198,64 @@ fn plain_copy(repo: &Path, to: &Path) -> Result<PathBuf> {
     Ok(to.to_path_buf())
 }
 
+/// Each side's times, in round order.
 #[derive(Default)]
-struct Sides {
-    plain: Vec<Duration>,
-    git: Vec<Duration>,
-    paired: Vec<f64>,
+struct Timings {
+    by_side: std::collections::BTreeMap<&'static str, Vec<Duration>>,
 }
 
-impl Sides {
-    fn push(&mut self, side: &str, took: Duration) {
-        if side == "git" {
-            self.git.push(took);
-        } else {
-            self.plain.push(took);
-        }
+impl Timings {
+    fn push(&mut self, side: &'static str, took: Duration) {
+        self.by_side.entry(side).or_default().push(took);
     }
 
-    fn print_round(&mut self, round: usize) {
-        let (plain, git) = (self.plain[round - 1], self.git[round - 1]);
-        let ratio = git.as_secs_f64() / plain.as_secs_f64();
-        self.paired.push(ratio);
+    fn round(&self, side: &str, round: usize) -> Duration {
+        self.by_side[side][round - 1]
+    }
+
+    fn print_round(&self, round: usize) {
+        let (plain, in_place, git) = (
+            self.round("plain", round),
+            self.round("in place", round),
+            self.round("git", round),
+        );
         println!(
-            "  {round:>3}  plain {:>8}  git {:>8}  git/plain {ratio:.2}×  ({:+.0} ms)",
+            "  {round:>3}  plain {:>8}  in place {:>8}  git {:>8}  git/plain {:.2}×  git/in place {:.2}× ({:+.0} ms)",
             secs(plain),
+            secs(in_place),
             secs(git),
-            (git.as_secs_f64() - plain.as_secs_f64()) * 1000.0
+            ratio(git, plain),
+            ratio(git, in_place),
+            (git.as_secs_f64() - in_place.as_secs_f64()) * 1000.0
         );
     }
 
-    fn print_summary(&self, what: &str, label: &str) {
-        let (plain, git) = (median(&self.plain), median(&self.git));
-        let mut paired = self.paired.clone();
+    fn print_summary(&self, what: &str) {
+        let median_of = |side: &str| median(&self.by_side[side]);
+        let (plain, in_place, git) = (median_of("plain"), median_of("in place"), median_of("git"));
+        let rounds = self.by_side["git"].len();
+        let mut paired: Vec<f64> = (1..=rounds)
+            .map(|r| ratio(self.round("git", r), self.round("in place", r)))
+            .collect();
         paired.sort_by(f64::total_cmp);
         println!(
-            "  {what}: {label} = {:.2}× of medians (plain {}, git {}, {:+.0} ms); paired ratios median {:.2}×, range {:.2}×–{:.2}×",
-            git.as_secs_f64() / plain.as_secs_f64(),
+            "  {what}: medians plain {}, in place {}, git {}; git / in place = {:.2}× ({:+.0} ms; paired median {:.2}×, range {:.2}×–{:.2}×); in place / plain = {:.2}×; git / plain = {:.2}×",
             secs(plain),
+            secs(in_place),
             secs(git),
-            (git.as_secs_f64() - plain.as_secs_f64()) * 1000.0,
+            ratio(git, in_place),
+            (git.as_secs_f64() - in_place.as_secs_f64()) * 1000.0,
             paired[paired.len() / 2],
             paired[0],
             paired[paired.len() - 1],
+            ratio(in_place, plain),
+            ratio(git, plain),
         );
     }
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64()
 }
 
 /// The daemon's host API, as `loop run --dir` uses it.
