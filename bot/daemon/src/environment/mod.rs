@@ -1,0 +1,170 @@
+//! A project's environment: which image its agent runs in (issue #18). A project describes it,
+//! by priority, in `.loop/container/Dockerfile` (the Go Loop's convention), in
+//! `.devcontainer/devcontainer.json` or `.devcontainer.json` (the Dev Container spec, see
+//! [`devcontainer`]), or not at all (the config's `container_image`).
+//!
+//! Discovery reads the project's files the way every host-side read of a project does
+//! ([`crate::project_files`]: beneath the project, never through a symlink, size-capped), and
+//! refuses a description loop cannot honour with a message that names the file, the line and
+//! the field. Building the image, with loop's own layer on top, is the runner's.
+
+pub mod devcontainer;
+
+use std::path::{Path, PathBuf};
+
+use crate::project_files::{ProjectFileError, read_in_project};
+pub use devcontainer::{Devcontainer, DevcontainerBase, DevcontainerError, LifecycleCommand};
+
+/// The Go Loop's per-project Dockerfile.
+pub const LOOP_DOCKERFILE: &str = ".loop/container/Dockerfile";
+/// The Dev Container spec's two places, in the spec's order.
+pub const DEVCONTAINER_FILES: &[&str] = &[".devcontainer/devcontainer.json", ".devcontainer.json"];
+/// A description larger than this is not a description.
+const MAX_DESCRIPTION_BYTES: u64 = 256 * 1024;
+
+/// Where a project's image comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvironmentSource {
+    /// `.loop/container/Dockerfile`, built with the project as its context (so it may `COPY`
+    /// the project's requirement files; the project's `.dockerignore` applies).
+    LoopDockerfile {
+        dockerfile: PathBuf,
+        context: PathBuf,
+    },
+    /// A devcontainer.json.
+    Devcontainer {
+        file: PathBuf,
+        spec: Box<Devcontainer>,
+    },
+    /// No description: the configured image.
+    Configured(String),
+}
+
+/// Why a project's environment cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvironmentError {
+    #[error(transparent)]
+    Devcontainer(#[from] DevcontainerError),
+    #[error("{0}")]
+    File(#[from] ProjectFileError),
+}
+
+/// The project's environment, by the priority of the module docs.
+pub fn discover(
+    project: &Path,
+    configured_image: &str,
+) -> Result<EnvironmentSource, EnvironmentError> {
+    if let Some(dockerfile) = present(project, LOOP_DOCKERFILE)? {
+        return Ok(EnvironmentSource::LoopDockerfile {
+            dockerfile,
+            context: project.to_path_buf(),
+        });
+    }
+    for name in DEVCONTAINER_FILES {
+        if let Some(file) = present(project, name)? {
+            let text = read_in_project(project, &file, MAX_DESCRIPTION_BYTES)?;
+            let spec = devcontainer::parse(project, &file, &text)?;
+            return Ok(EnvironmentSource::Devcontainer {
+                file,
+                spec: Box::new(spec),
+            });
+        }
+    }
+    Ok(EnvironmentSource::Configured(configured_image.to_owned()))
+}
+
+/// `project/relative` when something is there, checked to be a regular file reached without
+/// a symlink (a link there is an error, not "absent": someone meant it).
+fn present(project: &Path, relative: &str) -> Result<Option<PathBuf>, ProjectFileError> {
+    let path = project.join(relative);
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Ok(None);
+    }
+    read_in_project(project, &path, MAX_DESCRIPTION_BYTES)?;
+    Ok(Some(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/projects");
+        std::fs::canonicalize(dir).expect("fixtures").join(name)
+    }
+
+    /// The projects of `tests/fixtures/projects`, as a person's checkout would hold them.
+    #[test]
+    fn the_fixture_projects_describe_their_environments() {
+        let python = fixture("python-dockerfile");
+        assert_eq!(
+            discover(&python, "loop-agent:latest").expect("python"),
+            EnvironmentSource::LoopDockerfile {
+                dockerfile: python.join(LOOP_DOCKERFILE),
+                context: python.clone(),
+            }
+        );
+
+        let image = fixture("devcontainer-image");
+        match discover(&image, "loop-agent:latest").expect("image") {
+            EnvironmentSource::Devcontainer { file, spec } => {
+                assert_eq!(file, image.join(".devcontainer/devcontainer.json"));
+                assert_eq!(
+                    spec.base,
+                    DevcontainerBase::Image("debian:bookworm-slim".into())
+                );
+                assert_eq!(spec.setup.len(), 1, "{spec:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let build = fixture("devcontainer-build");
+        match discover(&build, "loop-agent:latest").expect("build") {
+            EnvironmentSource::Devcontainer { spec, .. } => match spec.base {
+                DevcontainerBase::Build {
+                    dockerfile,
+                    context,
+                    args,
+                    ..
+                } => {
+                    assert_eq!(dockerfile, build.join(".devcontainer/Dockerfile"));
+                    assert_eq!(context, build);
+                    assert_eq!(
+                        args.get("GREETING").map(String::as_str),
+                        Some("hello from args")
+                    );
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+
+        let invalid = fixture("devcontainer-invalid");
+        let err = discover(&invalid, "loop-agent:latest").expect_err("invalid");
+        let text = err.to_string();
+        assert!(
+            text.contains(".devcontainer.json:4: `containerEnv.DEBUG`"),
+            "{text}"
+        );
+
+        let plain = fixture("plain");
+        assert_eq!(
+            discover(&plain, "loop-agent:latest").expect("plain"),
+            EnvironmentSource::Configured("loop-agent:latest".into())
+        );
+    }
+
+    /// A description that is a symlink (to a host file, say) is refused, not followed.
+    #[test]
+    fn a_linked_description_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join(".devcontainer")).expect("mkdir");
+        std::os::unix::fs::symlink(
+            "/etc/passwd",
+            dir.path().join(".devcontainer/devcontainer.json"),
+        )
+        .expect("link");
+        let err = discover(dir.path(), "x").expect_err("a link");
+        assert!(err.to_string().contains("symlink"), "{err}");
+    }
+}
