@@ -174,3 +174,38 @@ async fn onboard_then_doctor_says_what_is_missing_and_passes_when_nothing_is() {
         "{out}"
     );
 }
+
+/// `loop doctor --dir PROJECT` says which environment description of the project applies, what
+/// loop leaves out of it, and why a broken one cannot be used (file, line, field).
+#[test]
+fn doctor_reads_a_projects_environment_description() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path();
+    assert!(run(home, &["onboard"], &[]).status.success());
+    let fixtures = std::fs::canonicalize(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/projects"))
+        .expect("fixtures");
+    let doctor = |project: &str| {
+        let project = fixtures.join(project).display().to_string();
+        text(&run(
+            home,
+            &["doctor", "--dir", &project],
+            &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+        ))
+    };
+    let out = doctor("devcontainer-invalid");
+    assert!(
+        out.contains("[FAIL] environment")
+            && out.contains(".devcontainer.json:4: `containerEnv.DEBUG`"),
+        "{out}"
+    );
+    let out = doctor("devcontainer-image");
+    assert!(
+        out.contains("[ok  ] environment")
+            && out.contains("image debian:bookworm-slim; setup: postCreateCommand"),
+        "{out}"
+    );
+    let out = doctor("python-dockerfile");
+    assert!(out.contains(".loop/container/Dockerfile"), "{out}");
+    let out = doctor("plain");
+    assert!(out.contains("has no environment description"), "{out}");
+}

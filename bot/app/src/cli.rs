@@ -20,7 +20,7 @@ pub enum Command {
     /// Run the daemon: every enabled platform, the scheduler and the host API.
     Serve,
     /// Check Docker, the agent image, credentials, config and database; say what to fix.
-    Doctor,
+    Doctor(DoctorArgs),
     /// Send one prompt to the running daemon and print the answer (exit status: success).
     Run(RunArgs),
     /// Chat with the agent in your terminal through the running daemon.
@@ -194,6 +194,14 @@ pub struct SyscallwrapArgs {
     /// The command to supervise, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Also check this project's environment description (`.loop/container/Dockerfile`,
+    /// `devcontainer.json`).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

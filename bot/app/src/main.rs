@@ -72,8 +72,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Doctor => {
-            let checks = doctor::run(&sources).await;
+        Command::Doctor(args) => {
+            let checks = doctor::run(&sources, args.dir.as_deref()).await;
             for check in &checks {
                 println!("{check}");
             }

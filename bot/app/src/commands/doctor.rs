@@ -1,6 +1,7 @@
 //! `loop doctor`: check everything loop needs and say exactly what to fix.
 
 use std::fmt;
+use std::path::Path;
 
 use loop_daemon::config::{Config, ConfigError, ConfigSources};
 use loop_store::Store;
@@ -67,8 +68,9 @@ impl fmt::Display for Check {
     }
 }
 
-/// Runs every check. The config check comes first; the others need a config.
-pub async fn run(sources: &ConfigSources) -> Vec<Check> {
+/// Runs every check, and with `project` that project's environment. The config check comes
+/// first; the others need a config.
+pub async fn run(sources: &ConfigSources, project: Option<&Path>) -> Vec<Check> {
     let mut checks = Vec::new();
     let config = match Config::load(sources) {
         Ok(loaded) => {
@@ -110,7 +112,66 @@ pub async fn run(sources: &ConfigSources) -> Vec<Check> {
     if config.memory.enabled {
         checks.push(memory_check(&config));
     }
+    if let Some(project) = project {
+        checks.extend(environment_checks(&config, project));
+    }
     checks
+}
+
+/// The project's environment description, as loop reads it: which one applies, what loop
+/// leaves out of it, or why it cannot be used (file, line and field).
+fn environment_checks(config: &Config, project: &Path) -> Vec<Check> {
+    use loop_daemon::environment::{DevcontainerBase, EnvironmentSource, discover};
+    let project = std::fs::canonicalize(project).unwrap_or_else(|_| project.to_path_buf());
+    // Building project images is #18's next step: say so rather than imply it is used.
+    const NOT_YET: &str = "(project images are not built yet: turns run in container_image)";
+    match discover(&project, &config.container_image) {
+        Ok(EnvironmentSource::LoopDockerfile { dockerfile, .. }) => vec![Check::ok(
+            "environment",
+            format!("{} {NOT_YET}", dockerfile.display()),
+        )],
+        Ok(EnvironmentSource::Devcontainer { file, spec }) => {
+            let base = match &spec.base {
+                DevcontainerBase::Image(image) => format!("image {image}"),
+                DevcontainerBase::Build { dockerfile, .. } => {
+                    format!("build {}", dockerfile.display())
+                }
+            };
+            let setup: Vec<&str> = spec.setup.iter().map(|(name, _)| *name).collect();
+            let mut checks = vec![Check::ok(
+                "environment",
+                format!(
+                    "{}: {base}{} {NOT_YET}",
+                    file.display(),
+                    if setup.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; setup: {}", setup.join(", "))
+                    }
+                ),
+            )];
+            for note in &spec.notes {
+                checks.push(Check::warn(
+                    "environment",
+                    note.clone(),
+                    "remove it from the file, or leave it for other tools",
+                ));
+            }
+            checks
+        }
+        Ok(EnvironmentSource::Configured(image)) => vec![Check::ok(
+            "environment",
+            format!(
+                "{} has no environment description: container_image {image}",
+                project.display()
+            ),
+        )],
+        Err(err) => vec![Check::fail(
+            "environment",
+            err.to_string(),
+            "fix the file, or remove it to use container_image",
+        )],
+    }
 }
 
 /// With `memory.enabled`: ONNX Runtime and the model files (or the Ollama server in use).
