@@ -5,6 +5,7 @@
 //! It takes plain settings and ids and returns events and results.
 
 pub mod agent;
+pub mod build_context;
 pub mod docker;
 pub mod events;
 pub mod naming;
