@@ -9,6 +9,7 @@ pub mod build_context;
 pub mod docker;
 pub mod events;
 pub mod naming;
+pub mod project_image;
 pub mod registry;
 pub mod spec;
 mod stdio;

@@ -551,3 +551,86 @@ async fn an_agent_in_a_linked_worktree_commits_on_its_branch() {
     rig.cleanup().await;
     model.shutdown().await;
 }
+
+/// A project's own Dockerfile (the `devcontainer-build` fixture: `ARG GREETING`, written into
+/// the image) is built once per content: the argument reaches the build, the same project is
+/// not built again, a changed Dockerfile is; a symlink in the context is sent as a link, so a
+/// host file never enters the image.
+#[tokio::test]
+async fn a_projects_dockerfile_is_built_once_per_content() {
+    use loop_runner::project_image::{BaseBuild, build_base};
+    let Some(docker) = loop_e2e::support::docker().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let project = dir.path().join("built");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/projects/devcontainer-build");
+    std::fs::create_dir_all(project.join(".devcontainer")).expect("mkdir");
+    for file in [
+        ".devcontainer/devcontainer.json",
+        ".devcontainer/Dockerfile",
+    ] {
+        std::fs::copy(fixture.join(file), project.join(file)).expect("copy");
+    }
+    std::os::unix::fs::symlink("/etc/shadow", project.join("shadow")).expect("link");
+    let dockerfile = project.join(".devcontainer/Dockerfile");
+    std::fs::write(
+        &dockerfile,
+        format!(
+            "{}COPY shadow /copied\n",
+            std::fs::read_to_string(&dockerfile).expect("read")
+        ),
+    )
+    .expect("write");
+    let args = [("GREETING".to_owned(), "hello from args".to_owned())].into();
+    let spec = BaseBuild {
+        project: &project,
+        context: &project,
+        dockerfile: &dockerfile,
+        args: &args,
+        target: None,
+    };
+    // The context's symlink to a host file is sent as a link: the builder cannot copy the
+    // host's file through it.
+    let refused = build_base(&docker, &spec, |_| {}).await;
+    assert!(
+        matches!(&refused, Err(loop_runner::project_image::BuildError::Failed { message, .. }) if message.contains("shadow")),
+        "{refused:?}"
+    );
+    std::fs::copy(fixture.join(".devcontainer/Dockerfile"), &dockerfile).expect("copy");
+    let mut lines = Vec::new();
+    let first = build_base(&docker, &spec, |line| lines.push(line.to_owned()))
+        .await
+        .expect("build");
+    assert!(
+        first.built && first.tag.starts_with("loop-base:"),
+        "{first:?}"
+    );
+    assert!(!lines.is_empty(), "the build's output was shown");
+    let run = |script: &str| {
+        let out = std::process::Command::new("docker")
+            .args(["run", "--rm", &first.tag, "sh", "-c", script])
+            .output()
+            .expect("docker run");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(run("cat /etc/greeting"), "hello from args");
+
+    let again = build_base(&docker, &spec, |_| {}).await.expect("again");
+    assert_eq!(again.tag, first.tag);
+    assert!(!again.built, "an unchanged project is not built again");
+
+    std::fs::write(
+        &dockerfile,
+        "FROM debian:bookworm-slim\nRUN echo changed > /etc/greeting\n",
+    )
+    .expect("write");
+    let changed = build_base(&docker, &spec, |_| {}).await.expect("changed");
+    assert!(changed.built && changed.tag != first.tag, "{changed:?}");
+    for tag in [&first.tag, &changed.tag] {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", tag])
+            .output();
+    }
+}
