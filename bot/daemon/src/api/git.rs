@@ -13,8 +13,8 @@ use loop_adapter::ChannelKey;
 use loop_gate::wire::{ApprovalDecision, ApprovalRequest, GateAction};
 use loop_wire::api::{GitPublish, GitPublished};
 
-use super::auth::bearer;
 use super::state::{ApiError, ApiState, parse_body};
+use super::tasks::{Caller, caller};
 use crate::config::GateDecision;
 use crate::gate::approval::{self, AskError, Asked, Desk};
 
@@ -49,16 +49,13 @@ async fn publish(
     body: &[u8],
     pull_request: bool,
 ) -> Result<GitPublished, ApiError> {
-    let token = bearer(headers).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing bearer token (containers get LOOP_API_TOKEN)",
-        )
-    })?;
-    let identity = state
-        .container_tokens()
-        .identify(token)
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "wrong or expired token"))?;
+    // The same token check as every container route (`tasks::caller`); only a container's
+    // agent asks this way, a person uses `/loop push` and `/loop pr`.
+    let Caller::Container(identity) = caller(state, headers)? else {
+        return Err(ApiError::bad_request(
+            "POST /api/git/* is the agent's (container token); people use /loop push and /loop pr",
+        ));
+    };
     let request: GitPublish = parse_body(body)?;
     let channel: ChannelKey = identity.channel_key.parse().map_err(|_| {
         ApiError::new(

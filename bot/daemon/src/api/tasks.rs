@@ -26,14 +26,14 @@ use loop_store::TaskRecord;
 use loop_wire::api::{CreateTask, SendMessage, TaskInfo, UpdateTask};
 
 /// Who is calling.
-enum Caller {
+pub(super) enum Caller {
     /// A local client: any channel.
     Admin,
     /// An agent's container: its own channel only.
     Container(ContainerIdentity),
 }
 
-fn caller(state: &ApiState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+pub(super) fn caller(state: &ApiState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let Some(token) = bearer(headers) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
