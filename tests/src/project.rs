@@ -156,6 +156,15 @@ impl Project {
         )
     }
 
+    /// Whether `file` is in the worktree that has `branch` checked out, and whether it is in
+    /// the branch's last commit: where a thread's command left its mark.
+    pub fn made_on_branch(&self, branch: &str, file: &str) -> (bool, bool) {
+        (
+            self.worktree_of(branch).join(file).exists(),
+            self.files_on(branch).iter().any(|f| f == file),
+        )
+    }
+
     /// The files of `branch`'s last commit, as `git ls-tree` lists them.
     pub fn files_on(&self, branch: &str) -> Vec<String> {
         git_output(&self.dir, &["ls-tree", "-r", "--name-only", branch])

@@ -430,17 +430,10 @@ async fn approval_buttons_obey_approvers_and_the_slash_command_points_the_channe
         .iter()
         .find_map(|m| branch_named_in(&m.content))
         .unwrap_or_else(|| panic!("no branch named: {thread:#?}"));
-    assert!(
-        project
-            .worktree_of(&branch)
-            .join("gate-approval-yes")
-            .exists(),
-        "the approved command ran"
-    );
-    assert!(
-        project
-            .files_on(&branch)
-            .contains(&"gate-approval-yes".to_owned())
+    assert_eq!(
+        project.made_on_branch(&branch, "gate-approval-yes"),
+        (true, true),
+        "the approved command ran, and its file is committed"
     );
     assert_eq!(
         discord
@@ -491,17 +484,10 @@ async fn approval_buttons_obey_approvers_and_the_slash_command_points_the_channe
         .iter()
         .find_map(|m| branch_named_in(&m.content))
         .unwrap_or_else(|| panic!("no branch named: {thread:#?}"));
-    assert!(
-        !project
-            .worktree_of(&branch)
-            .join("gate-approval-no")
-            .exists(),
+    assert_eq!(
+        project.made_on_branch(&branch, "gate-approval-no"),
+        (false, false),
         "the denied command did not run"
-    );
-    assert!(
-        !project
-            .files_on(&branch)
-            .contains(&"gate-approval-no".to_owned())
     );
     let store = daemon.store().await;
     let pending = store.pending_approvals().await.expect("approvals");

@@ -289,17 +289,10 @@ async fn approval_buttons_allow_and_deny_and_the_slash_command_points_the_channe
         .iter()
         .find_map(|m| branch_named_in(&m.text))
         .unwrap_or_else(|| panic!("no branch named: {thread:#?}"));
-    assert!(
-        project
-            .worktree_of(&branch)
-            .join("gate-approval-yes")
-            .exists(),
-        "the approved command ran"
-    );
-    assert!(
-        project
-            .files_on(&branch)
-            .contains(&"gate-approval-yes".to_owned())
+    assert_eq!(
+        project.made_on_branch(&branch, "gate-approval-yes"),
+        (true, true),
+        "the approved command ran, and its file is committed"
     );
     let decided = thread.iter().find(|m| m.ts == prompt.ts).expect("prompt");
     assert!(
@@ -353,17 +346,10 @@ async fn approval_buttons_allow_and_deny_and_the_slash_command_points_the_channe
         .iter()
         .find_map(|m| branch_named_in(&m.text))
         .unwrap_or_else(|| panic!("no branch named: {thread:#?}"));
-    assert!(
-        !project
-            .worktree_of(&branch)
-            .join("gate-approval-no")
-            .exists(),
+    assert_eq!(
+        project.made_on_branch(&branch, "gate-approval-no"),
+        (false, false),
         "the denied command did not run"
-    );
-    assert!(
-        !project
-            .files_on(&branch)
-            .contains(&"gate-approval-no".to_owned())
     );
     let store = daemon.store().await;
     let approval = store.pending_approvals().await.expect("approvals");
