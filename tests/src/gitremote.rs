@@ -172,22 +172,13 @@ impl GitRemote {
     /// `(branch, commit sha)` for every branch, sorted by name: what
     /// `loop_fakes::github::FakeRepo::branches_from` wants.
     pub fn heads(&self) -> Vec<(String, String)> {
-        let output = self
-            .bare_git()
-            .args([
-                "for-each-ref",
-                "--format=%(refname:short) %(objectname)",
-                "refs/heads",
-            ])
-            .output();
-        let Ok(output) = output else {
-            return Vec::new();
-        };
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|line| line.split_once(' '))
-            .map(|(name, sha)| (name.to_owned(), sha.to_owned()))
-            .collect()
+        heads_in(&self.bare_path())
+    }
+
+    /// [`GitRemote::heads`] as a source the fake GitHub reads when a pull request is created.
+    pub fn branch_source(&self) -> loop_fakes::github::BranchSource {
+        let bare = self.bare_path();
+        Arc::new(move || heads_in(&bare))
     }
 
     /// The commit `rev` (a branch name, or any revision) names in the bare repository.
@@ -552,6 +543,30 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
         .windows(needle.len())
         .position(|window| window == needle)
+}
+
+/// `(branch, commit sha)` of every branch of the bare repository at `bare`, sorted by name,
+/// read with real git and no user or system config.
+fn heads_in(bare: &Path) -> Vec<(String, String)> {
+    let output = Command::new("git")
+        .arg("--git-dir")
+        .arg(bare)
+        .args([
+            "for-each-ref",
+            "--format=%(refname:short) %(objectname)",
+            "refs/heads",
+        ])
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output();
+    let Ok(output) = output else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .map(|(name, sha)| (name.to_owned(), sha.to_owned()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! fake model, real git on the host and in the image, a real remote served by
 //! `git http-backend` behind Basic auth, and the fake GitHub REST API.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -207,13 +206,9 @@ impl Forge {
             .arg(project.dir.join(".git"))
             .status()
             .expect("chown");
-        let heads = {
-            let bare = remote.bare_path();
-            std::sync::Arc::new(move || heads_of(&bare))
-        };
         let github = FakeGitHub::start(
             token,
-            vec![FakeRepo::new("acme", name).branches_from(heads)],
+            vec![FakeRepo::new("acme", name).branches_from(remote.branch_source())],
         )
         .await
         .expect("fake github");
@@ -231,24 +226,6 @@ impl Forge {
             "api_url": self.github.api_url(),
         })
     }
-}
-
-fn heads_of(bare: &Path) -> Vec<(String, String)> {
-    let output = Command::new("git")
-        .arg("--git-dir")
-        .arg(bare)
-        .args([
-            "for-each-ref",
-            "--format=%(refname:short) %(objectname)",
-            "refs/heads",
-        ])
-        .output()
-        .expect("git");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(a, b)| (a.to_owned(), b.to_owned()))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
