@@ -10,7 +10,7 @@
 //! patterns are relative to the context's root (`/foo` and `foo` are the same), `*` and `?`
 //! stay inside one path component, `**` spans any number of them, a pattern that matches a
 //! directory excludes everything in it, `!` re-includes, and the last matching line wins.
-//! `Dockerfile` and `.dockerignore` are sent whatever the patterns say (Docker does the same:
+//! The Dockerfile and `.dockerignore` are sent whatever the patterns say (Docker does the same:
 //! the builder needs them).
 
 use std::path::{Path, PathBuf};
@@ -138,56 +138,128 @@ pub struct BuildContext {
     pub files: usize,
 }
 
-/// Packs `dir` as a build context, `.dockerignore` applied.
-pub fn pack(dir: &Path) -> Result<BuildContext, ContextError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ContextError::Io { path, source }
-    };
-    let ignore_file = dir.join(".dockerignore");
-    let ignore = match std::fs::symlink_metadata(&ignore_file) {
-        Ok(meta) if meta.is_file() => {
-            let text = std::fs::read_to_string(&ignore_file).map_err(io(&ignore_file))?;
-            DockerIgnore::parse(&ignore_file, &text)?
-        }
-        _ => DockerIgnore::default(),
-    };
-    let mut entries = Vec::new();
-    collect(dir, dir, &ignore, &mut entries)?;
-    entries.sort();
+/// Packs `dir` as a build context, `.dockerignore` applied. `dockerfile` (relative to `dir`)
+/// is sent whatever `.dockerignore` says, as Docker does: the builder needs it.
+pub fn pack(dir: &Path, dockerfile: &str) -> Result<BuildContext, ContextError> {
+    let entries = entries(dir, dockerfile)?;
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
     let mut hasher = Sha256::new();
     let mut files = 0;
     for relative in &entries {
         let path = dir.join(relative);
-        let meta = std::fs::symlink_metadata(&path).map_err(io(&path))?;
-        hasher.update(relative.as_bytes());
-        hasher.update([0]);
-        if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&path).map_err(io(&path))?;
-            hasher.update(b"link\0");
-            hasher.update(target.as_os_str().as_encoded_bytes());
-        } else if meta.is_file() {
-            use std::os::unix::fs::PermissionsExt;
-            let content = std::fs::read(&path).map_err(io(&path))?;
-            hasher.update(format!("file {:o}\0", meta.permissions().mode() & 0o7777));
-            hasher.update(&content);
+        if hash_entry(&mut hasher, dir, relative)? {
             files += 1;
-        } else {
-            hasher.update(b"dir\0");
         }
-        hasher.update([0]);
         builder
             .append_path_with_name(&path, relative)
-            .map_err(io(&path))?;
+            .map_err(io_error(&path))?;
     }
-    let tar = builder.into_inner().map_err(io(dir))?;
+    let tar = builder.into_inner().map_err(io_error(dir))?;
     Ok(BuildContext {
         tar,
         hash: hex::encode(hasher.finalize()),
         files,
     })
+}
+
+/// The files of a context that a Dockerfile reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Referenced {
+    /// Everything: a source is the whole context, or loop cannot tell (a variable in it).
+    All,
+    /// The sources of its `COPY` and `ADD` instructions, as written (patterns allowed).
+    Sources(Vec<String>),
+}
+
+/// SHA-256 over the context entries `referenced` names (a source names itself and what is
+/// beneath it), hashed as [`pack`] hashes: what decides whether an image built from this
+/// context is still current, without reading the files no instruction copies.
+pub fn digest(
+    dir: &Path,
+    dockerfile: &str,
+    referenced: &Referenced,
+) -> Result<String, ContextError> {
+    let matchers = match referenced {
+        Referenced::Sources(sources) if !sources.iter().any(|s| clean(s).is_empty()) => Some(
+            sources
+                .iter()
+                .map(|source| {
+                    GlobBuilder::new(&clean(source))
+                        .literal_separator(true)
+                        .build()
+                        .map(|glob| glob.compile_matcher())
+                        .map_err(|err| ContextError::Pattern {
+                            file: PathBuf::from(dockerfile),
+                            line: 0,
+                            pattern: source.clone(),
+                            message: err.kind().to_string(),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        // `COPY . .` or no way to tell: the whole context.
+        _ => None,
+    };
+    let mut hasher = Sha256::new();
+    for relative in entries(dir, dockerfile)? {
+        let wanted = match &matchers {
+            None => true,
+            Some(matchers) => matchers
+                .iter()
+                .any(|matcher| matches_self_or_parent(matcher, &relative)),
+        };
+        if wanted {
+            hash_entry(&mut hasher, dir, &relative)?;
+        }
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ContextError {
+    let path = path.to_path_buf();
+    move |source| ContextError::Io { path, source }
+}
+
+/// The context's entries, relative and sorted, `.dockerignore` applied.
+fn entries(dir: &Path, dockerfile: &str) -> Result<Vec<String>, ContextError> {
+    let ignore_file = dir.join(".dockerignore");
+    let ignore = match std::fs::symlink_metadata(&ignore_file) {
+        Ok(meta) if meta.is_file() => {
+            let text = std::fs::read_to_string(&ignore_file).map_err(io_error(&ignore_file))?;
+            DockerIgnore::parse(&ignore_file, &text)?
+        }
+        _ => DockerIgnore::default(),
+    };
+    let mut entries = Vec::new();
+    collect(dir, dir, &ignore, &clean(dockerfile), &mut entries)?;
+    entries.sort();
+    Ok(entries)
+}
+
+/// Folds one entry (path, kind, mode, content or link target) into `hasher`; true for a file.
+fn hash_entry(hasher: &mut Sha256, dir: &Path, relative: &str) -> Result<bool, ContextError> {
+    let path = dir.join(relative);
+    let meta = std::fs::symlink_metadata(&path).map_err(io_error(&path))?;
+    hasher.update(relative.as_bytes());
+    hasher.update([0]);
+    let file = if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(&path).map_err(io_error(&path))?;
+        hasher.update(b"link\0");
+        hasher.update(target.as_os_str().as_encoded_bytes());
+        false
+    } else if meta.is_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let content = std::fs::read(&path).map_err(io_error(&path))?;
+        hasher.update(format!("file {:o}\0", meta.permissions().mode() & 0o7777));
+        hasher.update(&content);
+        true
+    } else {
+        hasher.update(b"dir\0");
+        false
+    };
+    hasher.update([0]);
+    Ok(file)
 }
 
 /// Every entry under `current` (relative to `root`) that the context keeps; excluded
@@ -196,6 +268,7 @@ fn collect(
     root: &Path,
     current: &Path,
     ignore: &DockerIgnore,
+    dockerfile: &str,
     out: &mut Vec<String>,
 ) -> Result<(), ContextError> {
     let read = std::fs::read_dir(current).map_err(|source| ContextError::Io {
@@ -216,15 +289,16 @@ fn collect(
             path: path.clone(),
             source,
         })?;
-        let always = relative == "Dockerfile" || relative == ".dockerignore";
+        let always = relative == dockerfile || relative == ".dockerignore";
         // A re-included file under an excluded directory still needs its directory walked.
         let excluded = ignore.excludes(&relative) && !always;
         if kind.is_dir() {
             if !excluded {
                 out.push(relative.clone());
             }
-            if !excluded || ignore.rules.iter().any(|r| r.reinclude) {
-                collect(root, &path, ignore, out)?;
+            let holds_dockerfile = dockerfile.starts_with(&format!("{relative}/"));
+            if !excluded || holds_dockerfile || ignore.rules.iter().any(|r| r.reinclude) {
+                collect(root, &path, ignore, dockerfile, out)?;
             }
         } else if (kind.is_file() || kind.is_symlink()) && !excluded {
             out.push(relative);
@@ -290,7 +364,7 @@ mod tests {
         std::fs::write(root.join("secrets/key"), "hunter2\n").expect("write");
         std::os::unix::fs::symlink("/etc/shadow", root.join("shadow")).expect("link");
 
-        let packed = pack(root).expect("pack");
+        let packed = pack(root, "Dockerfile").expect("pack");
         let mut archive = tar::Archive::new(packed.tar.as_slice());
         let mut names = Vec::new();
         for entry in archive.entries().expect("entries") {
@@ -313,10 +387,13 @@ mod tests {
         assert_eq!(packed.files, 3);
 
         // The hash moves with content only.
-        assert_eq!(pack(root).expect("again").hash, packed.hash);
+        assert_eq!(pack(root, "Dockerfile").expect("again").hash, packed.hash);
         std::fs::write(root.join("debug.log"), "other noise\n").expect("write");
-        assert_eq!(pack(root).expect("ignored change").hash, packed.hash);
+        assert_eq!(
+            pack(root, "Dockerfile").expect("ignored change").hash,
+            packed.hash
+        );
         std::fs::write(root.join("requirements.txt"), "pytest==8\n").expect("write");
-        assert_ne!(pack(root).expect("changed").hash, packed.hash);
+        assert_ne!(pack(root, "Dockerfile").expect("changed").hash, packed.hash);
     }
 }

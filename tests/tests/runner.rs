@@ -558,10 +558,13 @@ async fn an_agent_in_a_linked_worktree_commits_on_its_branch() {
 /// host file never enters the image.
 #[tokio::test]
 async fn a_projects_dockerfile_is_built_once_per_content() {
-    use loop_runner::project_image::{BaseBuild, build_base};
+    use loop_runner::project_image::{
+        BaseBuild, BaseSource, BuildError, KEEP_PER_PROJECT, ProjectImageSpec, ensure,
+    };
     let Some(docker) = loop_e2e::support::docker().await else {
         return;
     };
+    let agent_image = loop_e2e::support::test_image();
     let dir = tempfile::tempdir().expect("tempdir");
     let project = dir.path().join("built");
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -575,62 +578,135 @@ async fn a_projects_dockerfile_is_built_once_per_content() {
     }
     std::os::unix::fs::symlink("/etc/shadow", project.join("shadow")).expect("link");
     let dockerfile = project.join(".devcontainer/Dockerfile");
-    std::fs::write(
-        &dockerfile,
-        format!(
-            "{}COPY shadow /copied\n",
-            std::fs::read_to_string(&dockerfile).expect("read")
-        ),
-    )
-    .expect("write");
+    // Image names come from content: a comment unique to this run keeps its images its own.
+    let nonce = format!("# test run {}\n", std::process::id());
+    let write = |text: &str| std::fs::write(&dockerfile, format!("{nonce}{text}")).expect("write");
+    let original = std::fs::read_to_string(&dockerfile).expect("read");
+    write(&format!("{original}COPY shadow /copied\n"));
     let args = [("GREETING".to_owned(), "hello from args".to_owned())].into();
-    let spec = BaseBuild {
+    let spec = ProjectImageSpec {
         project: &project,
-        context: &project,
-        dockerfile: &dockerfile,
-        args: &args,
-        target: None,
+        base: BaseSource::Build(BaseBuild {
+            context: &project,
+            dockerfile: &dockerfile,
+            args: &args,
+            target: None,
+        }),
+        agent_image: &agent_image,
     };
     // The context's symlink to a host file is sent as a link: the builder cannot copy the
     // host's file through it.
-    let refused = build_base(&docker, &spec, |_| {}).await;
+    let refused = ensure(&docker, &spec, |_| {}).await;
     assert!(
-        matches!(&refused, Err(loop_runner::project_image::BuildError::Failed { message, .. }) if message.contains("shadow")),
+        matches!(&refused, Err(BuildError::Failed { message, .. }) if message.contains("shadow")),
         "{refused:?}"
     );
-    std::fs::copy(fixture.join(".devcontainer/Dockerfile"), &dockerfile).expect("copy");
+    write(&original);
     let mut lines = Vec::new();
-    let first = build_base(&docker, &spec, |line| lines.push(line.to_owned()))
+    let first = ensure(&docker, &spec, |line| lines.push(line.to_owned()))
         .await
         .expect("build");
     assert!(
-        first.built && first.tag.starts_with("loop-base:"),
+        first.built && first.tag.starts_with("loop-project:"),
         "{first:?}"
     );
     assert!(!lines.is_empty(), "the build's output was shown");
-    let run = |script: &str| {
+    let run = |tag: &str, script: &str| {
         let out = std::process::Command::new("docker")
-            .args(["run", "--rm", &first.tag, "sh", "-c", script])
+            .args(["run", "--rm", "--entrypoint", "sh", tag, "-c", script])
             .output()
             .expect("docker run");
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
-    assert_eq!(run("cat /etc/greeting"), "hello from args");
+    // The project's base, with loop's layer on top: the CLI's native build, no Node needed.
+    assert_eq!(
+        run(
+            &first.tag,
+            "cat /etc/greeting; claude --version; for c in loop entrypoint.sh gosu; do command -v $c; done; command -v node || echo no node"
+        ),
+        "hello from args\n2.1.332 (Claude Code)\n/usr/local/bin/loop\n/usr/local/bin/entrypoint.sh\n/usr/local/bin/gosu\nno node"
+            .replace("2.1.332", &claude_version(&agent_image))
+    );
 
-    let again = build_base(&docker, &spec, |_| {}).await.expect("again");
-    assert_eq!(again.tag, first.tag);
-    assert!(!again.built, "an unchanged project is not built again");
+    let again = ensure(&docker, &spec, |_| {}).await.expect("again");
+    assert_eq!(
+        again,
+        loop_runner::project_image::ProjectImage {
+            tag: first.tag.clone(),
+            built: false
+        }
+    );
+    // A file no instruction copies is not part of the image: editing it rebuilds nothing.
+    std::fs::write(project.join("notes.md"), "the agent's edit\n").expect("write");
+    let unrelated = ensure(&docker, &spec, |_| {}).await.expect("unrelated");
+    assert!(!unrelated.built, "{unrelated:?}");
 
-    std::fs::write(
-        &dockerfile,
-        "FROM debian:bookworm-slim\nRUN echo changed > /etc/greeting\n",
-    )
-    .expect("write");
-    let changed = build_base(&docker, &spec, |_| {}).await.expect("changed");
-    assert!(changed.built && changed.tag != first.tag, "{changed:?}");
-    for tag in [&first.tag, &changed.tag] {
+    // Five changes of the Dockerfile: each builds once, and the project keeps its last two.
+    let mut tags = vec![first.tag.clone()];
+    for round in 1..=5 {
+        write(&format!(
+            "FROM debian:bookworm-slim\nRUN echo changed {round} > /etc/greeting\n"
+        ));
+        let changed = ensure(&docker, &spec, |_| {}).await.expect("changed");
+        assert!(changed.built && !tags.contains(&changed.tag), "{changed:?}");
+        tags.push(changed.tag);
+    }
+    assert_eq!(
+        run(tags.last().expect("last"), "cat /etc/greeting"),
+        "changed 5"
+    );
+    let label = format!("label=dev.loop.project={}", project.display());
+    let project_images = || {
+        let out = std::process::Command::new("docker")
+            .args([
+                "images",
+                "--filter",
+                &label,
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+            ])
+            .output()
+            .expect("docker images");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let listed = project_images();
+    let count = |repo: &str| listed.lines().filter(|l| l.starts_with(repo)).count();
+    assert_eq!(count("loop-project:"), KEEP_PER_PROJECT, "{listed}");
+    assert_eq!(count("loop-base:"), KEEP_PER_PROJECT, "{listed}");
+
+    // A base loop's agent cannot run on is refused with what it lacks.
+    write("FROM debian:bookworm-slim\nRUN rm /usr/bin/getent\n");
+    let lacking = ensure(&docker, &spec, |_| {}).await;
+    assert!(
+        matches!(&lacking, Err(BuildError::Layer { tail, .. }) if tail.contains("lacks: getent")),
+        "{lacking:?}"
+    );
+    for tag in listed.lines() {
         let _ = std::process::Command::new("docker")
             .args(["rmi", "-f", tag])
             .output();
     }
+    let _ = std::process::Command::new("docker")
+        .args([
+            "image",
+            "prune",
+            "-f",
+            "--filter",
+            &format!("label=dev.loop.project={}", project.display()),
+        ])
+        .output();
+}
+
+/// The Claude CLI's version in `image`.
+fn claude_version(image: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args(["run", "--rm", "--entrypoint", "claude", image, "--version"])
+        .output()
+        .expect("docker run");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .split(' ')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
