@@ -19,6 +19,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::TurnResult;
+use crate::project_image::{BuildError, ImagePlan, ProjectImage, ProjectImageSpec};
 use crate::registry::{ContainerEntry, ContainerRegistry, ContainerStatus};
 use crate::spec::{
     ChannelTarget, ClaudeInvocation, ContainerKind, ContainerPlan, ContainerSettings,
@@ -121,6 +122,10 @@ pub enum RunError {
     Exited { code: i64, stderr: String },
     #[error("cannot prepare the container: {0}")]
     Setup(String),
+    /// The project's own environment (issue #18) could not be built: the message says what,
+    /// with the build's last lines.
+    #[error("{0}")]
+    Environment(String),
     #[error("docker {call} failed: {source}")]
     Docker {
         call: &'static str,
@@ -199,6 +204,29 @@ pub trait AgentRunner: Send + Sync {
     /// Idle warm agents, for status displays. Backends without warm agents have none.
     async fn warm_agents(&self) -> Vec<WarmInfo> {
         Vec::new()
+    }
+
+    /// The names a project's own image would have and whether it exists (issue #18; see
+    /// [`crate::project_image`]). Backends without images have none.
+    async fn plan_project_image(
+        &self,
+        _spec: &ProjectImageSpec<'_>,
+    ) -> Result<ImagePlan, BuildError> {
+        Err(BuildError::NoImages)
+    }
+
+    /// Builds what a project's image is missing; `on_line` sees the builds' output.
+    async fn build_project_image(
+        &self,
+        _spec: &ProjectImageSpec<'_>,
+        _on_line: &mut (dyn for<'l> FnMut(&'l str) + Send),
+    ) -> Result<ProjectImage, BuildError> {
+        Err(BuildError::NoImages)
+    }
+
+    /// The newest project image built for `project` (see [`crate::project_image::latest`]).
+    async fn latest_project_image(&self, _project: &Path) -> Result<Option<String>, BuildError> {
+        Ok(None)
     }
 
     /// Whether turns can run again after a [`RunError::EngineLost`]: the orchestrator asks,
@@ -924,6 +952,25 @@ impl AgentRunner for DockerRunner {
             tracing::info!(removed, "removed containers the lost engine left behind");
         }
         Ok(())
+    }
+
+    async fn plan_project_image(
+        &self,
+        spec: &ProjectImageSpec<'_>,
+    ) -> Result<ImagePlan, BuildError> {
+        crate::project_image::plan(&self.docker, spec).await
+    }
+
+    async fn latest_project_image(&self, project: &Path) -> Result<Option<String>, BuildError> {
+        crate::project_image::latest(&self.docker, project).await
+    }
+
+    async fn build_project_image(
+        &self,
+        spec: &ProjectImageSpec<'_>,
+        on_line: &mut (dyn for<'l> FnMut(&'l str) + Send),
+    ) -> Result<ProjectImage, BuildError> {
+        crate::project_image::ensure(&self.docker, spec, on_line).await
     }
 
     #[tracing::instrument(skip_all, fields(run_id = %request.run_id, channel = %request.target.channel_id))]

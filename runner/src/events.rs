@@ -42,6 +42,9 @@ pub enum AgentEvent {
     },
     /// The final `result` event.
     Result(TurnResult),
+    /// loop prepares the agent's environment before the CLI starts (a project image being
+    /// built): one line of what it is doing.
+    Preparing(String),
 }
 
 /// The final `result` event of a turn.

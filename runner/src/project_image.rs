@@ -61,6 +61,8 @@ pub enum BuildError {
     AgentImage(String),
     #[error("the Docker engine: {0}")]
     Engine(#[from] bollard::errors::Error),
+    #[error("this runner builds no images")]
+    NoImages,
 }
 
 /// A Dockerfile in a context directory, with its arguments.
@@ -391,6 +393,32 @@ async fn pull(
         }
     }
     Ok(())
+}
+
+/// The newest image with loop's layer built for `project`, if any: every one was built from a
+/// version of its description that was trusted then.
+pub async fn latest(docker: &Docker, project: &Path) -> Result<Option<String>, BuildError> {
+    let filters: HashMap<&str, Vec<String>> = [(
+        "label",
+        vec![format!("{PROJECT_LABEL}={}", project.display())],
+    )]
+    .into();
+    let images = docker
+        .list_images(Some(
+            ListImagesOptionsBuilder::new().filters(&filters).build(),
+        ))
+        .await?;
+    Ok(images
+        .iter()
+        .flat_map(|image| {
+            image
+                .repo_tags
+                .iter()
+                .filter(|tag| tag.starts_with(&format!("{PROJECT_REPO}:")))
+                .map(move |tag| (image.created, tag.clone()))
+        })
+        .max()
+        .map(|(_, tag)| tag))
 }
 
 /// Removes the project's images beyond the newest [`KEEP_PER_PROJECT`] of each kind, never one

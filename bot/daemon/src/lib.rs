@@ -18,3 +18,4 @@ pub mod orchestrator;
 pub mod permissions;
 pub mod project_files;
 pub mod scheduler;
+pub mod text;

@@ -36,6 +36,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which projects' own environment descriptions (`.loop/container/Dockerfile`,
+/// `devcontainer.json`) loop builds and runs: they are files the agent and strangers write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProjectImages {
+    /// A version an owner trusted (`/loop trust`, `loop image build --dir`).
+    #[default]
+    Trusted,
+    /// Every version, untrusted too: for a host whose projects are all its owner's.
+    Always,
+    /// None: every project runs in `container_image`.
+    Never,
+}
+
 /// What the gate does when no rule matches, or what a rule decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -303,6 +317,7 @@ pub struct ConfigLayer {
     pub container_cpus: Option<f64>,
     pub container_keep_alive_sec: Option<u64>,
     pub container_runtime: Option<String>,
+    pub project_images: Option<ProjectImages>,
     pub api_addr: Option<String>,
     pub poll_interval_sec: Option<u64>,
     pub max_concurrent_runs: Option<usize>,

@@ -32,7 +32,7 @@ pub use secret::{REDACTED, Secret};
 
 pub use error::ConfigError;
 pub use git::GitConfig;
-pub use layer::{Forge, GitLayer, GitRemoteConfig};
+pub use layer::{Forge, GitLayer, GitRemoteConfig, ProjectImages};
 pub use merge::expand_home;
 use merge::set;
 
@@ -102,6 +102,8 @@ pub struct Config {
     pub container_keep_alive_sec: u64,
     /// Docker runtime: `runc` by default, `runsc` for gVisor.
     pub container_runtime: Option<String>,
+    /// Which projects' own environment descriptions are built (see [`ProjectImages`]).
+    pub project_images: ProjectImages,
     pub api_addr: String,
     pub poll_interval_sec: u64,
     /// Channels that may run a turn at the same moment.
@@ -338,6 +340,7 @@ const ENV_OVERRIDES: &[(&str, &str, EnvKind)] = &[
     ("LOOP_LOG_FORMAT", "log_format", EnvKind::Text),
     ("LOOP_CONTAINER_IMAGE", "container_image", EnvKind::Text),
     ("LOOP_CONTAINER_RUNTIME", "container_runtime", EnvKind::Text),
+    ("LOOP_PROJECT_IMAGES", "project_images", EnvKind::Text),
     (
         "LOOP_CONTAINER_TIMEOUT_SEC",
         "container_timeout_sec",
@@ -395,6 +398,7 @@ impl Config {
             container_cpus: 1.0,
             container_keep_alive_sec: 300,
             container_runtime: None,
+            project_images: ProjectImages::default(),
             api_addr: ":8222".to_owned(),
             poll_interval_sec: 30,
             max_concurrent_runs: 4,
@@ -879,6 +883,7 @@ impl Config {
         if layer.container_runtime.is_some() {
             self.container_runtime = layer.container_runtime.clone().filter(|r| !r.is_empty());
         }
+        set(&mut self.project_images, layer.project_images);
         set(&mut self.api_addr, layer.api_addr.clone());
         set(&mut self.poll_interval_sec, layer.poll_interval_sec);
         set(&mut self.max_concurrent_runs, layer.max_concurrent_runs);

@@ -34,6 +34,7 @@ pub const WIDENING_KEYS: &[&str] = &[
     "extra_dirs",
     "container_image",
     "container_runtime",
+    "project_images",
 ];
 /// Limits: a project file may lower them freely, raise them only when trusted.
 pub const LIMIT_KEYS: &[&str] = &[

@@ -10,10 +10,17 @@
 
 pub mod devcontainer;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use loop_runner::project_image::{BaseBuild, BaseSource, ProjectImageSpec};
+
+use crate::config::project::{hash_text, trust_key};
 use crate::project_files::{ProjectFileError, read_in_project};
 pub use devcontainer::{Devcontainer, DevcontainerBase, DevcontainerError, LifecycleCommand};
+
+/// A `.loop/container/Dockerfile` has no build arguments.
+static NO_ARGS: BTreeMap<String, String> = BTreeMap::new();
 
 /// The Go Loop's per-project Dockerfile.
 pub const LOOP_DOCKERFILE: &str = ".loop/container/Dockerfile";
@@ -47,6 +54,102 @@ pub enum EnvironmentError {
     Devcontainer(#[from] DevcontainerError),
     #[error("{0}")]
     File(#[from] ProjectFileError),
+}
+
+/// What an owner trusts before a project's environment is built: the text of the files that
+/// say what runs (the Dockerfile; a devcontainer.json and the Dockerfile it builds), and its
+/// hash. Files the Dockerfile copies are the project's data, as the agent's own edits are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description {
+    /// The main file, relative to the project (`.loop/container/Dockerfile`).
+    pub name: String,
+    /// Each file under a `# path` line, in a fixed order: what the owner reads.
+    pub text: String,
+    /// SHA-256 of `text`, lower-case hex.
+    pub hash: String,
+}
+
+impl Description {
+    /// The first hex digits people see and type (`/loop trust 1a2b3c4d5e6f`).
+    pub fn short_hash(&self) -> &str {
+        crate::config::project::short_hash(&self.hash)
+    }
+}
+
+/// The trust record's key of a project's environment description (the project file's own
+/// record is keyed by the bare directory, which always starts with `/`).
+pub fn environment_trust_key(project: &Path) -> String {
+    format!("environment:{}", trust_key(project))
+}
+
+impl EnvironmentSource {
+    /// The description an owner trusts; `None` for the configured image.
+    pub fn description(&self, project: &Path) -> Result<Option<Description>, EnvironmentError> {
+        let files: Vec<&Path> = match self {
+            EnvironmentSource::Configured(_) => return Ok(None),
+            EnvironmentSource::LoopDockerfile { dockerfile, .. } => vec![dockerfile],
+            EnvironmentSource::Devcontainer { file, spec } => match &spec.base {
+                DevcontainerBase::Image(_) => vec![file],
+                DevcontainerBase::Build { dockerfile, .. } => vec![file, dockerfile],
+            },
+        };
+        let mut text = String::new();
+        for file in &files {
+            let content = read_in_project(project, file, MAX_DESCRIPTION_BYTES)?;
+            let relative = file.strip_prefix(project).unwrap_or(file);
+            text.push_str(&format!("# {}\n{content}", relative.display()));
+            if !content.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+        let name = files[0]
+            .strip_prefix(project)
+            .unwrap_or(files[0])
+            .display()
+            .to_string();
+        let hash = hash_text(&text);
+        Ok(Some(Description { name, text, hash }))
+    }
+
+    /// What the runner builds for `project` (its images are labelled with `label_dir`, the
+    /// channel's directory, for pruning); `None` for the configured image.
+    pub fn image_spec<'a>(
+        &'a self,
+        label_dir: &'a Path,
+        agent_image: &'a str,
+    ) -> Option<ProjectImageSpec<'a>> {
+        let base = match self {
+            EnvironmentSource::Configured(_) => return None,
+            EnvironmentSource::LoopDockerfile {
+                dockerfile,
+                context,
+            } => BaseSource::Build(BaseBuild {
+                context,
+                dockerfile,
+                args: &NO_ARGS,
+                target: None,
+            }),
+            EnvironmentSource::Devcontainer { spec, .. } => match &spec.base {
+                DevcontainerBase::Image(image) => BaseSource::Image(image),
+                DevcontainerBase::Build {
+                    dockerfile,
+                    context,
+                    args,
+                    target,
+                } => BaseSource::Build(BaseBuild {
+                    context,
+                    dockerfile,
+                    args,
+                    target: target.as_deref(),
+                }),
+            },
+        };
+        Some(ProjectImageSpec {
+            project: label_dir,
+            base,
+            agent_image,
+        })
+    }
 }
 
 /// The project's environment, by the priority of the module docs.

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::config::{Config, MemoryConfig};
+use crate::text::clip;
 pub use embed::{Embedder, FastEmbedder};
 pub use error::MemoryError;
 use loop_store::{MemoryRecord, MemoryScope, NewMemory, Store};
@@ -598,13 +599,6 @@ pub fn turn_summary(prompt: &str, answer: &str) -> String {
         clip(prompt.trim(), TURN_PROMPT_CHARS),
         clip(answer.trim(), TURN_ANSWER_CHARS)
     )
-}
-
-fn clip(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text.to_owned(),
-    }
 }
 
 fn is_markdown(path: &Path) -> bool {

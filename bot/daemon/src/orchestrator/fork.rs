@@ -20,6 +20,7 @@ use loop_store::{
 
 use super::{Orchestrator, OrchestratorError};
 use crate::branches::{self, BranchError, BranchSettings, ResolvedBase};
+use crate::text::clip;
 
 /// Characters of the fork id in its variants' branch names and thread keys.
 const FORK_ID_CHARS: usize = 4;
@@ -468,17 +469,6 @@ fn unmarked(line: &str) -> &str {
     line.trim()
         .trim_start_matches(['#', '>', '*', '-', ' '])
         .trim()
-}
-
-/// `text` cut to `max` characters, with "…" when cut.
-fn clip(text: &str, max: usize) -> String {
-    let text = text.trim();
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
 }
 
 fn short_commit(commit: &str) -> &str {

@@ -13,6 +13,7 @@ mod approvals;
 mod branch_turn;
 mod commands;
 mod delivery;
+mod environment;
 mod forge_commands;
 mod fork;
 mod gate_setup;
@@ -112,6 +113,8 @@ struct Inner {
     /// Set while the Docker engine is lost: no turn starts (messages wait in the inbox) until
     /// the one watcher that `engine_lost` started sees it answer again.
     engine_down: AtomicBool,
+    /// One build of a project's environment at a time.
+    builds: environment::BuildFlights,
 }
 
 /// The orchestrator handle. Cheap to clone.
@@ -150,6 +153,7 @@ impl Orchestrator {
                 gate: GateHub::default(),
                 memory: std::sync::OnceLock::new(),
                 engine_down: AtomicBool::new(false),
+                builds: environment::BuildFlights::default(),
             }),
         }
     }

@@ -9,6 +9,8 @@ use loop_runner::AgentEvent;
 use loop_runner::events::describe_tool;
 use tokio::sync::mpsc;
 
+use crate::text::clip;
+
 /// Minimum time between two edits of the status message.
 pub const EDIT_INTERVAL: Duration = Duration::from_millis(1000);
 
@@ -32,6 +34,10 @@ impl ProgressState {
             }
             AgentEvent::Activity { description, .. } if !description.is_empty() => {
                 self.current = Some(description.clone());
+                true
+            }
+            AgentEvent::Preparing(line) => {
+                self.current = Some(format!("🏗️ {}", clip(line, 120)));
                 true
             }
             AgentEvent::Text(_) => {

@@ -75,40 +75,59 @@ impl Orchestrator {
         hash: Option<String>,
     ) -> Result<String, OrchestratorError> {
         let work_dir = self.channel_dir(channel).await?;
+        let by = format!("{}:{}", channel.platform.as_str(), author.id);
+        // The hash may be the environment description's (issue #18) rather than the file's.
+        if let Some(asked) = &hash
+            && let Some(trusted) = self
+                .trust_environment(channel, &work_dir, asked, &by)
+                .await?
+        {
+            return Ok(trusted);
+        }
+        let environment = self.environment_review(channel, &work_dir).await?;
+        let with_environment = |text: String| match &environment {
+            Some(review) => format!("{text}\n{review}"),
+            None => text,
+        };
         let file = match project::read_project_file(&work_dir) {
             Ok(Some(file)) => file,
             Ok(None) => {
-                return Ok(format!(
-                    "There is no `.loop/config.json` in `{}`: nothing to trust.",
-                    work_dir.display()
-                ));
+                return Ok(match (&environment, &hash) {
+                    (Some(review), None) => review.clone(),
+                    (Some(review), Some(asked)) => format!(
+                        "⚠️ `{asked}` is not the version shown now, so nothing was trusted.\n{review}"
+                    ),
+                    (None, _) => format!(
+                        "There is no `.loop/config.json` in `{}`: nothing to trust.",
+                        work_dir.display()
+                    ),
+                });
             }
-            Err(err) => return Ok(format!("⚠️ {err}")),
+            Err(err) => return Ok(with_environment(format!("⚠️ {err}"))),
         };
         let key = project::trust_key(&work_dir);
         let trusted = self.inner.store.project_trust(&key).await?;
         if trusted.as_ref().is_some_and(|t| t.file_hash == file.hash) {
-            return Ok(format!(
+            return Ok(with_environment(format!(
                 "✅ `{}` (version `{}`) is already trusted.",
                 file.path.display(),
                 file.short_hash()
-            ));
+            )));
         }
         let review = match review(&self.inner.config, &file, trusted.as_ref()) {
             Ok(review) => review,
-            Err(err) => return Ok(err),
+            Err(err) => return Ok(with_environment(err)),
         };
         let Some(asked) = hash else {
-            return Ok(review);
+            return Ok(with_environment(review));
         };
         if !file.hash.starts_with(&asked) {
-            return Ok(format!(
+            return Ok(with_environment(format!(
                 "⚠️ `{}` is now version `{}`, not `{asked}`: it changed after that version was shown, so nothing was trusted.\n{review}",
                 file.path.display(),
                 file.short_hash()
-            ));
+            )));
         }
-        let by = format!("{}:{}", channel.platform.as_str(), author.id);
         self.inner
             .store
             .trust_project_file(&key, &file.hash, &file.text, &by)

@@ -10,6 +10,7 @@ use loop_runner::spec::ChannelTarget;
 use loop_runner::{RunError, TurnOutcome, TurnRequest};
 use tokio_util::sync::CancellationToken;
 
+use super::environment::TurnEnvironment;
 use super::gate_setup::plan_gate;
 use super::workspace::{check_not_loop_dir, container_settings, ensure_default_work_dir};
 use super::{Orchestrator, OrchestratorError, ProgressState, RunEvent, progress, short_run_id};
@@ -46,6 +47,14 @@ struct PreparedTurn {
     session: SessionRecord,
     /// The global config with the project's file layered on (its trusted values only).
     project: Config,
+}
+
+/// What a turn's agent starts with: the runner's request, the image it needs (maybe built
+/// first) and the status message's first state.
+struct Launch {
+    request: TurnRequest,
+    environment: TurnEnvironment,
+    initial: ProgressState,
 }
 
 /// What running the agent left: its result, and the status message that showed its progress.
@@ -87,6 +96,13 @@ impl Orchestrator {
                     .await;
             }
         };
+        let environment = match self
+            .turn_environment(channel, &turn.project_dir, &turn.work_dir, &turn.project)
+            .await?
+        {
+            Ok(environment) => environment,
+            Err(reply) => return self.refuse(channel, run_id, &reply, reply.clone()).await,
+        };
         let _ = self.inner.events.send(RunEvent::Started {
             run_id: run_id.to_owned(),
             channel: channel.to_string(),
@@ -94,9 +110,13 @@ impl Orchestrator {
         let mut request = self.turn_request(channel, run_id, &turn).await;
         let adapter = self.adapter(channel.platform)?;
         self.arm_gate(&channel.to_string(), run_id, gate, &mut request.settings);
-        let initial = ProgressState::with_header(turn.header.clone());
+        let launch = Launch {
+            request,
+            environment,
+            initial: ProgressState::with_header(turn.header.clone()),
+        };
         let ran = self
-            .run_agent(channel, run_id, &adapter, request, initial, cancel)
+            .run_agent(channel, run_id, &adapter, launch, cancel)
             .await;
         let Some(verdict) = self.judge(channel, run_id, &turn, &adapter, &ran).await? else {
             return Ok(());
@@ -312,10 +332,14 @@ impl Orchestrator {
         channel: &ChannelKey,
         run_id: &str,
         adapter: &Arc<dyn Adapter>,
-        request: TurnRequest,
-        initial: ProgressState,
+        launch: Launch,
         cancel: CancellationToken,
     ) -> Ran {
+        let Launch {
+            mut request,
+            environment,
+            initial,
+        } = launch;
         let started = Instant::now();
         let key = channel.to_string();
         let (tx, rx) = tokio::sync::mpsc::channel(EVENT_BUFFER);
@@ -352,11 +376,20 @@ impl Orchestrator {
             )
             .await
         });
-        let result = self
-            .inner
-            .runner
-            .run_turn(request, Some(tx), cancel.clone())
-            .await;
+        // The project's image is built (when missing) under the status message already posted.
+        let result = match self.provision(&environment, &tx, &cancel).await {
+            Ok(image) => {
+                request.settings.image = image;
+                self.inner
+                    .runner
+                    .run_turn(request, Some(tx), cancel.clone())
+                    .await
+            }
+            Err(err) => {
+                drop(tx);
+                Err(err)
+            }
+        };
         match &result {
             Ok(outcome) if outcome.warm => self.inner.gate.turn_ended_warm(&key),
             _ => self.inner.gate.container_gone(&key),
