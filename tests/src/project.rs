@@ -88,6 +88,37 @@ impl Project {
         }
     }
 
+    /// A copy of `tests/fixtures/projects/NAME` in `dir`, as a person's checkout: one commit
+    /// on `main`, owned by the agent's uid.
+    pub fn from_fixture(name: &str, dir: &Path) -> Project {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/projects")
+            .join(name);
+        std::fs::create_dir_all(dir).expect("project dir");
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", fixture.display()))
+            .arg(dir)
+            .status()
+            .expect("cp");
+        assert!(status.success(), "cannot copy the fixture {name}");
+        git(dir, &["init", "-q", "-b", "main"]);
+        git(dir, &["add", "-A"]);
+        commit_all(dir, "initial");
+        chown_tree(dir, AGENT_UID);
+        Project {
+            dir: dir.to_path_buf(),
+            claude_md_marker: String::new(),
+        }
+    }
+
+    /// Commits every change in the main checkout, as a person pushing to `main` would.
+    pub fn commit(&self, message: &str) {
+        git(&self.dir, &["add", "-A"]);
+        commit_all(&self.dir, message);
+        chown_tree(&self.dir, AGENT_UID);
+    }
+
     /// Asserts that the realistic session ran in this project: the edit and the new file are
     /// on the host, owned by the agent's uid; the project's own test passed; `pwd` and
     /// `git status` in the report show the project and its branch; CLAUDE.md reached the model.
@@ -269,6 +300,22 @@ fn git(dir: &Path, args: &[&str]) {
         .status()
         .expect("git runs");
     assert!(status.success(), "git {args:?} in {}", dir.display());
+}
+
+fn commit_all(dir: &Path, message: &str) {
+    git(
+        dir,
+        &[
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@example.com",
+            "commit",
+            "-q",
+            "-m",
+            message,
+        ],
+    );
 }
 
 fn chown_tree(dir: &Path, uid: u32) {
