@@ -106,6 +106,8 @@ async fn a_turn_writes_a_file_in_the_project_and_a_follow_up_resumes_the_session
             AgentEvent::ToolResult { .. } => "result-of-tool",
             AgentEvent::Text(_) => "text",
             AgentEvent::Activity { .. } => "activity",
+            AgentEvent::Setup { .. } => "setup",
+            AgentEvent::SetupFailed { .. } => "setup-failed",
             AgentEvent::Result(_) => "result",
         })
         .filter(|k| *k != "activity")
