@@ -4,6 +4,7 @@
 //! Unknown event types and fields are ignored (the CLI adds them over time); a malformed line
 //! is reported and skipped, never fatal.
 
+use loop_wire::setup::{self, SetupReport};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -39,6 +40,15 @@ pub enum AgentEvent {
     Activity {
         subtype: String,
         description: String,
+    },
+    /// A line of output of the project's setup (`loop setup`, before the CLI starts).
+    Setup { name: String, line: String },
+    /// A setup step failed; the steps after it were skipped and the agent started anyway.
+    SetupFailed {
+        name: String,
+        exit_code: i32,
+        /// The step's last lines of output.
+        tail: String,
     },
     /// The final `result` event.
     Result(TurnResult),
@@ -158,6 +168,22 @@ pub fn decode_line(line: &str) -> Result<Vec<AgentEvent>, DecodeError> {
                     subtype: subtype.to_owned(),
                     description: raw.description.unwrap_or_default(),
                 }),
+            Some(setup::LINE_SUBTYPE | setup::FAILED_SUBTYPE) => {
+                let report: SetupReport = serde_json::from_str(line)
+                    .map_err(|err| DecodeError::NotJson(err.to_string()))?;
+                events.push(match report {
+                    SetupReport::Line { name, line } => AgentEvent::Setup { name, line },
+                    SetupReport::Failed {
+                        name,
+                        exit_code,
+                        tail,
+                    } => AgentEvent::SetupFailed {
+                        name,
+                        exit_code,
+                        tail,
+                    },
+                });
+            }
             _ => {}
         },
         "assistant" => {
@@ -383,6 +409,42 @@ mod tests {
         );
         check(r#"{"type":"stream_event","event":{}}"#, vec![]);
         check("", vec![]);
+    }
+
+    #[test]
+    fn decodes_what_loop_setup_reports() {
+        check(
+            r#"{"type":"system","subtype":"loop_setup","name":"postCreateCommand","line":"npm ci"}"#,
+            vec![AgentEvent::Setup {
+                name: "postCreateCommand".into(),
+                line: "npm ci".into(),
+            }],
+        );
+        check(
+            r#"{"type":"system","subtype":"loop_setup_failed","name":"postCreateCommand/npm","exit_code":1,"tail":"a\nb"}"#,
+            vec![AgentEvent::SetupFailed {
+                name: "postCreateCommand/npm".into(),
+                exit_code: 1,
+                tail: "a\nb".into(),
+            }],
+        );
+        // What the guest writes is what the decoder reads.
+        let report = SetupReport::Line {
+            name: "onCreateCommand".into(),
+            line: "ok".into(),
+        };
+        let written = serde_json::to_string(&report.as_line()).expect("json");
+        check(
+            &written,
+            vec![AgentEvent::Setup {
+                name: "onCreateCommand".into(),
+                line: "ok".into(),
+            }],
+        );
+        assert!(matches!(
+            decode_line(r#"{"type":"system","subtype":"loop_setup","name":1}"#),
+            Err(DecodeError::NotJson(_))
+        ));
     }
 
     #[test]

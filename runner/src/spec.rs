@@ -12,6 +12,9 @@ use loop_wire::container::{env, paths};
 
 use crate::naming;
 
+mod setup;
+pub use setup::{SetupCommand, SetupReport, SetupStep};
+
 /// The docker proxy's socket; `DOCKER_HOST` names it. The proxy also serves
 /// `/var/run/docker.sock` (`/run/docker.sock` through the image's `/var/run -> /run`).
 pub use loop_wire::container::paths::DOCKER_PROXY_SOCKET;
@@ -270,6 +273,14 @@ pub struct ContainerSettings {
     /// tools), scoped to the channel; set as `LOOP_API_TOKEN`. None: the tools cannot reach
     /// the daemon and say so.
     pub api_token: Option<String>,
+    /// The project's setup commands (a devcontainer.json's `onCreateCommand`,
+    /// `updateContentCommand`, `postCreateCommand`), run in order by `loop setup` once per
+    /// agent container, before the agent starts. Empty: the agent starts directly.
+    pub setup: Vec<SetupStep>,
+    /// The project's own variables (a devcontainer.json's `containerEnv`, `remoteEnv`): set
+    /// after loop's, without the names loop reserves ([`is_reserved_env`]) and without those
+    /// [`Self::envs`] sets, so they never replace a variable of loop or of the config.
+    pub project_env: BTreeMap<String, String>,
 }
 
 /// The variable carrying [`ContainerSettings::api_token`].
@@ -477,7 +488,10 @@ pub fn plan_container(
 
     let cmd = match kind {
         ContainerKind::Agent => {
-            claude_command(settings, Path::new(MCP_CONFIG_IN_CONTAINER), invocation)
+            let claude = claude_command(settings, Path::new(MCP_CONFIG_IN_CONTAINER), invocation);
+            let (cmd, setup_env) = setup::with_setup(&settings.setup, claude);
+            env.extend(setup_env);
+            cmd
         }
         ContainerKind::Shell | ContainerKind::Chrome => {
             vec!["sleep".to_owned(), "infinity".to_owned()]
@@ -615,7 +629,29 @@ pub fn container_env(
     for (key, value) in &settings.envs {
         env.push(format!("{key}={}", env_value(value, &settings.agent.home)));
     }
+    env.extend(project_env(settings));
     env
+}
+
+/// [`ContainerSettings::project_env`] as `KEY=value` pairs: a project file's variables, so
+/// never a name loop owns ([`is_reserved_env`], the filter a project's `envs` gets too) nor
+/// one the config's `envs` already sets.
+fn project_env(settings: &ContainerSettings) -> Vec<String> {
+    settings
+        .project_env
+        .iter()
+        .filter(|(key, _)| {
+            let kept = !key.is_empty()
+                && !key.contains('=')
+                && !is_reserved_env(key)
+                && !settings.envs.contains_key(*key);
+            if !kept {
+                tracing::debug!(name = %key, "not setting a project variable loop or the config owns");
+            }
+            kept
+        })
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect()
 }
 
 /// Git refuses a repository whose files belong to another uid ("dubious ownership"), which

@@ -65,7 +65,7 @@ impl AgentIo {
             match chunk {
                 Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
                     for line in self.splitter.push(&message) {
-                        if handle_line(line, name, events, &mut read) {
+                        if handle_line(line, name, events, &mut read).await {
                             return read;
                         }
                     }
@@ -79,7 +79,7 @@ impl AgentIo {
             }
         }
         if let Some(line) = self.splitter.finish() {
-            handle_line(line, name, events, &mut read);
+            handle_line(line, name, events, &mut read).await;
         }
         read
     }
@@ -111,8 +111,15 @@ impl AgentIo {
     }
 }
 
-/// Decodes one line; returns true when it carried the turn's `result`.
-fn handle_line(line: Line, name: &str, events: Option<&EventSender>, read: &mut TurnRead) -> bool {
+/// Decodes one line; returns true when it carried the turn's `result`. A failed setup step
+/// waits for room in the channel: the thread must hear of it, however many setup lines filled
+/// the channel before it.
+async fn handle_line(
+    line: Line,
+    name: &str,
+    events: Option<&EventSender>,
+    read: &mut TurnRead,
+) -> bool {
     match line {
         Line::Oversized => {
             tracing::warn!(container = %name, "skipping an event line over the size limit");
@@ -127,8 +134,14 @@ fn handle_line(line: Line, name: &str, events: Option<&EventSender>, read: &mut 
                         read.result = Some(result.clone());
                         done = true;
                     }
-                    if let Some(events) = events {
-                        let _ = events.try_send(event);
+                    match events {
+                        Some(events) if matches!(event, AgentEvent::SetupFailed { .. }) => {
+                            let _ = events.send(event).await;
+                        }
+                        Some(events) => {
+                            let _ = events.try_send(event);
+                        }
+                        None => {}
                     }
                 }
                 done
@@ -138,5 +151,48 @@ fn handle_line(line: Line, name: &str, events: Option<&EventSender>, read: &mut 
                 false
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_setup_failure_is_never_dropped_for_a_full_channel() {
+        let mut text = String::new();
+        for n in 0..20 {
+            text.push_str(&format!(
+                "{{\"type\":\"system\",\"subtype\":\"loop_setup\",\"name\":\"s\",\"line\":\"{n}\"}}\n"
+            ));
+        }
+        text.push_str(
+            "{\"type\":\"system\",\"subtype\":\"loop_setup_failed\",\"name\":\"s\",\"exit_code\":1,\"tail\":\"t\"}\n",
+        );
+        text.push_str("{\"type\":\"result\",\"subtype\":\"success\",\"result\":\"ok\"}\n");
+        let output = futures::stream::iter(vec![Ok(LogOutput::StdOut {
+            message: bytes::Bytes::from(text),
+        })]);
+        let mut io = AgentIo::new(Box::pin(tokio::io::sink()), Box::pin(output));
+        let (tx, mut rx) = mpsc::channel(2);
+        let read = async move {
+            let read = io.read_turn("c", Some(&tx)).await;
+            drop(tx);
+            read
+        };
+        let received = async {
+            let mut seen = Vec::new();
+            while let Some(event) = rx.recv().await {
+                seen.push(event);
+            }
+            seen
+        };
+        let (read, seen) = tokio::join!(read, received);
+        assert_eq!(read.result.map(|r| r.text).as_deref(), Some("ok"));
+        assert!(
+            seen.iter()
+                .any(|e| matches!(e, AgentEvent::SetupFailed { .. })),
+            "{seen:?}"
+        );
     }
 }

@@ -126,6 +126,8 @@ impl TestRig {
             protected_dirs: Vec::new(),
             run_dir: self.dir.path().join("run"),
             api_token: None,
+            setup: Vec::new(),
+            project_env: BTreeMap::new(),
         }
     }
 

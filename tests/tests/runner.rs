@@ -9,7 +9,8 @@ use loop_e2e::support::{AGENT_UID, TestRig, container_url, start_model};
 use loop_fakes::model::{Rule, Script, Session, Step};
 use loop_runner::agent::{AgentRunner, Recovery, RunError, TurnRequest};
 use loop_runner::events::AgentEvent;
-use loop_runner::spec::ContainerSettings;
+use loop_runner::spec::{ContainerSettings, GateSpec, SetupCommand, SetupStep};
+use loop_runner::{DockerRunner, WarmConfig};
 use tokio_util::sync::CancellationToken;
 
 fn request(
@@ -106,6 +107,8 @@ async fn a_turn_writes_a_file_in_the_project_and_a_follow_up_resumes_the_session
             AgentEvent::ToolResult { .. } => "result-of-tool",
             AgentEvent::Text(_) => "text",
             AgentEvent::Activity { .. } => "activity",
+            AgentEvent::Setup { .. } => "setup",
+            AgentEvent::SetupFailed { .. } => "setup-failed",
             AgentEvent::Result(_) => "result",
         })
         .filter(|k| *k != "activity")
@@ -709,4 +712,242 @@ fn claude_version(image: &str) -> String {
         .next()
         .unwrap_or_default()
         .to_owned()
+}
+
+fn shell_step(name: &str, line: &str) -> SetupStep {
+    SetupStep {
+        name: name.to_owned(),
+        command: SetupCommand::Shell(line.to_owned()),
+    }
+}
+
+/// The events a turn sent, once it is over.
+fn drain(rx: &mut tokio::sync::mpsc::Receiver<AgentEvent>) -> Vec<AgentEvent> {
+    let mut seen = Vec::new();
+    while let Ok(event) = rx.try_recv() {
+        seen.push(event);
+    }
+    seen
+}
+
+/// The setup lines among `events`, as `name: line`.
+fn setup_lines(events: &[AgentEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Setup { name, line } => Some(format!("{name}: {line}")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A project's setup runs in the container before the agent, as the agent, in the project,
+/// with no stdin (a step reading it would take the prompt): its lines arrive as events, the
+/// first failing step is reported with its tail and the steps after it are skipped, and the
+/// agent still runs and answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_projects_setup_runs_before_the_agent_and_a_failure_does_not_stop_it() {
+    let Some(rig) = TestRig::new().await else {
+        return;
+    };
+    let project = rig.project("C-setup");
+    let model = start_model(
+        Script::new().rule(
+            Rule::any()
+                .then(Step::bash("cat setup-made.txt"))
+                .then(Step::text("agent saw: {{last_tool_result}}")),
+        ),
+    )
+    .await;
+    let mut settings = rig.settings(&container_url(model.port()), &project);
+    settings.setup = vec![
+        shell_step(
+            "onCreateCommand",
+            "cat >/dev/null; echo \"made by uid $(id -u) in $(pwd)\" > setup-made.txt; \
+             echo first line; echo second line >&2",
+        ),
+        shell_step(
+            "postCreateCommand",
+            "echo installing; echo 'npm ERR! missing script: setup' >&2; exit 3",
+        ),
+        shell_step("postStartCommand", "touch never-ran"),
+    ];
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    let outcome = rig
+        .runner
+        .run_turn(
+            request(&rig, settings, "C-setup", "go", None),
+            Some(tx),
+            CancellationToken::new(),
+        )
+        .await
+        .expect("the agent runs after a failed setup");
+    let seen = drain(&mut rx);
+
+    assert_eq!(
+        setup_lines(&seen),
+        [
+            "onCreateCommand: first line",
+            "onCreateCommand: second line",
+            "postCreateCommand: installing",
+            "postCreateCommand: npm ERR! missing script: setup",
+        ],
+        "{seen:#?}"
+    );
+    let failed: Vec<&AgentEvent> = seen
+        .iter()
+        .filter(|e| matches!(e, AgentEvent::SetupFailed { .. }))
+        .collect();
+    assert_eq!(
+        failed,
+        [&AgentEvent::SetupFailed {
+            name: "postCreateCommand".into(),
+            exit_code: 3,
+            tail: "installing\nnpm ERR! missing script: setup".into(),
+        }],
+        "{seen:#?}"
+    );
+    let init = seen
+        .iter()
+        .position(|e| matches!(e, AgentEvent::Init { .. }))
+        .expect("the CLI started");
+    let last_setup = seen
+        .iter()
+        .rposition(|e| matches!(e, AgentEvent::Setup { .. } | AgentEvent::SetupFailed { .. }))
+        .expect("setup events");
+    assert!(last_setup < init, "setup runs before the agent: {seen:#?}");
+
+    let made = project.join("setup-made.txt");
+    let text = std::fs::read_to_string(&made).expect("the setup wrote into the project");
+    assert_eq!(
+        text.trim(),
+        format!("made by uid {AGENT_UID} in {}", project.display())
+    );
+    assert_eq!(std::fs::metadata(&made).expect("meta").uid(), AGENT_UID);
+    assert!(
+        !project.join("never-ran").exists(),
+        "the steps after a failure are skipped"
+    );
+    assert_eq!(
+        outcome.result.text.trim(),
+        format!(
+            "agent saw: made by uid {AGENT_UID} in {}",
+            project.display()
+        )
+    );
+    rig.cleanup().await;
+    model.shutdown().await;
+}
+
+/// Under the gate, setup runs inside `loop syscallwrap` as the agent (never root), and the
+/// gate's policy holds for it as for the agent.
+#[tokio::test(flavor = "multi_thread")]
+async fn setup_runs_as_the_agent_under_the_gate() {
+    let Some(rig) = TestRig::new().await else {
+        return;
+    };
+    let project = rig.project("C-setup-gated");
+    let model = start_model(Script::new().rule(Rule::any().then(Step::text("answered")))).await;
+    let mut settings = rig.settings(&container_url(model.port()), &project);
+    settings.gate = Some(GateSpec {
+        policy_json: serde_json::json!({
+            "command_rules": [{"commands": ["touch"], "decision": "deny"}]
+        })
+        .to_string(),
+        token: "0".repeat(64),
+        policy_dir: rig.dir.path().join("run"),
+    });
+    settings.setup = vec![shell_step(
+        "postCreateCommand",
+        "echo \"uid=$(id -u)\"; touch gated-file 2>/dev/null; echo \"touch_rc=$?\"",
+    )];
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    let outcome = rig
+        .runner
+        .run_turn(
+            request(&rig, settings, "C-setup-gated", "go", None),
+            Some(tx),
+            CancellationToken::new(),
+        )
+        .await
+        .expect("the gated turn runs");
+    let seen = drain(&mut rx);
+    let lines = setup_lines(&seen);
+    assert_eq!(
+        lines,
+        [
+            format!("postCreateCommand: uid={AGENT_UID}"),
+            // Denied: the shell cannot execute it.
+            "postCreateCommand: touch_rc=126".to_owned(),
+        ],
+        "{seen:#?}"
+    );
+    assert!(
+        !project.join("gated-file").exists(),
+        "the gate's policy applies to setup"
+    );
+    assert_eq!(outcome.result.text, "answered");
+    rig.cleanup().await;
+    model.shutdown().await;
+}
+
+/// A warm agent keeps its container, and with it the setup's result: two turns, one setup.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_agent_runs_setup_once_for_its_turns() {
+    let Some(rig) = TestRig::new().await else {
+        return;
+    };
+    let runner = DockerRunner::with_warm(
+        rig.registry.clone(),
+        WarmConfig {
+            idle: Duration::from_secs(300),
+            max_agents: 2,
+        },
+    );
+    let project = rig.project("C-setup-warm");
+    let model =
+        start_model(Script::new().rule(Rule::any().then(Step::text("answer to: {{prompt}}"))))
+            .await;
+    let mut settings = rig.settings(&container_url(model.port()), &project);
+    settings.setup = vec![shell_step(
+        "postCreateCommand",
+        "echo ran >> setup-runs.txt; echo setup ran",
+    )];
+    let mut session = None;
+    let mut containers = Vec::new();
+    let mut setups = Vec::new();
+    for prompt in ["first", "second"] {
+        let mut turn = request(
+            &rig,
+            settings.clone(),
+            "C-setup-warm",
+            prompt,
+            session.clone(),
+        );
+        turn.warm = true;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+        let outcome = runner
+            .run_turn(turn, Some(tx), CancellationToken::new())
+            .await
+            .expect("the turn succeeds");
+        assert_eq!(outcome.result.text, format!("answer to: {prompt}"));
+        assert!(outcome.warm, "{outcome:?}");
+        session = Some(outcome.result.session_id.clone());
+        containers.push(outcome.container_id.clone());
+        setups.push(setup_lines(&drain(&mut rx)));
+    }
+    assert_eq!(
+        containers[0], containers[1],
+        "the second turn is the warm agent's"
+    );
+    assert_eq!(
+        setups,
+        [vec!["postCreateCommand: setup ran".to_owned()], Vec::new()]
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.join("setup-runs.txt")).expect("runs"),
+        "ran\n"
+    );
+    rig.cleanup().await;
+    model.shutdown().await;
 }

@@ -60,6 +60,10 @@ pub enum Command {
     /// The agent container's built-in `loop` MCP server over stdio (the agent's CLI starts it).
     #[command(hide = true)]
     Mcp(McpArgs),
+    /// The agent container's setup (the runner puts it in front of the agent): run the
+    /// project's setup steps in $LOOP_SETUP, reporting on stdout, then exec CMD.
+    #[command(hide = true)]
+    Setup(SetupArgs),
     /// List scheduled tasks; `loop tasks cancel ID` cancels one.
     Tasks(TasksArgs),
     /// Semantic memory: search, list, forget, re-index a project's docs (reads the database and
@@ -192,6 +196,13 @@ pub struct GateCheckArgs {
 #[derive(Debug, Args)]
 pub struct SyscallwrapArgs {
     /// The command to supervise, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// The agent's command, exec'd after the setup, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<std::ffi::OsString>,
 }

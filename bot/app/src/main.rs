@@ -31,6 +31,10 @@ fn main() -> ExitCode {
     if let Command::Dockerproxy = &cli.command {
         return exit_code(loop_guest::dockerproxy::run());
     }
+    // Setup ends by exec'ing the agent: no runtime, and no thread of its own left running.
+    if let Command::Setup(args) = &cli.command {
+        return exit_code(loop_guest::setup::run(&args.command));
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -269,9 +273,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", gate::check(&args.policy_file, &args.command)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Syscallwrap(_) | Command::Dockerproxy => {
+        Command::Syscallwrap(_) | Command::Dockerproxy | Command::Setup(_) => {
             anyhow::bail!(
-                "syscallwrap and dockerproxy run before the runtime starts; this is a bug"
+                "syscallwrap, dockerproxy and setup run before the runtime starts; this is a bug"
             )
         }
         Command::Mcp(args) => {

@@ -4,7 +4,9 @@
 //! - [`approver`]: asks the daemon when the gate or the docker proxy needs a person;
 //! - [`audit`]: ships the supervisor's own decisions to the daemon's audit log;
 //! - [`dockerproxy`]: `loop dockerproxy`, the agent's Docker socket;
-//! - [`mcp`]: `loop mcp`, the built-in MCP server (tasks, messages, memory).
+//! - [`mcp`]: `loop mcp`, the built-in MCP server (tasks, messages, memory);
+//! - [`setup`]: `loop setup -- CMD`, a project's setup commands once per container, then the
+//!   agent.
 //!
 //! **Invariant:** code here runs where the agent (and whatever a project brought) can reach
 //! it, so this crate cannot link the store, the orchestrator or a Docker client: its
@@ -15,6 +17,7 @@ pub mod approver;
 pub mod audit;
 pub mod dockerproxy;
 pub mod mcp;
+pub mod setup;
 pub mod syscallwrap;
 
 /// Logging for the container-side helpers (`syscallwrap`, `dockerproxy`): the env filter in

@@ -46,6 +46,10 @@ pub mod env {
     /// `tracing` filter for the proxy's stderr (`warn` when unset).
     pub const DOCKERPROXY_LOG: &str = "LOOP_DOCKERPROXY_LOG";
 
+    /// The project's setup steps as JSON ([`crate::setup::SetupStep`]s), for
+    /// `loop setup -- CMD`, which runs them before it execs the agent.
+    pub const SETUP: &str = "LOOP_SETUP";
+
     /// The agent user's name, as the entrypoint sets it.
     pub const AGENT_USER: &str = "AGENT_USER";
     /// The host user's name, which the entrypoint maps the agent to.

@@ -49,6 +49,8 @@ impl Fixture {
             protected_dirs: vec![home.join(".loop")],
             run_dir: dir.path().join("run"),
             api_token: None,
+            setup: Vec::new(),
+            project_env: BTreeMap::new(),
         };
         let target = ChannelTarget {
             channel_id: "C123".into(),
@@ -579,6 +581,94 @@ fn session_transcripts_persist_per_channel() {
 }
 
 #[test]
+fn setup_steps_run_by_loop_setup_in_front_of_the_agent() {
+    let mut fx = Fixture::new();
+    let direct = fx.plan();
+    assert_eq!(direct.cmd[0], "claude");
+    assert!(!direct.env.iter().any(|e| e.starts_with("LOOP_SETUP=")));
+
+    let steps = vec![
+        SetupStep {
+            name: "onCreateCommand".into(),
+            command: SetupCommand::Argv(vec!["make".into(), "deps".into()]),
+        },
+        SetupStep {
+            name: "postCreateCommand".into(),
+            command: SetupCommand::Parallel(
+                [("a".to_owned(), SetupCommand::Shell("echo a".into()))].into(),
+            ),
+        },
+    ];
+    fx.settings.setup = steps.clone();
+    let plan = fx.plan();
+    assert_eq!(
+        plan.cmd[..4],
+        [LOOP_BIN_IN_IMAGE, "setup", "--", "claude"],
+        "{:?}",
+        plan.cmd
+    );
+    assert_eq!(
+        plan.cmd[3..],
+        direct.cmd[..],
+        "the agent's command is unchanged"
+    );
+    let json = plan
+        .env
+        .iter()
+        .find_map(|e| e.strip_prefix("LOOP_SETUP="))
+        .expect("the steps travel in LOOP_SETUP");
+    let read: Vec<SetupStep> = serde_json::from_str(json).expect("steps JSON");
+    assert_eq!(read, steps);
+
+    let shell = plan_container(
+        &fx.settings,
+        &fx.target,
+        ContainerKind::Shell,
+        &ClaudeInvocation::default(),
+    );
+    assert_eq!(shell.cmd, vec!["sleep", "infinity"], "setup is the agent's");
+    assert!(!shell.env.iter().any(|e| e.starts_with("LOOP_SETUP=")));
+}
+
+#[test]
+fn a_projects_variables_never_replace_loops_or_the_configs() {
+    let mut fx = Fixture::new();
+    fx.settings
+        .envs
+        .insert("RUST_LOG".into(), serde_json::json!("debug"));
+    fx.settings.project_env = [
+        ("RUST_LOG", "trace"),
+        ("NODE_ENV", "development"),
+        ("PATH", "/evil/bin"),
+        ("LD_PRELOAD", "/evil.so"),
+        ("http_proxy", "http://evil:1"),
+        ("LOOP_SETUP", "[]"),
+        ("HOME", "/evil-home"),
+        ("A=B", "c"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let env = fx.plan().env;
+    assert!(env.contains(&"NODE_ENV=development".to_owned()), "{env:?}");
+    assert!(env.contains(&"RUST_LOG=debug".to_owned()), "{env:?}");
+    for refused in [
+        "RUST_LOG=trace",
+        "PATH=/evil/bin",
+        "LD_PRELOAD=",
+        "http_proxy=",
+        "LOOP_SETUP=",
+        "HOME=/evil-home",
+        "A=B",
+    ] {
+        assert!(
+            !env.iter().any(|e| e.starts_with(refused)),
+            "{refused} must not be set: {env:?}"
+        );
+    }
+}
+
+#[test]
 fn shell_containers_sleep() {
     let fx = Fixture::new();
     let plan = plan_container(
@@ -754,6 +844,10 @@ fn every_variable_loop_sets_in_a_container_is_reserved() {
     let mut fx = Fixture::new();
     let dir = fx.dir.path().to_path_buf();
     fx.settings.api_token = Some("t0k3n".into());
+    fx.settings.setup = vec![SetupStep {
+        name: "postCreateCommand".into(),
+        command: SetupCommand::Shell("make".into()),
+    }];
     fx.settings.host_proxy_env = [("HTTP_PROXY", "http://proxy:3128"), ("no_proxy", "x")]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -13,6 +13,43 @@ use crate::text::clip;
 
 /// Minimum time between two edits of the status message.
 pub const EDIT_INTERVAL: Duration = Duration::from_millis(1000);
+/// How much of a setup output line the status message shows, in characters.
+const SETUP_LINE_CHARS: usize = 80;
+/// How much of a failed setup step's output the answer quotes, in bytes (its end).
+const SETUP_TAIL_BYTES: usize = 3000;
+
+/// A project setup step that failed in this turn's container, told in the thread after the
+/// answer: the agent ran without it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetupFailure {
+    /// The step (`postCreateCommand`), or `step/entry` for one of a parallel step's commands.
+    pub name: String,
+    pub exit_code: i32,
+    /// Its last lines of output.
+    pub tail: String,
+}
+
+impl SetupFailure {
+    /// The block that ends the thread's answer.
+    pub fn notice(&self) -> String {
+        let mut tail = self.tail.trim_end();
+        let mut cut = "";
+        if tail.len() > SETUP_TAIL_BYTES {
+            let mut start = tail.len() - SETUP_TAIL_BYTES;
+            while !tail.is_char_boundary(start) {
+                start += 1;
+            }
+            tail = &tail[start..];
+            cut = "…";
+        }
+        // A fence inside the output would end the code block early.
+        let tail = tail.replace("```", "`\u{200b}``");
+        format!(
+            "⚠️ `{}` failed (exit {}); the agent ran without it. Last lines:\n```\n{cut}{tail}\n```",
+            self.name, self.exit_code
+        )
+    }
+}
 
 /// What the status message shows.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -21,6 +58,8 @@ pub struct ProgressState {
     pub header: Option<String>,
     pub current: Option<String>,
     pub tools_used: u32,
+    /// The project setup step that failed in this turn, if one did.
+    pub setup_failure: Option<SetupFailure>,
 }
 
 impl ProgressState {
@@ -44,6 +83,27 @@ impl ProgressState {
                 let changed = self.current.as_deref() != Some("writing");
                 self.current = Some("writing".to_owned());
                 changed
+            }
+            AgentEvent::Setup { name, line } => {
+                let mut shown: String = line.trim().chars().take(SETUP_LINE_CHARS).collect();
+                if line.trim().chars().count() > SETUP_LINE_CHARS {
+                    shown.push('…');
+                }
+                self.current = Some(format!("🛠️ {name}: {shown}"));
+                true
+            }
+            AgentEvent::SetupFailed {
+                name,
+                exit_code,
+                tail,
+            } => {
+                self.current = Some(format!("⚠️ {name} failed (exit {exit_code})"));
+                self.setup_failure = Some(SetupFailure {
+                    name: name.clone(),
+                    exit_code: *exit_code,
+                    tail: tail.clone(),
+                });
+                true
             }
             _ => false,
         }
@@ -170,5 +230,48 @@ mod tests {
             branch.render(Duration::from_secs(3)),
             "🌿 working on `loop/x-a1b2`\n⏳ Working (3s)"
         );
+    }
+
+    #[test]
+    fn setup_shows_as_it_goes_and_a_failure_is_kept_for_the_answer() {
+        let mut state = ProgressState::default();
+        assert!(state.apply(&AgentEvent::Setup {
+            name: "postCreateCommand".into(),
+            line: format!("  Compiling {}  ", "x".repeat(100)),
+        }));
+        let shown = state.render(Duration::from_secs(2));
+        assert!(
+            shown.starts_with("⏳ Working (2s) · 🛠️ postCreateCommand: Compiling xxx"),
+            "{shown}"
+        );
+        assert!(shown.ends_with("x…"), "trimmed to 80 characters: {shown}");
+        assert_eq!(state.setup_failure, None);
+
+        assert!(state.apply(&AgentEvent::SetupFailed {
+            name: "postCreateCommand".into(),
+            exit_code: 1,
+            tail: "npm ERR! missing script\n```oops```\n".into(),
+        }));
+        assert_eq!(
+            state.render(Duration::from_secs(3)),
+            "⏳ Working (3s) · ⚠️ postCreateCommand failed (exit 1)"
+        );
+        let failure = state.setup_failure.clone().expect("kept");
+        assert_eq!(
+            failure.notice(),
+            "⚠️ `postCreateCommand` failed (exit 1); the agent ran without it. Last lines:\n```\nnpm ERR! missing script\n`\u{200b}``oops`\u{200b}``\n```"
+        );
+        // The agent's own work after it still shows; the failure stays.
+        assert!(state.apply(&AgentEvent::Text("x".into())));
+        assert!(state.setup_failure.is_some());
+
+        let long = SetupFailure {
+            name: "onCreateCommand".into(),
+            exit_code: 2,
+            tail: "é".repeat(SETUP_TAIL_BYTES),
+        };
+        let notice = long.notice();
+        assert!(notice.contains("\n```\n…é"), "{notice}");
+        assert!(notice.len() < SETUP_TAIL_BYTES + 200);
     }
 }

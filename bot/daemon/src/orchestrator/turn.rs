@@ -118,9 +118,13 @@ impl Orchestrator {
         let ran = self
             .run_agent(channel, run_id, &adapter, launch, cancel)
             .await;
-        let Some(verdict) = self.judge(channel, run_id, &turn, &adapter, &ran).await? else {
+        let Some(mut verdict) = self.judge(channel, run_id, &turn, &adapter, &ran).await? else {
             return Ok(());
         };
+        // A project setup step failed in the container: the thread hears it after the answer.
+        if let (Some(failure), Some(reply)) = (&ran.state.setup_failure, &mut verdict.reply) {
+            *reply = format!("{}\n\n{}", reply.trim_end(), failure.notice());
+        }
         self.record(channel, run_id, turn, &adapter, ran.status_id, verdict)
             .await
     }

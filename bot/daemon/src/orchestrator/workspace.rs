@@ -207,6 +207,8 @@ pub fn container_settings(
         protected_dirs: vec![config.loop_dir.clone()],
         run_dir: config.loop_dir.join("run"),
         api_token: None,
+        setup: Vec::new(),
+        project_env: BTreeMap::new(),
     }
 }
 
