@@ -282,3 +282,127 @@ async fn a_changed_dockerfile_is_built_once_for_two_threads_asking_at_once() {
     );
     remove_images_of(&project.dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn devcontainer_projects_get_their_image_setup_and_variables_and_a_broken_one_is_named() {
+    if docker().await.is_none() {
+        return;
+    }
+    let (dir, _) = workspace();
+    let projects = [
+        "devcontainer-image",
+        "devcontainer-build",
+        "devcontainer-invalid",
+    ]
+    .map(|name| Project::from_fixture(name, &dir.path().join(name)));
+    let script = Script::new()
+        .rule(
+            Rule::contains("check the image project")
+                .then(Step::bash("cat /tmp/devcontainer-ready; id -u"))
+                .then(Step::text("Image project: {{tool_result.0}}")),
+        )
+        .rule(
+            Rule::contains("check the built project")
+                .then(Step::bash("cat /etc/greeting; echo kind=$PROJECT_KIND"))
+                .then(Step::text("Built project: {{tool_result.0}}")),
+        )
+        .rule(Rule::contains("check the broken project").then(Step::text("It ran anyway.")));
+    let model = start_model(script).await;
+    let slack = FakeSlack::start().await.expect("fake slack");
+    let daemon = Daemon::start(
+        &dir.path().join("home"),
+        &slack_config(&model, &slack, dir.path(), r#""project_images": "always""#),
+    )
+    .await;
+    connected(&slack, &daemon).await;
+    let mut asked = Vec::new();
+    for ((project, channel), what) in projects
+        .iter()
+        .zip(["C1", "C2", "C3"])
+        .zip(["image", "built", "broken"])
+    {
+        point_channel(&slack, &daemon, "UALICE", channel, &project.dir).await;
+        let posted = slack.post_as_user(
+            "UALICE",
+            channel,
+            &format!("{} check the {what} project", FakeSlack::mention()),
+            None,
+        );
+        asked.push((channel, posted.ts));
+    }
+
+    // `image` + `postCreateCommand`: the setup ran in the container before the agent, as the
+    // agent (not root), and the status showed its output.
+    let (channel, ts) = &asked[0];
+    let thread = thread_until(
+        &slack,
+        &daemon,
+        channel,
+        ts,
+        "the image project",
+        BUILD_TURN,
+        |m| has_text(m, "Image project:"),
+    )
+    .await;
+    let answer = answer_of(&thread, "Image project:");
+    assert!(answer.contains("ready\n1000"), "{answer}");
+    let shown = status_history(&slack, &thread);
+    assert!(
+        shown
+            .iter()
+            .any(|t| t.contains("🛠️ postCreateCommand: ready")),
+        "{shown:#?}"
+    );
+    let noted = answer_of(&thread, "loop does not use");
+    assert!(
+        noted.contains("`.devcontainer/devcontainer.json`") && noted.contains("forwardPorts"),
+        "the ignored forwardPorts is noted: {noted}"
+    );
+
+    // `build` with `args`, and `containerEnv`.
+    let (channel, ts) = &asked[1];
+    let thread = thread_until(
+        &slack,
+        &daemon,
+        channel,
+        ts,
+        "the built project",
+        BUILD_TURN,
+        |m| has_text(m, "Built project:"),
+    )
+    .await;
+    let answer = answer_of(&thread, "Built project:");
+    assert!(
+        answer.contains("hello from args\nkind=devcontainer-build"),
+        "{answer}"
+    );
+
+    // An invalid file: the thread names the file, the line and the field; nothing ran.
+    let (channel, ts) = &asked[2];
+    let thread = thread_until(
+        &slack,
+        &daemon,
+        channel,
+        ts,
+        "the broken project",
+        TURN,
+        |m| has_text(m, "nothing ran"),
+    )
+    .await;
+    let refusal = answer_of(&thread, "nothing ran");
+    assert!(
+        refusal.contains(".devcontainer.json:4: `containerEnv.DEBUG`"),
+        "{refusal}"
+    );
+    assert!(!has_text(&thread, "It ran anyway."));
+    assert!(
+        !model
+            .requests()
+            .iter()
+            .any(|r| format!("{r:?}").contains("check the broken project")),
+        "the model never heard of the broken project's turn"
+    );
+    for project in &projects {
+        remove_images_of(&project.dir);
+    }
+}

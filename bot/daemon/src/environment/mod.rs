@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use loop_runner::project_image::{BaseBuild, BaseSource, ProjectImageSpec};
+use loop_runner::spec::{SetupCommand, SetupStep};
 
 use crate::config::project::{hash_text, trust_key};
 use crate::project_files::{ProjectFileError, read_in_project};
@@ -149,6 +150,52 @@ impl EnvironmentSource {
             base,
             agent_image,
         })
+    }
+}
+
+impl EnvironmentSource {
+    /// The devcontainer's setup commands (`onCreateCommand`, `updateContentCommand`,
+    /// `postCreateCommand`, in the spec's order), as `loop setup` runs them in each container.
+    pub fn setup_steps(&self) -> Vec<SetupStep> {
+        let EnvironmentSource::Devcontainer { spec, .. } = self else {
+            return Vec::new();
+        };
+        spec.setup
+            .iter()
+            .map(|(name, command)| SetupStep {
+                name: (*name).to_owned(),
+                command: match command {
+                    LifecycleCommand::Shell(line) => SetupCommand::Shell(line.clone()),
+                    LifecycleCommand::Argv(argv) => SetupCommand::Argv(argv.clone()),
+                    LifecycleCommand::Parallel(named) => SetupCommand::Parallel(
+                        named
+                            .iter()
+                            .map(|(name, command)| {
+                                let command = match command {
+                                    devcontainer::ShellOrArgv::Shell(line) => {
+                                        SetupCommand::Shell(line.clone())
+                                    }
+                                    devcontainer::ShellOrArgv::Argv(argv) => {
+                                        SetupCommand::Argv(argv.clone())
+                                    }
+                                };
+                                (name.clone(), command)
+                            })
+                            .collect(),
+                    ),
+                },
+            })
+            .collect()
+    }
+
+    /// The devcontainer's `containerEnv` and `remoteEnv` (the latter wins, as in the spec).
+    pub fn environment_variables(&self) -> BTreeMap<String, String> {
+        let EnvironmentSource::Devcontainer { spec, .. } = self else {
+            return BTreeMap::new();
+        };
+        let mut env = spec.container_env.clone();
+        env.extend(spec.remote_env.clone());
+        env
     }
 }
 

@@ -9,13 +9,14 @@
 //! need it wait for it, each with the build in its status message, and a build started for a
 //! turn finishes even when that turn is stopped.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use loop_adapter::ChannelKey;
 use loop_runner::project_image::BuildError;
+use loop_runner::spec::SetupStep;
 use loop_runner::{AgentEvent, RunError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +37,11 @@ pub(super) struct TurnEnvironment {
     /// while the current description waits for trust.
     pub image: String,
     pub build: Option<PendingBuild>,
+    /// The description's setup commands, run by `loop setup` in each container before the
+    /// agent (with the description's image only: they are written for it).
+    pub setup: Vec<SetupStep>,
+    /// The description's environment variables (loop's own names are kept by the runner).
+    pub env: BTreeMap<String, String>,
 }
 
 /// A project description to build (or find built) before the agent starts.
@@ -79,6 +85,8 @@ impl Orchestrator {
         let configured = TurnEnvironment {
             image: project.container_image.clone(),
             build: None,
+            setup: Vec::new(),
+            env: BTreeMap::new(),
         };
         if project.project_images == ProjectImages::Never {
             return Ok(Ok(configured));
@@ -119,12 +127,16 @@ impl Orchestrator {
                 .await?;
                 return Ok(Ok(TurnEnvironment {
                     image: fallback,
-                    build: None,
+                    ..configured
                 }));
             }
         }
+        self.announce_environment_notes(channel, project_dir, &source, &description)
+            .await?;
         Ok(Ok(TurnEnvironment {
             image: project.container_image.clone(),
+            setup: source.setup_steps(),
+            env: source.environment_variables(),
             build: Some(PendingBuild {
                 source,
                 project_dir: project_dir.to_path_buf(),
@@ -207,11 +219,6 @@ impl Orchestrator {
         let started = Instant::now();
         let what = format!("building the project environment from `{}`", pending.name);
         let _ = events.try_send(AgentEvent::Preparing(what.clone()));
-        if let EnvironmentSource::Devcontainer { spec, .. } = &pending.source {
-            for note in &spec.notes {
-                let _ = events.try_send(AgentEvent::Preparing(format!("{what}: {note}")));
-            }
-        }
         let mut on_line = |line: &str| {
             let _ = events.try_send(AgentEvent::Preparing(format!("{what}: {line}")));
         };
@@ -229,6 +236,45 @@ impl Orchestrator {
             );
         }
         Ok(built.tag)
+    }
+
+    /// Tells the channel, once per version, what of its devcontainer.json loop does not use.
+    async fn announce_environment_notes(
+        &self,
+        channel: &ChannelKey,
+        project_dir: &Path,
+        source: &EnvironmentSource,
+        description: &Description,
+    ) -> Result<(), OrchestratorError> {
+        let EnvironmentSource::Devcontainer { spec, .. } = source else {
+            return Ok(());
+        };
+        if spec.notes.is_empty() {
+            return Ok(());
+        }
+        let body = format!(
+            "ℹ️ From `{}`, loop does not use:\n{}",
+            description.name,
+            spec.notes
+                .iter()
+                .map(|note| format!("• {note}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let queued = self
+            .inner
+            .store
+            .enqueue_untrusted_notice(
+                &channel.to_string(),
+                &format!("notes:{}", environment_trust_key(project_dir)),
+                &description.hash,
+                &body,
+            )
+            .await?;
+        if queued {
+            self.deliver_soon();
+        }
+        Ok(())
     }
 
     /// Tells the channel, once per version, that the project's environment description is not

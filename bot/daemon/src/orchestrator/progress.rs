@@ -85,11 +85,7 @@ impl ProgressState {
                 changed
             }
             AgentEvent::Setup { name, line } => {
-                let mut shown: String = line.trim().chars().take(SETUP_LINE_CHARS).collect();
-                if line.trim().chars().count() > SETUP_LINE_CHARS {
-                    shown.push('…');
-                }
-                self.current = Some(format!("🛠️ {name}: {shown}"));
+                self.current = Some(format!("🛠️ {name}: {}", clip(line, SETUP_LINE_CHARS)));
                 true
             }
             AgentEvent::SetupFailed {

@@ -384,6 +384,8 @@ impl Orchestrator {
         let result = match self.provision(&environment, &tx, &cancel).await {
             Ok(image) => {
                 request.settings.image = image;
+                request.settings.setup = environment.setup.clone();
+                request.settings.project_env = environment.env.clone();
                 self.inner
                     .runner
                     .run_turn(request, Some(tx), cancel.clone())
