@@ -109,6 +109,7 @@ async fn a_turn_writes_a_file_in_the_project_and_a_follow_up_resumes_the_session
             AgentEvent::Activity { .. } => "activity",
             AgentEvent::Setup { .. } => "setup",
             AgentEvent::SetupFailed { .. } => "setup-failed",
+            AgentEvent::Preparing(_) => "preparing",
             AgentEvent::Result(_) => "result",
         })
         .filter(|k| *k != "activity")
