@@ -396,4 +396,35 @@ mod tests {
         std::fs::write(root.join("requirements.txt"), "pytest==8\n").expect("write");
         assert_ne!(pack(root, "Dockerfile").expect("changed").hash, packed.hash);
     }
+
+    /// The image's name moves with the files a Dockerfile copies, not with the agent's other
+    /// edits.
+    #[test]
+    fn a_digest_covers_only_what_the_dockerfile_copies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("src")).expect("mkdir");
+        std::fs::write(root.join("requirements.txt"), "pytest\n").expect("write");
+        std::fs::write(root.join("src/app.py"), "print(1)\n").expect("write");
+        std::fs::write(root.join("notes.md"), "todo\n").expect("write");
+        let copied = Referenced::Sources(vec!["requirements.txt".into(), "./src/".into()]);
+        let digest_of =
+            |referenced: &Referenced| digest(root, "Dockerfile", referenced).expect("digest");
+        let (before, all_before) = (digest_of(&copied), digest_of(&Referenced::All));
+        std::fs::write(root.join("notes.md"), "done\n").expect("write");
+        assert_eq!(
+            digest_of(&copied),
+            before,
+            "an edit the Dockerfile does not copy"
+        );
+        assert_ne!(digest_of(&Referenced::All), all_before);
+        std::fs::write(root.join("src/app.py"), "print(2)\n").expect("write");
+        assert_ne!(
+            digest_of(&copied),
+            before,
+            "a file under a copied directory"
+        );
+        let everything = Referenced::Sources(vec![".".into()]);
+        assert_eq!(digest_of(&everything), digest_of(&Referenced::All));
+    }
 }

@@ -145,6 +145,33 @@ pub fn referenced_sources(path: &str, text: &str) -> Result<Referenced, BuildErr
     Ok(Referenced::Sources(sources))
 }
 
+/// The images a Dockerfile's stages start `FROM`, as written: not an earlier stage, `scratch`,
+/// or a name with a variable in it. loop protects them from the agent's docker proxy, so that
+/// what a trusted Dockerfile builds on cannot be swapped from inside an agent.
+pub fn from_images(text: &str) -> Vec<String> {
+    let Ok(parsed) = parse_dockerfile::parse(text) else {
+        return Vec::new();
+    };
+    let mut stages: Vec<String> = Vec::new();
+    let mut images = Vec::new();
+    for instruction in &parsed.instructions {
+        let parse_dockerfile::Instruction::From(from) = instruction else {
+            continue;
+        };
+        let image = from.image.value.to_string();
+        if !image.contains('$')
+            && image != "scratch"
+            && !stages.iter().any(|s| s.eq_ignore_ascii_case(&image))
+        {
+            images.push(image);
+        }
+        if let Some((_, name)) = &from.as_ {
+            stages.push(name.value.to_string());
+        }
+    }
+    images
+}
+
 /// The base's key: the Dockerfile's path and text, its arguments and target, and the context
 /// files it reads.
 fn base_key(build: &BaseBuild<'_>) -> Result<(String, String), BuildError> {
@@ -466,4 +493,38 @@ pub async fn prune(
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dockerfiles_sources_and_base_images_are_read_as_docker_reads_them() {
+        let text = "ARG V=3\n\
+            FROM python:3.12-slim AS build\n\
+            COPY requirements.txt ./\n\
+            COPY --from=build /x /y\n\
+            ADD https://example.com/a.tgz /tmp/\n\
+            COPY src/ lib/*.py /app/\n\
+            COPY <<EOF /etc/motd\nhello\nEOF\n\
+            FROM build AS test\n\
+            FROM scratch\n\
+            COPY --from=test /app /app\n";
+        assert_eq!(
+            referenced_sources("Dockerfile", text).expect("parses"),
+            Referenced::Sources(vec![
+                "requirements.txt".into(),
+                "src/".into(),
+                "lib/*.py".into()
+            ])
+        );
+        assert_eq!(from_images(text), vec!["python:3.12-slim".to_owned()]);
+        // A variable in a source: loop cannot tell which files, so all of them count.
+        assert_eq!(
+            referenced_sources("Dockerfile", "FROM debian\nCOPY ${DIR} /a\n").expect("parses"),
+            Referenced::All
+        );
+        assert!(from_images("ARG BASE\nFROM ${BASE}\n").is_empty());
+    }
 }

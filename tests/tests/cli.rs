@@ -206,6 +206,12 @@ fn doctor_reads_a_projects_environment_description() {
     );
     let out = doctor("python-dockerfile");
     assert!(out.contains(".loop/container/Dockerfile"), "{out}");
+    // Nobody trusted it on this host: said, with how to trust and build it.
+    assert!(
+        out.contains("is not trusted: turns run without it")
+            && out.contains("`loop image build --dir"),
+        "{out}"
+    );
     let out = doctor("plain");
     assert!(out.contains("has no environment description"), "{out}");
 }

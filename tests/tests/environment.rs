@@ -406,3 +406,74 @@ async fn devcontainer_projects_get_their_image_setup_and_variables_and_a_broken_
         remove_images_of(&project.dir);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loop_image_build_dir_trusts_and_builds_ahead_so_a_thread_builds_nothing() {
+    if docker().await.is_none() {
+        return;
+    }
+    let (dir, project_dir) = workspace();
+    let project = Project::from_fixture("devcontainer-build", &project_dir);
+    let model = start_model(
+        Script::new().rule(
+            Rule::contains("check the built project")
+                .then(Step::bash("cat /etc/greeting"))
+                .then(Step::text("Built project: {{tool_result.0}}")),
+        ),
+    )
+    .await;
+    let slack = FakeSlack::start().await.expect("fake slack");
+    let daemon = Daemon::start(
+        &dir.path().join("home"),
+        &slack_config(&model, &slack, dir.path(), ""),
+    )
+    .await;
+    let dir_arg = project.dir.display().to_string();
+    let text = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+
+    // The owner, on the host: the description is shown, trusted and built.
+    let built = daemon.cli(&["image", "build", "--dir", &dir_arg, "--yes"]);
+    let out = text(&built);
+    assert!(built.status.success(), "{out}");
+    assert!(
+        out.contains("is not trusted yet")
+            && out.contains("GREETING")
+            && out.contains("trusted .devcontainer/devcontainer.json version")
+            && out.contains("built loop-project:"),
+        "{out}"
+    );
+    let again = text(&daemon.cli(&["image", "build", "--dir", &dir_arg]));
+    assert!(
+        again.contains("is current") && again.contains("nothing to build"),
+        "{again}"
+    );
+    let doctor = text(&daemon.cli(&["doctor", "--dir", &dir_arg]));
+    assert!(
+        doctor.contains("is trusted") && doctor.contains("is built and current"),
+        "{doctor}"
+    );
+
+    // A thread then runs in it at once: no notice, no build.
+    connected(&slack, &daemon).await;
+    point_channel(&slack, &daemon, "UALICE", "C1", &project.dir).await;
+    let asked = slack.post_as_user(
+        "UALICE",
+        "C1",
+        &format!("{} check the built project", FakeSlack::mention()),
+        None,
+    );
+    let thread = thread_until(&slack, &daemon, "C1", &asked.ts, "the thread", TURN, |m| {
+        has_text(m, "Built project:")
+    })
+    .await;
+    assert!(answer_of(&thread, "Built project:").contains("hello from args"));
+    assert!(!has_text(&thread, "is not trusted"));
+    assert_eq!(builds_in(&daemon), 0, "built ahead, not in the thread");
+    remove_images_of(&project.dir);
+}

@@ -280,7 +280,8 @@ pub enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
-    /// Build the agent image (Debian, Node.js, Claude Code, this loop binary).
+    /// Build the agent image (Debian, Node.js, Claude Code, this loop binary), or with `--dir` a
+    /// project's own environment (its Dockerfile or devcontainer.json, loop's layer on top).
     Build(ImageBuildArgs),
 }
 
@@ -301,4 +302,11 @@ pub struct ImageBuildArgs {
     /// Do not use Docker's layer cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Build this project's environment instead (`.loop/container/Dockerfile` or
+    /// devcontainer.json), on the agent image `container_image`, and trust its version.
+    #[arg(long, conflicts_with_all = ["tag", "claude_version", "ca_certs", "loop_binary", "no_cache"])]
+    pub dir: Option<PathBuf>,
+    /// With `--dir`: trust and build without asking.
+    #[arg(long, requires = "dir")]
+    pub yes: bool,
 }

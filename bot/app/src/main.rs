@@ -144,6 +144,60 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Image(ImageCommand::Build(args)) if args.dir.is_some() => {
+            use loop_app::commands::project_image::{self, Found};
+            let config = load(&sources)?;
+            let dir = absolute(args.dir.as_deref().unwrap_or(std::path::Path::new(".")))?;
+            let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+            let store = loop_store::Store::open(&config.database_url()).await?;
+            let (source, description, trusted, diff) = match project_image::find(
+                &config, &store, &dir,
+            )
+            .await?
+            {
+                Found::Nothing(image) => {
+                    println!(
+                        "{} has no environment description (.loop/container/Dockerfile, .devcontainer/devcontainer.json, .devcontainer.json): its agents run in {image}",
+                        dir.display()
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Found::Description {
+                    source,
+                    description,
+                    trusted,
+                    diff,
+                } => (source, description, trusted, diff),
+            };
+            if !trusted {
+                println!(
+                    "{} (version {}) is not trusted yet. Building it runs its commands with network access:\n{diff}",
+                    description.name,
+                    description.short_hash()
+                );
+                if !args.yes && !confirm("Trust and build this exact version? [y/N] ").await? {
+                    eprintln!("nothing was trusted or built");
+                    return Ok(ExitCode::FAILURE);
+                }
+                let by = format!(
+                    "cli:{}",
+                    std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned())
+                );
+                project_image::trust(&store, &dir, &description, &by).await?;
+                println!(
+                    "trusted {} version {}",
+                    description.name,
+                    description.short_hash()
+                );
+            }
+            let (tag, built) = project_image::build(&config, &dir, &source).await?;
+            if built {
+                println!("built {tag} for {}", dir.display());
+            } else {
+                println!("{tag} is current for {}: nothing to build", dir.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Image(ImageCommand::Build(args)) => {
             let config = load(&sources)?;
             let mut ca_certs: Vec<_> = config

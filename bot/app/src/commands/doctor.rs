@@ -114,6 +114,7 @@ pub async fn run(sources: &ConfigSources, project: Option<&Path>) -> Vec<Check> 
     }
     if let Some(project) = project {
         checks.extend(environment_checks(&config, project));
+        checks.extend(environment_state(&config, project).await);
     }
     checks
 }
@@ -123,13 +124,10 @@ pub async fn run(sources: &ConfigSources, project: Option<&Path>) -> Vec<Check> 
 fn environment_checks(config: &Config, project: &Path) -> Vec<Check> {
     use loop_daemon::environment::{DevcontainerBase, EnvironmentSource, discover};
     let project = std::fs::canonicalize(project).unwrap_or_else(|_| project.to_path_buf());
-    // Building project images is #18's next step: say so rather than imply it is used.
-    const NOT_YET: &str = "(project images are not built yet: turns run in container_image)";
     match discover(&project, &config.container_image) {
-        Ok(EnvironmentSource::LoopDockerfile { dockerfile, .. }) => vec![Check::ok(
-            "environment",
-            format!("{} {NOT_YET}", dockerfile.display()),
-        )],
+        Ok(EnvironmentSource::LoopDockerfile { dockerfile, .. }) => {
+            vec![Check::ok("environment", dockerfile.display().to_string())]
+        }
         Ok(EnvironmentSource::Devcontainer { file, spec }) => {
             let base = match &spec.base {
                 DevcontainerBase::Image(image) => format!("image {image}"),
@@ -141,7 +139,7 @@ fn environment_checks(config: &Config, project: &Path) -> Vec<Check> {
             let mut checks = vec![Check::ok(
                 "environment",
                 format!(
-                    "{}: {base}{} {NOT_YET}",
+                    "{}: {base}{}",
                     file.display(),
                     if setup.is_empty() {
                         String::new()
@@ -172,6 +170,89 @@ fn environment_checks(config: &Config, project: &Path) -> Vec<Check> {
             "fix the file, or remove it to use container_image",
         )],
     }
+}
+
+/// Whether the project's description is trusted, and whether its image is built and current.
+async fn environment_state(config: &Config, project: &Path) -> Vec<Check> {
+    use loop_daemon::environment::{discover, environment_trust_key};
+    let project = std::fs::canonicalize(project).unwrap_or_else(|_| project.to_path_buf());
+    let Ok(source) = discover(&project, &config.container_image) else {
+        return Vec::new();
+    };
+    let Ok(Some(description)) = source.description(&project) else {
+        return Vec::new();
+    };
+    let mut checks = Vec::new();
+    if config.project_images == loop_daemon::config::ProjectImages::Never {
+        checks.push(Check::warn(
+            "environment",
+            "project_images is \"never\": turns run in container_image",
+            "set project_images to \"trusted\" to use the project's own environment",
+        ));
+        return checks;
+    }
+    if config.project_images == loop_daemon::config::ProjectImages::Trusted {
+        let trusted = match loop_store::Store::open(&config.database_url()).await {
+            Ok(store) => store
+                .project_trust(&environment_trust_key(&project))
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|t| t.file_hash == description.hash),
+            Err(_) => false,
+        };
+        if trusted {
+            checks.push(Check::ok(
+                "environment",
+                format!(
+                    "{} version {} is trusted",
+                    description.name,
+                    description.short_hash()
+                ),
+            ));
+        } else {
+            checks.push(Check::warn(
+                "environment",
+                format!(
+                    "{} version {} is not trusted: turns run without it",
+                    description.name,
+                    description.short_hash()
+                ),
+                format!(
+                    "`loop image build --dir {}` (or `/loop trust {}` in chat) trusts and builds it",
+                    project.display(),
+                    description.short_hash()
+                ),
+            ));
+            return checks;
+        }
+    }
+    let Ok(docker) = loop_runner::docker::connect().await else {
+        return checks;
+    };
+    let Some(spec) = source.image_spec(&project, &config.container_image) else {
+        return checks;
+    };
+    match loop_runner::project_image::plan(&docker, &spec).await {
+        Ok(plan) if plan.ready => checks.push(Check::ok(
+            "environment",
+            format!("{} is built and current", plan.tag),
+        )),
+        Ok(plan) => checks.push(Check::warn(
+            "environment",
+            format!("{} is not built yet: the next turn builds it", plan.tag),
+            format!(
+                "`loop image build --dir {}` builds it now",
+                project.display()
+            ),
+        )),
+        Err(err) => checks.push(Check::fail(
+            "environment",
+            err.to_string(),
+            "fix the Dockerfile, or build the agent image with `loop image build`",
+        )),
+    }
+    checks
 }
 
 /// With `memory.enabled`: ONNX Runtime and the model files (or the Ollama server in use).

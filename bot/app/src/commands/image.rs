@@ -173,7 +173,7 @@ pub async fn build(request: &BuildRequest) -> Result<(), ImageError> {
 }
 
 /// Recognises "Step 3/12 : RUN ..." (classic builder) and "#7 [3/8] RUN ..." (BuildKit).
-fn parse_step(line: &str) -> Option<(u64, u64)> {
+pub fn parse_step(line: &str) -> Option<(u64, u64)> {
     let fraction = if let Some(rest) = line.strip_prefix("Step ") {
         rest.split_whitespace().next()?
     } else {

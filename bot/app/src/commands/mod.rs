@@ -8,5 +8,6 @@ pub mod gate;
 pub mod image;
 pub mod memory;
 pub mod onboard;
+pub mod project_image;
 pub mod service;
 pub mod tasks;

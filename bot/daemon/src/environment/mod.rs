@@ -154,14 +154,17 @@ impl EnvironmentSource {
 }
 
 impl EnvironmentSource {
-    /// The devcontainer's setup commands (`onCreateCommand`, `updateContentCommand`,
-    /// `postCreateCommand`, in the spec's order), as `loop setup` runs them in each container.
+    /// The devcontainer's lifecycle commands in the spec's order (`onCreateCommand`,
+    /// `updateContentCommand`, `postCreateCommand`, then `postStartCommand` and
+    /// `postAttachCommand`: a loop container starts once), as `loop setup` runs them in each
+    /// container.
     pub fn setup_steps(&self) -> Vec<SetupStep> {
         let EnvironmentSource::Devcontainer { spec, .. } = self else {
             return Vec::new();
         };
         spec.setup
             .iter()
+            .chain(&spec.on_start)
             .map(|(name, command)| SetupStep {
                 name: (*name).to_owned(),
                 command: match command {
@@ -186,6 +189,31 @@ impl EnvironmentSource {
                 },
             })
             .collect()
+    }
+
+    /// The images this description builds on (a devcontainer's `image`, its Dockerfile's
+    /// `FROM`s): the agent's docker proxy must not replace them.
+    pub fn protected_images(&self, project: &Path) -> Vec<String> {
+        let dockerfile = match self {
+            EnvironmentSource::Configured(_) => return Vec::new(),
+            EnvironmentSource::LoopDockerfile { dockerfile, .. } => Some(dockerfile),
+            EnvironmentSource::Devcontainer { spec, .. } => match &spec.base {
+                DevcontainerBase::Image(_) => None,
+                DevcontainerBase::Build { dockerfile, .. } => Some(dockerfile),
+            },
+        };
+        let mut images = Vec::new();
+        if let EnvironmentSource::Devcontainer { spec, .. } = self
+            && let DevcontainerBase::Image(image) = &spec.base
+        {
+            images.push(image.clone());
+        }
+        if let Some(text) =
+            dockerfile.and_then(|path| read_in_project(project, path, MAX_DESCRIPTION_BYTES).ok())
+        {
+            images.extend(loop_runner::project_image::from_images(&text));
+        }
+        images
     }
 
     /// The devcontainer's `containerEnv` and `remoteEnv` (the latter wins, as in the spec).

@@ -42,6 +42,8 @@ pub(super) struct TurnEnvironment {
     pub setup: Vec<SetupStep>,
     /// The description's environment variables (loop's own names are kept by the runner).
     pub env: BTreeMap<String, String>,
+    /// What the environment builds on, which the agent's docker proxy must not replace.
+    pub protected_images: Vec<String>,
 }
 
 /// A project description to build (or find built) before the agent starts.
@@ -87,6 +89,7 @@ impl Orchestrator {
             build: None,
             setup: Vec::new(),
             env: BTreeMap::new(),
+            protected_images: Vec::new(),
         };
         if project.project_images == ProjectImages::Never {
             return Ok(Ok(configured));
@@ -137,6 +140,7 @@ impl Orchestrator {
             image: project.container_image.clone(),
             setup: source.setup_steps(),
             env: source.environment_variables(),
+            protected_images: source.protected_images(work_dir),
             build: Some(PendingBuild {
                 source,
                 project_dir: project_dir.to_path_buf(),

@@ -41,10 +41,13 @@ impl GateRefusal {
 
 /// Checks the gate and docker proxy that `project` (the global config with the project's file
 /// layered on) enables, under the `global` config and the host's facts.
+/// `environment_images` are what the turn's own environment builds on: the docker proxy
+/// protects them as it protects the agent image.
 pub(super) fn plan_gate(
     global: &Config,
     project: &Config,
     facts: &HostFacts,
+    environment_images: &[String],
 ) -> Result<GatePlan, GateRefusal> {
     // gVisor (runsc) does not implement seccomp user notification, which the gate is built
     // on: the agent would not start. Say so instead of silently dropping the gate.
@@ -69,7 +72,12 @@ pub(super) fn plan_gate(
         None
     };
     let proxy = if docker_proxy {
-        Some(plan_docker_proxy(global, project, facts)?)
+        Some(plan_docker_proxy(
+            global,
+            project,
+            facts,
+            environment_images,
+        )?)
     } else {
         None
     };
@@ -81,15 +89,21 @@ fn plan_docker_proxy(
     global: &Config,
     project: &Config,
     facts: &HostFacts,
+    environment_images: &[String],
 ) -> Result<(String, PathBuf), GateRefusal> {
+    let mut protected_images = vec![
+        global.container_image.clone(),
+        project.container_image.clone(),
+        global.browser.chrome_image.clone(),
+        project.browser.chrome_image.clone(),
+        // Every project's own images: a turn may run in one.
+        format!("{}:latest", loop_runner::project_image::BASE_REPO),
+        format!("{}:latest", loop_runner::project_image::PROJECT_REPO),
+    ];
+    protected_images.extend_from_slice(environment_images);
     let facts = crate::gate::dockerproxy::ProxyFacts {
         agentgate_default: project.gates.agentgate.default_decision,
-        protected_images: vec![
-            global.container_image.clone(),
-            project.container_image.clone(),
-            global.browser.chrome_image.clone(),
-            project.browser.chrome_image.clone(),
-        ],
+        protected_images,
         network: facts.network.clone(),
     };
     let policy = match crate::gate::dockerproxy::policy_json(&project.gates.docker_proxy, &facts) {
@@ -207,7 +221,7 @@ mod tests {
             project.gates.agentgate.enabled = enabled;
             project.gates.docker_proxy.enabled = false;
             project.container_runtime = runtime.map(str::to_owned);
-            let planned = plan_gate(&global, &project, &facts())
+            let planned = plan_gate(&global, &project, &facts(), &[])
                 .map(|plan| {
                     assert!(plan.proxy.is_none());
                     plan.gate_policy.is_some()
@@ -224,5 +238,34 @@ mod tests {
         check(true, None, Ok(true));
         check(true, Some("runc"), Ok(true));
         check(true, Some("runsc"), Err("gate unsupported under gVisor"));
+    }
+
+    /// What a project's environment builds on, and every project image, cannot be replaced
+    /// through the agent's docker proxy (the next build or turn would run what the agent put
+    /// there).
+    #[test]
+    fn the_docker_proxy_protects_what_a_project_environment_builds_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let global = config(dir.path());
+        let mut project = global.clone();
+        project.gates.docker_proxy.enabled = true;
+        let plan = plan_gate(
+            &global,
+            &project,
+            &facts(),
+            &["python:3.12-slim".to_owned()],
+        )
+        .expect("planned");
+        let (policy, _) = plan.proxy.expect("the docker proxy");
+        let policy: serde_json::Value = serde_json::from_str(&policy).expect("json");
+        let protected = policy["context"]["protected_images"].to_string();
+        for image in [
+            "python:3.12-slim",
+            "loop-project:latest",
+            "loop-base:latest",
+            "loop-agent:latest",
+        ] {
+            assert!(protected.contains(image), "{image} in {protected}");
+        }
     }
 }

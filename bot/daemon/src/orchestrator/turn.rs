@@ -88,20 +88,25 @@ impl Orchestrator {
         let Some(turn) = self.prepare_turn(channel, run_id).await? else {
             return Ok(());
         };
-        let gate = match plan_gate(&self.inner.config, &turn.project, &self.inner.facts) {
-            Ok(gate) => gate,
-            Err(refusal) => {
-                return self
-                    .refuse(channel, run_id, &refusal.error, refusal.reply)
-                    .await;
-            }
-        };
         let environment = match self
             .turn_environment(channel, &turn.project_dir, &turn.work_dir, &turn.project)
             .await?
         {
             Ok(environment) => environment,
             Err(reply) => return self.refuse(channel, run_id, &reply, reply.clone()).await,
+        };
+        let gate = match plan_gate(
+            &self.inner.config,
+            &turn.project,
+            &self.inner.facts,
+            &environment.protected_images,
+        ) {
+            Ok(gate) => gate,
+            Err(refusal) => {
+                return self
+                    .refuse(channel, run_id, &refusal.error, refusal.reply)
+                    .await;
+            }
         };
         let _ = self.inner.events.send(RunEvent::Started {
             run_id: run_id.to_owned(),
