@@ -449,18 +449,15 @@ pub async fn latest(docker: &Docker, project: &Path) -> Result<Option<String>, B
 }
 
 /// Removes the project's images beyond the newest [`KEEP_PER_PROJECT`] of each kind, never one
-/// of `keep`; an image a container still uses stays (the Engine refuses), and goes next time.
-/// Returns the tags removed.
+/// of `keep`. An image a container still runs (a warm agent's) loses its name at once and is
+/// deleted by a later prune, once nothing runs it. Returns the tags removed.
 pub async fn prune(
     docker: &Docker,
     project: &Path,
     keep: &[&str],
 ) -> Result<Vec<String>, BuildError> {
-    let filters: HashMap<&str, Vec<String>> = [(
-        "label",
-        vec![format!("{PROJECT_LABEL}={}", project.display())],
-    )]
-    .into();
+    let label = format!("{PROJECT_LABEL}={}", project.display());
+    let filters: HashMap<&str, Vec<String>> = [("label", vec![label.clone()])].into();
     let images = docker
         .list_images(Some(
             ListImagesOptionsBuilder::new().filters(&filters).build(),
@@ -485,13 +482,27 @@ pub async fn prune(
                 kept += 1;
                 continue;
             }
-            let options = RemoveImageOptionsBuilder::new().build();
+            // Forced: only the name goes while a container runs the image.
+            let options = RemoveImageOptionsBuilder::new().force(true).build();
             match docker.remove_image(&tag, Some(options), None).await {
                 Ok(_) => removed.push(tag),
                 Err(err) => tracing::debug!(tag = %tag, error = %err, "old project image kept"),
             }
         }
     }
+    // The project's images without a name that no container runs any more.
+    let dangling: HashMap<&str, Vec<String>> = [
+        ("label", vec![label]),
+        ("dangling", vec!["true".to_owned()]),
+    ]
+    .into();
+    docker
+        .prune_images(Some(
+            bollard::query_parameters::PruneImagesOptionsBuilder::new()
+                .filters(&dangling)
+                .build(),
+        ))
+        .await?;
     Ok(removed)
 }
 

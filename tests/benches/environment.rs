@@ -48,7 +48,7 @@ async fn main() -> Result<()> {
         .map(|v| v.parse().context("LOOP_BENCH_ROUNDS"))
         .transpose()?
         .unwrap_or(7);
-    let Some(_engine) = docker().await else {
+    let Some(engine) = docker().await else {
         bail!("Docker or the image {} is not available", test_image());
     };
     let model = FakeModel::start_on(
@@ -151,30 +151,27 @@ async fn main() -> Result<()> {
             secs(took)
         );
     }
-    // `docker system df -v` counts each image's own bytes (UNIQUE SIZE) and the bytes it
-    // shares with other images (SHARED SIZE), as the disk holds them.
-    let df = std::process::Command::new("docker")
-        .args(["system", "df", "-v"])
-        .output()
-        .context("docker system df -v")?;
-    let tags = project_images(&project.dir);
-    let (mut unique, mut total) = (0.0, 0.0);
-    for line in String::from_utf8_lossy(&df.stdout).lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 8 || !tags.contains(&format!("{}:{}", fields[0], fields[1])) {
-            continue;
-        }
-        let n = fields.len();
-        unique += bytes(fields[n - 2]);
-        total += bytes(fields[n - 4]);
+    report_disk(
+        &project.dir,
+        "with the warm agents of older versions still running",
+    )?;
+    // The warm agents retire (their containers go), and the next prune deletes their images.
+    let own_id = own.daemon_id().unwrap_or_default().to_owned();
+    let containers = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=loop-daemon={own_id}"),
+        ])
+        .output()?;
+    for id in String::from_utf8_lossy(&containers.stdout).split_whitespace() {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", id])
+            .output();
     }
-    println!(
-        "  the project's images after five changes: {} ({}); bytes only they hold: {:.0} MB; their total size: {:.0} MB",
-        tags.len(),
-        tags.join(", "),
-        unique / 1e6,
-        total / 1e6
-    );
+    loop_runner::project_image::prune(&engine, &project.dir, &[]).await?;
+    report_disk(&project.dir, "once they retired and the next build pruned")?;
     println!();
     println!("load after: {}", load_average());
     remove_images_of(&project.dir);
@@ -256,6 +253,54 @@ fn check_pytest(answer: &str, expected: bool) -> Result<()> {
     Ok(())
 }
 
+/// What the project's images hold on disk: `docker system df -v` counts each image's own
+/// bytes (UNIQUE SIZE), shared ones (with other images) apart.
+fn report_disk(project: &Path, when: &str) -> Result<()> {
+    let df = std::process::Command::new("docker")
+        .args(["system", "df", "-v"])
+        .output()
+        .context("docker system df -v")?;
+    let ids = image_ids(project);
+    let (mut unique, mut total, mut count) = (0.0, 0.0, 0);
+    for line in String::from_utf8_lossy(&df.stdout).lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 8 || !ids.iter().any(|id| id.starts_with(fields[2])) {
+            continue;
+        }
+        let n = fields.len();
+        unique += bytes(fields[n - 2]);
+        total += bytes(fields[n - 4]);
+        count += 1;
+    }
+    println!(
+        "  {when}: {count} images ({}); bytes only they hold: {:.0} MB; their total size: {:.0} MB",
+        project_images(project).join(", "),
+        unique / 1e6,
+        total / 1e6
+    );
+    Ok(())
+}
+
+/// The ids of the images loop built for `project`, named or not.
+fn image_ids(project: &Path) -> Vec<String> {
+    std::process::Command::new("docker")
+        .args([
+            "images",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("label=dev.loop.project={}", project.display()),
+        ])
+        .output()
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|id| id.trim_start_matches("sha256:").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The tags of the images loop built for `project` (labelled with it).
 fn project_images(project: &Path) -> Vec<String> {
     let out = std::process::Command::new("docker")
@@ -263,6 +308,8 @@ fn project_images(project: &Path) -> Vec<String> {
             "images",
             "--filter",
             &format!("label=dev.loop.project={}", project.display()),
+            "--filter",
+            "dangling=false",
             "--format",
             "{{.Repository}}:{{.Tag}}",
         ])
@@ -280,9 +327,9 @@ fn project_images(project: &Path) -> Vec<String> {
 }
 
 fn remove_images_of(project: &Path) {
-    for tag in project_images(project) {
+    for id in image_ids(project) {
         let _ = std::process::Command::new("docker")
-            .args(["rmi", "-f", &tag])
+            .args(["rmi", "-f", &id])
             .output();
     }
 }
