@@ -227,6 +227,26 @@ impl EnvironmentSource {
     }
 }
 
+/// One build of a project's environment at a time: the turns that need the same project's
+/// image wait on its lock, and the first builds it.
+#[derive(Default)]
+pub struct BuildFlights {
+    flights: std::sync::Mutex<
+        std::collections::HashMap<PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>,
+    >,
+}
+
+impl BuildFlights {
+    /// The lock of `project`'s builds.
+    pub fn of(&self, project: &Path) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut flights = self
+            .flights
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        flights.entry(project.to_path_buf()).or_default().clone()
+    }
+}
+
 /// The project's environment, by the priority of the module docs.
 pub fn discover(
     project: &Path,

@@ -9,9 +9,8 @@
 //! need it wait for it, each with the build in its status message, and a build started for a
 //! turn finishes even when that turn is stopped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use loop_adapter::ChannelKey;
@@ -56,22 +55,6 @@ pub(super) struct PendingBuild {
     pub agent_image: String,
     /// The description's main file, for messages.
     pub name: String,
-}
-
-/// One build at a time per project.
-#[derive(Default)]
-pub(super) struct BuildFlights {
-    flights: std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl BuildFlights {
-    fn of(&self, project: &Path) -> Arc<tokio::sync::Mutex<()>> {
-        let mut flights = self
-            .flights
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        flights.entry(project.to_path_buf()).or_default().clone()
-    }
 }
 
 impl Orchestrator {

@@ -114,7 +114,7 @@ struct Inner {
     /// the one watcher that `engine_lost` started sees it answer again.
     engine_down: AtomicBool,
     /// One build of a project's environment at a time.
-    builds: environment::BuildFlights,
+    builds: crate::environment::BuildFlights,
 }
 
 /// The orchestrator handle. Cheap to clone.
@@ -153,7 +153,7 @@ impl Orchestrator {
                 gate: GateHub::default(),
                 memory: std::sync::OnceLock::new(),
                 engine_down: AtomicBool::new(false),
-                builds: environment::BuildFlights::default(),
+                builds: crate::environment::BuildFlights::default(),
             }),
         }
     }
