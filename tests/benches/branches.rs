@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use loop_e2e::daemon::{Daemon, loop_binary, test_config};
+use loop_e2e::measure::{load_average, median, ratio, secs};
 use loop_e2e::project::{GitOwner, Project};
 use loop_e2e::support::{AGENT_UID, chown, docker, test_image};
 use loop_fakes::model::{FakeModel, Rule, Script, Step};
@@ -47,11 +48,7 @@ async fn main() -> Result<()> {
         println!("branches: a benchmark; run it with `cargo bench -p loop-e2e --bench branches`");
         return Ok(());
     }
-    let rounds: usize = std::env::var("LOOP_BENCH_ROUNDS")
-        .ok()
-        .map(|v| v.parse().context("LOOP_BENCH_ROUNDS"))
-        .transpose()?
-        .unwrap_or(7);
+    let rounds = loop_e2e::measure::rounds(7).context("LOOP_BENCH_ROUNDS")?;
     if docker().await.is_none() {
         bail!("Docker or the image {} is not available", test_image());
     }
@@ -254,10 +251,6 @@ impl Timings {
     }
 }
 
-fn ratio(a: Duration, b: Duration) -> f64 {
-    a.as_secs_f64() / b.as_secs_f64()
-}
-
 /// The daemon's host API, as `loop run --dir` uses it.
 struct Api {
     http: reqwest::Client,
@@ -321,20 +314,4 @@ fn log_tail(daemon: &Daemon) -> String {
     let log = daemon.log_text();
     let start = log.len().saturating_sub(4000);
     log[log.floor_char_boundary(start)..].to_owned()
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-fn median(values: &[Duration]) -> Duration {
-    let mut sorted = values.to_vec();
-    sorted.sort();
-    sorted[sorted.len() / 2]
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.3}s", d.as_secs_f64())
 }

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use loop_e2e::daemon::{Daemon, loop_binary, test_config};
+use loop_e2e::measure::{load_average, median, ratio, secs};
 use loop_e2e::project::Project;
 use loop_e2e::support::{docker, test_image};
 use loop_fakes::model::{FakeModel, Rule, Script, Step};
@@ -43,11 +44,7 @@ async fn main() -> Result<()> {
         );
         return Ok(());
     }
-    let rounds: usize = std::env::var("LOOP_BENCH_ROUNDS")
-        .ok()
-        .map(|v| v.parse().context("LOOP_BENCH_ROUNDS"))
-        .transpose()?
-        .unwrap_or(7);
+    let rounds = loop_e2e::measure::rounds(7).context("LOOP_BENCH_ROUNDS")?;
     let Some(engine) = docker().await else {
         bail!("Docker or the image {} is not available", test_image());
     };
@@ -348,24 +345,4 @@ fn bytes(size: &str) -> f64 {
         _ => 1.0,
     };
     number.parse::<f64>().unwrap_or(0.0) * scale
-}
-
-fn ratio(a: Duration, b: Duration) -> f64 {
-    a.as_secs_f64() / b.as_secs_f64()
-}
-
-fn median(values: &[Duration]) -> Duration {
-    let mut sorted = values.to_vec();
-    sorted.sort();
-    sorted[sorted.len() / 2]
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.3} s", d.as_secs_f64())
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }

@@ -45,6 +45,7 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use futures::future::join_all;
 use loop_e2e::daemon::{Daemon, loop_binary, test_config};
+use loop_e2e::measure::{median, ratio, secs};
 use loop_e2e::support::test_image;
 use loop_fakes::model::{FakeModel, Script};
 use loop_store::{RunStatus, Store};
@@ -735,27 +736,8 @@ fn env_count(name: &str, default: usize) -> Result<usize> {
     }
 }
 
-/// The median (the mean of the middle two for an even count); zero for none.
-fn median(values: &[Duration]) -> Duration {
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable();
-    match sorted.len() {
-        0 => Duration::ZERO,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2,
-    }
-}
-
-fn ratio(a: Duration, b: Duration) -> f64 {
-    a.as_secs_f64() / b.as_secs_f64()
-}
-
 fn per_second(count: usize, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64()
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.3} s", d.as_secs_f64())
 }
 
 fn mib(kb: u64) -> String {

@@ -8,6 +8,7 @@
 pub mod daemon;
 pub mod engine;
 pub mod gitremote;
+pub mod measure;
 pub mod project;
 pub mod slack;
 pub mod support;

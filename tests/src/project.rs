@@ -65,19 +65,7 @@ impl Project {
         .expect("test.sh");
         git(dir, &["init", "-q", "-b", "main"]);
         git(dir, &["add", "-A"]);
-        git(
-            dir,
-            &[
-                "-c",
-                "user.name=Test",
-                "-c",
-                "user.email=test@example.com",
-                "commit",
-                "-q",
-                "-m",
-                "initial",
-            ],
-        );
+        commit_all(dir, "initial");
         chown_tree(dir, AGENT_UID);
         if git_owner == GitOwner::Root {
             chown_tree(&dir.join(".git"), 0);

@@ -111,14 +111,7 @@ pub async fn build(request: &BuildRequest) -> Result<(), ImageError> {
         .kill_on_drop(true);
     let mut child = command.spawn().map_err(ImageError::Spawn)?;
 
-    let progress = ProgressBar::new(1);
-    progress.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] step {pos}/{len} {wide_msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    progress.enable_steady_tick(std::time::Duration::from_millis(120));
-    let interactive = !progress.is_hidden();
-
+    let progress = BuildProgress::start();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
     for stream in [
         child
@@ -146,22 +139,14 @@ pub async fn build(request: &BuildRequest) -> Result<(), ImageError> {
     drop(tx);
     let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     while let Some(line) = rx.recv().await {
-        if let Some((step, total)) = parse_step(&line) {
-            progress.set_length(total);
-            progress.set_position(step);
-        }
-        if interactive {
-            progress.set_message(line.chars().take(100).collect::<String>());
-        } else {
-            println!("{line}");
-        }
+        progress.line(&line);
         tail.push_back(line);
         if tail.len() > 30 {
             tail.pop_front();
         }
     }
     let status = child.wait().await.map_err(ImageError::Spawn)?;
-    progress.finish_and_clear();
+    progress.finish();
     if status.success() {
         Ok(())
     } else {
@@ -172,8 +157,48 @@ pub async fn build(request: &BuildRequest) -> Result<(), ImageError> {
     }
 }
 
+/// A build's progress on the terminal: a bar of the builder's steps with the current line, or
+/// the lines as they come when the output is not a terminal.
+pub struct BuildProgress {
+    bar: ProgressBar,
+    interactive: bool,
+}
+
+impl BuildProgress {
+    pub fn start() -> BuildProgress {
+        let bar = ProgressBar::new(1);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] step {pos}/{len} {wide_msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        let interactive = !bar.is_hidden();
+        BuildProgress { bar, interactive }
+    }
+
+    /// One line of the build's output.
+    pub fn line(&self, line: &str) {
+        if let Some((step, total)) = parse_step(line) {
+            self.bar.set_length(total);
+            self.bar.set_position(step);
+        }
+        if self.interactive {
+            self.bar
+                .set_message(line.chars().take(100).collect::<String>());
+        } else {
+            println!("{line}");
+        }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 /// Recognises "Step 3/12 : RUN ..." (classic builder) and "#7 [3/8] RUN ..." (BuildKit).
-pub fn parse_step(line: &str) -> Option<(u64, u64)> {
+fn parse_step(line: &str) -> Option<(u64, u64)> {
     let fraction = if let Some(rest) = line.strip_prefix("Step ") {
         rest.split_whitespace().next()?
     } else {

@@ -6,14 +6,13 @@
 
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use loop_daemon::config::Config;
 use loop_daemon::config::project::diff_for_chat;
 use loop_daemon::environment::{Description, EnvironmentSource, discover, environment_trust_key};
 use loop_runner::project_image::{BuildError, ensure};
 use loop_store::{Store, StoreError};
 
-use super::image::parse_step;
+use super::image::BuildProgress;
 
 /// Why a project's environment was not built.
 #[derive(Debug, thiserror::Error)]
@@ -94,26 +93,9 @@ pub async fn build(
     let Some(spec) = source.image_spec(&label, &config.container_image) else {
         return Ok((config.container_image.clone(), false));
     };
-    let progress = ProgressBar::new(1);
-    progress.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] step {pos}/{len} {wide_msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    progress.enable_steady_tick(std::time::Duration::from_millis(120));
-    let interactive = !progress.is_hidden();
-    let built = ensure(&docker, &spec, |line| {
-        if let Some((step, total)) = parse_step(line) {
-            progress.set_length(total);
-            progress.set_position(step);
-        }
-        if interactive {
-            progress.set_message(line.chars().take(100).collect::<String>());
-        } else {
-            println!("{line}");
-        }
-    })
-    .await;
-    progress.finish_and_clear();
+    let progress = BuildProgress::start();
+    let built = ensure(&docker, &spec, |line| progress.line(line)).await;
+    progress.finish();
     let built = built?;
     Ok((built.tag, built.built))
 }
