@@ -477,3 +477,62 @@ async fn loop_image_build_dir_trusts_and_builds_ahead_so_a_thread_builds_nothing
     assert_eq!(builds_in(&daemon), 0, "built ahead, not in the thread");
     remove_images_of(&project.dir);
 }
+
+/// The gate and warm agents on a project's image as on loop's: the gate's supervisor (loop's
+/// binary, on the project's libc) holds the agent to its rules, and a warm agent keeps its
+/// container (what the first turn left in `/tmp` is there for the second), and the project's
+/// setup ran once for both.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gate_and_warm_agents_work_the_same_in_a_project_image() {
+    if docker().await.is_none() {
+        return;
+    }
+    let (dir, project_dir) = workspace();
+    let project = Project::from_fixture("devcontainer-image", &project_dir);
+    // `curl` is not in the image: a copy of `echo` named curl stands in for it.
+    let model = start_model(
+        Script::new()
+            .rule(
+                Rule::contains("first look")
+                    .then(Step::bash(
+                        "cp /bin/echo /tmp/curl; /tmp/curl fetched-something; echo curl_rc=$?; \
+                         echo agent >> /tmp/devcontainer-ready; wc -l < /tmp/devcontainer-ready",
+                    ))
+                    .then(Step::text("FIRST {{last_tool_result}}")),
+            )
+            .rule(
+                Rule::contains("second look")
+                    .then(Step::bash(
+                        "echo setup_runs=$(wc -l < /tmp/devcontainer-ready)",
+                    ))
+                    .then(Step::text("SECOND {{last_tool_result}}")),
+            ),
+    )
+    .await;
+    let daemon = Daemon::start(
+        &dir.path().join("home"),
+        &loop_e2e::daemon::test_config(
+            model.port(),
+            dir.path(),
+            r#""project_images": "always",
+  "warm_idle_sec": 600,
+  "gates": {"agentgate": {"command_rules": [{"commands": ["curl"], "decision": "deny"}]}}"#,
+        ),
+    )
+    .await;
+    let first = daemon
+        .post_in("gated", &project.dir, "take a first look")
+        .await;
+    let text = daemon.answer(first, BUILD_TURN).await;
+    assert!(text.starts_with("FIRST "), "{text}\n{}", daemon.log_text());
+    assert!(
+        text.contains("curl_rc=126") && !text.contains("fetched-something"),
+        "the gate denied the program: {text}"
+    );
+    let second = daemon.post_in("gated", &project.dir, "a second look").await;
+    let text = daemon.answer(second, TURN).await;
+    // The setup's line and the first turn's: the same container, the setup not run again.
+    assert!(text.contains("SECOND setup_runs=2"), "{text}");
+    assert_eq!(builds_in(&daemon), 1);
+    remove_images_of(&project.dir);
+}

@@ -144,12 +144,19 @@ impl Orchestrator {
         let Some(pending) = &environment.build else {
             return Ok(environment.image.clone());
         };
-        let failed = |err: BuildError| {
-            RunError::Environment(format!(
+        let failed = |err: BuildError| match err {
+            // The engine went away: the turn waits for it and runs again, as any other turn.
+            BuildError::Engine(source) if loop_runner::docker::engine_unreachable(&source) => {
+                RunError::EngineLost {
+                    call: "project image",
+                    source,
+                }
+            }
+            err => RunError::Environment(format!(
                 "The project's environment (`{}`) could not be built, so nothing ran: {}",
                 pending.name,
                 fenced_tail(&err)
-            ))
+            )),
         };
         let spec = pending
             .source
