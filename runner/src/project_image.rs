@@ -30,6 +30,10 @@ use crate::build_context::{ContextError, Referenced, digest, pack};
 
 /// Label on every image loop builds for a project, with the project directory as its value.
 pub const PROJECT_LABEL: &str = "dev.loop.project";
+/// Label saying which of a project's images this is: `base` or `project`. Images built on an
+/// image inherit its labels, so a build's intermediate images carry their base's kind, never
+/// `project`: only finished project images do.
+pub const KIND_LABEL: &str = "dev.loop.kind";
 /// Repository of a project's own build.
 pub const BASE_REPO: &str = "loop-base";
 /// Repository of a project's image with loop's layer: what its agents run.
@@ -360,7 +364,16 @@ async fn run_build(
     label: &str,
     on_line: &mut impl FnMut(&str),
 ) -> Result<(), (String, String)> {
-    let labels: HashMap<String, String> = [(PROJECT_LABEL.to_owned(), label.to_owned())].into();
+    let kind = if tag.starts_with(&format!("{PROJECT_REPO}:")) {
+        "project"
+    } else {
+        "base"
+    };
+    let labels: HashMap<String, String> = [
+        (PROJECT_LABEL.to_owned(), label.to_owned()),
+        (KIND_LABEL.to_owned(), kind.to_owned()),
+    ]
+    .into();
     let options = options
         .t(tag)
         .buildargs(args)
@@ -490,9 +503,11 @@ pub async fn prune(
             }
         }
     }
-    // The project's images without a name that no container runs any more.
+    // The project's finished images that lost their name while a container ran them, now that
+    // none does. Not every unnamed image: a build in progress (this project's or another's on a
+    // shared base, whose labels its steps inherit) has unnamed intermediate images too.
     let dangling: HashMap<&str, Vec<String>> = [
-        ("label", vec![label]),
+        ("label", vec![label, format!("{KIND_LABEL}=project")]),
         ("dangling", vec!["true".to_owned()]),
     ]
     .into();
