@@ -65,6 +65,8 @@ pub struct RestCall {
     pub status: u16,
     /// The call did its work but its response was never sent ([`FakeDiscord::lose_response`]).
     pub held: bool,
+    /// When the call arrived (benchmarks measure what a person would see, and when).
+    pub at: std::time::Instant,
 }
 
 /// A message in the fake guild.
@@ -662,6 +664,7 @@ async fn rest(
             body,
             status,
             held,
+            at: std::time::Instant::now(),
         });
         held
     };

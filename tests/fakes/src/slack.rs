@@ -55,6 +55,8 @@ pub struct ApiCall {
     pub args: Value,
     /// The HTTP status the fake answered with.
     pub status: u16,
+    /// When the call arrived (benchmarks measure what a person would see, and when).
+    pub at: std::time::Instant,
 }
 
 /// A message in the fake workspace.
@@ -756,6 +758,7 @@ fn record(shared: &Shared, method: &str, args: Value, status: u16) {
         method: method.to_owned(),
         args,
         status,
+        at: std::time::Instant::now(),
     });
     shared.changed();
 }
