@@ -145,19 +145,50 @@ async fn main() -> Result<()> {
     // Each round's loop/raw ratio: the pair ran back to back, so the machine's drift between
     // rounds cancels out of it.
     let mut paired = Vec::new();
+    // Where each side's time goes: before the CLI's first model request (container, CLI
+    // start, and for loop everything it does before), and after its last (the answer's way
+    // back). The model's part in between is the same script on both sides.
+    let mut raw_before = Vec::new();
+    let mut raw_after = Vec::new();
+    let mut loop_before = Vec::new();
+    let mut loop_after = Vec::new();
+    let around_model = |started: Instant, took: Duration| -> Option<(Duration, Duration)> {
+        let ended = started + took;
+        let times: Vec<Instant> = model
+            .requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/v1/messages") && r.at >= started && r.at <= ended)
+            .map(|r| r.at)
+            .collect();
+        let (first, last) = (times.iter().min()?, times.iter().max()?);
+        Some((first.duration_since(started), ended.duration_since(*last)))
+    };
     for round in 1..=rounds {
         let prompt = format!("bench cold turn {round}");
         let raw_first = round % 2 == 1;
-        let (raw_turn, loop_turn) = if raw_first {
+        let (raw_turn, raw_started, loop_turn, loop_started) = if raw_first {
+            let raw_started = Instant::now();
             let r = raw.turn(&prompt).await?;
+            let loop_started = Instant::now();
             let l = api.turn(&format!("cold-{round}"), &prompt).await;
-            (r, l)
+            (r, raw_started, l, loop_started)
         } else {
+            let loop_started = Instant::now();
             let l = api.turn(&format!("cold-{round}"), &prompt).await;
+            let raw_started = Instant::now();
             let r = raw.turn(&prompt).await?;
-            (r, l)
+            (r, raw_started, l, loop_started)
         };
         let loop_turn = loop_turn.with_context(|| log_tail(&daemon))?;
+        if let (Some(raw_split), Some(loop_split)) = (
+            around_model(raw_started, raw_turn.total),
+            around_model(loop_started, loop_turn),
+        ) {
+            raw_before.push(raw_split.0);
+            raw_after.push(raw_split.1);
+            loop_before.push(loop_split.0);
+            loop_after.push(loop_split.1);
+        }
         println!(
             "  {round:>5}  {:<9}  {:>14}  {:>14}  {:>10}  {:>9.2}×",
             if raw_first {
@@ -178,6 +209,18 @@ async fn main() -> Result<()> {
     let raw_median = median(&raw_totals);
     let raw_result_median = median(&raw_results);
     let loop_median = median(&loop_totals);
+    if !loop_before.is_empty() {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "  medians before the first model request: raw {:.0} ms, loop {:.0} ms ({:+.0} ms); after the last: raw {:.0} ms, loop {:.0} ms ({:+.0} ms)",
+            ms(median(&raw_before)),
+            ms(median(&loop_before)),
+            ms(median(&loop_before)) - ms(median(&raw_before)),
+            ms(median(&raw_after)),
+            ms(median(&loop_after)),
+            ms(median(&loop_after)) - ms(median(&raw_after)),
+        );
+    }
     println!(
         "  {:>5}  {:<9}  {:>14}  {:>14}  {:>10}  {:>9.2}×",
         "med",

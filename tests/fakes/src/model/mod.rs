@@ -71,6 +71,8 @@ pub struct RecordedRequest {
     pub conversation: Option<Conversation>,
     /// For `/v1/messages`: what the script answered.
     pub answer: Option<Selection>,
+    /// When the request arrived (benchmarks split a turn's time around the model's part).
+    pub at: std::time::Instant,
 }
 
 impl RecordedRequest {
@@ -300,6 +302,7 @@ fn record_of(method: &Method, uri: &Uri, headers: &HeaderMap, body: Value) -> Re
         body,
         conversation: None,
         answer: None,
+        at: std::time::Instant::now(),
     }
 }
 
