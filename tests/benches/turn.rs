@@ -25,7 +25,7 @@
 //!
 //! Without `--bench` (as under `cargo test --all-targets`) it only prints how to run it.
 //! Knobs: `LOOP_BENCH_ROUNDS` (cold rounds, default 7), `LOOP_BENCH_LOAD_ROUNDS` (20-channel
-//! rounds per side, default 2). If Docker or the image is missing it says why and exits
+//! rounds per side, default 2), `LOOP_BENCH_CONFIG` (more config fields for the daemon). If Docker or the image is missing it says why and exits
 //! non-zero: a benchmark that skips silently measures nothing.
 
 use std::collections::HashMap;
@@ -90,10 +90,16 @@ async fn main() -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
     }
+    // `LOOP_BENCH_CONFIG`: more top-level config fields, to measure what one setting costs
+    // (e.g. `"gates": {"agentgate": {"enabled": false}}`).
+    let extra = std::env::var("LOOP_BENCH_CONFIG").unwrap_or_default();
     let config = test_config(
         model.port(),
         dir.path(),
-        &format!("\"max_concurrent_runs\": {CHANNELS}"),
+        &format!(
+            "\"max_concurrent_runs\": {CHANNELS}{}{extra}",
+            if extra.is_empty() { "" } else { ",\n  " }
+        ),
     );
     let daemon = Daemon::start(&dir.path().join("home"), &config).await;
     let api = Api {
