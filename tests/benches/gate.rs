@@ -57,11 +57,15 @@ const KINDS: [&str; 4] = [
     "open, session-approved",
 ];
 
-/// How a child runs: without the gate, or under it with reads trapped or not.
+/// How a child runs: without the gate, or under it with reads trapped or not, with the
+/// supervisor's synchronous wake-ups (`SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`) on or off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Ungated,
-    Gated { trap_read_opens: bool },
+    Gated {
+        trap_read_opens: bool,
+        sync_wake_up: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -89,11 +93,18 @@ fn main() -> Result<()> {
         Mode::Ungated,
         Mode::Gated {
             trap_read_opens: false,
+            sync_wake_up: true,
         },
         Mode::Gated {
             trap_read_opens: true,
+            sync_wake_up: true,
+        },
+        Mode::Gated {
+            trap_read_opens: false,
+            sync_wake_up: false,
         },
     ];
+    let load_before = loop_e2e::measure::load_average();
     // samples[mode][kind] = ns per call, one per round.
     let mut samples = vec![vec![Vec::new(); KINDS.len()]; modes.len()];
     for round in 0..rounds {
@@ -109,32 +120,59 @@ fn main() -> Result<()> {
         }
     }
 
-    println!("gate: {rounds} rounds x {calls} calls per kind; median ns per call");
+    let load_after = loop_e2e::measure::load_average();
+
     println!(
-        "{:<24} {:>10} {:>22} {:>22}",
-        "call", "ungated", "gated (reads in kernel)", "gated (reads trapped)"
+        "gate: {rounds} rounds x {calls} calls per kind; median ns per call [range]; load {load_before} -> {load_after}"
+    );
+    println!(
+        "{:<24} {:>14} {:>30} {:>30} {:>30}",
+        "call",
+        "ungated",
+        "gated (reads in kernel)",
+        "gated (reads trapped)",
+        "reads in kernel, no sync wake"
     );
     let medians: Vec<Vec<f64>> = samples
-        .iter_mut()
-        .map(|per_kind| per_kind.iter_mut().map(|s| median(s)).collect())
+        .iter()
+        .map(|per_kind| per_kind.iter().map(|s| median(s)).collect())
         .collect();
+    let range = |m: usize, kind: usize| {
+        let s = &samples[m][kind];
+        let lo = s.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("[{lo:.0}-{hi:.0}]")
+    };
     for (kind, name) in KINDS.iter().enumerate() {
         let base = medians[0][kind];
         let cell = |m: usize| {
             let v = medians[m][kind];
-            format!("{v:.0} ({:.1}x)", v / base)
+            format!("{v:.0} ({:.2}x) {}", v / base, range(m, kind))
         };
-        println!("{name:<24} {base:>10.0} {:>22} {:>22}", cell(1), cell(2));
+        println!(
+            "{name:<24} {:>14} {:>30} {:>30} {:>30}",
+            format!("{base:.0} {}", range(0, kind)),
+            cell(1),
+            cell(2),
+            cell(3)
+        );
     }
+    let extra = |m: usize, kind: usize| (medians[m][kind] - medians[0][kind]) / 1000.0;
     println!(
-        "intercepted + auto-allowed write open: {:.1}x ungated, +{:.1} us per call",
+        "intercepted + auto-allowed write open: {:.1}x ungated, +{:.1} us per call (without sync wake-up: +{:.1} us)",
         medians[1][2] / medians[0][2],
-        (medians[1][2] - medians[0][2]) / 1000.0
+        extra(1, 2),
+        extra(3, 2)
     );
     println!(
-        "session-approved open, opened by the supervisor and injected: {:.1}x ungated, +{:.1} us per call",
+        "session-approved open, opened by the supervisor and injected: {:.1}x ungated, +{:.1} us per call (without sync wake-up: +{:.1} us)",
         medians[1][3] / medians[0][3],
-        (medians[1][3] - medians[0][3]) / 1000.0
+        extra(1, 3),
+        extra(3, 3)
+    );
+    println!(
+        "intercepted read-only open (reads trapped): +{:.1} us per call",
+        extra(2, 1)
     );
     println!(
         "not intercepted: getpid {:.2}x, read-only open on the fast path {:.2}x",
@@ -232,7 +270,7 @@ fn container_section(rounds: usize, dir: &Path) -> Result<()> {
             samples[usize::from(gated)][1].push(empty);
         }
     }
-    let m = |g: usize, k: usize| median(&mut samples[g][k].clone());
+    let m = |g: usize, k: usize| median(&samples[g][k]);
     println!("container ({image}, {rounds} rounds, bash loop of 20000): median ns per iteration");
     println!(
         "{:<34} {:>10} {:>18}",
@@ -267,7 +305,10 @@ fn run_child(mode: Mode, policy: Policy, dir: &Path, calls: usize) -> Result<Vec
             drop(sup);
             drop(read_end);
             let code = (|| -> Result<i32> {
-                if let Mode::Gated { trap_read_opens } = mode {
+                if let Mode::Gated {
+                    trap_read_opens, ..
+                } = mode
+                {
                     let fd = install(FilterOptions { trap_read_opens })?;
                     agent.send_listener(&fd, "C-bench")?;
                     drop(fd);
@@ -304,7 +345,15 @@ fn run_child(mode: Mode, policy: Policy, dir: &Path, calls: usize) -> Result<Vec
                 // A person who allows everything for the session: the first approved open asks,
                 // the rest come from the session cache.
                 let approver = |_: &ApprovalRequest| ApprovalDecision::AllowSession;
-                let supervisor = Supervisor::new(policy, approver, channel);
+                let sync_wake_up = matches!(
+                    mode,
+                    Mode::Gated {
+                        sync_wake_up: true,
+                        ..
+                    }
+                );
+                let supervisor =
+                    Supervisor::new(policy, approver, channel).with_sync_wake_up(sync_wake_up);
                 let serving = std::thread::spawn(move || supervisor.serve(listener));
                 sup.ack_listener()?;
                 Some(serving)
@@ -356,9 +405,10 @@ fn c_path(path: &Path) -> Result<CString> {
     Ok(CString::new(path.as_os_str().as_bytes())?)
 }
 
-fn median(samples: &mut [f64]) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
+fn median(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn env_count(name: &str, default: usize) -> Result<usize> {
