@@ -36,6 +36,7 @@
 
 use std::ffi::CString;
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -43,7 +44,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use loop_gate::channel::handshake_channel;
 use loop_gate::filter::{FilterOptions, install};
-use loop_gate::notify::Supervisor;
+use loop_gate::notify::{Supervisor, set_sync_wake_up};
 use loop_gate::policy::{Policy, PolicyContext, PolicyFile};
 use loop_gate::wire::{ApprovalDecision, ApprovalRequest};
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -58,7 +59,9 @@ const KINDS: [&str; 4] = [
 ];
 
 /// How a child runs: without the gate, or under it with reads trapped or not, with the
-/// supervisor's synchronous wake-ups (`SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`) on or off.
+/// supervisor's synchronous wake-ups (`SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`) on or off; or
+/// under the same filter served by a bare loop that answers `CONTINUE` without reading
+/// anything (the floor: the kernel's round trip to a supervisor thread and back).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Ungated,
@@ -66,6 +69,31 @@ enum Mode {
         trap_read_opens: bool,
         sync_wake_up: bool,
     },
+    Bare {
+        sync_wake_up: bool,
+    },
+}
+
+impl Mode {
+    fn label(self) -> String {
+        let sync = |on: bool| if on { "" } else { ", no sync wake-up" };
+        match self {
+            Mode::Ungated => "ungated".to_owned(),
+            Mode::Gated {
+                trap_read_opens,
+                sync_wake_up,
+            } => format!(
+                "gated, reads {}{}",
+                if trap_read_opens {
+                    "trapped"
+                } else {
+                    "in kernel"
+                },
+                sync(sync_wake_up)
+            ),
+            Mode::Bare { sync_wake_up } => format!("bare round trip{}", sync(sync_wake_up)),
+        }
+    }
 }
 
 fn main() -> Result<()> {
@@ -103,6 +131,10 @@ fn main() -> Result<()> {
             trap_read_opens: false,
             sync_wake_up: false,
         },
+        Mode::Bare { sync_wake_up: true },
+        Mode::Bare {
+            sync_wake_up: false,
+        },
     ];
     let load_before = loop_e2e::measure::load_average();
     // samples[mode][kind] = ns per call, one per round.
@@ -123,39 +155,28 @@ fn main() -> Result<()> {
     let load_after = loop_e2e::measure::load_average();
 
     println!(
-        "gate: {rounds} rounds x {calls} calls per kind; median ns per call [range]; load {load_before} -> {load_after}"
-    );
-    println!(
-        "{:<24} {:>14} {:>30} {:>30} {:>30}",
-        "call",
-        "ungated",
-        "gated (reads in kernel)",
-        "gated (reads trapped)",
-        "reads in kernel, no sync wake"
+        "gate: {rounds} rounds x {calls} calls per kind; median ns per call [min-max], ratio to ungated; load {load_before} -> {load_after}"
     );
     let medians: Vec<Vec<f64>> = samples
         .iter()
         .map(|per_kind| per_kind.iter().map(|s| median(s)).collect())
         .collect();
-    let range = |m: usize, kind: usize| {
-        let s = &samples[m][kind];
-        let lo = s.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        format!("[{lo:.0}-{hi:.0}]")
-    };
-    for (kind, name) in KINDS.iter().enumerate() {
-        let base = medians[0][kind];
-        let cell = |m: usize| {
+    print!("{:<38}", "mode");
+    for name in KINDS {
+        print!(" {name:>32}");
+    }
+    println!();
+    for (m, mode) in modes.iter().enumerate() {
+        print!("{:<38}", mode.label());
+        for kind in 0..KINDS.len() {
+            let s = &samples[m][kind];
+            let lo = s.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let v = medians[m][kind];
-            format!("{v:.0} ({:.2}x) {}", v / base, range(m, kind))
-        };
-        println!(
-            "{name:<24} {:>14} {:>30} {:>30} {:>30}",
-            format!("{base:.0} {}", range(0, kind)),
-            cell(1),
-            cell(2),
-            cell(3)
-        );
+            let cell = format!("{v:.0} [{lo:.0}-{hi:.0}] {:.2}x", v / medians[0][kind]);
+            print!(" {cell:>32}");
+        }
+        println!();
     }
     let extra = |m: usize, kind: usize| (medians[m][kind] - medians[0][kind]) / 1000.0;
     println!(
@@ -173,6 +194,11 @@ fn main() -> Result<()> {
     println!(
         "intercepted read-only open (reads trapped): +{:.1} us per call",
         extra(2, 1)
+    );
+    println!(
+        "the floor, a bare user-notify round trip (write open, CONTINUE, nothing read): +{:.1} us (without sync wake-up: +{:.1} us)",
+        extra(4, 2),
+        extra(5, 2)
     );
     println!(
         "not intercepted: getpid {:.2}x, read-only open on the fast path {:.2}x",
@@ -305,10 +331,14 @@ fn run_child(mode: Mode, policy: Policy, dir: &Path, calls: usize) -> Result<Vec
             drop(sup);
             drop(read_end);
             let code = (|| -> Result<i32> {
-                if let Mode::Gated {
-                    trap_read_opens, ..
-                } = mode
-                {
+                let trap_read_opens = match mode {
+                    Mode::Ungated => None,
+                    Mode::Gated {
+                        trap_read_opens, ..
+                    } => Some(trap_read_opens),
+                    Mode::Bare { .. } => Some(false),
+                };
+                if let Some(trap_read_opens) = trap_read_opens {
                     let fd = install(FilterOptions { trap_read_opens })?;
                     agent.send_listener(&fd, "C-bench")?;
                     drop(fd);
@@ -338,25 +368,30 @@ fn run_child(mode: Mode, policy: Policy, dir: &Path, calls: usize) -> Result<Vec
         ForkResult::Parent { child } => {
             drop(agent);
             drop(write_end);
-            let serving = if mode == Mode::Ungated {
-                None
-            } else {
-                let (listener, channel) = sup.wait_for_listener()?;
-                // A person who allows everything for the session: the first approved open asks,
-                // the rest come from the session cache.
-                let approver = |_: &ApprovalRequest| ApprovalDecision::AllowSession;
-                let sync_wake_up = matches!(
-                    mode,
-                    Mode::Gated {
-                        sync_wake_up: true,
-                        ..
+            let serving = match mode {
+                Mode::Ungated => None,
+                Mode::Gated { sync_wake_up, .. } => {
+                    let (listener, channel) = sup.wait_for_listener()?;
+                    // A person who allows everything for the session: the first approved open
+                    // asks, the rest come from the session cache.
+                    let approver = |_: &ApprovalRequest| ApprovalDecision::AllowSession;
+                    let supervisor =
+                        Supervisor::new(policy, approver, channel).with_sync_wake_up(sync_wake_up);
+                    let serving = std::thread::spawn(move || {
+                        supervisor.serve(listener).map_err(anyhow::Error::from)
+                    });
+                    sup.ack_listener()?;
+                    Some(serving)
+                }
+                Mode::Bare { sync_wake_up } => {
+                    let (listener, _) = sup.wait_for_listener()?;
+                    if sync_wake_up {
+                        set_sync_wake_up(&listener)?;
                     }
-                );
-                let supervisor =
-                    Supervisor::new(policy, approver, channel).with_sync_wake_up(sync_wake_up);
-                let serving = std::thread::spawn(move || supervisor.serve(listener));
-                sup.ack_listener()?;
-                Some(serving)
+                    let serving = std::thread::spawn(move || serve_bare(&listener));
+                    sup.ack_listener()?;
+                    Some(serving)
+                }
             };
             let mut text = String::new();
             std::fs::File::from(read_end).read_to_string(&mut text)?;
@@ -374,6 +409,67 @@ fn run_child(mode: Mode, policy: Policy, dir: &Path, calls: usize) -> Result<Vec
                 .map(|f| f.parse::<f64>().context("the child's figures"))
                 .collect()
         }
+    }
+}
+
+/// The least a supervisor can do: wait, receive, answer `CONTINUE`; until the child is gone.
+fn serve_bare(listener: &OwnedFd) -> Result<()> {
+    let fd = listener.as_raw_fd();
+    // The kernel's structs may be larger than libc's; these are the kernel's sizes.
+    let mut sizes = libc::seccomp_notif_sizes {
+        seccomp_notif: 0,
+        seccomp_notif_resp: 0,
+        seccomp_data: 0,
+    };
+    // SAFETY: SECCOMP_GET_NOTIF_SIZES writes one struct seccomp_notif_sizes to a live value.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_GET_NOTIF_SIZES,
+            0,
+            &mut sizes as *mut libc::seccomp_notif_sizes,
+        )
+    };
+    if ret != 0 {
+        bail!(
+            "SECCOMP_GET_NOTIF_SIZES: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let mut notif = vec![0u64; usize::from(sizes.seccomp_notif).div_ceil(8).max(16)];
+    let mut resp = vec![0u64; usize::from(sizes.seccomp_notif_resp).div_ceil(8).max(4)];
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, count 1, no timeout.
+        if unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {
+            continue;
+        }
+        if pfd.revents & libc::POLLIN == 0 {
+            return Ok(()); // POLLHUP: the child is gone.
+        }
+        notif.fill(0);
+        // SAFETY: a zeroed, 8-aligned buffer at least the kernel's struct seccomp_notif long.
+        if unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_RECV, notif.as_mut_ptr()) } < 0 {
+            continue;
+        }
+        // SAFETY: the buffer is 8-aligned, at least size_of::<seccomp_notif>() long and was
+        // written by the kernel; every bit pattern is a valid seccomp_notif.
+        let id = unsafe { std::ptr::read(notif.as_ptr().cast::<libc::seccomp_notif>()) }.id;
+        let answer = libc::seccomp_notif_resp {
+            id,
+            val: 0,
+            error: 0,
+            flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+        };
+        resp.fill(0);
+        // SAFETY: the buffer is 8-aligned and at least size_of::<seccomp_notif_resp>() long.
+        unsafe { std::ptr::write(resp.as_mut_ptr().cast::<libc::seccomp_notif_resp>(), answer) };
+        // SAFETY: an 8-aligned buffer at least the kernel's struct seccomp_notif_resp long.
+        unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SEND, resp.as_mut_ptr()) };
     }
 }
 
