@@ -131,6 +131,18 @@ pub fn open_as(
     })
 }
 
+/// [`open_as`] on the calling thread, which keeps the agent's file-system credentials
+/// afterwards: only for a thread that does nothing else (the supervisor's open workers, or an
+/// approval thread that ends after answering). Saves a thread per open.
+pub(crate) fn open_as_on_this_thread(
+    creds: &Creds,
+    call: &OpenCall,
+    verify: &(dyn Fn(&Path) -> bool + Sync),
+) -> Result<OwnedFd, i32> {
+    assume(creds)?;
+    open_verified(call, creds.umask, verify)
+}
+
 fn last_errno() -> i32 {
     io::Error::last_os_error()
         .raw_os_error()

@@ -29,7 +29,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use crate::inject::{self, Creds, OpenCall};
@@ -176,6 +176,7 @@ struct Inner<A> {
     max_pending: usize,
     audit: Option<Box<dyn AuditSink>>,
     sync_wake_up: bool,
+    open_workers: Arc<OpenWorkers>,
 }
 
 impl<A: Approver> Supervisor<A> {
@@ -191,6 +192,7 @@ impl<A: Approver> Supervisor<A> {
                 max_pending: DEFAULT_MAX_PENDING,
                 audit: None,
                 sync_wake_up: true,
+                open_workers: Arc::new(OpenWorkers::default()),
             },
         }
     }
@@ -344,21 +346,16 @@ impl<A: Approver> Inner<A> {
                 AuditOutcome::AllowedBySession,
             );
             if call.open.as_ref().is_some_and(OpenCall::injectable) {
-                // The open may block (a FIFO) and runs as the agent: on a thread of its own.
+                // The open may block (a FIFO) and runs as the agent: on an open worker.
                 let inner = Arc::clone(self);
-                let for_thread = Arc::clone(listener);
+                let for_worker = Arc::clone(listener);
                 let (id, pid, call) = (notif.id, notif.pid, call.clone());
-                let spawned = std::thread::Builder::new()
-                    .name("loop-gate-open".to_owned())
-                    .spawn(move || inner.allow(&for_thread, id, pid, &call));
-                return match spawned {
-                    Ok(handle) => Some(handle),
-                    Err(err) => {
-                        tracing::warn!(error = %err, "cannot spawn open thread, denying");
-                        send(listener, id, Response::Errno(errno));
-                        None
-                    }
-                };
+                let job = Box::new(move || inner.allow(&for_worker, id, pid, &call));
+                if let Err(err) = self.open_workers.run(job) {
+                    tracing::warn!(error = %err, "cannot start an open worker, denying");
+                    send(listener, id, Response::Errno(errno));
+                }
+                return None;
             }
             send(listener, notif.id, Response::Continue);
             return None;
@@ -472,7 +469,8 @@ impl<A> Inner<A> {
                     .is_none_or(|(d, _)| d.verdict == Verdict::Allow)
             }
         };
-        match inject::open_as(&creds, open, &verify) {
+        // Always on a thread of its own (an open worker or an approval thread).
+        match inject::open_as_on_this_thread(&creds, open, &verify) {
             Ok(fd) => {
                 if let Err(err) = inject::send_fd(listener.fd.as_raw_fd(), id, &fd, open.cloexec())
                 {
@@ -526,6 +524,67 @@ impl<A> Inner<A> {
         if let Ok(mut s) = self.session.lock() {
             s.insert(key);
         }
+    }
+}
+
+/// One open to perform as the agent.
+type OpenJob = Box<dyn FnOnce() + Send>;
+
+/// Idle workers kept for opens the session cache allows; more are started while all are busy.
+const IDLE_OPEN_WORKERS: usize = 4;
+
+/// Threads that perform allowed opens as the agent and inject the fd ([`Inner::allow`]).
+///
+/// An open may block (a FIFO), so it never runs on the supervisor's thread; and it takes the
+/// agent's file-system credentials, so a worker does nothing else. Starting a thread per open
+/// cost more than the rest of the open together, so finished workers wait for the next job
+/// (up to [`IDLE_OPEN_WORKERS`]; the others end). Each job takes the credentials afresh. A
+/// waiting worker holds no sender of its own, so it ends when the supervisor is gone.
+#[derive(Default)]
+struct OpenWorkers {
+    idle: Mutex<Vec<Worker>>,
+}
+
+/// How to hand an idle worker its next job, together with this handle, which it puts back
+/// into [`OpenWorkers::idle`] when the job is done.
+#[derive(Clone)]
+struct Worker(mpsc::Sender<(OpenJob, Worker)>);
+
+impl OpenWorkers {
+    /// Runs `job` on an idle worker, or on a new one when none is idle.
+    fn run(self: &Arc<Self>, job: OpenJob) -> io::Result<()> {
+        let mut job = job;
+        loop {
+            let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+            let Some(worker) = idle else { break };
+            match worker.0.send((job, worker.clone())) {
+                Ok(()) => return Ok(()),
+                // The worker ended; take the job back and try the next one.
+                Err(mpsc::SendError((back, _))) => job = back,
+            }
+        }
+        let (sender, receiver) = mpsc::channel();
+        let pool = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("loop-gate-open".to_owned())
+            .spawn(move || {
+                let mut next = (job, Worker(sender));
+                loop {
+                    let (job, me) = next;
+                    job();
+                    let Some(pool) = pool.upgrade() else { return };
+                    match pool.idle.lock() {
+                        Ok(mut idle) if idle.len() < IDLE_OPEN_WORKERS => idle.push(me),
+                        _ => return,
+                    }
+                    drop(pool);
+                    match receiver.recv() {
+                        Ok(received) => next = received,
+                        Err(_) => return,
+                    }
+                }
+            })?;
+        Ok(())
     }
 }
 
@@ -2038,6 +2097,56 @@ mod tests {
         }
         assert!(!dir.join("f").exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Opens the session cache allows run on a worker that stays for the next one (a thread
+    /// start per open cost more than the open), several at once when one blocks, and the
+    /// workers end with the supervisor.
+    #[test]
+    fn open_workers_are_reused_and_end_with_the_pool() {
+        let pool = Arc::new(OpenWorkers::default());
+        let (done, finished) = mpsc::channel();
+        let job = |done: mpsc::Sender<std::thread::ThreadId>| -> OpenJob {
+            Box::new(move || done.send(std::thread::current().id()).unwrap())
+        };
+        pool.run(job(done.clone())).unwrap();
+        let first = finished.recv().unwrap();
+        let idle_workers = |n: usize| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while pool.idle.lock().unwrap().len() < n {
+                assert!(std::time::Instant::now() < deadline, "no worker came back");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        };
+        // The worker puts itself back after its job; wait for that.
+        idle_workers(1);
+        pool.run(job(done.clone())).unwrap();
+        assert_eq!(finished.recv().unwrap(), first);
+        // A blocked worker does not hold the next job.
+        let (unblock, blocked) = mpsc::channel::<()>();
+        pool.run(Box::new(move || blocked.recv().unwrap())).unwrap();
+        pool.run(job(done.clone())).unwrap();
+        assert_ne!(finished.recv().unwrap(), first);
+        unblock.send(()).unwrap();
+        // Dropping the pool ends its workers (after the job in hand, here an empty one).
+        idle_workers(2);
+        let idle: Vec<Worker> = pool.idle.lock().unwrap().clone();
+        drop(pool);
+        for worker in idle {
+            let (probe, _) = mpsc::channel();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while worker
+                .0
+                .send((Box::new(|| {}), Worker(probe.clone())))
+                .is_ok()
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "a worker outlived its pool"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
     }
 
     /// The kernel accepts the synchronous wake-up flag on a real listener (Linux 6.6+).
