@@ -952,13 +952,26 @@ impl Target {
 /// path. `follow_last` says whether the syscall follows a symlink in the last component.
 fn path_variants(path: &Path, follow_last: bool) -> Vec<PathBuf> {
     let mut out = vec![path.to_path_buf()];
+    let mut resolved_parent = None;
     if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
         && let Ok(parent) = std::fs::canonicalize(parent)
     {
-        out.push(parent.join(name));
+        resolved_parent = Some(parent.join(name));
     }
-    if follow_last && let Ok(full) = std::fs::canonicalize(path) {
-        out.push(full);
+    if follow_last {
+        // The real parent plus a last component that is not a symlink is already the fully
+        // resolved path: one lstat instead of resolving every component again.
+        let full = match &resolved_parent {
+            Some(real) => match std::fs::symlink_metadata(real) {
+                Ok(meta) if !meta.file_type().is_symlink() => Some(real.clone()),
+                _ => std::fs::canonicalize(path).ok(),
+            },
+            None => std::fs::canonicalize(path).ok(),
+        };
+        out.extend(resolved_parent);
+        out.extend(full);
+    } else {
+        out.extend(resolved_parent);
     }
     out.dedup();
     out
@@ -1378,6 +1391,63 @@ mod tests {
         let variants = path_variants(&link.join("f"), true);
         assert!(variants.contains(&link.join("f")));
         assert!(variants.contains(&std::fs::canonicalize(dir.join("real")).unwrap().join("f")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The shortcut (real parent + a last component that is no symlink) gives what resolving
+    /// the whole path gives, for files, directories, symlinks at either end and missing names.
+    #[test]
+    fn path_variants_match_full_resolution() {
+        let dir = std::env::temp_dir().join(format!("loop-gate-variants2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("real/sub")).unwrap();
+        std::fs::write(dir.join("real/file"), "x").unwrap();
+        let link = |target: &str, name: &str| {
+            std::os::unix::fs::symlink(dir.join(target), dir.join(name)).unwrap();
+        };
+        link("real", "dirlink");
+        link("real/file", "real/filelink");
+        link("real/sub", "real/sublink");
+        link("nowhere", "real/dangling");
+        let full = |path: &Path, follow_last: bool| {
+            let mut out = vec![path.to_path_buf()];
+            if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
+                && let Ok(parent) = std::fs::canonicalize(parent)
+            {
+                out.push(parent.join(name));
+            }
+            if follow_last && let Ok(full) = std::fs::canonicalize(path) {
+                out.push(full);
+            }
+            out.dedup();
+            out
+        };
+        for name in [
+            "real/file",
+            "real/sub",
+            "real/missing",
+            "real/filelink",
+            "real/sublink",
+            "real/dangling",
+            "dirlink/file",
+            "dirlink/filelink",
+            "dirlink/missing",
+            "missing/file",
+            "real",
+        ] {
+            for follow_last in [true, false] {
+                let path = dir.join(name);
+                assert_eq!(
+                    path_variants(&path, follow_last),
+                    full(&path, follow_last),
+                    "{name}, follow_last {follow_last}"
+                );
+            }
+        }
+        assert_eq!(
+            path_variants(Path::new("/"), true),
+            vec![PathBuf::from("/")]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -602,6 +602,12 @@ struct RuleSet {
     connect: Vec<CompiledConnectRule>,
 }
 
+/// The file rules whose globs match one path.
+struct FileMatches {
+    user: Vec<usize>,
+    baseline: Vec<usize>,
+}
+
 /// Every glob of a list of rules in one [`GlobSet`], and the rule each glob belongs to.
 ///
 /// The set is compiled once with the policy and matches a path in one pass: globs that are
@@ -717,7 +723,24 @@ impl Policy {
 
     /// Decides one request. Pure: no IO, no allocation beyond the result and argv parsing.
     pub fn decide(&self, request: &Request) -> Decision {
-        let user = self.user.first_match(request, false);
+        self.decide_with(request, None)
+    }
+
+    /// The rules whose globs match `path`, in the user rules and in the baseline.
+    fn file_matches(&self, path: &Path) -> FileMatches {
+        let path = normalize(path);
+        let candidate = Candidate::new(&path);
+        FileMatches {
+            user: self.user.file_globs.matching(&candidate),
+            baseline: self.baseline.file_globs.matching(&candidate),
+        }
+    }
+
+    /// [`Policy::decide`], with the glob matches of a file request's path when known.
+    fn decide_with(&self, request: &Request, file: Option<&FileMatches>) -> Decision {
+        let user = self
+            .user
+            .first_match(request, false, file.map(|f| f.user.as_slice()));
         let user = match user {
             Some((i, kind, verdict, message)) => Decision {
                 verdict,
@@ -732,7 +755,7 @@ impl Policy {
         };
         let baseline = self
             .baseline
-            .first_match(request, true)
+            .first_match(request, true, file.map(|f| f.baseline.as_slice()))
             .map(|(i, kind, verdict, message)| Decision {
                 verdict,
                 rule: RuleRef::Baseline(kind, i),
@@ -762,8 +785,22 @@ impl Policy {
         requests: impl IntoIterator<Item = &'a Request>,
     ) -> Option<(Decision, &'a Request)> {
         let mut best: Option<(Decision, &'a Request)> = None;
+        // One syscall asks about the same path for several operations: match its globs once.
+        let mut matched: Vec<(&Path, FileMatches)> = Vec::new();
         for request in requests {
-            let decision = self.decide(request);
+            let decision = match request {
+                Request::File { path, .. } => {
+                    let index = match matched.iter().position(|(p, _)| *p == path.as_path()) {
+                        Some(index) => index,
+                        None => {
+                            matched.push((path, self.file_matches(path)));
+                            matched.len() - 1
+                        }
+                    };
+                    self.decide_with(request, matched.get(index).map(|(_, m)| m))
+                }
+                _ => self.decide(request),
+            };
             match &best {
                 Some((b, _)) if b.verdict >= decision.verdict => {}
                 _ => best = Some((decision, request)),
@@ -877,6 +914,7 @@ impl RuleSet {
         &self,
         request: &Request,
         non_allow_only: bool,
+        file_matching: Option<&[usize]>,
     ) -> Option<(usize, RuleKind, Verdict, Option<String>)> {
         let skip = |d: Verdict| non_allow_only && d == Verdict::Allow;
         match request {
@@ -888,9 +926,15 @@ impl RuleSet {
                 })
             }
             Request::File { path, operation } => {
-                let path = normalize(path);
-                let matching = self.file_globs.matching(&Candidate::new(&path));
-                matching.into_iter().find_map(|i| {
+                let computed;
+                let matching = match file_matching {
+                    Some(matching) => matching,
+                    None => {
+                        computed = self.file_globs.matching(&Candidate::new(&normalize(path)));
+                        computed.as_slice()
+                    }
+                };
+                matching.iter().copied().find_map(|i| {
                     let rule = self.file.get(i)?;
                     (!skip(rule.decision)
                         && (rule.operations.is_empty() || rule.operations.contains(operation)))
