@@ -36,7 +36,7 @@
 
 use std::ffi::CString;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -61,7 +61,9 @@ const KINDS: [&str; 4] = [
 /// How a child runs: without the gate, or under it with reads trapped or not, with the
 /// supervisor's synchronous wake-ups (`SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`) on or off; or
 /// under the same filter served by a bare loop that answers `CONTINUE` without reading
-/// anything (the floor: the kernel's round trip to a supervisor thread and back).
+/// anything (the floor: the kernel's round trip to a supervisor thread and back), or that
+/// answers every trapped call by opening one file itself and injecting the fd
+/// (`SECCOMP_IOCTL_NOTIF_ADDFD` with `SEND`: the floor of the race-free approved open).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Ungated,
@@ -71,6 +73,7 @@ enum Mode {
     },
     Bare {
         sync_wake_up: bool,
+        inject: bool,
     },
 }
 
@@ -91,7 +94,14 @@ impl Mode {
                 },
                 sync(sync_wake_up)
             ),
-            Mode::Bare { sync_wake_up } => format!("bare round trip{}", sync(sync_wake_up)),
+            Mode::Bare {
+                sync_wake_up,
+                inject,
+            } => format!(
+                "bare {}{}",
+                if inject { "inject" } else { "round trip" },
+                sync(sync_wake_up)
+            ),
         }
     }
 }
@@ -131,9 +141,17 @@ fn main() -> Result<()> {
             trap_read_opens: false,
             sync_wake_up: false,
         },
-        Mode::Bare { sync_wake_up: true },
+        Mode::Bare {
+            sync_wake_up: true,
+            inject: false,
+        },
         Mode::Bare {
             sync_wake_up: false,
+            inject: false,
+        },
+        Mode::Bare {
+            sync_wake_up: true,
+            inject: true,
         },
     ];
     let load_before = loop_e2e::measure::load_average();
@@ -196,9 +214,10 @@ fn main() -> Result<()> {
         extra(2, 1)
     );
     println!(
-        "the floor, a bare user-notify round trip (write open, CONTINUE, nothing read): +{:.1} us (without sync wake-up: +{:.1} us)",
+        "the floor, a bare user-notify round trip (write open, CONTINUE, nothing read): +{:.1} us (without sync wake-up: +{:.1} us); opened and injected: +{:.1} us",
         extra(4, 2),
-        extra(5, 2)
+        extra(5, 2),
+        extra(6, 2)
     );
     println!(
         "not intercepted: getpid {:.2}x, read-only open on the fast path {:.2}x",
@@ -383,12 +402,16 @@ fn run_child(mode: Mode, policy: Policy, dir: &Path, calls: usize) -> Result<Vec
                     sup.ack_listener()?;
                     Some(serving)
                 }
-                Mode::Bare { sync_wake_up } => {
+                Mode::Bare {
+                    sync_wake_up,
+                    inject,
+                } => {
                     let (listener, _) = sup.wait_for_listener()?;
                     if sync_wake_up {
                         set_sync_wake_up(&listener)?;
                     }
-                    let serving = std::thread::spawn(move || serve_bare(&listener));
+                    let inject = inject.then(|| approved_path.clone());
+                    let serving = std::thread::spawn(move || serve_bare(&listener, inject));
                     sup.ack_listener()?;
                     Some(serving)
                 }
@@ -412,8 +435,9 @@ fn run_child(mode: Mode, policy: Policy, dir: &Path, calls: usize) -> Result<Vec
     }
 }
 
-/// The least a supervisor can do: wait, receive, answer `CONTINUE`; until the child is gone.
-fn serve_bare(listener: &OwnedFd) -> Result<()> {
+/// The least a supervisor can do: wait, receive, answer `CONTINUE` (or open `inject` and
+/// inject the fd as the call's result); until the child is gone.
+fn serve_bare(listener: &OwnedFd, inject: Option<CString>) -> Result<()> {
     let fd = listener.as_raw_fd();
     // The kernel's structs may be larger than libc's; these are the kernel's sizes.
     let mut sizes = libc::seccomp_notif_sizes {
@@ -459,6 +483,17 @@ fn serve_bare(listener: &OwnedFd) -> Result<()> {
         // SAFETY: the buffer is 8-aligned, at least size_of::<seccomp_notif>() long and was
         // written by the kernel; every bit pattern is a valid seccomp_notif.
         let id = unsafe { std::ptr::read(notif.as_ptr().cast::<libc::seccomp_notif>()) }.id;
+        if let Some(path) = &inject {
+            // SAFETY: a valid C string; the fd is closed after the kernel copied it.
+            let file = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+            if file >= 0 {
+                // SAFETY: we own `file`; nothing else closes it.
+                let file = unsafe { OwnedFd::from_raw_fd(file) };
+                // ENOENT (the child is gone) and the like end the loop at the next poll.
+                let _ = loop_gate::inject::send_fd(fd, id, &file, true);
+                continue;
+            }
+        }
         let answer = libc::seccomp_notif_resp {
             id,
             val: 0,
