@@ -11,10 +11,11 @@
 //! each hop verified). A directory swapped for a symlink after the approval therefore lands on
 //! a verified real path or fails with `EACCES`.
 //!
-//! The open runs on a thread of its own that takes the agent's credentials for the file
-//! system (fsuid, fsgid, supplementary groups; read from `/proc/PID/status` with the umask,
-//! which is applied to the mode), so the agent gets exactly the access its own open would
-//! have had, never the supervisor's.
+//! The open runs on a thread of its own (the supervisor's open workers, or the approval's
+//! thread) that takes the agent's credentials for the file system (fsuid, fsgid,
+//! supplementary groups; read from `/proc/PID/status` for every open, with the umask, which is
+//! applied to the mode), so the agent gets exactly the access its own open would have had,
+//! never the supervisor's. A worker keeps them until an open of different credentials.
 
 use std::ffi::{CString, OsStr};
 use std::io;

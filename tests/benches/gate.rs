@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! export CARGO_TARGET_DIR=/var/cache/loop-ci/target
-//! cargo bench -p loop-e2e --bench gate          # as root, like `cargo test -p loop-gate`
+//! cargo bench -p loop-e2e --bench gate --profile dev   # as root, like `cargo test -p loop-gate`
 //! ```
+//!
+//! `--profile dev` measures the supervisor as the agent image runs it (the debug `loop`).
 //!
 //! Measured in process, the way `loop-gate`'s own tests run a gated child: a forked child
 //! installs the notify filter (`loop_gate::filter::install`) and hands the listener over the
@@ -28,6 +30,13 @@
 //! default `loop-agent:latest`) with and without `LOOP_GATE_ENABLED` (an allow-all policy file
 //! bind-mounted), timing a bash loop of write opens (`: > /tmp/f`) and an empty loop. The
 //! supervisor there is the image's `loop` binary, so its build profile shows in the figures.
+//!
+//! Modes, one row each (see [`Mode`]): ungated; gated with reads in the kernel or trapped;
+//! gated without synchronous wake-ups (`SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` off, the
+//! before/after of that flag in one run); and two bare supervisors on the same filter, the
+//! floor: one answers `CONTINUE` without reading anything (with and without the flag), one
+//! opens a file itself and injects it (ADDFD+SEND). The machine's load is printed before and
+//! after.
 //!
 //! Without `--bench` (as under `cargo test --all-targets`) it only prints how to run it.
 //! Knobs: `LOOP_BENCH_ROUNDS` (default 7; the container part runs at most 5),
