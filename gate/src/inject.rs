@@ -77,7 +77,22 @@ pub struct Creds {
 impl Creds {
     /// Reads the credentials of `pid` from `/proc/PID/status`.
     pub fn of(pid: u32) -> io::Result<Creds> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        use std::io::Read;
+        // Plain reads into a buffer the size of a status file: `read_to_string` adds a statx
+        // and an lseek for a size hint that /proc does not have.
+        let mut file = std::fs::File::open(format!("/proc/{pid}/status"))?;
+        let mut buf = vec![0u8; 4096];
+        let mut len = 0;
+        loop {
+            if len == buf.len() {
+                buf.resize(len * 2, 0);
+            }
+            match file.read(&mut buf[len..])? {
+                0 => break,
+                n => len += n,
+            }
+        }
+        let status = String::from_utf8_lossy(&buf[..len]);
         Creds::parse(&status).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
