@@ -208,6 +208,16 @@ const MODIFYING_OPEN_FLAGS: [libc::c_int; 4] =
 /// Builds the notify program: every [`TRAPPED`] syscall returns `SECCOMP_RET_USER_NOTIF`,
 /// everything else is allowed.
 pub fn build_notify_program(options: FilterOptions) -> Result<BpfProgram, FilterError> {
+    let mut program = seccompiler_program(options)?;
+    patch_notify(&mut program);
+    if options.trap_read_opens {
+        return Ok(program);
+    }
+    Ok(with_read_fast_path(program))
+}
+
+/// seccompiler's program for [`TRAPPED`], before [`patch_notify`].
+fn seccompiler_program(options: FilterOptions) -> Result<BpfProgram, FilterError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for syscall in TRAPPED {
         let chain = match syscall.open_flags_arg {
@@ -235,9 +245,53 @@ pub fn build_notify_program(options: FilterOptions) -> Result<BpfProgram, Filter
         SeccompAction::Trace(NOTIFY_MAGIC),
         target_arch()?,
     )?;
-    let mut program: BpfProgram = filter.try_into()?;
-    patch_notify(&mut program);
-    Ok(program)
+    Ok(filter.try_into()?)
+}
+
+/// Puts the read-only opens' answer in front of `program`: seccompiler compares syscall
+/// numbers one after the other in numeric order (`openat` is the 16th on x86_64), and opens are
+/// the one untrapped call that runs the program at all (the kernel's seccomp action cache
+/// answers a syscall whose verdict does not depend on its arguments, like `getpid`, without
+/// running any filter). A read-only `open`/`openat` returns `ALLOW` after 7 instructions;
+/// everything else, including an open with a modifying flag, falls through to `program`,
+/// which decides exactly as before.
+fn with_read_fast_path(program: BpfProgram) -> BpfProgram {
+    let modifying = MODIFYING_OPEN_FLAGS
+        .iter()
+        .fold(0u32, |mask, flag| mask | flag.unsigned_abs());
+    let mut prefix = vec![
+        stmt(BPF_LD_W_ABS, SECCOMP_DATA_ARCH),
+        jump(BPF_JMP_JEQ_K, AUDIT_ARCH, 0, 0), // jf: to `program`
+        stmt(BPF_LD_W_ABS, SECCOMP_DATA_NR),
+    ];
+    for syscall in TRAPPED {
+        let (Some(arg), Ok(nr)) = (syscall.open_flags_arg, u32::try_from(syscall.nr)) else {
+            continue;
+        };
+        // The low 32 bits of the argument (flags are an int; x86_64 and aarch64 are little
+        // endian, as seccompiler assumes too).
+        let offset = SECCOMP_DATA_ARGS + 8 * u32::from(arg);
+        prefix.push(jump(BPF_JMP_JEQ_K, nr, 0, 3)); // jf: the next syscall's test
+        prefix.push(stmt(BPF_LD_W_ABS, offset));
+        prefix.push(jump(BPF_JMP_JSET_K, modifying, 0, 0)); // jt: to `program`
+        prefix.push(stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW));
+        prefix.push(stmt(BPF_LD_W_ABS, SECCOMP_DATA_NR)); // the next test needs nr again
+    }
+    // Point the placeholder jumps (jf of the arch test, jt of each JSET) at `program`. The
+    // prefix is a few instructions long; should it ever not fit a jump, go without it.
+    let start = prefix.len();
+    for (at, insn) in prefix.iter_mut().enumerate() {
+        let Ok(to_program) = u8::try_from(start - at - 1) else {
+            return program;
+        };
+        if insn.code == BPF_JMP_JEQ_K && insn.k == AUDIT_ARCH {
+            insn.jf = to_program;
+        } else if insn.code == BPF_JMP_JSET_K {
+            insn.jt = to_program;
+        }
+    }
+    prefix.extend(program);
+    prefix
 }
 
 /// Rewrites `return SECCOMP_RET_TRACE | NOTIFY_MAGIC` into `return SECCOMP_RET_USER_NOTIF`.
@@ -261,10 +315,14 @@ const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10;
 /// `BPF_JMP | BPF_JGE | BPF_K`.
 const BPF_JMP_JGE_K: u16 = 0x05 | 0x30;
+/// `BPF_JMP | BPF_JSET | BPF_K`.
+const BPF_JMP_JSET_K: u16 = 0x05 | 0x40;
 /// `BPF_RET | BPF_K`.
 const BPF_RET_K: u16 = 0x06;
 /// `offsetof(struct seccomp_data, nr)`.
 const SECCOMP_DATA_NR: u32 = 0;
+/// `offsetof(struct seccomp_data, args)`.
+const SECCOMP_DATA_ARGS: u32 = 16;
 /// `offsetof(struct seccomp_data, arch)`.
 const SECCOMP_DATA_ARCH: u32 = 4;
 /// x32 syscalls are the x86_64 numbers with this bit set.
@@ -425,6 +483,106 @@ mod tests {
             Some("execve")
         );
         assert_eq!(syscall_name(-1), None);
+    }
+
+    /// Runs a classic BPF program the way the kernel does, for the instructions the gate's
+    /// programs use. Returns the verdict and how many instructions ran.
+    fn run(program: &[sock_filter], data: &[u8; 64]) -> (u32, usize) {
+        let word = |k: u32| {
+            let k = k as usize;
+            u32::from_ne_bytes(data[k..k + 4].try_into().unwrap())
+        };
+        let (mut a, mut pc, mut steps) = (0u32, 0usize, 0usize);
+        loop {
+            let insn = &program[pc];
+            steps += 1;
+            pc += 1;
+            match insn.code {
+                BPF_LD_W_ABS => a = word(insn.k),
+                0x54 => a &= insn.k,           // BPF_ALU | BPF_AND | BPF_K
+                0x05 => pc += insn.k as usize, // BPF_JMP | BPF_JA
+                BPF_JMP_JEQ_K | BPF_JMP_JGE_K | BPF_JMP_JSET_K | 0x25 => {
+                    let taken = match insn.code {
+                        BPF_JMP_JEQ_K => a == insn.k,
+                        BPF_JMP_JGE_K => a >= insn.k,
+                        BPF_JMP_JSET_K => a & insn.k != 0,
+                        _ => a > insn.k, // BPF_JGT
+                    };
+                    pc += usize::from(if taken { insn.jt } else { insn.jf });
+                }
+                BPF_RET_K => return (insn.k, steps),
+                other => panic!("unexpected instruction {other:#x}"),
+            }
+        }
+    }
+
+    fn seccomp_data(arch: u32, nr: libc::c_long, args: [u64; 6]) -> [u8; 64] {
+        let mut data = [0u8; 64];
+        data[0..4].copy_from_slice(&(nr as i32).to_ne_bytes());
+        data[4..8].copy_from_slice(&arch.to_ne_bytes());
+        for (i, arg) in args.iter().enumerate() {
+            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&arg.to_ne_bytes());
+        }
+        data
+    }
+
+    /// The read fast path answers a read-only open in a handful of instructions, and decides
+    /// every call exactly as the program behind it does.
+    #[test]
+    fn read_fast_path_comes_first_and_decides_as_before() {
+        let options = FilterOptions {
+            trap_read_opens: false,
+        };
+        let fast = build_notify_program(options).unwrap();
+        let mut plain = seccompiler_program(options).unwrap();
+        patch_notify(&mut plain);
+        let flags = [
+            0,
+            libc::O_CLOEXEC,
+            libc::O_DIRECTORY | libc::O_CLOEXEC,
+            libc::O_PATH,
+            libc::O_NOFOLLOW | libc::O_NONBLOCK,
+            libc::O_WRONLY,
+            libc::O_RDWR,
+            libc::O_ACCMODE,
+            libc::O_CREAT,
+            libc::O_TRUNC,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            libc::O_TMPFILE | libc::O_RDWR,
+            libc::O_APPEND,
+        ];
+        let mut nrs: Vec<libc::c_long> = TRAPPED.iter().map(|t| t.nr).collect();
+        nrs.extend([libc::SYS_getpid, libc::SYS_read, libc::SYS_close, 0, 1000]);
+        for arch in [AUDIT_ARCH, 0x4000_0003] {
+            for &nr in &nrs {
+                for &flag in &flags {
+                    for high in [0u64, 0xffff_ffff_0000_0000] {
+                        let flag = u64::from(flag.unsigned_abs()) | high;
+                        let args = [flag, flag, flag, flag, 0, 0];
+                        let data = seccomp_data(arch, nr, args);
+                        assert_eq!(
+                            run(&fast, &data).0,
+                            run(&plain, &data).0,
+                            "arch {arch:#x} nr {nr} flags {flag:#x}"
+                        );
+                    }
+                }
+            }
+        }
+        let read = seccomp_data(
+            AUDIT_ARCH,
+            libc::SYS_openat,
+            [0, 0, libc::O_CLOEXEC as u64, 0, 0, 0],
+        );
+        let (verdict, steps) = run(&fast, &read);
+        assert_eq!(verdict, libc::SECCOMP_RET_ALLOW);
+        assert!(steps <= 8, "a read-only openat runs {steps} instructions");
+        let write = seccomp_data(
+            AUDIT_ARCH,
+            libc::SYS_openat,
+            [0, 0, libc::O_WRONLY as u64, 0, 0, 0],
+        );
+        assert_eq!(run(&fast, &write).0, libc::SECCOMP_RET_USER_NOTIF);
     }
 
     #[test]

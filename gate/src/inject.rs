@@ -11,10 +11,11 @@
 //! each hop verified). A directory swapped for a symlink after the approval therefore lands on
 //! a verified real path or fails with `EACCES`.
 //!
-//! The open runs on a thread of its own that takes the agent's credentials for the file
-//! system (fsuid, fsgid, supplementary groups; read from `/proc/PID/status` with the umask,
-//! which is applied to the mode), so the agent gets exactly the access its own open would
-//! have had, never the supervisor's.
+//! The open runs on a thread of its own (the supervisor's open workers, or the approval's
+//! thread) that takes the agent's credentials for the file system (fsuid, fsgid,
+//! supplementary groups; read from `/proc/PID/status` for every open, with the umask, which is
+//! applied to the mode), so the agent gets exactly the access its own open would have had,
+//! never the supervisor's. A worker keeps them until an open of different credentials.
 
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -76,7 +77,22 @@ pub struct Creds {
 impl Creds {
     /// Reads the credentials of `pid` from `/proc/PID/status`.
     pub fn of(pid: u32) -> io::Result<Creds> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        use std::io::Read;
+        // Plain reads into a buffer the size of a status file: `read_to_string` adds a statx
+        // and an lseek for a size hint that /proc does not have.
+        let mut file = std::fs::File::open(format!("/proc/{pid}/status"))?;
+        let mut buf = vec![0u8; 4096];
+        let mut len = 0;
+        loop {
+            if len == buf.len() {
+                buf.resize(len * 2, 0);
+            }
+            match file.read(&mut buf[len..])? {
+                0 => break,
+                n => len += n,
+            }
+        }
+        let status = String::from_utf8_lossy(&buf[..len]);
         Creds::parse(&status).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -129,6 +145,32 @@ pub fn open_as(
             Err(_) => Err(libc::EAGAIN),
         }
     })
+}
+
+/// [`open_as`] on the calling thread, which keeps the agent's file-system credentials
+/// afterwards: only for a thread that does nothing else (the supervisor's open workers, or an
+/// approval thread that ends after answering). Saves a thread per open.
+pub(crate) fn open_as_on_this_thread(
+    creds: &Creds,
+    call: &OpenCall,
+    verify: &(dyn Fn(&Path) -> bool + Sync),
+) -> Result<OwnedFd, i32> {
+    ASSUMED.with(|assumed| {
+        // The fs ids and groups of this thread change only here: a worker that already holds
+        // these credentials (the agent's next open) skips five credential syscalls.
+        if assumed.borrow().as_ref() != Some(creds) {
+            *assumed.borrow_mut() = None;
+            assume(creds)?;
+            *assumed.borrow_mut() = Some(creds.clone());
+        }
+        Ok::<(), i32>(())
+    })?;
+    open_verified(call, creds.umask, verify)
+}
+
+thread_local! {
+    /// The credentials [`open_as_on_this_thread`] last took on this thread.
+    static ASSUMED: std::cell::RefCell<Option<Creds>> = const { std::cell::RefCell::new(None) };
 }
 
 fn last_errno() -> i32 {
@@ -333,6 +375,43 @@ mod tests {
             mode: 0o666,
             resolve: 0,
         }
+    }
+
+    /// A worker thread keeps the last credentials it took, and takes new ones when the next
+    /// open is someone else's (the files it creates belong to whoever asked).
+    #[test]
+    fn a_worker_takes_each_callers_credentials() {
+        let dir = scratch("creds");
+        // The scratch directory must let `nobody` create files.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .expect("chmod");
+        let root = Creds::of(std::process::id()).expect("creds");
+        let nobody = Creds {
+            fsuid: 65534,
+            fsgid: 65534,
+            groups: vec![],
+            umask: 0o022,
+        };
+        let write = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
+        let owner = |name: &str| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(dir.join(name)).expect("created").uid()
+        };
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let allowed = |_: &Path| true;
+                for (name, creds) in [("a", &nobody), ("b", &nobody), ("c", &root), ("d", &nobody)]
+                {
+                    open_as_on_this_thread(creds, &call(&dir.join(name), write), &allowed)
+                        .expect("opens");
+                }
+            });
+        });
+        assert_eq!(
+            ["a", "b", "c", "d"].map(owner),
+            [65534, 65534, root.fsuid, 65534]
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]

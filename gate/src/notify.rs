@@ -29,7 +29,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use crate::inject::{self, Creds, OpenCall};
@@ -175,6 +175,8 @@ struct Inner<A> {
     pending: AtomicUsize,
     max_pending: usize,
     audit: Option<Box<dyn AuditSink>>,
+    sync_wake_up: bool,
+    open_workers: Arc<OpenWorkers>,
 }
 
 impl<A: Approver> Supervisor<A> {
@@ -189,6 +191,8 @@ impl<A: Approver> Supervisor<A> {
                 pending: AtomicUsize::new(0),
                 max_pending: DEFAULT_MAX_PENDING,
                 audit: None,
+                sync_wake_up: true,
+                open_workers: Arc::new(OpenWorkers::default()),
             },
         }
     }
@@ -205,11 +209,23 @@ impl<A: Approver> Supervisor<A> {
         self
     }
 
+    /// Whether to ask the kernel for synchronous wake-ups on the listener (on by default; see
+    /// [`set_sync_wake_up`]). Off only to measure what it saves.
+    pub fn with_sync_wake_up(mut self, on: bool) -> Self {
+        self.inner.sync_wake_up = on;
+        self
+    }
+
     /// Serves the listener until no task uses the filter any more (`POLLHUP`). Blocking: run
     /// it on a thread of its own.
     pub fn serve(self, listener: OwnedFd) -> Result<(), NotifyError> {
         let inner = Arc::new(self.inner);
         let sizes = notif_sizes()?;
+        if inner.sync_wake_up
+            && let Err(err) = set_sync_wake_up(&listener)
+        {
+            tracing::debug!(error = %err, "no synchronous seccomp wake-ups on this kernel (Linux 6.6+)");
+        }
         let listener = Arc::new(Listener {
             fd: listener,
             sizes,
@@ -330,21 +346,16 @@ impl<A: Approver> Inner<A> {
                 AuditOutcome::AllowedBySession,
             );
             if call.open.as_ref().is_some_and(OpenCall::injectable) {
-                // The open may block (a FIFO) and runs as the agent: on a thread of its own.
+                // The open may block (a FIFO) and runs as the agent: on an open worker.
                 let inner = Arc::clone(self);
-                let for_thread = Arc::clone(listener);
+                let for_worker = Arc::clone(listener);
                 let (id, pid, call) = (notif.id, notif.pid, call.clone());
-                let spawned = std::thread::Builder::new()
-                    .name("loop-gate-open".to_owned())
-                    .spawn(move || inner.allow(&for_thread, id, pid, &call));
-                return match spawned {
-                    Ok(handle) => Some(handle),
-                    Err(err) => {
-                        tracing::warn!(error = %err, "cannot spawn open thread, denying");
-                        send(listener, id, Response::Errno(errno));
-                        None
-                    }
-                };
+                let job = Box::new(move || inner.allow(&for_worker, id, pid, &call));
+                if let Err(err) = self.open_workers.run(job) {
+                    tracing::warn!(error = %err, "cannot start an open worker, denying");
+                    send(listener, id, Response::Errno(errno));
+                }
+                return None;
             }
             send(listener, notif.id, Response::Continue);
             return None;
@@ -458,7 +469,8 @@ impl<A> Inner<A> {
                     .is_none_or(|(d, _)| d.verdict == Verdict::Allow)
             }
         };
-        match inject::open_as(&creds, open, &verify) {
+        // Always on a thread of its own (an open worker or an approval thread).
+        match inject::open_as_on_this_thread(&creds, open, &verify) {
             Ok(fd) => {
                 if let Err(err) = inject::send_fd(listener.fd.as_raw_fd(), id, &fd, open.cloexec())
                 {
@@ -515,6 +527,67 @@ impl<A> Inner<A> {
     }
 }
 
+/// One open to perform as the agent.
+type OpenJob = Box<dyn FnOnce() + Send>;
+
+/// Idle workers kept for opens the session cache allows; more are started while all are busy.
+const IDLE_OPEN_WORKERS: usize = 4;
+
+/// Threads that perform allowed opens as the agent and inject the fd ([`Inner::allow`]).
+///
+/// An open may block (a FIFO), so it never runs on the supervisor's thread; and it takes the
+/// agent's file-system credentials, so a worker does nothing else. Starting a thread per open
+/// cost more than the rest of the open together, so finished workers wait for the next job
+/// (up to [`IDLE_OPEN_WORKERS`]; the others end). Each job takes the credentials afresh. A
+/// waiting worker holds no sender of its own, so it ends when the supervisor is gone.
+#[derive(Default)]
+struct OpenWorkers {
+    idle: Mutex<Vec<Worker>>,
+}
+
+/// How to hand an idle worker its next job, together with this handle, which it puts back
+/// into [`OpenWorkers::idle`] when the job is done.
+#[derive(Clone)]
+struct Worker(mpsc::Sender<(OpenJob, Worker)>);
+
+impl OpenWorkers {
+    /// Runs `job` on an idle worker, or on a new one when none is idle.
+    fn run(self: &Arc<Self>, job: OpenJob) -> io::Result<()> {
+        let mut job = job;
+        loop {
+            let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+            let Some(worker) = idle else { break };
+            match worker.0.send((job, worker.clone())) {
+                Ok(()) => return Ok(()),
+                // The worker ended; take the job back and try the next one.
+                Err(mpsc::SendError((back, _))) => job = back,
+            }
+        }
+        let (sender, receiver) = mpsc::channel();
+        let pool = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("loop-gate-open".to_owned())
+            .spawn(move || {
+                let mut next = (job, Worker(sender));
+                loop {
+                    let (job, me) = next;
+                    job();
+                    let Some(pool) = pool.upgrade() else { return };
+                    match pool.idle.lock() {
+                        Ok(mut idle) if idle.len() < IDLE_OPEN_WORKERS => idle.push(me),
+                        _ => return,
+                    }
+                    drop(pool);
+                    match receiver.recv() {
+                        Ok(received) => next = received,
+                        Err(_) => return,
+                    }
+                }
+            })?;
+        Ok(())
+    }
+}
+
 /// The errno a denied request returns: `EPERM` for exec, `EACCES` for files and sockets.
 pub fn errno_for(request: &Request) -> i32 {
     match request {
@@ -530,6 +603,30 @@ fn errno_for_syscall(nr: i32) -> i32 {
     } else {
         libc::EACCES
     }
+}
+
+/// `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`, the one flag of `SECCOMP_IOCTL_NOTIF_SET_FLAGS`
+/// (include/uapi/linux/seccomp.h, Linux 6.6; libc has the ioctl but not the flag).
+pub const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: libc::c_ulong = 1;
+
+/// Asks the kernel to hand the CPU straight from the trapped task to the supervisor and back
+/// (`SECCOMP_IOCTL_NOTIF_SET_FLAGS` with [`SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`]): a wake-up
+/// that switches tasks on the same CPU instead of waking the supervisor wherever the scheduler
+/// puts it. Kernels before 6.6 answer `EINVAL` or `ENOTTY`; the gate then works as before.
+pub fn set_sync_wake_up(listener: &OwnedFd) -> io::Result<()> {
+    // SAFETY: SET_FLAGS takes its flags by value (no pointer); an unknown request or flag is
+    // refused with an error, never acted on.
+    let ret = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+            SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The listener fd and the kernel's struct sizes.
@@ -855,13 +952,26 @@ impl Target {
 /// path. `follow_last` says whether the syscall follows a symlink in the last component.
 fn path_variants(path: &Path, follow_last: bool) -> Vec<PathBuf> {
     let mut out = vec![path.to_path_buf()];
+    let mut resolved_parent = None;
     if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
         && let Ok(parent) = std::fs::canonicalize(parent)
     {
-        out.push(parent.join(name));
+        resolved_parent = Some(parent.join(name));
     }
-    if follow_last && let Ok(full) = std::fs::canonicalize(path) {
-        out.push(full);
+    if follow_last {
+        // The real parent plus a last component that is not a symlink is already the fully
+        // resolved path: one lstat instead of resolving every component again.
+        let full = match &resolved_parent {
+            Some(real) => match std::fs::symlink_metadata(real) {
+                Ok(meta) if !meta.file_type().is_symlink() => Some(real.clone()),
+                _ => std::fs::canonicalize(path).ok(),
+            },
+            None => std::fs::canonicalize(path).ok(),
+        };
+        out.extend(resolved_parent);
+        out.extend(full);
+    } else {
+        out.extend(resolved_parent);
     }
     out.dedup();
     out
@@ -1281,6 +1391,63 @@ mod tests {
         let variants = path_variants(&link.join("f"), true);
         assert!(variants.contains(&link.join("f")));
         assert!(variants.contains(&std::fs::canonicalize(dir.join("real")).unwrap().join("f")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The shortcut (real parent + a last component that is no symlink) gives what resolving
+    /// the whole path gives, for files, directories, symlinks at either end and missing names.
+    #[test]
+    fn path_variants_match_full_resolution() {
+        let dir = std::env::temp_dir().join(format!("loop-gate-variants2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("real/sub")).unwrap();
+        std::fs::write(dir.join("real/file"), "x").unwrap();
+        let link = |target: &str, name: &str| {
+            std::os::unix::fs::symlink(dir.join(target), dir.join(name)).unwrap();
+        };
+        link("real", "dirlink");
+        link("real/file", "real/filelink");
+        link("real/sub", "real/sublink");
+        link("nowhere", "real/dangling");
+        let full = |path: &Path, follow_last: bool| {
+            let mut out = vec![path.to_path_buf()];
+            if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
+                && let Ok(parent) = std::fs::canonicalize(parent)
+            {
+                out.push(parent.join(name));
+            }
+            if follow_last && let Ok(full) = std::fs::canonicalize(path) {
+                out.push(full);
+            }
+            out.dedup();
+            out
+        };
+        for name in [
+            "real/file",
+            "real/sub",
+            "real/missing",
+            "real/filelink",
+            "real/sublink",
+            "real/dangling",
+            "dirlink/file",
+            "dirlink/filelink",
+            "dirlink/missing",
+            "missing/file",
+            "real",
+        ] {
+            for follow_last in [true, false] {
+                let path = dir.join(name);
+                assert_eq!(
+                    path_variants(&path, follow_last),
+                    full(&path, follow_last),
+                    "{name}, follow_last {follow_last}"
+                );
+            }
+        }
+        assert_eq!(
+            path_variants(Path::new("/"), true),
+            vec![PathBuf::from("/")]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -2000,5 +2167,120 @@ mod tests {
         }
         assert!(!dir.join("f").exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Opens the session cache allows run on a worker that stays for the next one (a thread
+    /// start per open cost more than the open), several at once when one blocks, and the
+    /// workers end with the supervisor.
+    #[test]
+    fn open_workers_are_reused_and_end_with_the_pool() {
+        let pool = Arc::new(OpenWorkers::default());
+        let (done, finished) = mpsc::channel();
+        let job = |done: mpsc::Sender<std::thread::ThreadId>| -> OpenJob {
+            Box::new(move || done.send(std::thread::current().id()).unwrap())
+        };
+        pool.run(job(done.clone())).unwrap();
+        let first = finished.recv().unwrap();
+        let idle_workers = |n: usize| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while pool.idle.lock().unwrap().len() < n {
+                assert!(std::time::Instant::now() < deadline, "no worker came back");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        };
+        // The worker puts itself back after its job; wait for that.
+        idle_workers(1);
+        pool.run(job(done.clone())).unwrap();
+        assert_eq!(finished.recv().unwrap(), first);
+        // A blocked worker does not hold the next job.
+        let (unblock, blocked) = mpsc::channel::<()>();
+        pool.run(Box::new(move || blocked.recv().unwrap())).unwrap();
+        pool.run(job(done.clone())).unwrap();
+        assert_ne!(finished.recv().unwrap(), first);
+        unblock.send(()).unwrap();
+        // Dropping the pool ends its workers (after the job in hand, here an empty one).
+        idle_workers(2);
+        let idle: Vec<Worker> = pool.idle.lock().unwrap().clone();
+        drop(pool);
+        for worker in idle {
+            let (probe, _) = mpsc::channel();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while worker
+                .0
+                .send((Box::new(|| {}), Worker(probe.clone())))
+                .is_ok()
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "a worker outlived its pool"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    }
+
+    /// The kernel accepts the synchronous wake-up flag on a real listener (Linux 6.6+).
+    #[test]
+    fn sync_wake_up_is_accepted_by_the_kernel() {
+        use crate::channel::handshake_channel;
+        use crate::filter::{FilterOptions, install};
+        use nix::sys::wait::{WaitStatus, waitpid};
+        use nix::unistd::{ForkResult, fork};
+
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut numbers = release
+            .split(['.', '-'])
+            .map(|n| n.parse::<u32>().unwrap_or(0));
+        let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+        let (sup, agent) = handshake_channel().unwrap();
+        // SAFETY: see `run_gated`.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                drop(sup);
+                let code = (|| -> Result<i32, Box<dyn std::error::Error>> {
+                    let fd = install(FilterOptions::default())?;
+                    agent.send_listener(&fd, "C-test")?;
+                    drop(fd);
+                    agent.wait_for_ack()?;
+                    Ok(0)
+                })()
+                .unwrap_or(100);
+                // SAFETY: see `run_gated`.
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => {
+                drop(agent);
+                let (listener, _) = sup.wait_for_listener().unwrap();
+                let set = set_sync_wake_up(&listener);
+                if version >= (6, 6) {
+                    set.unwrap();
+                } else {
+                    let errno = set.unwrap_err().raw_os_error();
+                    assert!(
+                        matches!(errno, Some(libc::EINVAL | libc::ENOTTY)),
+                        "{errno:?}"
+                    );
+                }
+                // An unknown flag is refused, so the kernel does read the flags we pass.
+                // SAFETY: SET_FLAGS takes its flags by value.
+                let ret = unsafe {
+                    libc::ioctl(
+                        listener.as_raw_fd(),
+                        libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+                        2u64,
+                    )
+                };
+                assert_eq!(ret, -1);
+                let supervisor = Supervisor::new(
+                    Policy::baseline(&crate::policy::PolicyContext::new("/nonexistent")),
+                    DenyAll,
+                    "C-test",
+                );
+                let serving = std::thread::spawn(move || supervisor.serve(listener));
+                sup.ack_listener().unwrap();
+                assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0));
+                serving.join().unwrap().unwrap();
+            }
+        }
     }
 }

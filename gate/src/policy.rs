@@ -36,7 +36,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
 
-use globset::{GlobBuilder, GlobMatcher};
+use globset::{Candidate, Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
@@ -557,7 +557,6 @@ pub struct Decision {
 
 #[derive(Debug, Clone)]
 struct CompiledPathRule {
-    globs: Vec<GlobMatcher>,
     decision: Verdict,
     message: Option<String>,
 }
@@ -572,7 +571,6 @@ struct CompiledCommandRule {
 
 #[derive(Debug, Clone)]
 struct CompiledFileRule {
-    globs: Vec<GlobMatcher>,
     operations: BTreeSet<FileOperation>,
     decision: Verdict,
     message: Option<String>,
@@ -595,9 +593,59 @@ struct CompiledConnectRule {
 #[derive(Debug, Clone, Default)]
 struct RuleSet {
     path: Vec<CompiledPathRule>,
+    /// The globs of `path`, by rule.
+    path_globs: RuleGlobs,
     command: Vec<CompiledCommandRule>,
     file: Vec<CompiledFileRule>,
+    /// The globs of `file`, by rule.
+    file_globs: RuleGlobs,
     connect: Vec<CompiledConnectRule>,
+}
+
+/// The file rules whose globs match one path.
+struct FileMatches {
+    user: Vec<usize>,
+    baseline: Vec<usize>,
+}
+
+/// Every glob of a list of rules in one [`GlobSet`], and the rule each glob belongs to.
+///
+/// The set is compiled once with the policy and matches a path in one pass: globs that are
+/// literals, literal prefixes or suffixes, basenames or extensions are looked up without a
+/// regex, the rest share one regex set, and the path's basename and extension are computed
+/// once per path rather than once per glob.
+#[derive(Debug, Clone, Default)]
+struct RuleGlobs {
+    set: GlobSet,
+    owner: Vec<usize>,
+}
+
+impl RuleGlobs {
+    fn build(globs: Vec<(usize, Glob)>) -> Result<RuleGlobs, globset::Error> {
+        let mut builder = GlobSetBuilder::new();
+        let mut owner = Vec::with_capacity(globs.len());
+        for (rule, glob) in globs {
+            builder.add(glob);
+            owner.push(rule);
+        }
+        Ok(RuleGlobs {
+            set: builder.build()?,
+            owner,
+        })
+    }
+
+    /// The rules with at least one glob matching `path`, in rule order.
+    fn matching(&self, path: &Candidate<'_>) -> Vec<usize> {
+        let mut rules: Vec<usize> = self
+            .set
+            .matches_candidate(path)
+            .into_iter()
+            .filter_map(|glob| self.owner.get(glob).copied())
+            .collect();
+        rules.sort_unstable();
+        rules.dedup();
+        rules
+    }
 }
 
 /// A compiled policy: user rules, the baseline and the default.
@@ -675,7 +723,24 @@ impl Policy {
 
     /// Decides one request. Pure: no IO, no allocation beyond the result and argv parsing.
     pub fn decide(&self, request: &Request) -> Decision {
-        let user = self.user.first_match(request, false);
+        self.decide_with(request, None)
+    }
+
+    /// The rules whose globs match `path`, in the user rules and in the baseline.
+    fn file_matches(&self, path: &Path) -> FileMatches {
+        let path = normalize(path);
+        let candidate = Candidate::new(&path);
+        FileMatches {
+            user: self.user.file_globs.matching(&candidate),
+            baseline: self.baseline.file_globs.matching(&candidate),
+        }
+    }
+
+    /// [`Policy::decide`], with the glob matches of a file request's path when known.
+    fn decide_with(&self, request: &Request, file: Option<&FileMatches>) -> Decision {
+        let user = self
+            .user
+            .first_match(request, false, file.map(|f| f.user.as_slice()));
         let user = match user {
             Some((i, kind, verdict, message)) => Decision {
                 verdict,
@@ -690,7 +755,7 @@ impl Policy {
         };
         let baseline = self
             .baseline
-            .first_match(request, true)
+            .first_match(request, true, file.map(|f| f.baseline.as_slice()))
             .map(|(i, kind, verdict, message)| Decision {
                 verdict,
                 rule: RuleRef::Baseline(kind, i),
@@ -720,8 +785,22 @@ impl Policy {
         requests: impl IntoIterator<Item = &'a Request>,
     ) -> Option<(Decision, &'a Request)> {
         let mut best: Option<(Decision, &'a Request)> = None;
+        // One syscall asks about the same path for several operations: match its globs once.
+        let mut matched: Vec<(&Path, FileMatches)> = Vec::new();
         for request in requests {
-            let decision = self.decide(request);
+            let decision = match request {
+                Request::File { path, .. } => {
+                    let index = match matched.iter().position(|(p, _)| *p == path.as_path()) {
+                        Some(index) => index,
+                        None => {
+                            matched.push((path, self.file_matches(path)));
+                            matched.len() - 1
+                        }
+                    };
+                    self.decide_with(request, matched.get(index).map(|(_, m)| m))
+                }
+                _ => self.decide(request),
+            };
             match &best {
                 Some((b, _)) if b.verdict >= decision.verdict => {}
                 _ => best = Some((decision, request)),
@@ -738,10 +817,11 @@ impl RuleSet {
         prefix: &str,
     ) -> Result<RuleSet, PolicyError> {
         let mut set = RuleSet::default();
+        let mut path_globs = Vec::new();
         for (i, rule) in file.path_rules.iter().enumerate() {
             let field = format!("{prefix}path_rules[{i}].pattern");
+            path_globs.push((i, compile_glob(&rule.pattern, context, &field)?));
             set.path.push(CompiledPathRule {
-                globs: vec![compile_glob(&rule.pattern, context, &field)?],
                 decision: rule.decision,
                 message: rule.message.clone(),
             });
@@ -776,14 +856,13 @@ impl RuleSet {
                 message: rule.message.clone(),
             });
         }
+        let mut file_globs = Vec::new();
         for (i, rule) in file.file_rules.iter().enumerate() {
-            let mut globs = Vec::new();
             for (j, pattern) in rule.paths.iter().enumerate() {
                 let field = format!("{prefix}file_rules[{i}].paths[{j}]");
-                globs.push(compile_glob(pattern, context, &field)?);
+                file_globs.push((i, compile_glob(pattern, context, &field)?));
             }
             set.file.push(CompiledFileRule {
-                globs,
                 operations: rule.operations.iter().copied().collect(),
                 decision: rule.decision,
                 message: rule.message.clone(),
@@ -816,6 +895,16 @@ impl RuleSet {
                 message: rule.message.clone(),
             });
         }
+        let whole = |kind: &str| {
+            let field = format!("{prefix}{kind}");
+            move |source| PolicyError::InvalidGlob {
+                field,
+                pattern: "(every pattern together)".to_owned(),
+                source,
+            }
+        };
+        set.path_globs = RuleGlobs::build(path_globs).map_err(whole("path_rules"))?;
+        set.file_globs = RuleGlobs::build(file_globs).map_err(whole("file_rules"))?;
         Ok(set)
     }
 
@@ -825,6 +914,7 @@ impl RuleSet {
         &self,
         request: &Request,
         non_allow_only: bool,
+        file_matching: Option<&[usize]>,
     ) -> Option<(usize, RuleKind, Verdict, Option<String>)> {
         let skip = |d: Verdict| non_allow_only && d == Verdict::Allow;
         match request {
@@ -836,11 +926,18 @@ impl RuleSet {
                 })
             }
             Request::File { path, operation } => {
-                let path = normalize(path);
-                self.file.iter().enumerate().find_map(|(i, rule)| {
+                let computed;
+                let matching = match file_matching {
+                    Some(matching) => matching,
+                    None => {
+                        computed = self.file_globs.matching(&Candidate::new(&normalize(path)));
+                        computed.as_slice()
+                    }
+                };
+                matching.iter().copied().find_map(|i| {
+                    let rule = self.file.get(i)?;
                     (!skip(rule.decision)
-                        && (rule.operations.is_empty() || rule.operations.contains(operation))
-                        && rule.globs.iter().any(|g| g.is_match(&path)))
+                        && (rule.operations.is_empty() || rule.operations.contains(operation)))
                     .then(|| (i, RuleKind::File, rule.decision, rule.message.clone()))
                 })
             }
@@ -852,8 +949,10 @@ impl RuleSet {
                 } else {
                     normalize(path)
                 };
-                self.path.iter().enumerate().find_map(|(i, rule)| {
-                    (!skip(rule.decision) && rule.globs.iter().any(|g| g.is_match(&path)))
+                let matching = self.path_globs.matching(&Candidate::new(&path));
+                matching.into_iter().find_map(|i| {
+                    let rule = self.path.get(i)?;
+                    (!skip(rule.decision))
                         .then(|| (i, RuleKind::Path, rule.decision, rule.message.clone()))
                 })
             }
@@ -969,16 +1068,11 @@ fn parse_port(spec: &PortSpec) -> Option<(u16, u16)> {
 }
 
 /// Expands `~` and anchors relative patterns, then compiles with `*` confined to one component.
-fn compile_glob(
-    pattern: &str,
-    context: &PolicyContext,
-    field: &str,
-) -> Result<GlobMatcher, PolicyError> {
+fn compile_glob(pattern: &str, context: &PolicyContext, field: &str) -> Result<Glob, PolicyError> {
     let expanded = expand_pattern(pattern, context);
     GlobBuilder::new(&expanded)
         .literal_separator(true)
         .build()
-        .map(|g| g.compile_matcher())
         .map_err(|source| PolicyError::InvalidGlob {
             field: field.to_owned(),
             pattern: pattern.to_owned(),

@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! export CARGO_TARGET_DIR=/var/cache/loop-ci/target
-//! cargo bench -p loop-e2e --bench gate          # as root, like `cargo test -p loop-gate`
+//! cargo bench -p loop-e2e --bench gate --profile dev   # as root, like `cargo test -p loop-gate`
 //! ```
+//!
+//! `--profile dev` measures the supervisor as the agent image runs it (the debug `loop`).
 //!
 //! Measured in process, the way `loop-gate`'s own tests run a gated child: a forked child
 //! installs the notify filter (`loop_gate::filter::install`) and hands the listener over the
@@ -29,6 +31,13 @@
 //! bind-mounted), timing a bash loop of write opens (`: > /tmp/f`) and an empty loop. The
 //! supervisor there is the image's `loop` binary, so its build profile shows in the figures.
 //!
+//! Modes, one row each (see [`Mode`]): ungated; gated with reads in the kernel or trapped;
+//! gated without synchronous wake-ups (`SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` off, the
+//! before/after of that flag in one run); and two bare supervisors on the same filter, the
+//! floor: one answers `CONTINUE` without reading anything (with and without the flag), one
+//! opens a file itself and injects it (ADDFD+SEND). The machine's load is printed before and
+//! after.
+//!
 //! Without `--bench` (as under `cargo test --all-targets`) it only prints how to run it.
 //! Knobs: `LOOP_BENCH_ROUNDS` (default 7; the container part runs at most 5),
 //! `LOOP_BENCH_CALLS` (calls per kind per round, default 20000), `LOOP_BENCH_CONTAINER=0` skips
@@ -36,6 +45,7 @@
 
 use std::ffi::CString;
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -43,7 +53,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use loop_gate::channel::handshake_channel;
 use loop_gate::filter::{FilterOptions, install};
-use loop_gate::notify::Supervisor;
+use loop_gate::notify::{Supervisor, set_sync_wake_up};
 use loop_gate::policy::{Policy, PolicyContext, PolicyFile};
 use loop_gate::wire::{ApprovalDecision, ApprovalRequest};
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -57,11 +67,52 @@ const KINDS: [&str; 4] = [
     "open, session-approved",
 ];
 
-/// How a child runs: without the gate, or under it with reads trapped or not.
+/// How a child runs: without the gate, or under it with reads trapped or not, with the
+/// supervisor's synchronous wake-ups (`SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`) on or off; or
+/// under the same filter served by a bare loop that answers `CONTINUE` without reading
+/// anything (the floor: the kernel's round trip to a supervisor thread and back), or that
+/// answers every trapped call by opening one file itself and injecting the fd
+/// (`SECCOMP_IOCTL_NOTIF_ADDFD` with `SEND`: the floor of the race-free approved open).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Ungated,
-    Gated { trap_read_opens: bool },
+    Gated {
+        trap_read_opens: bool,
+        sync_wake_up: bool,
+    },
+    Bare {
+        sync_wake_up: bool,
+        inject: bool,
+    },
+}
+
+impl Mode {
+    fn label(self) -> String {
+        let sync = |on: bool| if on { "" } else { ", no sync wake-up" };
+        match self {
+            Mode::Ungated => "ungated".to_owned(),
+            Mode::Gated {
+                trap_read_opens,
+                sync_wake_up,
+            } => format!(
+                "gated, reads {}{}",
+                if trap_read_opens {
+                    "trapped"
+                } else {
+                    "in kernel"
+                },
+                sync(sync_wake_up)
+            ),
+            Mode::Bare {
+                sync_wake_up,
+                inject,
+            } => format!(
+                "bare {}{}",
+                if inject { "inject" } else { "round trip" },
+                sync(sync_wake_up)
+            ),
+        }
+    }
 }
 
 fn main() -> Result<()> {
@@ -89,11 +140,30 @@ fn main() -> Result<()> {
         Mode::Ungated,
         Mode::Gated {
             trap_read_opens: false,
+            sync_wake_up: true,
         },
         Mode::Gated {
             trap_read_opens: true,
+            sync_wake_up: true,
+        },
+        Mode::Gated {
+            trap_read_opens: false,
+            sync_wake_up: false,
+        },
+        Mode::Bare {
+            sync_wake_up: true,
+            inject: false,
+        },
+        Mode::Bare {
+            sync_wake_up: false,
+            inject: false,
+        },
+        Mode::Bare {
+            sync_wake_up: true,
+            inject: true,
         },
     ];
+    let load_before = loop_e2e::measure::load_average();
     // samples[mode][kind] = ns per call, one per round.
     let mut samples = vec![vec![Vec::new(); KINDS.len()]; modes.len()];
     for round in 0..rounds {
@@ -109,32 +179,54 @@ fn main() -> Result<()> {
         }
     }
 
-    println!("gate: {rounds} rounds x {calls} calls per kind; median ns per call");
+    let load_after = loop_e2e::measure::load_average();
+
     println!(
-        "{:<24} {:>10} {:>22} {:>22}",
-        "call", "ungated", "gated (reads in kernel)", "gated (reads trapped)"
+        "gate: {rounds} rounds x {calls} calls per kind; median ns per call [min-max], ratio to ungated; load {load_before} -> {load_after}"
     );
     let medians: Vec<Vec<f64>> = samples
-        .iter_mut()
-        .map(|per_kind| per_kind.iter_mut().map(|s| median(s)).collect())
+        .iter()
+        .map(|per_kind| per_kind.iter().map(|s| median(s)).collect())
         .collect();
-    for (kind, name) in KINDS.iter().enumerate() {
-        let base = medians[0][kind];
-        let cell = |m: usize| {
-            let v = medians[m][kind];
-            format!("{v:.0} ({:.1}x)", v / base)
-        };
-        println!("{name:<24} {base:>10.0} {:>22} {:>22}", cell(1), cell(2));
+    print!("{:<38}", "mode");
+    for name in KINDS {
+        print!(" {name:>32}");
     }
+    println!();
+    for (m, mode) in modes.iter().enumerate() {
+        print!("{:<38}", mode.label());
+        for kind in 0..KINDS.len() {
+            let s = &samples[m][kind];
+            let lo = s.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let v = medians[m][kind];
+            let cell = format!("{v:.0} [{lo:.0}-{hi:.0}] {:.2}x", v / medians[0][kind]);
+            print!(" {cell:>32}");
+        }
+        println!();
+    }
+    let extra = |m: usize, kind: usize| (medians[m][kind] - medians[0][kind]) / 1000.0;
     println!(
-        "intercepted + auto-allowed write open: {:.1}x ungated, +{:.1} us per call",
+        "intercepted + auto-allowed write open: {:.1}x ungated, +{:.1} us per call (without sync wake-up: +{:.1} us)",
         medians[1][2] / medians[0][2],
-        (medians[1][2] - medians[0][2]) / 1000.0
+        extra(1, 2),
+        extra(3, 2)
     );
     println!(
-        "session-approved open, opened by the supervisor and injected: {:.1}x ungated, +{:.1} us per call",
+        "session-approved open, opened by the supervisor and injected: {:.1}x ungated, +{:.1} us per call (without sync wake-up: +{:.1} us)",
         medians[1][3] / medians[0][3],
-        (medians[1][3] - medians[0][3]) / 1000.0
+        extra(1, 3),
+        extra(3, 3)
+    );
+    println!(
+        "intercepted read-only open (reads trapped): +{:.1} us per call",
+        extra(2, 1)
+    );
+    println!(
+        "the floor, a bare user-notify round trip (write open, CONTINUE, nothing read): +{:.1} us (without sync wake-up: +{:.1} us); opened and injected: +{:.1} us",
+        extra(4, 2),
+        extra(5, 2),
+        extra(6, 2)
     );
     println!(
         "not intercepted: getpid {:.2}x, read-only open on the fast path {:.2}x",
@@ -232,7 +324,7 @@ fn container_section(rounds: usize, dir: &Path) -> Result<()> {
             samples[usize::from(gated)][1].push(empty);
         }
     }
-    let m = |g: usize, k: usize| median(&mut samples[g][k].clone());
+    let m = |g: usize, k: usize| median(&samples[g][k]);
     println!("container ({image}, {rounds} rounds, bash loop of 20000): median ns per iteration");
     println!(
         "{:<34} {:>10} {:>18}",
@@ -267,7 +359,14 @@ fn run_child(mode: Mode, policy: Policy, dir: &Path, calls: usize) -> Result<Vec
             drop(sup);
             drop(read_end);
             let code = (|| -> Result<i32> {
-                if let Mode::Gated { trap_read_opens } = mode {
+                let trap_read_opens = match mode {
+                    Mode::Ungated => None,
+                    Mode::Gated {
+                        trap_read_opens, ..
+                    } => Some(trap_read_opens),
+                    Mode::Bare { .. } => Some(false),
+                };
+                if let Some(trap_read_opens) = trap_read_opens {
                     let fd = install(FilterOptions { trap_read_opens })?;
                     agent.send_listener(&fd, "C-bench")?;
                     drop(fd);
@@ -297,17 +396,34 @@ fn run_child(mode: Mode, policy: Policy, dir: &Path, calls: usize) -> Result<Vec
         ForkResult::Parent { child } => {
             drop(agent);
             drop(write_end);
-            let serving = if mode == Mode::Ungated {
-                None
-            } else {
-                let (listener, channel) = sup.wait_for_listener()?;
-                // A person who allows everything for the session: the first approved open asks,
-                // the rest come from the session cache.
-                let approver = |_: &ApprovalRequest| ApprovalDecision::AllowSession;
-                let supervisor = Supervisor::new(policy, approver, channel);
-                let serving = std::thread::spawn(move || supervisor.serve(listener));
-                sup.ack_listener()?;
-                Some(serving)
+            let serving = match mode {
+                Mode::Ungated => None,
+                Mode::Gated { sync_wake_up, .. } => {
+                    let (listener, channel) = sup.wait_for_listener()?;
+                    // A person who allows everything for the session: the first approved open
+                    // asks, the rest come from the session cache.
+                    let approver = |_: &ApprovalRequest| ApprovalDecision::AllowSession;
+                    let supervisor =
+                        Supervisor::new(policy, approver, channel).with_sync_wake_up(sync_wake_up);
+                    let serving = std::thread::spawn(move || {
+                        supervisor.serve(listener).map_err(anyhow::Error::from)
+                    });
+                    sup.ack_listener()?;
+                    Some(serving)
+                }
+                Mode::Bare {
+                    sync_wake_up,
+                    inject,
+                } => {
+                    let (listener, _) = sup.wait_for_listener()?;
+                    if sync_wake_up {
+                        set_sync_wake_up(&listener)?;
+                    }
+                    let inject = inject.then(|| approved_path.clone());
+                    let serving = std::thread::spawn(move || serve_bare(&listener, inject));
+                    sup.ack_listener()?;
+                    Some(serving)
+                }
             };
             let mut text = String::new();
             std::fs::File::from(read_end).read_to_string(&mut text)?;
@@ -325,6 +441,79 @@ fn run_child(mode: Mode, policy: Policy, dir: &Path, calls: usize) -> Result<Vec
                 .map(|f| f.parse::<f64>().context("the child's figures"))
                 .collect()
         }
+    }
+}
+
+/// The least a supervisor can do: wait, receive, answer `CONTINUE` (or open `inject` and
+/// inject the fd as the call's result); until the child is gone.
+fn serve_bare(listener: &OwnedFd, inject: Option<CString>) -> Result<()> {
+    let fd = listener.as_raw_fd();
+    // The kernel's structs may be larger than libc's; these are the kernel's sizes.
+    let mut sizes = libc::seccomp_notif_sizes {
+        seccomp_notif: 0,
+        seccomp_notif_resp: 0,
+        seccomp_data: 0,
+    };
+    // SAFETY: SECCOMP_GET_NOTIF_SIZES writes one struct seccomp_notif_sizes to a live value.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_GET_NOTIF_SIZES,
+            0,
+            &mut sizes as *mut libc::seccomp_notif_sizes,
+        )
+    };
+    if ret != 0 {
+        bail!(
+            "SECCOMP_GET_NOTIF_SIZES: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let mut notif = vec![0u64; usize::from(sizes.seccomp_notif).div_ceil(8).max(16)];
+    let mut resp = vec![0u64; usize::from(sizes.seccomp_notif_resp).div_ceil(8).max(4)];
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, count 1, no timeout.
+        if unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {
+            continue;
+        }
+        if pfd.revents & libc::POLLIN == 0 {
+            return Ok(()); // POLLHUP: the child is gone.
+        }
+        notif.fill(0);
+        // SAFETY: a zeroed, 8-aligned buffer at least the kernel's struct seccomp_notif long.
+        if unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_RECV, notif.as_mut_ptr()) } < 0 {
+            continue;
+        }
+        // SAFETY: the buffer is 8-aligned, at least size_of::<seccomp_notif>() long and was
+        // written by the kernel; every bit pattern is a valid seccomp_notif.
+        let id = unsafe { std::ptr::read(notif.as_ptr().cast::<libc::seccomp_notif>()) }.id;
+        if let Some(path) = &inject {
+            // SAFETY: a valid C string; the fd is closed after the kernel copied it.
+            let file = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+            if file >= 0 {
+                // SAFETY: we own `file`; nothing else closes it.
+                let file = unsafe { OwnedFd::from_raw_fd(file) };
+                // ENOENT (the child is gone) and the like end the loop at the next poll.
+                let _ = loop_gate::inject::send_fd(fd, id, &file, true);
+                continue;
+            }
+        }
+        let answer = libc::seccomp_notif_resp {
+            id,
+            val: 0,
+            error: 0,
+            flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+        };
+        resp.fill(0);
+        // SAFETY: the buffer is 8-aligned and at least size_of::<seccomp_notif_resp>() long.
+        unsafe { std::ptr::write(resp.as_mut_ptr().cast::<libc::seccomp_notif_resp>(), answer) };
+        // SAFETY: an 8-aligned buffer at least the kernel's struct seccomp_notif_resp long.
+        unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SEND, resp.as_mut_ptr()) };
     }
 }
 
@@ -356,9 +545,10 @@ fn c_path(path: &Path) -> Result<CString> {
     Ok(CString::new(path.as_os_str().as_bytes())?)
 }
 
-fn median(samples: &mut [f64]) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
+fn median(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn env_count(name: &str, default: usize) -> Result<usize> {
