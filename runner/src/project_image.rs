@@ -176,15 +176,20 @@ pub fn from_images(text: &str) -> Vec<String> {
     images
 }
 
-/// The base's key: the Dockerfile's path and text, its arguments and target, and the context
-/// files it reads.
-fn base_key(build: &BaseBuild<'_>) -> Result<(String, String), BuildError> {
-    let dockerfile = build
+/// The Dockerfile's path relative to its context, as the build is told it.
+fn dockerfile_in_context(build: &BaseBuild<'_>) -> Result<String, BuildError> {
+    Ok(build
         .dockerfile
         .strip_prefix(build.context)
         .map_err(|_| BuildError::DockerfileOutside(build.dockerfile.display().to_string()))?
         .to_string_lossy()
-        .into_owned();
+        .into_owned())
+}
+
+/// The base's key: the Dockerfile's path and text, its arguments and target, and the context
+/// files it reads.
+fn base_key(build: &BaseBuild<'_>) -> Result<String, BuildError> {
+    let dockerfile = dockerfile_in_context(build)?;
     let text = std::fs::read_to_string(build.dockerfile).map_err(|err| BuildError::Dockerfile {
         path: build.dockerfile.display().to_string(),
         message: err.to_string(),
@@ -201,7 +206,7 @@ fn base_key(build: &BaseBuild<'_>) -> Result<(String, String), BuildError> {
         hasher.update(format!("\0{name}={value}"));
     }
     hasher.update(build.target.unwrap_or_default());
-    Ok((dockerfile, hex::encode(hasher.finalize())))
+    Ok(hex::encode(hasher.finalize()))
 }
 
 async fn image_id(docker: &Docker, name: &str) -> Result<Option<String>, BuildError> {
@@ -222,7 +227,7 @@ pub async fn plan(docker: &Docker, spec: &ProjectImageSpec<'_>) -> Result<ImageP
         .ok_or_else(|| BuildError::AgentImage(spec.agent_image.to_owned()))?;
     let (base, base_key) = match &spec.base {
         BaseSource::Build(build) => {
-            let (_, key) = base_key(build)?;
+            let key = base_key(build)?;
             (format!("{BASE_REPO}:{}", &key[..16]), key)
         }
         BaseSource::Image(image) => {
@@ -293,7 +298,7 @@ async fn build_base(
     label: &str,
     on_line: &mut impl FnMut(&str),
 ) -> Result<(), BuildError> {
-    let (dockerfile, _) = base_key(build)?;
+    let dockerfile = dockerfile_in_context(build)?;
     let context = pack(build.context, &dockerfile)?;
     let args: HashMap<String, String> = build.args.clone().into_iter().collect();
     let mut options = BuildImageOptionsBuilder::new().dockerfile(&dockerfile);
