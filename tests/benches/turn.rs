@@ -18,9 +18,11 @@
 //!    a loop turn (POST `/api/local/messages` to a new channel, poll
 //!    `GET /api/local/messages/{id}` every 10 ms until the run's answer is recorded); the rounds
 //!    alternate which goes first so neither always runs on a warmer machine;
-//! 2. throughput with 20 channels: one message to each of 20 new channels at once (the daemon
+//! 2. new threads of a project used a moment ago, each on the spare agent loop keeps for the
+//!    project, against a raw cold `docker run` in the same rounds;
+//! 3. throughput with 20 channels: one message to each of 20 new channels at once (the daemon
 //!    runs with `max_concurrent_runs: 20`; the default is 4) against 20 raw turns in parallel;
-//! 3. the daemon's RSS (`VmRSS` of the `loop serve` process) idle and, sampled every 100 ms,
+//! 4. the daemon's RSS (`VmRSS` of the `loop serve` process) idle and, sampled every 100 ms,
 //!    its peak under the 20-channel load.
 //!
 //! Without `--bench` (as under `cargo test --all-targets`) it only prints how to run it.
@@ -257,6 +259,50 @@ async fn main() -> Result<()> {
     let warm_median = median(&warm_totals);
     let warm_memory = warm_agent_memory(&api, &daemon).await?;
 
+    // New threads of a project used a moment ago: each takes the spare agent loop started
+    // for the project after its last turn. Each round waits for the spare before the loop
+    // turn and for its replacement before the raw one, so the raw turn never shares the
+    // machine with a spare's start.
+    println!();
+    println!("new threads of a recently used project (spare agents; {rounds} rounds)");
+    println!(
+        "  {:>5}  {:>14}  {:>10}  {:>10}",
+        "round", "raw docker run", "new thread", "/ raw"
+    );
+    let project = dir.path().join("spare-project");
+    std::fs::create_dir_all(&project)?;
+    api.turn_in("spare-0", "bench spare warm-up", Some(&project))
+        .await
+        .with_context(|| log_tail(&daemon))?;
+    let mut spare_raw = Vec::new();
+    let mut spare_totals = Vec::new();
+    let mut spare_paired = Vec::new();
+    for round in 1..=rounds {
+        wait_for_spare(&api, &daemon, &project).await?;
+        let turn = api
+            .turn_in(
+                &format!("spare-{round}"),
+                &format!("bench new thread {round}"),
+                Some(&project),
+            )
+            .await
+            .with_context(|| log_tail(&daemon))?;
+        wait_for_spare(&api, &daemon, &project).await?;
+        let raw_turn = raw.turn(&format!("bench new thread {round}")).await?;
+        println!(
+            "  {round:>5}  {:>14}  {:>10}  {:>9.2}×",
+            secs(raw_turn.total),
+            secs(turn),
+            ratio(turn, raw_turn.total)
+        );
+        spare_raw.push(raw_turn.total);
+        spare_totals.push(turn);
+        spare_paired.push(ratio(turn, raw_turn.total));
+    }
+    let spare_median = median(&spare_totals);
+    let spare_raw_median = median(&spare_raw);
+    spare_paired.sort_by(f64::total_cmp);
+
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle_before_load = median_rss(pid).await?;
 
@@ -328,6 +374,14 @@ async fn main() -> Result<()> {
         secs(raw_median),
     );
     println!(
+        "  new thread of a recent project (spare agent) / raw docker run = {:.2}×  (goal ≤ 0.20×; median {}, raw median {} in the same rounds; paired {:.2}×–{:.2}×)",
+        ratio(spare_median, spare_raw_median),
+        secs(spare_median),
+        secs(spare_raw_median),
+        spare_paired[0],
+        spare_paired[spare_paired.len() - 1],
+    );
+    println!(
         "  idle warm agent memory = {}  (median over the warm agents `loop status` reports)",
         warm_memory.map_or_else(|| "not reported".to_owned(), mib),
     );
@@ -378,6 +432,36 @@ async fn main() -> Result<()> {
         bail!("{} loop turns failed under load", load_failures.len());
     }
     Ok(())
+}
+
+/// Waits until `loop status` shows a spare agent for `project`.
+async fn wait_for_spare(api: &Api, daemon: &Daemon, project: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let project = project.display().to_string();
+    loop {
+        let status: serde_json::Value = api
+            .http
+            .get(daemon.url("/api/status"))
+            .bearer_auth(&api.token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let ready = status["warm"].as_array().is_some_and(|warm| {
+            warm.iter()
+                .any(|a| a["spare"] == true && a["work_dir"].as_str() == Some(project.as_str()))
+        });
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no spare agent for {project}: {status}\n{}",
+                log_tail(daemon)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The last lines of the daemon's log, for errors.
@@ -607,11 +691,20 @@ struct Api {
 impl Api {
     /// Posts `text` to local channel `channel`; returns the inbox id.
     async fn post(&self, channel: &str, text: &str) -> Result<i64> {
+        self.post_in(channel, text, None).await
+    }
+
+    /// [`Api::post`], pointing the channel at `dir` first when given (`loop run --dir`).
+    async fn post_in(&self, channel: &str, text: &str, dir: Option<&Path>) -> Result<i64> {
+        let mut body = serde_json::json!({"channel": channel, "text": text});
+        if let Some(dir) = dir {
+            body["dir"] = serde_json::json!(dir.display().to_string());
+        }
         let response = self
             .http
             .post(&self.messages_url)
             .bearer_auth(&self.token)
-            .json(&serde_json::json!({"channel": channel, "text": text}))
+            .json(&body)
             .send()
             .await
             .context("POST /api/local/messages")?;
@@ -631,8 +724,13 @@ impl Api {
     /// One cold turn: a message to a new channel, timed from the POST until the run's answer
     /// is recorded.
     async fn turn(&self, channel: &str, text: &str) -> Result<Duration> {
+        self.turn_in(channel, text, None).await
+    }
+
+    /// [`Api::turn`] in a channel pointed at `dir`.
+    async fn turn_in(&self, channel: &str, text: &str, dir: Option<&Path>) -> Result<Duration> {
         let started = Instant::now();
-        let inbox_id = self.post(channel, text).await?;
+        let inbox_id = self.post_in(channel, text, dir).await?;
         let url = format!("{}/{inbox_id}", self.messages_url);
         let deadline = started + Duration::from_secs(180);
         loop {
