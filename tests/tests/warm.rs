@@ -577,6 +577,32 @@ async fn a_new_thread_of_a_recent_project_starts_on_its_spare_agent() {
     assert_eq!(tasks[0].channel_key, "local:second");
     assert_eq!(tasks[0].created_by.as_deref(), Some("local"));
 
+    // The container goes away; the thread's next turn starts cold and resumes the session
+    // the spare's CLI kept, now in the thread's own session store.
+    let removed = Command::new("docker")
+        .args([
+            "rm",
+            "-f",
+            second.container_id.as_deref().expect("container"),
+        ])
+        .status()
+        .expect("docker rm");
+    assert!(removed.success());
+    let cold = ask(&daemon, "second", "what do the notes say?").await;
+    assert_ne!(cold.container_id, second.container_id);
+    assert_eq!(
+        cold.claude_session_id,
+        second.claude_session_id,
+        "the cold turn resumed the session\n{}",
+        daemon.log_text()
+    );
+    assert!(
+        cold.answer
+            .as_deref()
+            .is_some_and(|a| a.starts_with("They say:")),
+        "{cold:?}"
+    );
+
     // Another spare replaced it, with a branch of its own; the adopted one's placeholder
     // branch is gone.
     let (next, _) = wait_for_spare(&daemon, Some(&spare)).await;
