@@ -27,7 +27,8 @@
 //!
 //! Without `--bench` (as under `cargo test --all-targets`) it only prints how to run it.
 //! Knobs: `LOOP_BENCH_ROUNDS` (cold rounds, default 7), `LOOP_BENCH_LOAD_ROUNDS` (20-channel
-//! rounds per side, default 2), `LOOP_BENCH_CONFIG` (more config fields for the daemon). If Docker or the image is missing it says why and exits
+//! rounds per side, default 2), `LOOP_BENCH_CHANNELS` (channels at once, default 20),
+//! `LOOP_BENCH_CONFIG` (more config fields for the daemon). If Docker or the image is missing it says why and exits
 //! non-zero: a benchmark that skips silently measures nothing.
 
 use std::collections::HashMap;
@@ -54,8 +55,9 @@ use loop_store::{RunStatus, Store};
 use loop_wire::api::{MessageAccepted, MessageState};
 use tokio_util::sync::CancellationToken;
 
-/// Channels (and raw containers) in the throughput measurement.
-const CHANNELS: usize = 20;
+/// Channels (and raw containers) in the throughput measurement, unless
+/// `LOOP_BENCH_CHANNELS` says.
+const DEFAULT_CHANNELS: usize = 20;
 /// The Bash command the scripted model asks for; its output is the turn's answer.
 const COMMAND: &str = "echo bench-ok";
 
@@ -69,6 +71,7 @@ async fn main() -> Result<()> {
     }
     let rounds = env_count("LOOP_BENCH_ROUNDS", 7)?;
     let load_rounds = env_count("LOOP_BENCH_LOAD_ROUNDS", 2)?;
+    let channels = env_count("LOOP_BENCH_CHANNELS", DEFAULT_CHANNELS)?;
     let image = test_image();
     let docker = preflight(&image).await?;
     let bench_id = format!("bench-{}", uuid::Uuid::new_v4().simple());
@@ -99,7 +102,7 @@ async fn main() -> Result<()> {
         model.port(),
         dir.path(),
         &format!(
-            "\"max_concurrent_runs\": {CHANNELS}{}{extra}",
+            "\"max_concurrent_runs\": {channels}{}{extra}",
             if extra.is_empty() { "" } else { ",\n  " }
         ),
     );
@@ -119,7 +122,7 @@ async fn main() -> Result<()> {
         loop_binary().display(),
     );
     println!(
-        "  daemon config: max_concurrent_runs {CHANNELS} (default 4), container_keep_alive_sec 0"
+        "  daemon config: max_concurrent_runs {channels} (default 4), container_keep_alive_sec 0"
     );
 
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -260,9 +263,9 @@ async fn main() -> Result<()> {
     let warm_memory = warm_agent_memory(&api, &daemon).await?;
 
     // New threads of a project used a moment ago: each takes the spare agent loop started
-    // for the project after its last turn. Each round waits for the spare before the loop
-    // turn and for its replacement before the raw one, so the raw turn never shares the
-    // machine with a spare's start.
+    // for the project after its last turn. Each round waits for the spare, and 3 s more for
+    // its CLI to finish starting, before the loop turn; and the same for its replacement
+    // before the raw one, so neither side shares the machine with a spare's start.
     println!();
     println!("new threads of a recently used project (spare agents; {rounds} rounds)");
     println!(
@@ -308,7 +311,7 @@ async fn main() -> Result<()> {
 
     println!();
     println!(
-        "throughput, {CHANNELS} channels at once ({load_rounds} rounds per side, interleaved)"
+        "throughput, {channels} channels at once ({load_rounds} rounds per side, interleaved)"
     );
     println!(
         "  {:>5}  {:<16}  {:>10}  {:>10}  {:>14}",
@@ -318,30 +321,34 @@ async fn main() -> Result<()> {
     let mut loop_loads = Vec::new();
     let mut rss_peak = 0;
     let mut load_failures = Vec::new();
+    let mut raw_latencies = Vec::new();
+    let mut loop_latencies = Vec::new();
     for round in 1..=load_rounds {
-        let raw_load = raw.parallel(round, CHANNELS).await?;
+        let (raw_load, raw_answered) = raw.parallel(round, channels).await?;
+        raw_latencies.extend(raw_answered);
         println!(
             "  {round:>5}  {:<16}  {:>10}  {:>10.2}  {:>14}",
-            format!("raw ×{CHANNELS}"),
+            format!("raw ×{channels}"),
             secs(raw_load),
-            per_second(CHANNELS, raw_load),
+            per_second(channels, raw_load),
             "",
         );
         raw_loads.push(raw_load);
 
         let sampler = RssSampler::start(pid);
         let loop_load = api
-            .parallel(&store, round, CHANNELS)
+            .parallel(&store, round, channels)
             .await
             .with_context(|| log_tail(&daemon));
         let peak = sampler.stop().await;
-        let (loop_load, failed) = loop_load?;
+        let (loop_load, loop_answered, failed) = loop_load?;
+        loop_latencies.extend(loop_answered);
         rss_peak = rss_peak.max(peak);
         println!(
             "  {round:>5}  {:<16}  {:>10}  {:>10.2}  {:>14}{}",
-            format!("loop {CHANNELS} channels"),
+            format!("loop {channels} channels"),
             secs(loop_load),
-            per_second(CHANNELS, loop_load),
+            per_second(channels, loop_load),
             mib(peak),
             if failed.is_empty() {
                 String::new()
@@ -357,8 +364,8 @@ async fn main() -> Result<()> {
     let rss_hwm = proc_status_kb(pid, "VmHWM:")?;
     let rss_after = median_rss(pid).await?;
 
-    let raw_tps = per_second(CHANNELS, raw_load_median);
-    let loop_tps = per_second(CHANNELS, loop_load_median);
+    let raw_tps = per_second(channels, raw_load_median);
+    let loop_tps = per_second(channels, loop_load_median);
     println!();
     println!("summary");
     println!(
@@ -398,16 +405,23 @@ async fn main() -> Result<()> {
         secs(raw_result_median),
     );
     println!(
-        "  {CHANNELS} channels: loop {loop_tps:.2} turns/s (median {}), raw parallel docker run {raw_tps:.2} turns/s (median {})",
+        "  {channels} channels: loop {loop_tps:.2} turns/s (median {}), raw parallel docker run {raw_tps:.2} turns/s (median {})",
         secs(loop_load_median),
         secs(raw_load_median),
     );
     println!(
-        "  loop throughput / raw throughput = {:.2}×  (max_concurrent_runs {CHANNELS})",
+        "  loop throughput / raw throughput = {:.2}×  (max_concurrent_runs {channels})",
         loop_tps / raw_tps,
     );
     println!(
-        "  daemon RSS: idle {} at start, {} before the load, peak {} under {CHANNELS}-channel load (100 ms samples; VmHWM {}), {} after",
+        "  time to answer under load (from the common start): loop p50 {} p95 {}, raw p50 {} p95 {}  (loop measured every 100 ms)",
+        secs(percentile(&loop_latencies, 50)),
+        secs(percentile(&loop_latencies, 95)),
+        secs(percentile(&raw_latencies, 50)),
+        secs(percentile(&raw_latencies, 95)),
+    );
+    println!(
+        "  daemon RSS: idle {} at start, {} before the load, peak {} under {channels}-channel load (100 ms samples; VmHWM {}), {} after",
         mib(rss_idle_start),
         mib(rss_idle_before_load),
         mib(rss_peak),
@@ -434,7 +448,11 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// Waits until `loop status` shows a spare agent for `project`.
+/// How long a spare's CLI is given to start once its container is up (the daemon does not
+/// see the CLI become ready).
+const SPARE_SETTLE: Duration = Duration::from_secs(3);
+
+/// Waits until `loop status` shows a spare agent for `project`, then [`SPARE_SETTLE`].
 async fn wait_for_spare(api: &Api, daemon: &Daemon, project: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let project = project.display().to_string();
@@ -452,6 +470,7 @@ async fn wait_for_spare(api: &Api, daemon: &Daemon, project: &Path) -> Result<()
                 .any(|a| a["spare"] == true && a["work_dir"].as_str() == Some(project.as_str()))
         });
         if ready {
+            tokio::time::sleep(SPARE_SETTLE).await;
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -668,16 +687,22 @@ impl RawTurns {
     }
 
     /// `count` raw turns at once; the time until the last one is removed.
-    async fn parallel(&self, round: usize, count: usize) -> Result<Duration> {
+    /// `count` raw turns at once: the time until all ended, and each one's time to its
+    /// answer (its result line) from the common start.
+    async fn parallel(&self, round: usize, count: usize) -> Result<(Duration, Vec<Duration>)> {
         let started = Instant::now();
         let turns = (0..count).map(|c| {
             let prompt = format!("bench load {round} raw {c}");
-            async move { self.turn(&prompt).await }
+            async move {
+                let turn = self.turn(&prompt).await?;
+                anyhow::Ok(started.elapsed() - turn.total + turn.result)
+            }
         });
+        let mut answered = Vec::new();
         for turn in join_all(turns).await {
-            turn?;
+            answered.push(turn?);
         }
-        Ok(started.elapsed())
+        Ok((started.elapsed(), answered))
     }
 }
 
@@ -770,8 +795,9 @@ impl Api {
         store: &Store,
         round: usize,
         count: usize,
-    ) -> Result<(Duration, Vec<String>)> {
+    ) -> Result<(Duration, Vec<Duration>, Vec<String>)> {
         let started = Instant::now();
+        let mut answered = Vec::new();
         let channels: Vec<String> = (0..count).map(|c| format!("load-{round}-{c}")).collect();
         let posts = channels
             .iter()
@@ -788,7 +814,9 @@ impl Api {
             for key in outstanding {
                 let runs = store.channel_runs(&key).await?;
                 match runs.first() {
-                    Some(run) if run.status == RunStatus::Succeeded && run.answer.is_some() => {}
+                    Some(run) if run.status == RunStatus::Succeeded && run.answer.is_some() => {
+                        answered.push(started.elapsed());
+                    }
                     Some(run) if run.status.is_terminal() => failed.push(format!(
                         "{key}: {} {}",
                         run.status.as_str(),
@@ -802,7 +830,7 @@ impl Api {
                 bail!("{} channels unanswered after 600 s", outstanding.len());
             }
         }
-        Ok((started.elapsed(), failed))
+        Ok((started.elapsed(), answered, failed))
     }
 }
 
@@ -881,6 +909,17 @@ fn env_count(name: &str, default: usize) -> Result<usize> {
         }
         Err(_) => Ok(default),
     }
+}
+
+/// The `p`th percentile (nearest rank); zero for none.
+fn percentile(values: &[Duration], p: usize) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p * sorted.len()).div_ceil(100).max(1);
+    sorted[rank - 1]
 }
 
 fn per_second(count: usize, elapsed: Duration) -> f64 {

@@ -648,3 +648,44 @@ async fn a_new_thread_of_a_recent_project_starts_on_its_spare_agent() {
     assert_eq!(spare_branches, "", "the spare's branch is left");
     model.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_plain_directory_a_new_channel_takes_the_spare_and_follow_ups_leave_it() {
+    if docker().await.is_none() {
+        return;
+    }
+    let dir = home();
+    let model = start_model().await;
+    let daemon = Daemon::start(
+        &dir.path().join("home"),
+        &test_config(model.port(), dir.path(), "\"warm_idle_sec\": 600"),
+    )
+    .await;
+    // A directory that is not a repository: the spare works in it directly.
+    let project = dir.path().join("notes");
+    std::fs::create_dir_all(&project).expect("project");
+    std::fs::write(project.join("NOTES.md"), "shared notes\n").expect("notes");
+    let a1 = ask_in(&daemon, "plain-a", Some(&project), "what do the notes say?").await;
+    assert_eq!(a1.answer.as_deref(), Some("They say: shared notes"));
+    let (spare, spare_dir) = wait_for_spare(&daemon, None).await;
+    assert_eq!(spare_dir, project.display().to_string());
+
+    // Channel a's follow-up is no new thread: the spare stays as it is.
+    let a2 = ask(&daemon, "plain-a", "a2").await;
+    assert_eq!(a2.claude_session_id, a1.claude_session_id);
+    let (still, _) = wait_for_spare(&daemon, None).await;
+    assert_eq!(still, spare, "a follow-up left the spare alone");
+
+    // A new channel in the directory starts on it, in a session of its own.
+    let b1 = ask_in(&daemon, "plain-b", Some(&project), "what do the notes say?").await;
+    assert_eq!(b1.answer.as_deref(), Some("They say: shared notes"));
+    assert_eq!(
+        container_name(b1.container_id.as_deref().expect("container")),
+        spare
+    );
+    assert_ne!(b1.claude_session_id, a1.claude_session_id);
+    let b2 = ask(&daemon, "plain-b", "b2").await;
+    assert_eq!(b2.claude_session_id, b1.claude_session_id);
+    assert_eq!(b2.container_id, b1.container_id);
+    model.shutdown().await;
+}

@@ -273,15 +273,8 @@ impl Orchestrator {
                     }
                 }
             }
-            // Without git the spare works in the project itself: it fits a channel that has
-            // no session there yet.
-            None => self
-                .inner
-                .store
-                .active_session(channel, &project_dir.display().to_string())
-                .await?
-                .claude_session_id
-                .is_none(),
+            // Without git the spare works in the project itself, as the thread will.
+            None => true,
         };
         if !fits {
             tracing::info!(channel = %channel, spare = %spare.id, "the project's spare does not fit this thread: retiring it");
@@ -302,17 +295,18 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// Whether `channel` has not worked yet (no branch of its own, when git is on): only such
-    /// a thread adopts a spare.
+    /// Whether `channel` has not worked yet (no session, no branch of its own) and its
+    /// project has a spare: only such a thread adopts it. Asked before anything is taken, so
+    /// the follow-ups of older threads leave the spare alone.
     pub(super) async fn is_new_thread(
         &self,
         channel: &ChannelKey,
         project_dir: &Path,
     ) -> Result<bool, OrchestratorError> {
-        if !self.inner.spares.has_ready(project_dir) {
-            return Ok(false);
-        }
-        Ok(self.inner.store.thread_branch(channel).await?.is_none())
+        let store = &self.inner.store;
+        Ok(self.inner.spares.has_ready(project_dir)
+            && !store.has_claude_session(channel).await?
+            && store.thread_branch(channel).await?.is_none())
     }
 
     /// Retires a spare and removes its worktree.
