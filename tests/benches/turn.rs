@@ -247,11 +247,14 @@ async fn main() -> Result<()> {
     println!("warm follow-ups in one thread ({rounds} turns, same scripted turn)");
     println!("  {:>5}  {:>10}  {:>14}", "turn", "loop turn", "/ raw cold");
     let mut warm_totals = Vec::new();
+    let mut warm_split = Vec::new();
     for round in 1..=rounds {
+        let started = Instant::now();
         let turn = api
             .turn("cold-1", &format!("bench follow-up {round}"))
             .await
             .with_context(|| log_tail(&daemon))?;
+        warm_split.extend(around_model(started, turn));
         println!(
             "  {round:>5}  {:>10}  {:>13.2}×",
             secs(turn),
@@ -280,8 +283,10 @@ async fn main() -> Result<()> {
     let mut spare_raw = Vec::new();
     let mut spare_totals = Vec::new();
     let mut spare_paired = Vec::new();
+    let mut spare_split = Vec::new();
     for round in 1..=rounds {
         wait_for_spare(&api, &daemon, &project).await?;
+        let started = Instant::now();
         let turn = api
             .turn_in(
                 &format!("spare-{round}"),
@@ -290,6 +295,7 @@ async fn main() -> Result<()> {
             )
             .await
             .with_context(|| log_tail(&daemon))?;
+        spare_split.extend(around_model(started, turn));
         wait_for_spare(&api, &daemon, &project).await?;
         let raw_turn = raw.turn(&format!("bench new thread {round}")).await?;
         println!(
@@ -302,6 +308,17 @@ async fn main() -> Result<()> {
         spare_totals.push(turn);
         spare_paired.push(ratio(turn, raw_turn.total));
     }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let split = |pairs: &[(Duration, Duration)]| {
+        let before: Vec<Duration> = pairs.iter().map(|p| p.0).collect();
+        let after: Vec<Duration> = pairs.iter().map(|p| p.1).collect();
+        (ms(median(&before)), ms(median(&after)))
+    };
+    let (warm_before, warm_after) = split(&warm_split);
+    let (spare_before, spare_after) = split(&spare_split);
+    println!(
+        "  medians before the first model request: new thread {spare_before:.0} ms, warm follow-up {warm_before:.0} ms; after the last: new thread {spare_after:.0} ms, warm follow-up {warm_after:.0} ms"
+    );
     let spare_median = median(&spare_totals);
     let spare_raw_median = median(&spare_raw);
     spare_paired.sort_by(f64::total_cmp);

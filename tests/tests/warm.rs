@@ -689,3 +689,55 @@ async fn in_a_plain_directory_a_new_channel_takes_the_spare_and_follow_ups_leave
     assert_eq!(b2.container_id, b1.container_id);
     model.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spare_cut_before_the_base_moved_is_retired_and_the_new_thread_starts_from_the_new_head()
+{
+    if docker().await.is_none() {
+        return;
+    }
+    let dir = home();
+    let model = start_model().await;
+    let daemon = Daemon::start(
+        &dir.path().join("home"),
+        &test_config(model.port(), dir.path(), "\"warm_idle_sec\": 600"),
+    )
+    .await;
+    let project = Project::create(&dir.path().join("project"), GitOwner::Agent);
+    ask_in(&daemon, "before", Some(&project.dir), "hello").await;
+    let (stale, _) = wait_for_spare(&daemon, None).await;
+
+    // Someone pushes to main after the spare was cut.
+    std::fs::write(project.dir.join("NOTES.md"), "pushed after the spare\n").expect("notes");
+    project.commit("notes from a person");
+
+    // The new thread works on the new head, in a container of its own.
+    let after = ask_in(
+        &daemon,
+        "after",
+        Some(&project.dir),
+        "what do the notes say?",
+    )
+    .await;
+    assert_eq!(
+        after.answer.as_deref(),
+        Some("They say: pushed after the spare"),
+        "{}",
+        daemon.log_text()
+    );
+    assert_ne!(
+        container_name(after.container_id.as_deref().expect("container")),
+        stale
+    );
+    // The stale spare is gone, its worktree and branch with it; a fresh one takes its place.
+    let (fresh, fresh_dir) = wait_for_spare(&daemon, Some(&stale)).await;
+    assert_ne!(fresh, stale);
+    let listed = loop_e2e::project::git_output(&project.dir, &["worktree", "list"]);
+    assert_eq!(
+        listed.lines().filter(|l| l.contains("spare")).count(),
+        1,
+        "{listed}"
+    );
+    assert!(listed.contains(&fresh_dir), "{listed}");
+    model.shutdown().await;
+}
