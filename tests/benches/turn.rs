@@ -21,7 +21,8 @@
 //! 2. new threads of a project used a moment ago, each on the spare agent loop keeps for the
 //!    project, against a raw cold `docker run` in the same rounds;
 //! 3. throughput with 20 channels: one message to each of 20 new channels at once (the daemon
-//!    runs with `max_concurrent_runs: 20`; the default is 4) against 20 raw turns in parallel;
+//!    runs with `max_concurrent_runs: 20`, or `LOOP_BENCH_MAX_RUNS`; the default is 4) against
+//!    20 raw turns in parallel;
 //! 4. the daemon's RSS (`VmRSS` of the `loop serve` process) idle and, sampled every 100 ms,
 //!    its peak under the 20-channel load.
 //!
@@ -72,6 +73,8 @@ async fn main() -> Result<()> {
     let rounds = env_count("LOOP_BENCH_ROUNDS", 7)?;
     let load_rounds = env_count("LOOP_BENCH_LOAD_ROUNDS", 2)?;
     let channels = env_count("LOOP_BENCH_CHANNELS", DEFAULT_CHANNELS)?;
+    // How many of them loop runs at once (`max_concurrent_runs`); the rest wait their turn.
+    let max_runs = env_count("LOOP_BENCH_MAX_RUNS", channels)?;
     let image = test_image();
     let docker = preflight(&image).await?;
     let bench_id = format!("bench-{}", uuid::Uuid::new_v4().simple());
@@ -102,7 +105,7 @@ async fn main() -> Result<()> {
         model.port(),
         dir.path(),
         &format!(
-            "\"max_concurrent_runs\": {channels}{}{extra}",
+            "\"max_concurrent_runs\": {max_runs}{}{extra}",
             if extra.is_empty() { "" } else { ",\n  " }
         ),
     );
@@ -122,7 +125,7 @@ async fn main() -> Result<()> {
         loop_binary().display(),
     );
     println!(
-        "  daemon config: max_concurrent_runs {channels} (default 4), container_keep_alive_sec 0"
+        "  daemon config: max_concurrent_runs {max_runs} (default 4), container_keep_alive_sec 0"
     );
 
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -427,7 +430,7 @@ async fn main() -> Result<()> {
         secs(raw_load_median),
     );
     println!(
-        "  loop throughput / raw throughput = {:.2}×  (max_concurrent_runs {channels})",
+        "  loop throughput / raw throughput = {:.2}×  (max_concurrent_runs {max_runs})",
         loop_tps / raw_tps,
     );
     println!(

@@ -120,7 +120,7 @@ struct Inner {
     /// One build of a project's environment at a time.
     builds: crate::environment::BuildFlights,
     /// Agents started ahead for the next new thread of a project.
-    spares: spares::Spares,
+    spares: crate::spares::Spares,
 }
 
 /// The orchestrator handle. Cheap to clone.
@@ -160,7 +160,7 @@ impl Orchestrator {
                 memory: std::sync::OnceLock::new(),
                 engine_down: AtomicBool::new(false),
                 builds: crate::environment::BuildFlights::default(),
-                spares: spares::Spares::default(),
+                spares: crate::spares::Spares::default(),
             }),
         }
     }

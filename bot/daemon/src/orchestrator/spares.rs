@@ -11,9 +11,7 @@
 //! here. Spares count against `max_warm_threads` and retire after `warm_idle_sec` like the
 //! warm agents they are; their worktrees go with them.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
 use loop_adapter::ChannelKey;
 use loop_runner::SpareRequest;
@@ -24,74 +22,9 @@ use super::gate_setup::plan_gate;
 use super::workspace::container_settings;
 use super::{Orchestrator, OrchestratorError, short_run_id};
 use crate::branches::BranchSettings;
-use crate::branches::spare::{
-    SpareWorktree, adopt_spare_worktree, discard_spare_worktree, make_spare_worktree,
-};
+use crate::branches::spare::{adopt_spare_worktree, discard_spare_worktree, make_spare_worktree};
 use crate::config::Config;
-
-/// A project's spare, as the orchestrator knows it.
-#[derive(Debug, Clone)]
-struct Spare {
-    /// The runner's name for it (its channel id until a thread adopts it); also the key of
-    /// its tokens.
-    id: String,
-    worktree: Option<SpareWorktree>,
-}
-
-#[derive(Debug, Clone)]
-enum Slot {
-    /// Being started (one start per project at a time).
-    Starting,
-    Ready(Spare),
-}
-
-/// The spares, by project directory.
-#[derive(Debug, Default)]
-pub(crate) struct Spares {
-    slots: Mutex<HashMap<PathBuf, Slot>>,
-}
-
-impl Spares {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Slot>> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Reserves the project's slot for a start; false when it has a spare or one is starting.
-    fn reserve(&self, project: &Path) -> bool {
-        let mut slots = self.lock();
-        if slots.contains_key(project) {
-            return false;
-        }
-        slots.insert(project.to_path_buf(), Slot::Starting);
-        true
-    }
-
-    /// Takes the project's ready spare out (whoever takes it adopts or retires it).
-    fn take(&self, project: &Path) -> Option<Spare> {
-        let mut slots = self.lock();
-        match slots.get(project) {
-            Some(Slot::Ready(_)) => match slots.remove(project) {
-                Some(Slot::Ready(spare)) => Some(spare),
-                _ => None,
-            },
-            _ => None,
-        }
-    }
-
-    fn has_ready(&self, project: &Path) -> bool {
-        matches!(self.lock().get(project), Some(Slot::Ready(_)))
-    }
-
-    fn take_all(&self) -> Vec<Spare> {
-        self.lock()
-            .drain()
-            .filter_map(|(_, slot)| match slot {
-                Slot::Ready(spare) => Some(spare),
-                Slot::Starting => None,
-            })
-            .collect()
-    }
-}
+use crate::spares::Spare;
 
 impl Orchestrator {
     /// After a successful turn: starts a spare for the project in the background when new
@@ -122,18 +55,13 @@ impl Orchestrator {
             match this.start_spare(&channel, &project_dir, &project).await {
                 // The daemon began stopping meanwhile: nobody will adopt or discard it.
                 Ok(spare) if this.inner.shutdown.is_cancelled() => {
-                    this.inner.spares.lock().remove(&project_dir);
+                    this.inner.spares.release(&project_dir);
                     this.discard_spare(spare).await;
                 }
-                Ok(spare) => {
-                    this.inner
-                        .spares
-                        .lock()
-                        .insert(project_dir, Slot::Ready(spare));
-                }
+                Ok(spare) => this.inner.spares.ready(&project_dir, spare),
                 Err(why) => {
                     tracing::info!(project = %project_dir.display(), "no spare agent: {why}");
-                    this.inner.spares.lock().remove(&project_dir);
+                    this.inner.spares.release(&project_dir);
                 }
             }
         });
