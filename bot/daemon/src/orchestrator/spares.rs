@@ -1,6 +1,6 @@
 //! Spare agents (issue #19): a new thread's first answer as fast as a follow-up. After a turn
-//! in a project that new threads share (a thread's channel, or a directory set with `/loop
-//! dir`), one agent is started ahead for the project's next new thread: its worktree cut at
+//! in a project that new threads share (a directory set with `/loop dir` or `--dir`), one
+//! agent is started ahead for the project's next new thread: its worktree cut at
 //! the base's head, its container up with the project's setup done, its CLI waiting on stdin.
 //! The next new thread adopts it: the worktree's branch takes the thread's name, the
 //! container's tokens act for the thread, and the runner's warm pool files the agent under
@@ -28,8 +28,8 @@ use crate::spares::Spare;
 
 impl Orchestrator {
     /// After a successful turn: starts a spare for the project in the background when new
-    /// threads of it are likely (the turn ran in a thread, or in a directory set for the
-    /// channel) and it has none.
+    /// threads share it (a directory set with `/loop dir` or `--dir` for the channel or its
+    /// parent; a thread without one has a default directory of its own) and it has none.
     pub(super) async fn after_turn_spare(
         &self,
         channel: &ChannelKey,
@@ -40,8 +40,7 @@ impl Orchestrator {
         {
             return Ok(());
         }
-        let shared = channel.thread_id.is_some()
-            || self.inner.store.channel_work_dir(channel).await?.is_some();
+        let shared = self.inner.store.channel_work_dir(channel).await?.is_some();
         if !shared || !self.inner.spares.reserve(project_dir) {
             return Ok(());
         }
