@@ -11,9 +11,15 @@
 //! through the same paths as the chat platforms (`Orchestrator::accept`, `gate::answer`), so
 //! what it does is what a person in a channel could do.
 
+pub mod approvals;
 pub mod assets;
+pub mod events;
+pub mod markdown;
+pub mod overview;
 pub mod page;
 pub mod session;
+pub mod talk;
+pub mod thread;
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -30,7 +36,14 @@ pub use session::{DashboardCsrf, DashboardSession, Sessions};
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
-        .route("/ui/", get(overview))
+        .route("/ui/", get(overview::page))
+        .route("/ui/thread/{key}", get(thread::page))
+        .route("/ui/thread/{key}/send", post(talk::send))
+        .route("/ui/thread/{key}/stop", post(talk::stop))
+        .route("/ui/channels", post(talk::new_channel))
+        .route("/ui/approvals", get(approvals::page))
+        .route("/ui/approvals/{id}", post(approvals::decide))
+        .route("/ui/events", get(events::stream))
         .route(loop_wire::routes::UI_LOGIN, get(login))
         .route("/ui/logout", post(logout))
         .route("/ui/assets/{name}", get(assets::serve))
@@ -89,19 +102,6 @@ async fn logout(State(state): State<ApiState>, DashboardCsrf(session): Dashboard
         ],
     )
         .into_response()
-}
-
-/// `GET /ui/`: the overview.
-async fn overview(session: DashboardSession) -> Response {
-    page::render(
-        page::Shell {
-            title: "Overview",
-            nav: page::Nav::Overview,
-            session: &session,
-            live: None,
-        },
-        html! { h1 { "Overview" } },
-    )
 }
 
 #[cfg(test)]

@@ -150,6 +150,12 @@ pub fn dollars(usd: f64) -> String {
     }
 }
 
+/// A channel key from a path, or 404.
+pub fn parse_key(raw: &str) -> Result<loop_adapter::ChannelKey, PageError> {
+    raw.parse::<loop_adapter::ChannelKey>()
+        .map_err(|_| PageError::NotFound(format!("no channel {raw:?}")))
+}
+
 /// The link to a thread (or channel) page; the key goes in one path segment.
 pub fn thread_url(key: &str) -> String {
     format!("/ui/thread/{}", loop_wire::routes::path_segment(key))

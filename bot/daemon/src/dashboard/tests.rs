@@ -274,3 +274,283 @@ async fn dashboard_routes_take_the_cookie_and_nothing_else() {
     );
     assert_eq!(rig.get("/ui/", Some(&cookie)).await.status(), 401);
 }
+
+/// Reads SSE events from a response until one contains `needle` (or the time is up).
+async fn sse_until(response: &mut reqwest::Response, needle: &str) -> String {
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !seen.contains(needle) {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} on the stream; got:\n{seen}"))
+            .expect("chunk")
+            .expect("stream open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_turns_tool_calls_stream_into_the_thread_page() {
+    let rig = Rig::start().await;
+    let (cookie, _) = rig.login().await;
+    let key = "local:c1";
+    // No cookie, no stream.
+    assert_eq!(
+        rig.get("/ui/events?view=thread&key=local:c1", None)
+            .await
+            .status(),
+        401
+    );
+    let mut stream = rig
+        .get("/ui/events?view=thread&key=local:c1", Some(&cookie))
+        .await;
+    assert_eq!(stream.status(), 200);
+    assert_eq!(
+        stream
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    // The snapshot comes first.
+    sse_until(&mut stream, "event: thread-turn").await;
+
+    let tap = rig.state.orchestrator.activity().begin(key, "run-1");
+    tap.record(&loop_runner::AgentEvent::ToolUse {
+        id: "t1".into(),
+        name: "Bash".into(),
+        input: serde_json::json!({"command": "sleep 3; echo <b>built</b>"}),
+    });
+    let seen = sse_until(&mut stream, "Bash: sleep 3").await;
+    assert!(seen.contains("event: thread-activity"), "{seen}");
+    assert!(
+        seen.contains("echo &lt;b&gt;built&lt;/b&gt;"),
+        "escaped: {seen}"
+    );
+    tap.record(&loop_runner::AgentEvent::ToolResult {
+        tool_use_id: "t1".into(),
+        is_error: false,
+        content: "<script>alert(1)</script>built".into(),
+    });
+    let seen = sse_until(&mut stream, "built</pre>").await;
+    assert!(seen.contains("&lt;script&gt;"), "{seen}");
+    assert!(!seen.contains("<script>alert"), "{seen}");
+
+    // The page itself shows what already happened.
+    let page = rig
+        .get("/ui/thread/local:c1", Some(&cookie))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(page.contains("Bash: sleep 3"), "{page}");
+    assert!(page.contains(r#"id="act-"#));
+}
+
+#[tokio::test]
+async fn overview_of_200_threads_renders_quickly() {
+    use loop_adapter::{Author, ChannelKey, Message, PlatformKind};
+    let rig = Rig::start().await;
+    let (cookie, _) = rig.login().await;
+    let store = &rig.state.store;
+    for i in 0..200 {
+        let thread = ChannelKey::thread(PlatformKind::Slack, "C7", format!("17000.{i:04}"));
+        store
+            .accept_message(&Message {
+                message_id: format!("m{i}"),
+                channel: thread.clone(),
+                author: Author {
+                    id: "U1".into(),
+                    name: "alice".into(),
+                    is_bot: false,
+                    roles: vec![],
+                },
+                text: format!("request {i}"),
+                triggers: true,
+                work_dir: None,
+            })
+            .await
+            .expect("accept");
+        let key = thread.to_string();
+        let session = store.active_session(&thread, "/srv/p").await.expect("s");
+        let run = format!("run-{i}");
+        store.claim_pending(&key, &run).await.expect("claim");
+        store
+            .start_run(&run, &key, &session.id, loop_store::RunOrigin::Chat, "p")
+            .await
+            .expect("start");
+        store
+            .finish_run(
+                &run,
+                &key,
+                loop_store::RunStatus::Succeeded,
+                loop_store::RunFinish {
+                    answer: Some(format!("answer {i}")),
+                    cost_usd: 0.01,
+                    ..Default::default()
+                },
+                None,
+            )
+            .await
+            .expect("finish");
+    }
+    // Server side: gathering and rendering, measured (printed, never asserted).
+    let mut samples = Vec::new();
+    for _ in 0..10 {
+        let started = std::time::Instant::now();
+        let data = super::overview::gather(&rig.state).await.expect("gather");
+        let html = super::overview::body(&data).into_string();
+        samples.push(started.elapsed());
+        assert_eq!(data.rows.len(), 200);
+        assert!(html.contains("C7 › 17000.0199"));
+    }
+    samples.sort();
+    println!(
+        "overview of 200 threads, server side (SQLite): median {:?}, max {:?}",
+        samples[samples.len() / 2],
+        samples[samples.len() - 1]
+    );
+    let page = rig.get("/ui/", Some(&cookie)).await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("page");
+    let (css, js) = super::assets::ASSETS.weight();
+    println!(
+        "overview page weight: HTML {} bytes, CSS {css} bytes, JS {js} bytes",
+        html.len()
+    );
+}
+
+#[tokio::test]
+async fn an_approval_answered_in_the_page_wakes_the_agent_and_says_who() {
+    use loop_adapter_local::LocalEvent;
+    let rig = Rig::start().await;
+    let (cookie, csrf) = rig.login().await;
+    let gate = rig.state.gate.clone();
+    let token = gate.begin_turn("local:c1", "run-1");
+    let mut chat = rig.state.local.subscribe();
+    let ask = rig
+        .http
+        .post(format!("{}/api/gate/container-approval", rig.url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({
+            "channel_id": "local-c1",
+            "action": {"kind": "exec", "program": "/usr/bin/touch", "argv": ["touch", "x"]},
+            "summary": "exec /usr/bin/touch x",
+            "session_key": "execve:/usr/bin/touch:x",
+            "rule": "command_rules[0]",
+            "pid": 42
+        }))
+        .send();
+    let waiting = tokio::spawn(ask);
+    let pending = loop {
+        let pending = rig.state.store.pending_approvals().await.expect("pending");
+        if let Some(first) = pending.into_iter().next() {
+            break first;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let page = rig
+        .get("/ui/approvals", Some(&cookie))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(page.contains("exec /usr/bin/touch x"), "{page}");
+    assert!(page.contains("data-deadline="), "a countdown");
+    let path = format!("/ui/approvals/{}", pending.id);
+    // Without the CSRF token nothing is decided.
+    assert_eq!(
+        rig.post(&path, Some(&cookie), None, &[("decision", "allow_once")])
+            .await
+            .status(),
+        403
+    );
+    let decided = rig
+        .post(
+            &path,
+            Some(&cookie),
+            Some(&csrf),
+            &[("decision", "allow_once")],
+        )
+        .await;
+    assert_eq!(decided.status(), 200);
+    assert!(
+        decided
+            .text()
+            .await
+            .expect("card")
+            .contains("allowed once by alice (dashboard)")
+    );
+    let answer: serde_json::Value = waiting
+        .await
+        .expect("join")
+        .expect("response")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer["decision"], "allow_once");
+    // The prompt in the channel says who decided, as after a button press.
+    let edited = loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), chat.recv())
+            .await
+            .expect("an edit")
+            .expect("event")
+        {
+            LocalEvent::Edited { text, .. } => break text,
+            _ => continue,
+        }
+    };
+    assert!(edited.contains("alice (dashboard)"), "{edited}");
+    let audit = rig.state.store.gate_audit(1).await.expect("audit");
+    assert_eq!(audit[0].decided_by.as_deref(), Some("alice (dashboard)"));
+}
+
+#[tokio::test]
+async fn a_message_from_the_page_goes_into_the_local_channel() {
+    let rig = Rig::start().await;
+    let (cookie, csrf) = rig.login().await;
+    let sent = rig
+        .post(
+            "/ui/thread/local:notes/send",
+            Some(&cookie),
+            Some(&csrf),
+            &[("text", "hello from the page")],
+        )
+        .await;
+    assert_eq!(sent.status(), 200);
+    assert!(sent.text().await.expect("form").contains("Sent."));
+    let messages = rig
+        .state
+        .store
+        .thread_messages("local:notes", 10)
+        .await
+        .expect("messages");
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        (messages[0].author_name.as_str(), messages[0].text.as_str()),
+        ("alice", "hello from the page")
+    );
+    // Slack threads are answered in Slack.
+    let refused = rig
+        .post(
+            "/ui/thread/slack:C1:1.0/send",
+            Some(&cookie),
+            Some(&csrf),
+            &[("text", "hi")],
+        )
+        .await;
+    assert_eq!(refused.status(), 400);
+    // Nothing runs: Stop says so.
+    assert_eq!(
+        rig.post(
+            "/ui/thread/local:notes/stop",
+            Some(&cookie),
+            Some(&csrf),
+            &[]
+        )
+        .await
+        .status(),
+        409
+    );
+}
