@@ -67,7 +67,13 @@ struct Watch {
     approvals: watch::Receiver<u64>,
     out: VecDeque<Event>,
     last_overview: Option<Instant>,
+    /// Runs whose `Finished` came (newest last): a turn leaves the orchestrator's running set
+    /// a moment after it announces its end.
+    ended: VecDeque<String>,
 }
+
+/// Ended runs remembered per connection.
+const ENDED: usize = 64;
 
 fn fragment(target: &str, html: maud::Markup) -> Event {
     Event::default().event(target).data(html.into_string())
@@ -117,7 +123,8 @@ impl Watch {
         if let Some(last) = self.last_overview {
             tokio::time::sleep_until(last + OVERVIEW_EVERY).await;
         }
-        let data = overview::gather(&self.state).await?;
+        let ended: Vec<String> = self.ended.iter().cloned().collect();
+        let data = overview::gather(&self.state, &ended).await?;
         self.out
             .push_back(fragment(overview::TARGET, overview::body(&data)));
         self.last_overview = Some(Instant::now());
@@ -135,7 +142,8 @@ impl Watch {
         key: &ChannelKey,
         line: Option<&str>,
     ) -> Result<(), PageError> {
-        let status = thread::status(&self.state, key, line).await?;
+        let ended: Vec<String> = self.ended.iter().cloned().collect();
+        let status = thread::status(&self.state, key, line, &ended).await?;
         self.out.push_back(fragment(thread::STATUS, status));
         Ok(())
     }
@@ -148,6 +156,12 @@ impl Watch {
 
     /// Turns one wake-up into the fragments the view needs.
     async fn react(&mut self, wake: Wake) -> Result<(), PageError> {
+        if let Wake::Run(RunEvent::Finished { run_id, .. }) = &wake {
+            if self.ended.len() >= ENDED {
+                self.ended.pop_front();
+            }
+            self.ended.push_back(run_id.clone());
+        }
         match (self.view.clone(), wake) {
             (_, Wake::Closed) => {}
             (_, Wake::Everything) => self.snapshot().await?,
@@ -228,6 +242,7 @@ pub async fn stream(
         view,
         out: VecDeque::new(),
         last_overview: None,
+        ended: VecDeque::new(),
     };
     // Subscribed first, then the snapshot: nothing falls in between.
     watch.snapshot().await?;

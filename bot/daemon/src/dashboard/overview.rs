@@ -50,8 +50,9 @@ pub struct Overview {
     pub pending_approvals: usize,
 }
 
-/// Reads the overview: a few grouped queries and the orchestrator's in-memory state.
-pub async fn gather(state: &ApiState) -> Result<Overview, PageError> {
+/// Reads the overview: a few grouped queries and the orchestrator's in-memory state. `ended`
+/// are runs whose end was already announced (a turn leaves the running set a moment after).
+pub async fn gather(state: &ApiState, ended: &[String]) -> Result<Overview, PageError> {
     let store = &state.store;
     let summaries = store.channel_summaries(MAX_CHANNELS).await?;
     let pending = store.pending_approvals().await?;
@@ -59,7 +60,8 @@ pub async fn gather(state: &ApiState) -> Result<Overview, PageError> {
     for approval in &pending {
         *waiting.entry(approval.channel_key.as_str()).or_default() += 1;
     }
-    let running = state.orchestrator.running();
+    let mut running = state.orchestrator.running();
+    running.retain(|_, turn| !ended.contains(&turn.run_id));
     let now = chrono::Utc::now().timestamp_millis();
     let activity = state.orchestrator.activity();
     let rows = summaries
@@ -122,7 +124,7 @@ pub async fn page(
     State(state): State<ApiState>,
     session: DashboardSession,
 ) -> Result<Response, PageError> {
-    let overview = gather(&state).await?;
+    let overview = gather(&state, &[]).await?;
     let targets = [TARGET];
     Ok(page::render(
         page::Shell {

@@ -399,7 +399,9 @@ async fn overview_of_200_threads_renders_quickly() {
     let mut samples = Vec::new();
     for _ in 0..10 {
         let started = std::time::Instant::now();
-        let data = super::overview::gather(&rig.state).await.expect("gather");
+        let data = super::overview::gather(&rig.state, &[])
+            .await
+            .expect("gather");
         let html = super::overview::body(&data).into_string();
         samples.push(started.elapsed());
         assert_eq!(data.rows.len(), 200);

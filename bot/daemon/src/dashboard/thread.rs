@@ -38,7 +38,7 @@ pub async fn page(
     let work_dir = state.store.channel_work_dir(&key).await?;
     let branch = state.store.thread_branch(&key).await?.map(|b| b.branch);
     let chat = chat(&state, &name).await?;
-    let status = status(&state, &key, None).await?;
+    let status = status(&state, &key, None, &[]).await?;
     let activity = state.orchestrator.activity().latest(&name);
     let targets = [STATUS, CHAT, TURN, ACTIVITY];
     let live = format!(
@@ -87,14 +87,20 @@ pub fn turn(entries: &[TurnActivity]) -> Markup {
 }
 
 /// The state of the channel's turn: running (with the status line when known, and Stop),
-/// waiting for a person, queued, or idle.
+/// waiting for a person, queued, or idle. `ended`: runs whose end was already announced (a
+/// turn leaves the running set a moment after).
 pub async fn status(
     state: &ApiState,
     key: &ChannelKey,
     line: Option<&str>,
+    ended: &[String],
 ) -> Result<Markup, PageError> {
     let name = key.to_string();
-    let running = state.orchestrator.running().remove(&name);
+    let running = state
+        .orchestrator
+        .running()
+        .remove(&name)
+        .filter(|turn| !ended.contains(&turn.run_id));
     let waiting = state
         .store
         .pending_approvals()
@@ -197,7 +203,9 @@ fn answer(run: &RunRecord) -> Markup {
                     RunStatus::Succeeded => span.state.ok { "done" },
                     other => span.state.failed { (other.as_str()) },
                 }
-                span { (run.input_tokens) " in · " (run.output_tokens) " out tokens · " (dollars(run.cost_usd)) }
+                @if run.status != RunStatus::Running {
+                    span { (run.input_tokens) " in · " (run.output_tokens) " out tokens · " (dollars(run.cost_usd)) }
+                }
             }
             @if let Some(text) = &run.answer {
                 div.md { (PreEscaped(markdown::render(text))) }
