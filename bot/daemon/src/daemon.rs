@@ -462,6 +462,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         tracing::error!(error = %err, "orchestrator stopped");
     }
     api_stop.cancel();
+    orchestrator.discard_spares().await;
     reaper_stop.cancel();
     if let Err(err) = reaper.await {
         tracing::warn!(error = %err, "warm agent reaper failed");

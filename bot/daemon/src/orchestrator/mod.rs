@@ -21,6 +21,7 @@ mod gate_setup;
 mod git_commands;
 mod intake;
 mod progress;
+mod spares;
 mod trust;
 mod turn;
 pub mod workspace;
@@ -85,6 +86,9 @@ pub struct RunningTurn {
     /// Hosts the egress proxy refused during this turn, each told to the channel once.
     #[serde(skip)]
     egress_refused: HashSet<String>,
+    /// Who asked for this turn (its newest message's author), once its messages are claimed.
+    #[serde(skip)]
+    author: Option<String>,
 }
 
 struct Inner {
@@ -118,6 +122,8 @@ struct Inner {
     builds: crate::environment::BuildFlights,
     /// What the channels' latest turns did, step by step (the dashboard's live thread).
     activity: activity::ActivityLog,
+    /// Agents started ahead for the next new thread of a project.
+    spares: spares::Spares,
 }
 
 /// The orchestrator handle. Cheap to clone.
@@ -158,6 +164,7 @@ impl Orchestrator {
                 engine_down: AtomicBool::new(false),
                 builds: crate::environment::BuildFlights::default(),
                 activity: activity::ActivityLog::default(),
+                spares: spares::Spares::default(),
             }),
         }
     }
@@ -229,6 +236,14 @@ impl Orchestrator {
             turn.elapsed_sec = turn.started.elapsed().as_secs();
         }
         running
+    }
+
+    /// Who asked for the turn running in `channel_key` (the creator of the tasks its agent
+    /// schedules), told by the daemon rather than by the container.
+    pub fn running_author(&self, channel_key: &str) -> Option<String> {
+        self.lock_running()
+            .get(channel_key)
+            .and_then(|turn| turn.author.clone())
     }
 
     fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningTurn>> {
@@ -573,6 +588,7 @@ impl Orchestrator {
                     started: Instant::now(),
                     elapsed_sec: 0,
                     egress_refused: HashSet::new(),
+                    author: None,
                 },
             );
             let this = self.clone();
