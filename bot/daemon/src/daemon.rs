@@ -329,7 +329,9 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         Some(registry.clone()),
         api::load_or_create_admin_token(&config.loop_dir)?,
     );
-    let router = api::router(api_state);
+    // The dashboard (`/ui/`) shares the listener and the state; its routes take a browser
+    // session cookie only.
+    let router = api::router(api_state.clone()).merge(crate::dashboard::router(api_state));
     // The API outlives intake: clients can still read answers while turns drain.
     let api_stop = CancellationToken::new();
     if let Some((egress, firewall)) = egress {

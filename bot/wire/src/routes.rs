@@ -21,6 +21,13 @@ pub const APPROVALS: &str = "/api/approvals";
 /// Admin: answer one approval (`{id}`).
 pub const APPROVAL: &str = "/api/approvals/{id}";
 
+/// Admin: a one-time login code for the dashboard (`loop ui`).
+pub const UI_LOGIN_CODE: &str = "/api/ui/login-code";
+/// The dashboard (session cookie only; see `loop-daemon`'s `dashboard::session`).
+pub const UI: &str = "/ui/";
+/// The dashboard's login: trades `?code=` for a session cookie.
+pub const UI_LOGIN: &str = "/ui/login";
+
 /// Gate token: a syscall waits for a person (`loop_gate::wire::ApprovalRequest`).
 pub const GATE_APPROVAL: &str = "/api/gate/container-approval";
 /// Gate token: decisions the container's supervisor made alone.
