@@ -397,7 +397,9 @@ impl DockerRunner {
         events: Option<&EventSender>,
         cancel: &CancellationToken,
     ) -> WarmTurn {
-        if let Err(err) = agent.io.send(prompt, false).await {
+        let sent = agent.io.send(prompt, false).await;
+        tracing::debug!(container = %agent.name, "turn written to the warm agent's CLI");
+        if let Err(err) = sent {
             tracing::debug!(container = %agent.name, error = %err, "warm stdin write failed");
             self.retire(agent).await;
             return WarmTurn::Lost;
