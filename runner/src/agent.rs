@@ -495,14 +495,7 @@ impl DockerRunner {
         let print = fingerprint(&plan, &request.settings);
         write_host_files(&plan, &request.settings)?;
         let id = self.create(&plan, &request.settings, true).await?;
-        self.registry.register(ContainerEntry {
-            id: id.clone(),
-            name: plan.name.clone(),
-            channel_id: request.target.channel_id.clone(),
-            kind: ContainerKind::Agent,
-            status: ContainerStatus::Running,
-            remove_at_ms: None,
-        });
+        self.register_agent(&id, &plan, &request.target);
         let io = match self.attach_and_start(&id).await {
             Ok(io) => io,
             Err(err) => {
@@ -604,14 +597,7 @@ impl DockerRunner {
         let id = self
             .create(plan, &request.settings, warm_fingerprint.is_some())
             .await?;
-        self.registry.register(ContainerEntry {
-            id: id.clone(),
-            name: plan.name.clone(),
-            channel_id: request.target.channel_id.clone(),
-            kind: ContainerKind::Agent,
-            status: ContainerStatus::Running,
-            remove_at_ms: None,
-        });
+        self.register_agent(&id, plan, &request.target);
         tracing::debug!(run_id = %request.run_id, container = %plan.name, warm = warm_fingerprint.is_some(), "container created");
         let io = match self.attach_and_start(&id).await {
             Ok(io) => io,
@@ -639,6 +625,18 @@ impl DockerRunner {
             .await;
         self.finish_container(&id, plan, request.keep_alive).await;
         outcome
+    }
+
+    /// Records a created agent container, so cleanup and status know it.
+    fn register_agent(&self, id: &str, plan: &ContainerPlan, target: &ChannelTarget) {
+        self.registry.register(ContainerEntry {
+            id: id.to_owned(),
+            name: plan.name.clone(),
+            channel_id: target.channel_id.clone(),
+            kind: ContainerKind::Agent,
+            status: ContainerStatus::Running,
+            remove_at_ms: None,
+        });
     }
 
     /// Stopped containers linger for `keep_alive` so their logs can be read, then go. What
