@@ -329,6 +329,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         Some(registry.clone()),
         api::load_or_create_admin_token(&config.loop_dir)?,
     );
+    let terminals = api_state.terminals.clone();
     let router = api::router(api_state);
     // The API outlives intake: clients can still read answers while turns drain.
     let api_stop = CancellationToken::new();
@@ -460,6 +461,8 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         tracing::error!(error = %err, "orchestrator stopped");
     }
     api_stop.cancel();
+    // Terminals' shells end before the containers they run in go.
+    terminals.shutdown().await;
     reaper_stop.cancel();
     if let Err(err) = reaper.await {
         tracing::warn!(error = %err, "warm agent reaper failed");

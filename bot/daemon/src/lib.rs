@@ -18,4 +18,5 @@ pub mod orchestrator;
 pub mod permissions;
 pub mod project_files;
 pub mod scheduler;
+pub mod terminal;
 pub mod text;

@@ -11,6 +11,7 @@ mod git;
 pub mod memory;
 mod state;
 pub mod tasks;
+mod terminal;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -77,6 +78,8 @@ pub fn router(state: ApiState) -> Router {
         // Container token: the agent asks for its branch to be pushed (see `git.rs`).
         .route(routes::GIT_PUSH, post(git::push))
         .route(routes::GIT_PULL_REQUEST, post(git::pull_request))
+        // Dashboard: a thread's terminal (its own authentication, see `terminal.rs`).
+        .route(routes::UI_TERMINAL_SOCKET, get(terminal::socket))
         .merge(admin)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

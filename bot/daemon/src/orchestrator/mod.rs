@@ -20,6 +20,7 @@ mod gate_setup;
 mod git_commands;
 mod intake;
 mod progress;
+mod terminal;
 mod trust;
 mod turn;
 pub mod workspace;
@@ -41,6 +42,7 @@ use crate::gate::GateHub;
 use crate::permissions::{self, Role, needs_owner};
 use loop_store::{Accepted, Store, StoreError};
 pub use progress::ProgressState;
+pub use terminal::TerminalError;
 pub use workspace::HostFacts;
 
 /// How often the dispatcher looks for work even without a wake-up (budget).
