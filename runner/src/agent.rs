@@ -24,7 +24,7 @@ use crate::registry::{ContainerEntry, ContainerRegistry, ContainerStatus};
 use crate::shell::{OpenShell, ShellBook, ShellError, ShellHandle, ShellRequest, TerminalSize};
 use crate::spec::{
     ChannelTarget, ClaudeInvocation, ContainerKind, ContainerPlan, ContainerSettings,
-    plan_container,
+    plan_container, sessions_on_host,
 };
 use crate::stdio::AgentIo;
 use crate::warm::{WarmAgent, WarmConfig, WarmInfo, WarmPool, fingerprint};
@@ -49,6 +49,16 @@ pub struct TurnRequest {
     pub keep_alive: Duration,
     /// Keep the thread's agent warm after this turn (when the runner has warm agents on).
     pub warm: bool,
+}
+
+/// A spare agent to start: the project's container settings, and a target whose channel id
+/// is the spare's own (the thread that adopts it is not known yet).
+#[derive(Debug, Clone)]
+pub struct SpareRequest {
+    /// For logs and labels.
+    pub run_id: String,
+    pub target: ChannelTarget,
+    pub settings: ContainerSettings,
 }
 
 /// A finished turn.
@@ -123,6 +133,9 @@ pub enum RunError {
     Exited { code: i64, stderr: String },
     #[error("cannot prepare the container: {0}")]
     Setup(String),
+    /// Spare agents need warm agents (`warm_idle_sec`), which this runner does not keep.
+    #[error("this runner keeps no warm agents, so no spares")]
+    NoSpares,
     /// The project's own environment (issue #18) could not be built: the message says what,
     /// with the build's last lines.
     #[error("{0}")]
@@ -229,6 +242,27 @@ pub trait AgentRunner: Send + Sync {
     async fn latest_project_image(&self, _project: &Path) -> Result<Option<String>, BuildError> {
         Ok(None)
     }
+
+    /// Starts a spare agent for a project (see [`crate::warm`]): a container and a CLI
+    /// waiting for a first turn, held under `request.target.channel_id` until a thread
+    /// adopts it. Backends without warm agents start none.
+    async fn start_spare(&self, _request: SpareRequest) -> Result<(), RunError> {
+        Err(RunError::NoSpares)
+    }
+
+    /// Gives spare `spare` to the thread `channel_id`: its next turn runs on it. `Err` says
+    /// why not (the spare is gone, say); the turn then starts its own container.
+    async fn adopt_spare(&self, _spare: &str, _channel_id: &str) -> Result<(), String> {
+        Err("this backend has no spare agents".to_owned())
+    }
+
+    /// Whether spare `spare` is still up and unclaimed.
+    async fn has_spare(&self, _spare: &str) -> bool {
+        false
+    }
+
+    /// Stops spare `spare` (a config or base change made it stale).
+    async fn retire_spare(&self, _spare: &str) {}
 
     /// Whether turns can run again after a [`RunError::EngineLost`]: the orchestrator asks,
     /// with backoff, before it starts turns again. Backends without an engine are always ready.
@@ -360,7 +394,8 @@ impl DockerRunner {
         if let Some(print) = print
             && let Some(agent) = self.warm.take(&request.target.channel_id)
         {
-            let same_session = session.as_deref() == Some(agent.session_id.as_str());
+            // An adopted spare has no session yet, like the new thread it serves.
+            let same_session = session.as_deref().unwrap_or_default() == agent.session_id;
             if agent.fingerprint == print && same_session {
                 match self.warm_turn(agent, request, prompt, events, cancel).await {
                     WarmTurn::Done(result) => return result,
@@ -474,6 +509,60 @@ impl DockerRunner {
         if let Err(err) = self.registry.remove_now(&agent.id).await {
             tracing::warn!(container = %agent.name, error = %err, "cannot remove a retired warm agent");
         }
+    }
+
+    /// Starts a spare: the container and its CLI come up and wait on stdin; the first turn
+    /// written there (by the thread that adopts it) starts a session.
+    async fn start_spare_agent(&self, request: SpareRequest) -> Result<(), RunError> {
+        if !self.warm.config().is_enabled() {
+            return Err(RunError::NoSpares);
+        }
+        let invocation = ClaudeInvocation {
+            resume_session: None,
+        };
+        let plan = plan_container(
+            &request.settings,
+            &request.target,
+            ContainerKind::Agent,
+            &invocation,
+        );
+        let print = fingerprint(&plan, &request.settings);
+        write_host_files(&plan, &request.settings)?;
+        let id = self.create(&plan, &request.settings, true).await?;
+        self.registry.register(ContainerEntry {
+            id: id.clone(),
+            name: plan.name.clone(),
+            channel_id: request.target.channel_id.clone(),
+            kind: ContainerKind::Agent,
+            status: ContainerStatus::Running,
+            remove_at_ms: None,
+        });
+        let io = match self.attach_and_start(&id).await {
+            Ok(io) => io,
+            Err(err) => {
+                self.finish_container(&id, &plan, Duration::ZERO).await;
+                return Err(err);
+            }
+        };
+        tracing::info!(run_id = %request.run_id, container = %plan.name, work_dir = %plan.working_dir.display(), "spare agent started");
+        let now = Instant::now();
+        self.keep_warm(WarmAgent {
+            id,
+            name: plan.name.clone(),
+            channel: request.target.channel_id.clone(),
+            fingerprint: print,
+            session_id: String::new(),
+            io,
+            mcp_config_path: plan.mcp_config_path.clone(),
+            keep_mcp_config: request.settings.keep_mcp_configs,
+            created: now,
+            last_used: now,
+            spare: true,
+            work_dir: plan.working_dir.clone(),
+            sessions_dir: sessions_on_host(&request.settings, &request.target.channel_id),
+        })
+        .await;
+        Ok(())
     }
 
     /// Retires agents idle past the limit, every few seconds, until `token` is cancelled; then
@@ -647,6 +736,9 @@ impl DockerRunner {
                     keep_mcp_config: request.settings.keep_mcp_configs,
                     created: now,
                     last_used: now,
+                    spare: false,
+                    work_dir: plan.working_dir.clone(),
+                    sessions_dir: sessions_on_host(&request.settings, &request.target.channel_id),
                 };
                 let outcome = TurnOutcome {
                     result,
@@ -991,6 +1083,50 @@ impl AgentRunner for DockerRunner {
 
     async fn close_shell(&self, shell: &ShellHandle) {
         self.close_terminal_shell(shell).await;
+    }
+
+    async fn start_spare(&self, request: SpareRequest) -> Result<(), RunError> {
+        self.start_spare_agent(request).await
+    }
+
+    async fn adopt_spare(&self, spare: &str, channel_id: &str) -> Result<(), String> {
+        let Some(mut agent) = self.warm.take(spare) else {
+            return Err("the spare is gone".to_owned());
+        };
+        if !agent.spare {
+            self.keep_warm(agent).await;
+            return Err(format!("{spare} is a thread's agent, not a spare"));
+        }
+        // The CLI keeps its session in the store mounted at the start: that directory
+        // becomes the thread's, so a later cold turn of the thread resumes from it.
+        if let Some(from) = agent.sessions_dir.take() {
+            let to = from.with_file_name(crate::naming::sanitize(channel_id));
+            // A new thread's store is absent, or empty (made by a turn that never ran).
+            let _ = std::fs::remove_dir(&to);
+            if let Err(err) = std::fs::rename(&from, &to) {
+                tracing::warn!(from = %from.display(), to = %to.display(), error = %err, "cannot hand a spare's session store to its thread");
+                self.retire(agent).await;
+                return Err(format!("its session store cannot move: {err}"));
+            }
+            agent.sessions_dir = Some(to);
+        }
+        tracing::info!(spare = %spare, channel = %channel_id, container = %agent.name, "a new thread adopted a spare agent");
+        agent.spare = false;
+        agent.channel = channel_id.to_owned();
+        agent.last_used = Instant::now();
+        self.keep_warm(agent).await;
+        Ok(())
+    }
+
+    async fn has_spare(&self, spare: &str) -> bool {
+        self.warm.has_spare(spare)
+    }
+
+    async fn retire_spare(&self, spare: &str) {
+        if let Some(agent) = self.warm.take(spare) {
+            tracing::info!(spare = %spare, container = %agent.name, "retiring a stale spare agent");
+            self.retire(agent).await;
+        }
     }
 
     async fn engine_ready(&self) -> Result<(), RunError> {

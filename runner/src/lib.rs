@@ -16,7 +16,9 @@ pub mod spec;
 mod stdio;
 pub mod warm;
 
-pub use agent::{AgentRunner, DockerRunner, Recovery, RunError, TurnOutcome, TurnRequest};
+pub use agent::{
+    AgentRunner, DockerRunner, Recovery, RunError, SpareRequest, TurnOutcome, TurnRequest,
+};
 pub use events::{AgentEvent, TurnResult, Usage};
 pub use registry::{ContainerEntry, ContainerRegistry, ContainerStatus, RegistryEvent};
 pub use shell::{

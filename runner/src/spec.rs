@@ -385,6 +385,19 @@ pub fn expand_tilde(path: &str, home: &Path) -> PathBuf {
     }
 }
 
+/// Where the CLI keeps its sessions in the container (the session store is mounted there).
+pub fn sessions_in_container(settings: &ContainerSettings) -> PathBuf {
+    settings.agent.home.join(".claude").join("projects")
+}
+
+/// The host directory of a channel's session store, when the settings keep one.
+pub fn sessions_on_host(settings: &ContainerSettings, channel_id: &str) -> Option<PathBuf> {
+    settings
+        .sessions_dir
+        .as_ref()
+        .map(|root| root.join(naming::sanitize(channel_id)))
+}
+
 /// The default work directory of a channel.
 pub fn default_work_dir(loop_dir: &Path, channel_id: &str) -> PathBuf {
     loop_dir.join(channel_id).join("work")
@@ -416,7 +429,7 @@ pub fn plan_container(
             .map(|c| c.container_path.display().to_string()),
     );
     let mcp_config_path = settings.run_dir.join(&name).join("mcp.json");
-    let mcp_config = mcp_config(settings, target);
+    let mcp_config = mcp_config(settings);
 
     let mut binds = mounts.binds;
     binds.push(format!(
@@ -811,12 +824,11 @@ fn plan_mounts(
         plan.binds.push(format!("{0}:{0}:ro", excludes.display()));
         plan.container_paths.push(excludes.clone());
     }
-    if let Some(root) = &settings.sessions_dir {
-        let host = root.join(naming::sanitize(&target.channel_id));
+    if let Some(host) = sessions_on_host(settings, &target.channel_id) {
         if let Err(err) = std::fs::create_dir_all(&host) {
             tracing::warn!(dir = %host.display(), error = %err, "cannot create the session store");
         }
-        let dest = home.join(".claude").join("projects");
+        let dest = sessions_in_container(settings);
         plan.binds
             .push(format!("{}:{}", host.display(), dest.display()));
         plan.chown_paths.push(dest.display().to_string());
@@ -903,24 +915,21 @@ fn plan_copy_files(settings: &ContainerSettings, mounted: &[PathBuf]) -> Vec<Cop
 
 /// The per-channel MCP config: the built-in `loop` server unless the user defined one, plus
 /// the user's servers.
-pub fn mcp_config(settings: &ContainerSettings, target: &ChannelTarget) -> Value {
+pub fn mcp_config(settings: &ContainerSettings) -> Value {
     let mut servers = serde_json::Map::new();
     if !settings.mcp_servers.contains_key("loop") {
         // In the container, not the project: a log file would show in the user's git status.
         let log = MCP_LOG_IN_CONTAINER;
+        // No channel or author here: the token says which channel the container serves now,
+        // and the daemon knows who asked for the running turn. So the same server serves
+        // every turn of a warm agent, and a spare agent serves the thread that claims it.
         let mut args = vec![
             "mcp".to_owned(),
-            "--channel-id".to_owned(),
-            target.channel_id.clone(),
             "--api-url".to_owned(),
             settings.api_url.clone(),
             "--log".to_owned(),
             log.to_owned(),
         ];
-        if let Some(author) = &target.author_id {
-            args.push("--author-id".to_owned());
-            args.push(author.clone());
-        }
         if settings.memory_enabled {
             args.push("--memory".to_owned());
         }

@@ -6,6 +6,12 @@
 //! ends well. Bounds: `idle` retires an agent nobody used for that long; `max_agents` evicts
 //! the least recently used. Whoever takes an agent out of the pool owns it, so retiring never
 //! races a running turn.
+//!
+//! A **spare** is an agent started ahead for a project, before any thread asks: container up,
+//! setup done, CLI waiting on stdin without a session. It sits in the same pool (and counts
+//! against the same bound) under its own id until a new thread of the project adopts it: then
+//! it is that thread's warm agent, and its first turn starts the thread's session. Nothing in
+//! the container names the thread: the daemon tells the tools which channel a token serves.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -17,7 +23,7 @@ use serde::Serialize;
 
 use crate::spec::{
     ContainerPlan, ContainerSettings, GATE_POLICY_IN_CONTAINER, MCP_CONFIG_IN_CONTAINER,
-    PROXY_POLICY_IN_CONTAINER,
+    PROXY_POLICY_IN_CONTAINER, sessions_in_container,
 };
 use crate::stdio::AgentIo;
 
@@ -26,6 +32,10 @@ const PER_TURN_ENV: [&str; 2] = [
     loop_wire::container::env::GATE_TOKEN,
     loop_wire::container::env::API_TOKEN,
 ];
+/// Env vars that name the thread a container serves: what it serves is the daemon's to say
+/// (by token), so a spare started for a project and adopted by a thread has the same
+/// fingerprint as a container started for that thread.
+const IDENTITY_ENV: [&str; 2] = [loop_wire::container::env::CHANNEL_ID, "CHANNEL_ID"];
 /// Memory an idle agent is budgeted at when sizing the default pool (measured ~90 MiB).
 const IDLE_AGENT_MIB: u64 = 128;
 
@@ -79,6 +89,12 @@ pub(crate) struct WarmAgent {
     pub keep_mcp_config: bool,
     pub created: Instant,
     pub last_used: Instant,
+    /// Started ahead for a project, not yet adopted by a thread.
+    pub spare: bool,
+    /// Where the container works (a spare's project or worktree).
+    pub work_dir: PathBuf,
+    /// The host directory mounted as the CLI's session store (named after `channel`).
+    pub sessions_dir: Option<PathBuf>,
 }
 
 /// What `loop status` shows about a warm agent.
@@ -91,6 +107,11 @@ pub struct WarmInfo {
     pub idle_sec: u64,
     /// Resident memory of the container, when Docker reports it.
     pub memory_bytes: Option<u64>,
+    /// A spare, started ahead for the next new thread of `work_dir`.
+    #[serde(default)]
+    pub spare: bool,
+    #[serde(default)]
+    pub work_dir: String,
 }
 
 /// The pool of idle warm agents, by thread.
@@ -142,6 +163,11 @@ impl WarmPool {
         evicted
     }
 
+    /// Whether `id` names an idle spare.
+    pub fn has_spare(&self, id: &str) -> bool {
+        self.lock().get(id).is_some_and(|a| a.spare)
+    }
+
     /// Agents idle longer than the limit, taken out for retirement.
     pub fn take_idle(&self, now: Instant) -> Vec<WarmAgent> {
         let mut agents = self.lock();
@@ -170,6 +196,8 @@ impl WarmPool {
                 age_sec: now.saturating_duration_since(a.created).as_secs(),
                 idle_sec: now.saturating_duration_since(a.last_used).as_secs(),
                 memory_bytes: None,
+                spare: a.spare,
+                work_dir: a.work_dir.display().to_string(),
             })
             .collect();
         info.sort_by(|a, b| a.channel.cmp(&b.channel));
@@ -208,7 +236,7 @@ pub fn fingerprint(plan: &ContainerPlan, settings: &ContainerSettings) -> u64 {
         let name = entry
             .split_once('=')
             .map_or(entry.as_str(), |(name, _)| name);
-        if !PER_TURN_ENV.contains(&name) {
+        if !PER_TURN_ENV.contains(&name) && !IDENTITY_ENV.contains(&name) {
             entry.hash(&mut hasher);
         }
     }
@@ -221,8 +249,12 @@ pub fn fingerprint(plan: &ContainerPlan, settings: &ContainerSettings) -> u64 {
         MCP_CONFIG_IN_CONTAINER,
     ]
     .map(|dest| format!(":{dest}:ro"));
+    // The session store is named after the thread: a spare's is renamed when a thread
+    // adopts it, and what it holds is the session, checked separately.
+    let sessions = format!(":{}", sessions_in_container(settings).display());
     for bind in &plan.binds {
-        if !per_container.iter().any(|suffix| bind.ends_with(suffix)) {
+        if !per_container.iter().any(|suffix| bind.ends_with(suffix)) && !bind.ends_with(&sessions)
+        {
             bind.hash(&mut hasher);
         }
     }

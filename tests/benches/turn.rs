@@ -18,14 +18,18 @@
 //!    a loop turn (POST `/api/local/messages` to a new channel, poll
 //!    `GET /api/local/messages/{id}` every 10 ms until the run's answer is recorded); the rounds
 //!    alternate which goes first so neither always runs on a warmer machine;
-//! 2. throughput with 20 channels: one message to each of 20 new channels at once (the daemon
-//!    runs with `max_concurrent_runs: 20`; the default is 4) against 20 raw turns in parallel;
-//! 3. the daemon's RSS (`VmRSS` of the `loop serve` process) idle and, sampled every 100 ms,
+//! 2. new threads of a project used a moment ago, each on the spare agent loop keeps for the
+//!    project, against a raw cold `docker run` in the same rounds;
+//! 3. throughput with 20 channels: one message to each of 20 new channels at once (the daemon
+//!    runs with `max_concurrent_runs: 20`, or `LOOP_BENCH_MAX_RUNS`; the default is 4) against
+//!    20 raw turns in parallel;
+//! 4. the daemon's RSS (`VmRSS` of the `loop serve` process) idle and, sampled every 100 ms,
 //!    its peak under the 20-channel load.
 //!
 //! Without `--bench` (as under `cargo test --all-targets`) it only prints how to run it.
 //! Knobs: `LOOP_BENCH_ROUNDS` (cold rounds, default 7), `LOOP_BENCH_LOAD_ROUNDS` (20-channel
-//! rounds per side, default 2), `LOOP_BENCH_CONFIG` (more config fields for the daemon). If Docker or the image is missing it says why and exits
+//! rounds per side, default 2), `LOOP_BENCH_CHANNELS` (channels at once, default 20),
+//! `LOOP_BENCH_CONFIG` (more config fields for the daemon). If Docker or the image is missing it says why and exits
 //! non-zero: a benchmark that skips silently measures nothing.
 
 use std::collections::HashMap;
@@ -52,8 +56,9 @@ use loop_store::{RunStatus, Store};
 use loop_wire::api::{MessageAccepted, MessageState};
 use tokio_util::sync::CancellationToken;
 
-/// Channels (and raw containers) in the throughput measurement.
-const CHANNELS: usize = 20;
+/// Channels (and raw containers) in the throughput measurement, unless
+/// `LOOP_BENCH_CHANNELS` says.
+const DEFAULT_CHANNELS: usize = 20;
 /// The Bash command the scripted model asks for; its output is the turn's answer.
 const COMMAND: &str = "echo bench-ok";
 
@@ -67,6 +72,9 @@ async fn main() -> Result<()> {
     }
     let rounds = env_count("LOOP_BENCH_ROUNDS", 7)?;
     let load_rounds = env_count("LOOP_BENCH_LOAD_ROUNDS", 2)?;
+    let channels = env_count("LOOP_BENCH_CHANNELS", DEFAULT_CHANNELS)?;
+    // How many of them loop runs at once (`max_concurrent_runs`); the rest wait their turn.
+    let max_runs = env_count("LOOP_BENCH_MAX_RUNS", channels)?;
     let image = test_image();
     let docker = preflight(&image).await?;
     let bench_id = format!("bench-{}", uuid::Uuid::new_v4().simple());
@@ -97,7 +105,7 @@ async fn main() -> Result<()> {
         model.port(),
         dir.path(),
         &format!(
-            "\"max_concurrent_runs\": {CHANNELS}{}{extra}",
+            "\"max_concurrent_runs\": {max_runs}{}{extra}",
             if extra.is_empty() { "" } else { ",\n  " }
         ),
     );
@@ -117,7 +125,7 @@ async fn main() -> Result<()> {
         loop_binary().display(),
     );
     println!(
-        "  daemon config: max_concurrent_runs {CHANNELS} (default 4), container_keep_alive_sec 0"
+        "  daemon config: max_concurrent_runs {max_runs} (default 4), container_keep_alive_sec 0"
     );
 
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -242,11 +250,14 @@ async fn main() -> Result<()> {
     println!("warm follow-ups in one thread ({rounds} turns, same scripted turn)");
     println!("  {:>5}  {:>10}  {:>14}", "turn", "loop turn", "/ raw cold");
     let mut warm_totals = Vec::new();
+    let mut warm_split = Vec::new();
     for round in 1..=rounds {
+        let started = Instant::now();
         let turn = api
             .turn("cold-1", &format!("bench follow-up {round}"))
             .await
             .with_context(|| log_tail(&daemon))?;
+        warm_split.extend(around_model(started, turn));
         println!(
             "  {round:>5}  {:>10}  {:>13.2}×",
             secs(turn),
@@ -257,12 +268,70 @@ async fn main() -> Result<()> {
     let warm_median = median(&warm_totals);
     let warm_memory = warm_agent_memory(&api, &daemon).await?;
 
+    // New threads of a project used a moment ago: each takes the spare agent loop started
+    // for the project after its last turn. Each round waits for the spare, and 3 s more for
+    // its CLI to finish starting, before the loop turn; and the same for its replacement
+    // before the raw one, so neither side shares the machine with a spare's start.
+    println!();
+    println!("new threads of a recently used project (spare agents; {rounds} rounds)");
+    println!(
+        "  {:>5}  {:>14}  {:>10}  {:>10}",
+        "round", "raw docker run", "new thread", "/ raw"
+    );
+    let project = dir.path().join("spare-project");
+    std::fs::create_dir_all(&project)?;
+    api.turn_in("spare-0", "bench spare warm-up", Some(&project))
+        .await
+        .with_context(|| log_tail(&daemon))?;
+    let mut spare_raw = Vec::new();
+    let mut spare_totals = Vec::new();
+    let mut spare_paired = Vec::new();
+    let mut spare_split = Vec::new();
+    for round in 1..=rounds {
+        wait_for_spare(&api, &daemon, &project).await?;
+        let started = Instant::now();
+        let turn = api
+            .turn_in(
+                &format!("spare-{round}"),
+                &format!("bench new thread {round}"),
+                Some(&project),
+            )
+            .await
+            .with_context(|| log_tail(&daemon))?;
+        spare_split.extend(around_model(started, turn));
+        wait_for_spare(&api, &daemon, &project).await?;
+        let raw_turn = raw.turn(&format!("bench new thread {round}")).await?;
+        println!(
+            "  {round:>5}  {:>14}  {:>10}  {:>9.2}×",
+            secs(raw_turn.total),
+            secs(turn),
+            ratio(turn, raw_turn.total)
+        );
+        spare_raw.push(raw_turn.total);
+        spare_totals.push(turn);
+        spare_paired.push(ratio(turn, raw_turn.total));
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let split = |pairs: &[(Duration, Duration)]| {
+        let before: Vec<Duration> = pairs.iter().map(|p| p.0).collect();
+        let after: Vec<Duration> = pairs.iter().map(|p| p.1).collect();
+        (ms(median(&before)), ms(median(&after)))
+    };
+    let (warm_before, warm_after) = split(&warm_split);
+    let (spare_before, spare_after) = split(&spare_split);
+    println!(
+        "  medians before the first model request: new thread {spare_before:.0} ms, warm follow-up {warm_before:.0} ms; after the last: new thread {spare_after:.0} ms, warm follow-up {warm_after:.0} ms"
+    );
+    let spare_median = median(&spare_totals);
+    let spare_raw_median = median(&spare_raw);
+    spare_paired.sort_by(f64::total_cmp);
+
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle_before_load = median_rss(pid).await?;
 
     println!();
     println!(
-        "throughput, {CHANNELS} channels at once ({load_rounds} rounds per side, interleaved)"
+        "throughput, {channels} channels at once ({load_rounds} rounds per side, interleaved)"
     );
     println!(
         "  {:>5}  {:<16}  {:>10}  {:>10}  {:>14}",
@@ -272,30 +341,34 @@ async fn main() -> Result<()> {
     let mut loop_loads = Vec::new();
     let mut rss_peak = 0;
     let mut load_failures = Vec::new();
+    let mut raw_latencies = Vec::new();
+    let mut loop_latencies = Vec::new();
     for round in 1..=load_rounds {
-        let raw_load = raw.parallel(round, CHANNELS).await?;
+        let (raw_load, raw_answered) = raw.parallel(round, channels).await?;
+        raw_latencies.extend(raw_answered);
         println!(
             "  {round:>5}  {:<16}  {:>10}  {:>10.2}  {:>14}",
-            format!("raw ×{CHANNELS}"),
+            format!("raw ×{channels}"),
             secs(raw_load),
-            per_second(CHANNELS, raw_load),
+            per_second(channels, raw_load),
             "",
         );
         raw_loads.push(raw_load);
 
         let sampler = RssSampler::start(pid);
         let loop_load = api
-            .parallel(&store, round, CHANNELS)
+            .parallel(&store, round, channels)
             .await
             .with_context(|| log_tail(&daemon));
         let peak = sampler.stop().await;
-        let (loop_load, failed) = loop_load?;
+        let (loop_load, loop_answered, failed) = loop_load?;
+        loop_latencies.extend(loop_answered);
         rss_peak = rss_peak.max(peak);
         println!(
             "  {round:>5}  {:<16}  {:>10}  {:>10.2}  {:>14}{}",
-            format!("loop {CHANNELS} channels"),
+            format!("loop {channels} channels"),
             secs(loop_load),
-            per_second(CHANNELS, loop_load),
+            per_second(channels, loop_load),
             mib(peak),
             if failed.is_empty() {
                 String::new()
@@ -311,8 +384,8 @@ async fn main() -> Result<()> {
     let rss_hwm = proc_status_kb(pid, "VmHWM:")?;
     let rss_after = median_rss(pid).await?;
 
-    let raw_tps = per_second(CHANNELS, raw_load_median);
-    let loop_tps = per_second(CHANNELS, loop_load_median);
+    let raw_tps = per_second(channels, raw_load_median);
+    let loop_tps = per_second(channels, loop_load_median);
     println!();
     println!("summary");
     println!(
@@ -326,6 +399,14 @@ async fn main() -> Result<()> {
         ratio(warm_median, raw_median),
         secs(warm_median),
         secs(raw_median),
+    );
+    println!(
+        "  new thread of a recent project (spare agent) / raw docker run = {:.2}×  (goal ≤ 0.20×; median {}, raw median {} in the same rounds; paired {:.2}×–{:.2}×)",
+        ratio(spare_median, spare_raw_median),
+        secs(spare_median),
+        secs(spare_raw_median),
+        spare_paired[0],
+        spare_paired[spare_paired.len() - 1],
     );
     println!(
         "  idle warm agent memory = {}  (median over the warm agents `loop status` reports)",
@@ -344,16 +425,23 @@ async fn main() -> Result<()> {
         secs(raw_result_median),
     );
     println!(
-        "  {CHANNELS} channels: loop {loop_tps:.2} turns/s (median {}), raw parallel docker run {raw_tps:.2} turns/s (median {})",
+        "  {channels} channels: loop {loop_tps:.2} turns/s (median {}), raw parallel docker run {raw_tps:.2} turns/s (median {})",
         secs(loop_load_median),
         secs(raw_load_median),
     );
     println!(
-        "  loop throughput / raw throughput = {:.2}×  (max_concurrent_runs {CHANNELS})",
+        "  loop throughput / raw throughput = {:.2}×  (max_concurrent_runs {max_runs})",
         loop_tps / raw_tps,
     );
     println!(
-        "  daemon RSS: idle {} at start, {} before the load, peak {} under {CHANNELS}-channel load (100 ms samples; VmHWM {}), {} after",
+        "  time to answer under load (from the common start): loop p50 {} p95 {}, raw p50 {} p95 {}  (loop measured every 100 ms)",
+        secs(percentile(&loop_latencies, 50)),
+        secs(percentile(&loop_latencies, 95)),
+        secs(percentile(&raw_latencies, 50)),
+        secs(percentile(&raw_latencies, 95)),
+    );
+    println!(
+        "  daemon RSS: idle {} at start, {} before the load, peak {} under {channels}-channel load (100 ms samples; VmHWM {}), {} after",
         mib(rss_idle_start),
         mib(rss_idle_before_load),
         mib(rss_peak),
@@ -378,6 +466,41 @@ async fn main() -> Result<()> {
         bail!("{} loop turns failed under load", load_failures.len());
     }
     Ok(())
+}
+
+/// How long a spare's CLI is given to start once its container is up (the daemon does not
+/// see the CLI become ready).
+const SPARE_SETTLE: Duration = Duration::from_secs(3);
+
+/// Waits until `loop status` shows a spare agent for `project`, then [`SPARE_SETTLE`].
+async fn wait_for_spare(api: &Api, daemon: &Daemon, project: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let project = project.display().to_string();
+    loop {
+        let status: serde_json::Value = api
+            .http
+            .get(daemon.url("/api/status"))
+            .bearer_auth(&api.token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let ready = status["warm"].as_array().is_some_and(|warm| {
+            warm.iter()
+                .any(|a| a["spare"] == true && a["work_dir"].as_str() == Some(project.as_str()))
+        });
+        if ready {
+            tokio::time::sleep(SPARE_SETTLE).await;
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no spare agent for {project}: {status}\n{}",
+                log_tail(daemon)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The last lines of the daemon's log, for errors.
@@ -584,16 +707,22 @@ impl RawTurns {
     }
 
     /// `count` raw turns at once; the time until the last one is removed.
-    async fn parallel(&self, round: usize, count: usize) -> Result<Duration> {
+    /// `count` raw turns at once: the time until all ended, and each one's time to its
+    /// answer (its result line) from the common start.
+    async fn parallel(&self, round: usize, count: usize) -> Result<(Duration, Vec<Duration>)> {
         let started = Instant::now();
         let turns = (0..count).map(|c| {
             let prompt = format!("bench load {round} raw {c}");
-            async move { self.turn(&prompt).await }
+            async move {
+                let turn = self.turn(&prompt).await?;
+                anyhow::Ok(started.elapsed() - turn.total + turn.result)
+            }
         });
+        let mut answered = Vec::new();
         for turn in join_all(turns).await {
-            turn?;
+            answered.push(turn?);
         }
-        Ok(started.elapsed())
+        Ok((started.elapsed(), answered))
     }
 }
 
@@ -607,11 +736,20 @@ struct Api {
 impl Api {
     /// Posts `text` to local channel `channel`; returns the inbox id.
     async fn post(&self, channel: &str, text: &str) -> Result<i64> {
+        self.post_in(channel, text, None).await
+    }
+
+    /// [`Api::post`], pointing the channel at `dir` first when given (`loop run --dir`).
+    async fn post_in(&self, channel: &str, text: &str, dir: Option<&Path>) -> Result<i64> {
+        let mut body = serde_json::json!({"channel": channel, "text": text});
+        if let Some(dir) = dir {
+            body["dir"] = serde_json::json!(dir.display().to_string());
+        }
         let response = self
             .http
             .post(&self.messages_url)
             .bearer_auth(&self.token)
-            .json(&serde_json::json!({"channel": channel, "text": text}))
+            .json(&body)
             .send()
             .await
             .context("POST /api/local/messages")?;
@@ -631,8 +769,13 @@ impl Api {
     /// One cold turn: a message to a new channel, timed from the POST until the run's answer
     /// is recorded.
     async fn turn(&self, channel: &str, text: &str) -> Result<Duration> {
+        self.turn_in(channel, text, None).await
+    }
+
+    /// [`Api::turn`] in a channel pointed at `dir`.
+    async fn turn_in(&self, channel: &str, text: &str, dir: Option<&Path>) -> Result<Duration> {
         let started = Instant::now();
-        let inbox_id = self.post(channel, text).await?;
+        let inbox_id = self.post_in(channel, text, dir).await?;
         let url = format!("{}/{inbox_id}", self.messages_url);
         let deadline = started + Duration::from_secs(180);
         loop {
@@ -672,8 +815,9 @@ impl Api {
         store: &Store,
         round: usize,
         count: usize,
-    ) -> Result<(Duration, Vec<String>)> {
+    ) -> Result<(Duration, Vec<Duration>, Vec<String>)> {
         let started = Instant::now();
+        let mut answered = Vec::new();
         let channels: Vec<String> = (0..count).map(|c| format!("load-{round}-{c}")).collect();
         let posts = channels
             .iter()
@@ -690,7 +834,9 @@ impl Api {
             for key in outstanding {
                 let runs = store.channel_runs(&key).await?;
                 match runs.first() {
-                    Some(run) if run.status == RunStatus::Succeeded && run.answer.is_some() => {}
+                    Some(run) if run.status == RunStatus::Succeeded && run.answer.is_some() => {
+                        answered.push(started.elapsed());
+                    }
                     Some(run) if run.status.is_terminal() => failed.push(format!(
                         "{key}: {} {}",
                         run.status.as_str(),
@@ -704,7 +850,7 @@ impl Api {
                 bail!("{} channels unanswered after 600 s", outstanding.len());
             }
         }
-        Ok((started.elapsed(), failed))
+        Ok((started.elapsed(), answered, failed))
     }
 }
 
@@ -783,6 +929,17 @@ fn env_count(name: &str, default: usize) -> Result<usize> {
         }
         Err(_) => Ok(default),
     }
+}
+
+/// The `p`th percentile (nearest rank); zero for none.
+fn percentile(values: &[Duration], p: usize) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p * sorted.len()).div_ceil(100).max(1);
+    sorted[rank - 1]
 }
 
 fn per_second(count: usize, elapsed: Duration) -> f64 {

@@ -213,6 +213,25 @@ async fn containers(daemon: &Daemon, kind: &str) -> Vec<String> {
         .collect()
 }
 
+/// The container of a thread's warm agent, from `GET /api/status` (spares are not threads').
+async fn warm_agent(daemon: &Daemon, channel: &str) -> Option<String> {
+    let status: serde_json::Value = reqwest::Client::new()
+        .get(daemon.url("/api/status"))
+        .bearer_auth(daemon.token())
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    status["warm"]
+        .as_array()?
+        .iter()
+        .find(|w| w["channel"] == channel)
+        .and_then(|w| w["container"].as_str())
+        .map(str::to_owned)
+}
+
 async fn command(daemon: &Daemon, channel: &str, text: &str) {
     let response = reqwest::Client::new()
         .post(daemon.url("/api/local/commands"))
@@ -374,12 +393,13 @@ async fn a_warm_threads_terminal_opens_in_its_agents_container() {
         .expect("read")
         .expect("the thread's branch")
         .worktree;
-    let agents = containers(&daemon, "agent").await;
-    assert_eq!(agents.len(), 1, "the warm agent: {agents:?}");
+    let agent = warm_agent(&daemon, "local-warm-term")
+        .await
+        .expect("the thread's warm agent");
 
     let mut terminal = Terminal::open(&daemon, "local:warm-term").await;
     let (host, container, _, _) = attached_host(&terminal.attached);
-    assert_eq!((host, container), ("warm_agent", agents[0].as_str()));
+    assert_eq!((host, container), ("warm_agent", agent.as_str()));
     terminal
         .type_line("pwd; id -u; echo \"shell-pid=$$\"")
         .await;
@@ -400,7 +420,7 @@ async fn a_warm_threads_terminal_opens_in_its_agents_container() {
     // After the grace period the terminal's shell is hung up; the agent stays warm.
     let shell_alive = || {
         std::process::Command::new("docker")
-            .args(["exec", &agents[0], "test", "-d", &format!("/proc/{pid}")])
+            .args(["exec", &agent, "test", "-d", &format!("/proc/{pid}")])
             .status()
             .expect("docker exec")
             .success()
@@ -413,7 +433,10 @@ async fn a_warm_threads_terminal_opens_in_its_agents_container() {
         || async { !shell_alive() },
     )
     .await;
-    assert_eq!(containers(&daemon, "agent").await, agents);
+    assert_eq!(
+        warm_agent(&daemon, "local-warm-term").await.as_ref(),
+        Some(&agent)
+    );
     let inbox = daemon.post_in("warm-term", &project.dir, "again").await;
     assert!(
         daemon

@@ -203,7 +203,12 @@ async fn follow_ups_reuse_one_container_and_one_session() {
         .json()
         .await
         .expect("json");
-    let warm = status["warm"].as_array().expect("warm list");
+    let warm: Vec<&serde_json::Value> = status["warm"]
+        .as_array()
+        .expect("warm list")
+        .iter()
+        .filter(|agent| agent["spare"] != true)
+        .collect();
     assert_eq!(warm.len(), 1, "{status}");
     assert_eq!(warm[0]["channel"], "local-warm");
     assert!(
@@ -411,5 +416,328 @@ async fn under_gvisor_warm_follow_ups_work_and_the_gate_is_refused_clearly() {
         first.container_id, second.container_id,
         "the follow-up reused the gVisor agent"
     );
+    model.shutdown().await;
+}
+
+/// The daemon's status (`loop status`).
+async fn status(daemon: &Daemon) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(daemon.url("/api/status"))
+        .bearer_auth(daemon.token())
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Waits for `loop status` to show a spare agent other than `except`; returns its container's
+/// name and its work directory.
+async fn wait_for_spare(daemon: &Daemon, except: Option<&str>) -> (String, String) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = status(daemon).await;
+        let spare = status["warm"].as_array().and_then(|warm| {
+            warm.iter()
+                .find(|a| a["spare"] == true && a["container"].as_str() != except)
+                .cloned()
+        });
+        if let Some(spare) = spare {
+            return (
+                spare["container"].as_str().expect("name").to_owned(),
+                spare["work_dir"].as_str().expect("work dir").to_owned(),
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no spare agent: {status}\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn container_name(id: &str) -> String {
+    let out = Command::new("docker")
+        .args(["inspect", "--format", "{{.Name}}", id])
+        .output()
+        .expect("docker inspect");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches('/')
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_thread_of_a_recent_project_starts_on_its_spare_agent() {
+    if docker().await.is_none() {
+        return;
+    }
+    let dir = home();
+    let script = Script::new()
+        .rule(Rule::contains("add the notes").session(&Session::default()))
+        .rule(
+            Rule::contains("what do the notes say")
+                .then(Step::bash("cat NOTES.md"))
+                .then(Step::text("They say: {{last_tool_result}}")),
+        )
+        .rule(
+            Rule::contains("remind me")
+                .then(Step::tool_use(
+                    "mcp__loop__schedule_task",
+                    serde_json::json!({"schedule": "0 9 1 1 *", "prompt": "the new year check", "name": "yearly"}),
+                ))
+                .then(Step::text("{{last_tool_result}}")),
+        )
+        .rule(
+            Rule::contains("touch yes")
+                .then(Step::bash("touch gate-approval-yes; echo \"yes_rc=$?\""))
+                .then(Step::text("YES {{last_tool_result}}")),
+        )
+        .rule(Rule::any().then(Step::text("answer to: {{prompt}}")));
+    let model = FakeModel::start_on(SocketAddr::from(([0, 0, 0, 0], 0)), script)
+        .await
+        .expect("fake model");
+    let gates = serde_json::json!({"agentgate": {"command_rules": [{
+        "commands": ["touch"],
+        "args_patterns": ["gate-approval"],
+        "decision": "approve",
+        "message": "touching needs a person"
+    }]}});
+    let mut daemon = Daemon::start(
+        &dir.path().join("home"),
+        &test_config(
+            model.port(),
+            dir.path(),
+            &format!("\"warm_idle_sec\": 600, \"gates\": {gates}"),
+        ),
+    )
+    .await;
+    let project = Project::create(&dir.path().join("project"), GitOwner::Agent);
+
+    // A first thread works in the project; loop then starts a spare for the next one: its
+    // own worktree of the project, its container up.
+    let first = ask_in(&daemon, "first", Some(&project.dir), "please add the notes").await;
+    project.check_thread(first.answer.as_deref().unwrap_or_default(), &model);
+    let (spare, spare_dir) = wait_for_spare(&daemon, None).await;
+    let listed = loop_e2e::project::git_output(&project.dir, &["worktree", "list"]);
+    assert!(
+        listed.contains(&spare_dir),
+        "the spare works in a worktree of the project: {spare_dir}\n{listed}"
+    );
+
+    // A second thread: its first turn runs on the spare, in the spare's worktree, now on the
+    // thread's own branch; the work is committed there.
+    let second = ask_in(
+        &daemon,
+        "second",
+        Some(&project.dir),
+        "please add the notes too",
+    )
+    .await;
+    let answer = second.answer.as_deref().unwrap_or_default();
+    let worktree = project.check_thread(answer, &model);
+    assert_eq!(
+        container_name(second.container_id.as_deref().expect("container")),
+        spare,
+        "the new thread's first turn ran on the spare agent\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(worktree.display().to_string(), spare_dir);
+    let branch = loop_e2e::project::git_output(&worktree, &["branch", "--show-current"]);
+    assert!(
+        branch.starts_with("loop/please-add-the-notes-too") && !branch.contains("spare"),
+        "the spare's branch took the thread's name: {branch}"
+    );
+
+    // Its follow-up resumes the session the spare's CLI started, in the same container.
+    let follow_up = ask(&daemon, "second", "what do the notes say?").await;
+    assert_eq!(follow_up.container_id, second.container_id);
+    assert_eq!(follow_up.claude_session_id, second.claude_session_id);
+    assert!(
+        follow_up
+            .answer
+            .as_deref()
+            .is_some_and(|a| a.starts_with("They say:")),
+        "{follow_up:?}"
+    );
+
+    // The agent's tools act for the thread that adopted it, on behalf of who asked.
+    let reminded = ask(&daemon, "second", "remind me in January").await;
+    assert!(
+        reminded
+            .answer
+            .as_deref()
+            .is_some_and(|a| a.contains("yearly")),
+        "{reminded:?}"
+    );
+    let tasks = daemon.store().await.tasks(None).await.expect("tasks");
+    assert_eq!(tasks.len(), 1, "{tasks:?} {reminded:?}");
+    assert_eq!(tasks[0].channel_key, "local:second");
+    assert_eq!(tasks[0].created_by.as_deref(), Some("local"));
+
+    // The container goes away; the thread's next turn starts cold and resumes the session
+    // the spare's CLI kept, now in the thread's own session store.
+    let removed = Command::new("docker")
+        .args([
+            "rm",
+            "-f",
+            second.container_id.as_deref().expect("container"),
+        ])
+        .status()
+        .expect("docker rm");
+    assert!(removed.success());
+    let cold = ask(&daemon, "second", "what do the notes say?").await;
+    assert_ne!(cold.container_id, second.container_id);
+    assert_eq!(
+        cold.claude_session_id,
+        second.claude_session_id,
+        "the cold turn resumed the session\n{}",
+        daemon.log_text()
+    );
+    assert!(
+        cold.answer
+            .as_deref()
+            .is_some_and(|a| a.starts_with("They say:")),
+        "{cold:?}"
+    );
+
+    // Another spare replaced it, with a branch of its own; the adopted one's placeholder
+    // branch is gone.
+    let (next, _) = wait_for_spare(&daemon, Some(&spare)).await;
+    assert_ne!(next, spare);
+    let spare_branches =
+        loop_e2e::project::git_output(&project.dir, &["branch", "--list", "loop/spare-*"]);
+    assert_eq!(
+        spare_branches.lines().count(),
+        1,
+        "{spare_branches}\n{}",
+        loop_e2e::project::git_output(&project.dir, &["branch", "-a"])
+    );
+
+    // A third thread's first turn needs a person's approval: the prompt is the third
+    // thread's, and once approved the command runs on the spare that thread adopted.
+    let inbox = daemon.post_in("third", &project.dir, "touch yes").await;
+    let approval = daemon.pending_approval("gate-approval-yes").await;
+    assert_eq!(approval.channel_key, "local:third");
+    assert_eq!(
+        daemon.decide(&approval.id, "allow_once").await.status(),
+        200
+    );
+    let answer = daemon.answer(inbox, Duration::from_secs(90)).await;
+    assert!(answer.contains("yes_rc=0"), "{answer}");
+    let store = daemon.store().await;
+    let run_id = store
+        .inbox_message(inbox)
+        .await
+        .expect("message")
+        .run_id
+        .expect("run");
+    let third = store.run(&run_id).await.expect("run");
+    assert_eq!(
+        container_name(third.container_id.as_deref().expect("container")),
+        next
+    );
+    wait_for_spare(&daemon, Some(&next)).await;
+
+    // When the daemon stops, the unclaimed spare's worktree and branch go with it.
+    assert!(daemon.terminate().success(), "{}", daemon.log_text());
+    let spare_branches =
+        loop_e2e::project::git_output(&project.dir, &["branch", "--list", "loop/spare-*"]);
+    assert_eq!(spare_branches, "", "the spare's branch is left");
+    model.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_plain_directory_a_new_channel_takes_the_spare_and_follow_ups_leave_it() {
+    if docker().await.is_none() {
+        return;
+    }
+    let dir = home();
+    let model = start_model().await;
+    let daemon = Daemon::start(
+        &dir.path().join("home"),
+        &test_config(model.port(), dir.path(), "\"warm_idle_sec\": 600"),
+    )
+    .await;
+    // A directory that is not a repository: the spare works in it directly.
+    let project = dir.path().join("notes");
+    std::fs::create_dir_all(&project).expect("project");
+    std::fs::write(project.join("NOTES.md"), "shared notes\n").expect("notes");
+    let a1 = ask_in(&daemon, "plain-a", Some(&project), "what do the notes say?").await;
+    assert_eq!(a1.answer.as_deref(), Some("They say: shared notes"));
+    let (spare, spare_dir) = wait_for_spare(&daemon, None).await;
+    assert_eq!(spare_dir, project.display().to_string());
+
+    // Channel a's follow-up is no new thread: the spare stays as it is.
+    let a2 = ask(&daemon, "plain-a", "a2").await;
+    assert_eq!(a2.claude_session_id, a1.claude_session_id);
+    let (still, _) = wait_for_spare(&daemon, None).await;
+    assert_eq!(still, spare, "a follow-up left the spare alone");
+
+    // A new channel in the directory starts on it, in a session of its own.
+    let b1 = ask_in(&daemon, "plain-b", Some(&project), "what do the notes say?").await;
+    assert_eq!(b1.answer.as_deref(), Some("They say: shared notes"));
+    assert_eq!(
+        container_name(b1.container_id.as_deref().expect("container")),
+        spare
+    );
+    assert_ne!(b1.claude_session_id, a1.claude_session_id);
+    let b2 = ask(&daemon, "plain-b", "b2").await;
+    assert_eq!(b2.claude_session_id, b1.claude_session_id);
+    assert_eq!(b2.container_id, b1.container_id);
+    model.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spare_cut_before_the_base_moved_is_retired_and_the_new_thread_starts_from_the_new_head()
+{
+    if docker().await.is_none() {
+        return;
+    }
+    let dir = home();
+    let model = start_model().await;
+    let daemon = Daemon::start(
+        &dir.path().join("home"),
+        &test_config(model.port(), dir.path(), "\"warm_idle_sec\": 600"),
+    )
+    .await;
+    let project = Project::create(&dir.path().join("project"), GitOwner::Agent);
+    ask_in(&daemon, "before", Some(&project.dir), "hello").await;
+    let (stale, _) = wait_for_spare(&daemon, None).await;
+
+    // Someone pushes to main after the spare was cut.
+    std::fs::write(project.dir.join("NOTES.md"), "pushed after the spare\n").expect("notes");
+    project.commit("notes from a person");
+
+    // The new thread works on the new head, in a container of its own.
+    let after = ask_in(
+        &daemon,
+        "after",
+        Some(&project.dir),
+        "what do the notes say?",
+    )
+    .await;
+    assert_eq!(
+        after.answer.as_deref(),
+        Some("They say: pushed after the spare"),
+        "{}",
+        daemon.log_text()
+    );
+    assert_ne!(
+        container_name(after.container_id.as_deref().expect("container")),
+        stale
+    );
+    // The stale spare is gone, its worktree and branch with it; a fresh one takes its place.
+    let (fresh, fresh_dir) = wait_for_spare(&daemon, Some(&stale)).await;
+    assert_ne!(fresh, stale);
+    let listed = loop_e2e::project::git_output(&project.dir, &["worktree", "list"]);
+    assert_eq!(
+        listed.lines().filter(|l| l.contains("spare")).count(),
+        1,
+        "{listed}"
+    );
+    assert!(listed.contains(&fresh_dir), "{listed}");
     model.shutdown().await;
 }

@@ -121,13 +121,15 @@ pub enum MemoryCommand {
 
 #[derive(Debug, Args)]
 pub struct McpArgs {
-    /// The channel the container serves.
-    #[arg(long)]
+    /// The channel the container serves, for its log only (the token decides; loop no
+    /// longer passes it).
+    #[arg(long, default_value = "")]
     pub channel_id: String,
     /// The host API as the container reaches it.
     #[arg(long)]
     pub api_url: String,
-    /// Who asked for the turn (recorded as the creator of tasks).
+    /// Who asked for the turn. Ignored by the daemon, which records the author of the turn
+    /// the container serves; kept so older MCP configs still start.
     #[arg(long)]
     pub author_id: Option<String>,
     /// Offer the memory tools.

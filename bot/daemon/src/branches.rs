@@ -10,6 +10,7 @@
 
 pub mod diff;
 pub mod idle;
+pub mod spare;
 
 use std::path::{Path, PathBuf};
 

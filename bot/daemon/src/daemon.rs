@@ -463,6 +463,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
     api_stop.cancel();
     // Terminals' shells end before the containers they run in go.
     terminals.shutdown().await;
+    orchestrator.discard_spares().await;
     reaper_stop.cancel();
     if let Err(err) = reaper.await {
         tracing::warn!(error = %err, "warm agent reaper failed");

@@ -18,5 +18,6 @@ pub mod orchestrator;
 pub mod permissions;
 pub mod project_files;
 pub mod scheduler;
+pub mod spares;
 pub mod terminal;
 pub mod text;

@@ -346,6 +346,45 @@ impl Repo {
         Ok(())
     }
 
+    /// `git worktree remove --force PATH`: removes a work tree whatever it holds (a spare
+    /// agent's, which no thread claimed; its setup may have left files).
+    pub async fn discard_worktree(&self, path: &Path) -> Result<(), GitError> {
+        let path = absolute(path)?;
+        let path_arg = path.display().to_string();
+        command::run(
+            &self.checkout.target,
+            &["worktree", "remove", "--force", "--", &path_arg],
+            Call::default(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `git branch -m FROM TO`: renames a branch, also where a work tree has it checked out.
+    pub async fn rename_branch(&self, from: &str, to: &str) -> Result<(), GitError> {
+        check_branch(from)?;
+        check_branch(to)?;
+        command::run(
+            &self.checkout.target,
+            &["branch", "-m", from, to],
+            Call::default(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `git branch -D NAME`: deletes a branch whatever it holds.
+    pub async fn delete_branch(&self, name: &str) -> Result<(), GitError> {
+        check_branch(name)?;
+        command::run(
+            &self.checkout.target,
+            &["branch", "-D", name],
+            Call::default(),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Every work tree of the repository, the main one first.
     pub async fn worktrees(&self) -> Result<Vec<WorktreeEntry>, GitError> {
         let output = command::run(

@@ -113,6 +113,17 @@ impl Store {
         Ok(session_record(row))
     }
 
+    /// Whether the channel's active session has a Claude session (a turn ran in it).
+    pub async fn has_claude_session(&self, key: &ChannelKey) -> Result<bool, StoreError> {
+        Ok(sessions::Entity::find()
+            .filter(sessions::Column::ChannelKey.eq(key.to_string()))
+            .filter(sessions::Column::State.eq(ACTIVE))
+            .filter(sessions::Column::ClaudeSessionId.is_not_null())
+            .one(self.db())
+            .await?
+            .is_some())
+    }
+
     /// Records the Claude session id a turn reported.
     pub async fn set_claude_session(
         &self,

@@ -208,7 +208,7 @@ pub struct CreateTask {
     /// The channel key; required with the admin token, implied by a container token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
-    /// Who asked (the MCP server passes `--author-id`).
+    /// Who asked (admin callers; a container's tasks are its running turn's author's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
 }

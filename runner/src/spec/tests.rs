@@ -387,16 +387,12 @@ fn mcp_config_has_the_builtin_server_unless_the_user_defines_loop() {
         .filter_map(Value::as_str)
         .collect();
     assert_eq!(
-        &args[..5],
-        &[
-            "mcp",
-            "--channel-id",
-            "C123",
-            "--api-url",
-            "http://host.docker.internal:8222"
-        ]
+        &args[..3],
+        &["mcp", "--api-url", "http://host.docker.internal:8222"]
     );
-    assert!(args.contains(&"--author-id") && args.contains(&"U1") && args.contains(&"--memory"));
+    // The channel and the author come from the daemon, by token (a spare agent's server
+    // serves whichever thread claims it).
+    assert!(!args.contains(&"C123") && !args.contains(&"U1") && args.contains(&"--memory"));
     assert_eq!(plan.mcp_config["mcpServers"]["github"]["command"], "gh-mcp");
 
     fx.settings.mcp_servers.insert(
@@ -891,4 +887,56 @@ fn every_variable_loop_sets_in_a_container_is_reserved() {
     ] {
         assert!(!is_reserved_env(name), "{name}");
     }
+}
+
+#[test]
+fn a_spare_started_for_a_project_fits_a_thread_of_it_and_nothing_else() {
+    use crate::warm::fingerprint;
+    let mut fx = Fixture::new();
+    fx.settings.sessions_dir = Some(fx.dir.path().join("sessions"));
+    fx.settings.gate = Some(GateSpec {
+        policy_json: "{}".into(),
+        token: "t".repeat(64),
+        policy_dir: fx.dir.path().join("run"),
+    });
+    fx.settings.api_token = Some("a".repeat(64));
+    let invocation = ClaudeInvocation::default();
+    let print = |settings: &ContainerSettings, target: &ChannelTarget| {
+        let plan = plan_container(settings, target, ContainerKind::Agent, &invocation);
+        fingerprint(&plan, settings)
+    };
+    let spare = ChannelTarget {
+        channel_id: "spare-1a2b3c4d".into(),
+        author_id: None,
+        ..fx.target.clone()
+    };
+    let thread = ChannelTarget {
+        channel_id: "slack-C123-1700000000.000100".into(),
+        author_id: Some("U1".into()),
+        ..fx.target.clone()
+    };
+    // The thread's name is in its env, labels, container name and session store; none of it
+    // is what the agent runs with.
+    assert_eq!(
+        print(&fx.settings, &spare),
+        print(&fx.settings, &thread),
+        "a spare fits a new thread of its project"
+    );
+    let elsewhere = ChannelTarget {
+        work_dir: fx.dir.path().join("projects"),
+        ..thread.clone()
+    };
+    assert_ne!(print(&fx.settings, &spare), print(&fx.settings, &elsewhere));
+    let mut other_image = fx.settings.clone();
+    other_image.image = "loop-project:0123".into();
+    assert_ne!(print(&fx.settings, &spare), print(&other_image, &thread));
+    let resumed = ClaudeInvocation {
+        resume_session: Some("s1".into()),
+    };
+    let plan = plan_container(&fx.settings, &thread, ContainerKind::Agent, &resumed);
+    assert_eq!(
+        fingerprint(&plan, &fx.settings),
+        print(&fx.settings, &spare),
+        "the session is compared on its own, not in the fingerprint"
+    );
 }

@@ -25,6 +25,7 @@ use super::auth::bearer;
 use super::state::{ApiError, ApiState, parse_body};
 use crate::gate::answer::{Answered, answer};
 use crate::gate::approval::{self, AskError, Asked, Desk};
+use crate::gate::tokens::ContainerIdentity;
 use loop_store::{ApprovalRecord, NewAuditEntry};
 use loop_wire::api::DecideApproval;
 
@@ -57,10 +58,18 @@ fn container_identity(
     Ok((identity, channel))
 }
 
-/// The container knows its channel by the slug the runner gave it (`LOOP_CHANNEL_ID`); a token
-/// may only speak for that one.
-fn check_channel(channel: &ChannelKey, channel_id: &str) -> Result<(), ApiError> {
-    if channel_id == channel.slug() {
+/// The container knows its channel by the slug the runner gave it (`LOOP_CHANNEL_ID`, a spare's
+/// own id when a thread adopted it); a token may only speak for that one.
+fn check_channel(
+    state: &ApiState,
+    identity: &ContainerIdentity,
+    channel: &ChannelKey,
+    channel_id: &str,
+) -> Result<(), ApiError> {
+    if state
+        .gate
+        .names_itself(&identity.container, &channel.slug(), channel_id)
+    {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -117,7 +126,7 @@ pub(super) async fn container_audit(
     }
     let mut entries = Vec::with_capacity(records.len());
     for record in records {
-        check_channel(&channel, &record.channel_id)?;
+        check_channel(&state, &identity, &channel, &record.channel_id)?;
         let (verdict, source) = audit_verdict(record.outcome);
         entries.push(NewAuditEntry {
             container_id: identity.container.clone(),
@@ -147,7 +156,7 @@ pub(super) async fn container_approval(
 ) -> Result<Json<ApprovalResponse>, ApiError> {
     let (identity, channel) = container_identity(&state, &headers)?;
     let request: ApprovalRequest = parse_body(&body)?;
-    check_channel(&channel, &request.channel_id)?;
+    check_channel(&state, &identity, &channel, &request.channel_id)?;
     let orchestrator = &state.orchestrator;
     let config = orchestrator.config();
     let desk = Desk {

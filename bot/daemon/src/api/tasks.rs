@@ -144,7 +144,12 @@ pub(super) async fn create_task(
         prompt: request.prompt,
         name: request.name,
         timezone: request.timezone,
-        created_by: request.author,
+        // A container's tasks are created by whoever asked for the turn it serves: the daemon
+        // knows, the container is not trusted to say.
+        created_by: match &caller {
+            Caller::Container(identity) => state.orchestrator.running_author(&identity.channel_key),
+            Caller::Admin => request.author,
+        },
     };
     let new = plan_new_task(
         &channel,

@@ -326,6 +326,7 @@ pub struct ConfigLayer {
     pub terminal_grace_sec: Option<u64>,
     pub warm_idle_sec: Option<u64>,
     pub max_warm_threads: Option<usize>,
+    pub spare_agents: Option<bool>,
     pub mounts: Option<Vec<String>>,
     pub copy_files: Option<Vec<String>>,
     pub envs: Option<BTreeMap<String, Value>>,

@@ -118,6 +118,9 @@ pub struct Config {
     pub warm_idle_sec: u64,
     /// Most warm agents at once (None = sized from the machine's memory).
     pub max_warm_threads: Option<usize>,
+    /// Keep a started agent ready for the next new thread of a project used within
+    /// `warm_idle_sec` (it counts against `max_warm_threads`).
+    pub spare_agents: bool,
     pub mounts: Vec<String>,
     pub copy_files: Vec<String>,
     pub envs: BTreeMap<String, Value>,
@@ -409,6 +412,7 @@ impl Config {
             terminal_grace_sec: 60,
             warm_idle_sec: 600,
             max_warm_threads: None,
+            spare_agents: true,
             mounts: Vec::new(),
             copy_files: vec!["~/.claude.json".to_owned()],
             envs: BTreeMap::new(),
@@ -893,6 +897,7 @@ impl Config {
         set(&mut self.shutdown_grace_sec, layer.shutdown_grace_sec);
         set(&mut self.terminal_grace_sec, layer.terminal_grace_sec);
         set(&mut self.warm_idle_sec, layer.warm_idle_sec);
+        set(&mut self.spare_agents, layer.spare_agents);
         if layer.max_warm_threads.is_some() {
             self.max_warm_threads = layer.max_warm_threads;
         }

@@ -94,6 +94,9 @@ struct HubInner {
     runs: Mutex<HashMap<String, String>>,
     /// Approval prompts each container has asked for (`gates.rate_limits`).
     prompts: Mutex<HashMap<String, PromptCount>>,
+    /// The id a handed-over spare's container was started under, by the channel it serves
+    /// now: the container still names itself so (`LOOP_CHANNEL_ID`).
+    started_as: Mutex<HashMap<String, String>>,
 }
 
 #[derive(Default)]
@@ -212,6 +215,31 @@ impl GateHub {
         self.resolve_waiters_gone(container);
     }
 
+    /// A spare agent's container, started under `spare`, now serves `channel_key`: its tokens
+    /// act for that channel from now on, and the channel's turns find them as its live ones.
+    pub fn hand_over(&self, spare: &str, channel_key: &str) {
+        self.inner.tokens.hand_over(spare, channel_key);
+        for map in [&self.inner.live, &self.inner.live_api] {
+            let mut map = lock(map);
+            if let Some(token) = map.remove(spare) {
+                map.insert(channel_key.to_owned(), token);
+            }
+        }
+        lock(&self.inner.runs).remove(spare);
+        lock(&self.inner.prompts).remove(spare);
+        lock(&self.inner.started_as).insert(channel_key.to_owned(), spare.to_owned());
+    }
+
+    /// Whether `name` is how the container serving `container` names its channel: that
+    /// channel's slug, or the id a spare adopted by it was started under.
+    pub fn names_itself(&self, container: &str, slug: &str, name: &str) -> bool {
+        name == slug
+            || lock(&self.inner.started_as)
+                .get(container)
+                .map(String::as_str)
+                == Some(name)
+    }
+
     /// The run a container is serving now, if a turn is running.
     pub fn current_run(&self, container: &str) -> Option<String> {
         lock(&self.inner.runs).get(container).cloned()
@@ -226,6 +254,7 @@ impl GateHub {
         lock(&self.inner.runs).remove(container);
         lock(&self.inner.session_allows).retain(|(c, _)| c != container);
         lock(&self.inner.prompts).remove(container);
+        lock(&self.inner.started_as).remove(container);
         self.resolve_waiters_gone(container);
     }
 
@@ -519,5 +548,36 @@ mod tests {
             hub.tokens().identify(&third).map(|i| i.container),
             Some("local:c".to_owned())
         );
+    }
+
+    #[test]
+    fn a_spare_handed_over_acts_for_its_thread_with_the_tokens_it_started_with() {
+        let hub = GateHub::default();
+        let gate = hub.begin_turn("spare-1", "spare-1-start");
+        let api = hub.api_token("spare-1");
+        hub.turn_ended_warm("spare-1");
+        hub.hand_over("spare-1", "slack:C1:T1");
+        let thread = ContainerIdentity {
+            container: "slack:C1:T1".into(),
+            channel_key: "slack:C1:T1".into(),
+        };
+        assert_eq!(hub.identify_gate(&gate), Some(thread.clone()));
+        assert_eq!(hub.tokens().identify(&api), Some(thread));
+        // The thread's turn finds them as its live tokens: its container is the spare's.
+        assert_eq!(hub.begin_turn("slack:C1:T1", "r1"), gate);
+        assert_eq!(hub.api_token("slack:C1:T1"), api);
+        // Its container still names itself by the spare's id, and may.
+        assert!(hub.names_itself("slack:C1:T1", "slack-C1-T1", "spare-1"));
+        assert!(hub.names_itself("slack:C1:T1", "slack-C1-T1", "slack-C1-T1"));
+        assert!(!hub.names_itself("slack:C1:T1", "slack-C1-T1", "spare-2"));
+        assert_ne!(
+            hub.begin_turn("spare-1", "r2"),
+            gate,
+            "the spare's id holds nothing any more"
+        );
+        hub.container_gone("slack:C1:T1");
+        assert!(hub.tokens().identify(&gate).is_none());
+        assert!(hub.tokens().identify(&api).is_none());
+        assert!(!hub.names_itself("slack:C1:T1", "slack-C1-T1", "spare-1"));
     }
 }

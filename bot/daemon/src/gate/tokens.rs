@@ -50,6 +50,16 @@ impl ContainerTokens {
             .retain(|_, identity| identity.container != container);
     }
 
+    /// Every token of container `from` now belongs to `to`, acting on `to`'s channel (a spare
+    /// agent adopted by a thread; see `GateHub::hand_over`).
+    pub fn hand_over(&self, from: &str, to: &str) {
+        let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        for identity in map.values_mut().filter(|i| i.container == from) {
+            identity.container = to.to_owned();
+            identity.channel_key = to.to_owned();
+        }
+    }
+
     /// The identity behind a token, compared in constant time against every live token.
     pub fn identify(&self, token: &str) -> Option<ContainerIdentity> {
         let map = self.inner.read().unwrap_or_else(|p| p.into_inner());

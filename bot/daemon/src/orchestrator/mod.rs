@@ -20,6 +20,7 @@ mod gate_setup;
 mod git_commands;
 mod intake;
 mod progress;
+mod spares;
 mod terminal;
 mod trust;
 mod turn;
@@ -86,6 +87,9 @@ pub struct RunningTurn {
     /// Hosts the egress proxy refused during this turn, each told to the channel once.
     #[serde(skip)]
     egress_refused: HashSet<String>,
+    /// Who asked for this turn (its newest message's author), once its messages are claimed.
+    #[serde(skip)]
+    author: Option<String>,
 }
 
 struct Inner {
@@ -117,6 +121,8 @@ struct Inner {
     engine_down: AtomicBool,
     /// One build of a project's environment at a time.
     builds: crate::environment::BuildFlights,
+    /// Agents started ahead for the next new thread of a project.
+    spares: crate::spares::Spares,
 }
 
 /// The orchestrator handle. Cheap to clone.
@@ -156,6 +162,7 @@ impl Orchestrator {
                 memory: std::sync::OnceLock::new(),
                 engine_down: AtomicBool::new(false),
                 builds: crate::environment::BuildFlights::default(),
+                spares: crate::spares::Spares::default(),
             }),
         }
     }
@@ -205,6 +212,14 @@ impl Orchestrator {
             turn.elapsed_sec = turn.started.elapsed().as_secs();
         }
         running
+    }
+
+    /// Who asked for the turn running in `channel_key` (the creator of the tasks its agent
+    /// schedules), told by the daemon rather than by the container.
+    pub fn running_author(&self, channel_key: &str) -> Option<String> {
+        self.lock_running()
+            .get(channel_key)
+            .and_then(|turn| turn.author.clone())
     }
 
     fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningTurn>> {
@@ -549,6 +564,7 @@ impl Orchestrator {
                     started: Instant::now(),
                     elapsed_sec: 0,
                     egress_refused: HashSet::new(),
+                    author: None,
                 },
             );
             let this = self.clone();

@@ -130,8 +130,15 @@ impl Orchestrator {
         if let (Some(failure), Some(reply)) = (&ran.state.setup_failure, &mut verdict.reply) {
             *reply = format!("{}\n\n{}", reply.trim_end(), failure.notice());
         }
+        let succeeded = verdict.status == RunStatus::Succeeded;
+        let (project_dir, project) = (turn.project_dir.clone(), turn.project.clone());
         self.record(channel, run_id, turn, &adapter, ran.status_id, verdict)
-            .await
+            .await?;
+        if succeeded {
+            self.after_turn_spare(channel, &project_dir, &project)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Claims the channel's waiting messages, finds the work directory and session, starts
@@ -154,6 +161,13 @@ impl Orchestrator {
             .rev()
             .find(|m| m.triggers)
             .map_or_else(|| prompt.clone(), |m| m.text.clone());
+        if let Some(turn) = self.lock_running().get_mut(&key) {
+            turn.author = messages
+                .iter()
+                .rev()
+                .find(|m| m.triggers)
+                .map(|m| m.author_id.clone());
+        }
 
         let project_dir = match self.turn_work_dir(channel).await? {
             Ok(dir) => dir,
@@ -164,6 +178,11 @@ impl Orchestrator {
                     .map(|()| None);
             }
         };
+        // A new thread takes the project's spare agent, when there is one: its worktree first.
+        if self.is_new_thread(channel, &project_dir).await? {
+            self.adopt_spare(channel, &project_dir, &latest, run_id)
+                .await?;
+        }
         let worktree = match self
             .thread_worktree(channel, &project_dir, &latest, run_id)
             .await?
