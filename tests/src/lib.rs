@@ -5,6 +5,7 @@
 //! Docker fail when it is missing, unless `LOOP_TEST_SKIP_UNAVAILABLE=1` (a developer's local
 //! opt-out that CI never sets).
 
+pub mod browser;
 pub mod daemon;
 pub mod engine;
 pub mod gitremote;

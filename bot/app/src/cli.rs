@@ -44,6 +44,9 @@ pub enum Command {
     Deny(DenyArgs),
     /// List gate approval requests waiting for an answer.
     Approvals,
+    /// Open the web dashboard: prints a one-time login link (and opens it when a browser is
+    /// there).
+    Ui(UiArgs),
     /// Recent gate decisions (reads the database directly).
     Audit(AuditArgs),
     /// Security gate tools.
@@ -165,6 +168,13 @@ pub struct ApproveArgs {
     /// Allow the same action for the rest of the container's session.
     #[arg(long)]
     pub session: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    /// Only print the link; do not start a browser.
+    #[arg(long)]
+    pub no_open: bool,
 }
 
 #[derive(Debug, Args)]

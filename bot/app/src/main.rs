@@ -9,7 +9,7 @@ use clap::Parser;
 use loop_app::cli::{
     Cli, Command, ConfigCommand, DaemonCommand, GateCommand, ImageCommand, TasksCommand,
 };
-use loop_app::commands::{client, config_show, doctor, gate, image, onboard, service};
+use loop_app::commands::{client, config_show, doctor, gate, image, onboard, service, ui};
 use loop_daemon::config::{Config, ConfigSources, LogFormat};
 use loop_gate::wire::ApprovalDecision;
 use tokio::io::AsyncBufReadExt;
@@ -306,6 +306,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let record =
                 gate::decide(&connect_client(&config)?, &args.id, ApprovalDecision::Deny).await?;
             println!("denied {}: {}", record.id, record.summary);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ui(args) => {
+            let config = load(&sources)?;
+            let url = ui::login_url(&connect_client(&config)?).await?;
+            println!("{url}");
+            eprintln!("(the link works once, within a few minutes)");
+            if !args.no_open
+                && let Some(program) = ui::open_in_browser(&url)
+            {
+                eprintln!("opened with {program}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Approvals => {

@@ -330,7 +330,9 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         api::load_or_create_admin_token(&config.loop_dir)?,
     );
     let terminals = api_state.terminals.clone();
-    let router = api::router(api_state);
+    // The dashboard (`/ui/`) shares the listener and the state; its routes take a browser
+    // session cookie only.
+    let router = api::router(api_state.clone()).merge(crate::dashboard::router(api_state));
     // The API outlives intake: clients can still read answers while turns drain.
     let api_stop = CancellationToken::new();
     if let Some((egress, firewall)) = egress {

@@ -9,6 +9,7 @@ pub mod api;
 pub mod branches;
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod egress;
 pub mod environment;
 pub mod forge;

@@ -174,7 +174,7 @@ pub struct NewAuditEntry {
     pub approval_id: Option<String>,
 }
 
-fn approval_record(row: approvals::Model) -> ApprovalRecord {
+pub(super) fn approval_record(row: approvals::Model) -> ApprovalRecord {
     ApprovalRecord {
         // An unknown status can only come from a newer loop: treat it as decided (expired)
         // rather than as something still waiting for an answer.
@@ -196,7 +196,7 @@ fn approval_record(row: approvals::Model) -> ApprovalRecord {
     }
 }
 
-fn audit_entry(row: gate_audit::Model) -> AuditEntry {
+pub(super) fn audit_entry(row: gate_audit::Model) -> AuditEntry {
     AuditEntry {
         id: row.id,
         container_id: row.container_id,

@@ -13,6 +13,7 @@ mod grants;
 mod inbox;
 mod memories;
 mod outbox;
+mod overview;
 mod records;
 mod runs;
 mod tasks;
@@ -34,6 +35,7 @@ pub use grants::ChannelGrant;
 pub use inbox::{Accepted, MAX_MESSAGE_CHARS};
 pub use memories::{MemoryRecord, MemoryScope, NewMemory, StoredVector};
 pub use outbox::OutboxClaim;
+pub use overview::{AuditFilter, ChannelSummary, ThreadMessage};
 pub use records::*;
 pub use runs::RunOrigin;
 pub use tasks::{

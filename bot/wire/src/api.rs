@@ -188,6 +188,24 @@ pub struct DecideApproval {
     pub by: Option<String>,
 }
 
+/// `POST /api/ui/login-code` (admin): a one-time dashboard login for `user` (a login name,
+/// shown as who decided what in the dashboard).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiLoginRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// Answer to [`UiLoginRequest`]: the path (with the code) to open on the daemon's address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UiLoginLink {
+    /// `/ui/login?code=...`: single use.
+    pub path: String,
+    /// How long the code stays usable.
+    pub expires_in_sec: u64,
+}
+
 /// `POST /api/tasks`: schedule a prompt. Field names follow the Go Loop's `schedule_task`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -21,6 +21,12 @@ pub const APPROVALS: &str = "/api/approvals";
 /// Admin: answer one approval (`{id}`).
 pub const APPROVAL: &str = "/api/approvals/{id}";
 
+/// Admin: a one-time login code for the dashboard (`loop ui`).
+pub const UI_LOGIN_CODE: &str = "/api/ui/login-code";
+/// The dashboard (session cookie only; see `loop-daemon`'s `dashboard::session`).
+pub const UI: &str = "/ui/";
+/// The dashboard's login: trades `?code=` for a session cookie.
+pub const UI_LOGIN: &str = "/ui/login";
 /// Dashboard (session cookie): a thread's terminal page (`{key}`: the thread's channel key).
 pub const UI_TERMINAL: &str = "/ui/thread/{key}/terminal";
 /// Dashboard: the terminal's WebSocket (frames: `crate::terminal`).

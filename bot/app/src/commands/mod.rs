@@ -11,3 +11,4 @@ pub mod onboard;
 pub mod project_image;
 pub mod service;
 pub mod tasks;
+pub mod ui;

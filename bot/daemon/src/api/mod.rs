@@ -12,6 +12,7 @@ pub mod memory;
 mod state;
 pub mod tasks;
 mod terminal;
+mod ui;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -51,6 +52,7 @@ pub fn router(state: ApiState) -> Router {
         .route(routes::USAGE, get(usage))
         .route(routes::APPROVALS, get(gate::pending_approvals))
         .route(routes::APPROVAL, post(gate::decide))
+        .route(routes::UI_LOGIN_CODE, post(ui::login_code))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
         .route(routes::HEALTH, get(|| async { "ok" }))

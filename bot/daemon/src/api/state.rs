@@ -11,6 +11,7 @@ use loop_runner::ContainerRegistry;
 use loop_store::{Store, StoreError};
 use loop_wire::api::ErrorBody;
 
+use crate::dashboard::session::Sessions;
 use crate::gate::GateHub;
 use crate::gate::tokens::ContainerTokens;
 use crate::orchestrator::{Orchestrator, OrchestratorError};
@@ -30,6 +31,15 @@ pub struct ApiState {
     pub admin_token: Arc<String>,
     /// The dashboard's terminals (shells kept across reconnects).
     pub terminals: TerminalHub,
+    /// The dashboard's login codes and browser sessions (in memory: a restart logs out).
+    pub dashboard: Sessions,
+}
+
+/// The dashboard's extractors (`dashboard::session`) find the sessions in the state.
+impl axum::extract::FromRef<ApiState> for Sessions {
+    fn from_ref(state: &ApiState) -> Sessions {
+        state.dashboard.clone()
+    }
 }
 
 impl ApiState {
@@ -49,6 +59,7 @@ impl ApiState {
             local,
             registry,
             admin_token: Arc::new(admin_token),
+            dashboard: Sessions::default(),
         }
     }
 

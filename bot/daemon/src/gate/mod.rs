@@ -94,6 +94,9 @@ struct HubInner {
     runs: Mutex<HashMap<String, String>>,
     /// Approval prompts each container has asked for (`gates.rate_limits`).
     prompts: Mutex<HashMap<String, PromptCount>>,
+    /// Bumped whenever a request starts or stops waiting for a person: the dashboard's
+    /// approvals page re-reads the pending ones then.
+    waiting_changed: tokio::sync::watch::Sender<u64>,
     /// The id a handed-over spare's container was started under, by the channel it serves
     /// now: the container still names itself so (`LOOP_CHANNEL_ID`).
     started_as: Mutex<HashMap<String, String>>,
@@ -268,6 +271,9 @@ impl GateHub {
                 .collect();
             ids.iter().filter_map(|id| waiters.remove(id)).collect()
         };
+        if !gone.is_empty() {
+            self.bump_waiting();
+        }
         for waiter in gone {
             let _ = waiter.tx.send(Resolution::ContainerGone);
         }
@@ -283,18 +289,34 @@ impl GateHub {
                 tx,
             },
         );
+        self.bump_waiting();
         rx
     }
 
     /// Stops waiting for `id` (the request ended on its own: timeout, disconnect).
     pub fn forget(&self, id: &str) {
-        lock(&self.inner.waiters).remove(id);
+        if lock(&self.inner.waiters).remove(id).is_some() {
+            self.bump_waiting();
+        }
+    }
+
+    /// Changes whenever an approval starts or stops waiting for a person.
+    pub fn waiting_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.waiting_changed.subscribe()
+    }
+
+    fn bump_waiting(&self) {
+        self.inner
+            .waiting_changed
+            .send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Hands a person's decision to the request waiting for it. False when none waits (the
     /// daemon restarted, or the request already gave up).
     pub fn resolve(&self, id: &str, decision: ApprovalDecision, decided_by: &str) -> bool {
-        match lock(&self.inner.waiters).remove(id) {
+        let waiter = lock(&self.inner.waiters).remove(id);
+        self.bump_waiting();
+        match waiter {
             Some(waiter) => waiter
                 .tx
                 .send(Resolution::Decided {

@@ -9,6 +9,7 @@
 //! runs the previous daemon left running are marked interrupted and their messages re-queued,
 //! so each is answered once.
 
+pub mod activity;
 mod approvals;
 mod branch_turn;
 mod commands;
@@ -121,6 +122,8 @@ struct Inner {
     engine_down: AtomicBool,
     /// One build of a project's environment at a time.
     builds: crate::environment::BuildFlights,
+    /// What the channels' latest turns did, step by step (the dashboard's live thread).
+    activity: activity::ActivityLog,
     /// Agents started ahead for the next new thread of a project.
     spares: crate::spares::Spares,
 }
@@ -162,6 +165,7 @@ impl Orchestrator {
                 memory: std::sync::OnceLock::new(),
                 engine_down: AtomicBool::new(false),
                 builds: crate::environment::BuildFlights::default(),
+                activity: activity::ActivityLog::default(),
                 spares: crate::spares::Spares::default(),
             }),
         }
@@ -198,6 +202,28 @@ impl Orchestrator {
     /// Run progress events.
     pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// The tool calls, text and output of the channels' latest turns, as they happen.
+    pub fn activity(&self) -> &activity::ActivityLog {
+        &self.inner.activity
+    }
+
+    /// Stops the running turn of `channel` as `/loop stop` does, telling the channel who
+    /// stopped it; returns the run id, or `None` when nothing runs there.
+    pub async fn stop_turn(&self, channel: &ChannelKey, by: &str) -> Option<String> {
+        let run_id = {
+            let running = self.lock_running();
+            let turn = running.get(&channel.to_string())?;
+            turn.cancel.cancel();
+            turn.run_id.clone()
+        };
+        tracing::info!(channel = %channel, run_id = %run_id, by, "turn stopped");
+        let text = format!("🛑 Stopping run `{}` ({by}).", short_run_id(&run_id));
+        if let Err(err) = self.notify(channel, &text).await {
+            tracing::warn!(channel = %channel, error = %err, "cannot tell the channel a turn was stopped");
+        }
+        Some(run_id)
     }
 
     /// Idle warm agents (thread, container, age, idle time, memory).

@@ -9,6 +9,7 @@ use loop_runner::AgentEvent;
 use loop_runner::events::describe_tool;
 use tokio::sync::mpsc;
 
+use super::activity::ActivityTap;
 use crate::text::clip;
 
 /// Minimum time between two edits of the status message.
@@ -157,7 +158,9 @@ pub async fn post_status(
 }
 
 /// Drives the status message `status_id` (see [`post_status`]) from the event stream until
-/// the stream ends. Returns the status message's id and the final state.
+/// the stream ends, recording every event in the turn's activity log (`activity`) as it
+/// comes. Returns the status message's id and the final state.
+#[allow(clippy::too_many_arguments)] // One turn's display: each argument is a different part.
 pub async fn track(
     adapter: Arc<dyn Adapter>,
     channel: ChannelKey,
@@ -166,6 +169,7 @@ pub async fn track(
     mut events: mpsc::Receiver<AgentEvent>,
     started: Instant,
     on_change: impl Fn(&str) + Send,
+    activity: ActivityTap,
 ) -> (Option<String>, ProgressState) {
     let mut last_edit = Instant::now();
     let mut dirty = false;
@@ -174,7 +178,10 @@ pub async fn track(
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Some(event) => dirty |= state.apply(&event),
+                Some(event) => {
+                    activity.record(&event);
+                    dirty |= state.apply(&event);
+                }
                 None => break,
             },
             _ = tick.tick() => {

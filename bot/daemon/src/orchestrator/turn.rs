@@ -376,6 +376,7 @@ impl Orchestrator {
         let (progress_run, progress_key) = (run_id.to_owned(), key.clone());
         let progress_store = self.inner.store.clone();
         let progress_adapter = adapter.clone();
+        let activity = self.inner.activity.begin(&key, run_id);
         let progress = tokio::spawn(async move {
             let status_id =
                 progress::post_status(progress_adapter.as_ref(), &progress_channel, &initial).await;
@@ -401,6 +402,7 @@ impl Orchestrator {
                         status: line.to_owned(),
                     });
                 },
+                activity,
             )
             .await
         });

@@ -1,0 +1,455 @@
+//! Who may use the dashboard. `loop ui` asks the daemon (admin token) for a one-time login
+//! code; the browser trades it at `/ui/login` for a session: a random id in an HttpOnly,
+//! `SameSite=Strict`, `Path=/ui` cookie, and a CSRF token the pages carry for htmx to send
+//! back in the `X-CSRF-Token` header on every POST.
+//!
+//! Every dashboard route takes one of the two extractors here and nothing else:
+//! [`DashboardSession`] (the cookie, and the `Origin` when the browser sends one: pages, SSE,
+//! WebSockets) and [`DashboardCsrf`] (that, plus the CSRF header: anything that changes
+//! state). Bearer tokens (the admin token, containers' tokens) are never looked at, so they
+//! open no dashboard route.
+//!
+//! Sessions live in the daemon's memory only: a restart logs every browser out (run `loop ui`
+//! again). Codes and session ids are kept as SHA-256 digests, so a lookup's timing depends on
+//! the digest, never on how much of a guess matched; the CSRF token is compared in constant
+//! time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use crate::gate::tokens::{random_token, tokens_match};
+
+/// The session cookie's name.
+pub const COOKIE: &str = "loop_ui";
+/// The header htmx sends the session's CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// How long a login code from `loop ui` may wait to be used.
+pub const CODE_TTL: Duration = Duration::from_secs(120);
+/// How long a browser stays logged in.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 60 * 60);
+/// Live sessions at most; logging in past that ends the oldest.
+const MAX_SESSIONS: usize = 64;
+/// Unused login codes at most; minting past that drops the oldest.
+const MAX_CODES: usize = 16;
+/// Who a session acts as when `loop ui` named nobody (or someone unusable).
+pub const DEFAULT_USER: &str = "dashboard";
+
+type Digest32 = [u8; 32];
+
+fn digest(secret: &str) -> Digest32 {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// A login code waiting to be used.
+struct PendingCode {
+    user: String,
+    expires: Instant,
+}
+
+/// A logged-in browser.
+struct Live {
+    user: String,
+    csrf: String,
+    created: Instant,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct Table {
+    codes: HashMap<Digest32, PendingCode>,
+    sessions: HashMap<Digest32, Live>,
+}
+
+impl Table {
+    fn sweep(&mut self, now: Instant) {
+        self.codes.retain(|_, c| c.expires > now);
+        self.sessions.retain(|_, s| s.expires > now);
+    }
+}
+
+/// The dashboard's login codes and sessions. Cheap to clone; a `std::sync::Mutex` is right
+/// here: every critical section is a map lookup or insert, never held across an `.await`.
+#[derive(Clone, Default)]
+pub struct Sessions {
+    table: Arc<Mutex<Table>>,
+}
+
+/// A fresh login code for `loop ui`.
+#[derive(Debug, Clone)]
+pub struct LoginCode {
+    pub code: String,
+    pub expires_in: Duration,
+}
+
+/// What trading a login code gave: the cookie's value.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: String,
+    pub user: String,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Mints a single-use code for `user` (a login name; anything unusable becomes
+    /// [`DEFAULT_USER`]).
+    pub fn mint_code(&self, user: Option<&str>) -> LoginCode {
+        let code = random_token();
+        let now = Instant::now();
+        let mut table = self.lock();
+        table.sweep(now);
+        if table.codes.len() >= MAX_CODES
+            && let Some(oldest) = table
+                .codes
+                .iter()
+                .min_by_key(|(_, c)| c.expires)
+                .map(|(k, _)| *k)
+        {
+            table.codes.remove(&oldest);
+        }
+        table.codes.insert(
+            digest(&code),
+            PendingCode {
+                user: user_name(user),
+                expires: now + CODE_TTL,
+            },
+        );
+        LoginCode {
+            code,
+            expires_in: CODE_TTL,
+        }
+    }
+
+    /// Uses up `code` (whatever the outcome, it cannot be used again) and opens a session.
+    pub fn redeem(&self, code: &str) -> Option<NewSession> {
+        let now = Instant::now();
+        let mut table = self.lock();
+        table.sweep(now);
+        let pending = table.codes.remove(&digest(code))?;
+        if table.sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = table
+                .sessions
+                .iter()
+                .min_by_key(|(_, s)| s.created)
+                .map(|(k, _)| *k)
+        {
+            table.sessions.remove(&oldest);
+        }
+        let id = random_token();
+        table.sessions.insert(
+            digest(&id),
+            Live {
+                user: pending.user.clone(),
+                csrf: random_token(),
+                created: now,
+                expires: now + SESSION_TTL,
+            },
+        );
+        Some(NewSession {
+            id,
+            user: pending.user,
+        })
+    }
+
+    /// The session behind a cookie value, if it is live.
+    fn session(&self, id: &str) -> Option<DashboardSession> {
+        let key = digest(id);
+        let now = Instant::now();
+        let table = self.lock();
+        let live = table.sessions.get(&key).filter(|s| s.expires > now)?;
+        Some(DashboardSession {
+            key,
+            user: live.user.clone(),
+            csrf: live.csrf.clone(),
+        })
+    }
+
+    /// Ends a session (logout).
+    pub fn end(&self, session: &DashboardSession) {
+        self.lock().sessions.remove(&session.key);
+    }
+
+    /// Live sessions (for the overview's footer and tests).
+    pub fn count(&self) -> usize {
+        let mut table = self.lock();
+        table.sweep(Instant::now());
+        table.sessions.len()
+    }
+}
+
+/// A login name as given to `loop ui` (`$USER`), or [`DEFAULT_USER`].
+fn user_name(user: Option<&str>) -> String {
+    match user {
+        Some(u)
+            if !u.is_empty()
+                && u.len() <= 64
+                && u.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) =>
+        {
+            u.to_owned()
+        }
+        _ => DEFAULT_USER.to_owned(),
+    }
+}
+
+/// The `Set-Cookie` value that logs a browser in.
+pub fn login_cookie(session: &NewSession) -> String {
+    format!(
+        "{COOKIE}={}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}",
+        session.id,
+        SESSION_TTL.as_secs()
+    )
+}
+
+/// The `Set-Cookie` value that logs a browser out.
+pub fn logout_cookie() -> String {
+    format!("{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+/// A request from a logged-in browser: the session cookie is live, and an `Origin` header,
+/// when the browser sent one, names this host. Use it on every dashboard page, event stream
+/// and WebSocket.
+#[derive(Clone)]
+pub struct DashboardSession {
+    key: Digest32,
+    /// The login name `loop ui` was run as.
+    pub user: String,
+    csrf: String,
+}
+
+impl std::fmt::Debug for DashboardSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DashboardSession")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DashboardSession {
+    /// The token the pages put in their `<meta name="csrf-token">` for htmx.
+    pub fn csrf_token(&self) -> &str {
+        &self.csrf
+    }
+
+    /// Who decisions made in this session are attributed to (approvals, the audit log, the
+    /// updated chat prompt): `alice (dashboard)`.
+    pub fn decided_by(&self) -> String {
+        if self.user == DEFAULT_USER {
+            DEFAULT_USER.to_owned()
+        } else {
+            format!("{} (dashboard)", self.user)
+        }
+    }
+}
+
+/// A state-changing request from a logged-in browser: [`DashboardSession`], plus the
+/// session's CSRF token in the `X-CSRF-Token` header. Use it on every POST.
+#[derive(Debug, Clone)]
+pub struct DashboardCsrf(pub DashboardSession);
+
+/// Why a dashboard request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// No session cookie, or not a live one (401).
+    NotLoggedIn,
+    /// The `Origin` names another site (403).
+    CrossOrigin,
+    /// A POST without the session's CSRF token (403).
+    BadCsrf,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let (status, text) = match self {
+            Refused::NotLoggedIn => (
+                StatusCode::UNAUTHORIZED,
+                "Not logged in to the loop dashboard. Run `loop ui` on the daemon's machine for a login link.",
+            ),
+            Refused::CrossOrigin => (
+                StatusCode::FORBIDDEN,
+                "Refused: the request came from another site.",
+            ),
+            Refused::BadCsrf => (
+                StatusCode::FORBIDDEN,
+                "Refused: the request did not carry this session's CSRF token (reload the page).",
+            ),
+        };
+        (
+            status,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            text,
+        )
+            .into_response()
+    }
+}
+
+/// The value of cookie `name` in a request's `Cookie` headers.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// Whether an `Origin` header (if any) names the host the request was sent to. Browsers send
+/// one on every cross-site request, every POST and every WebSocket; a same-site GET may come
+/// without. Behind a reverse proxy the proxy must pass the `Host` it was asked for.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let (Ok(origin), Some(Ok(host))) = (
+        origin.to_str(),
+        headers.get(header::HOST).map(|h| h.to_str()),
+    ) else {
+        return false;
+    };
+    let authority = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    authority.is_some_and(|a| a.eq_ignore_ascii_case(host))
+}
+
+impl<S> FromRequestParts<S> for DashboardSession
+where
+    Sessions: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Refused;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if !same_origin(&parts.headers) {
+            return Err(Refused::CrossOrigin);
+        }
+        let id = cookie(&parts.headers, COOKIE).ok_or(Refused::NotLoggedIn)?;
+        Sessions::from_ref(state)
+            .session(id)
+            .ok_or(Refused::NotLoggedIn)
+    }
+}
+
+impl<S> FromRequestParts<S> for DashboardCsrf
+where
+    Sessions: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Refused;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let session = DashboardSession::from_request_parts(parts, state).await?;
+        // A GET never changes anything; this extractor on one is a mistake, refused loudly.
+        if parts.method == Method::GET || parts.method == Method::HEAD {
+            return Err(Refused::BadCsrf);
+        }
+        let given = parts
+            .headers
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if tokens_match(given, &session.csrf) {
+            Ok(DashboardCsrf(session))
+        } else {
+            Err(Refused::BadCsrf)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, HeaderValue::from_str(v).expect("header"));
+        }
+        map
+    }
+
+    #[test]
+    fn a_code_works_once_and_opens_a_session_for_its_user() {
+        let sessions = Sessions::default();
+        let code = sessions.mint_code(Some("alice"));
+        let session = sessions.redeem(&code.code).expect("first use");
+        assert_eq!(session.user, "alice");
+        assert!(sessions.redeem(&code.code).is_none(), "single use");
+        assert!(sessions.redeem("not-a-code").is_none());
+        let live = sessions.session(&session.id).expect("live");
+        assert_eq!(live.decided_by(), "alice (dashboard)");
+        assert_eq!(live.csrf_token().len(), 64);
+        sessions.end(&live);
+        assert!(sessions.session(&session.id).is_none(), "logged out");
+        // Odd names are not shown to anyone as they are.
+        let code = sessions.mint_code(Some("<script>"));
+        let session = sessions.redeem(&code.code).expect("use");
+        assert_eq!(session.user, DEFAULT_USER);
+        assert_eq!(
+            sessions.session(&session.id).expect("live").decided_by(),
+            "dashboard"
+        );
+    }
+
+    #[test]
+    fn sessions_and_codes_are_bounded() {
+        let sessions = Sessions::default();
+        let codes: Vec<_> = (0..MAX_CODES + 3)
+            .map(|_| sessions.mint_code(None))
+            .collect();
+        assert_eq!(sessions.lock().codes.len(), MAX_CODES);
+        assert!(sessions.redeem(&codes[MAX_CODES + 2].code).is_some());
+        for _ in 0..MAX_SESSIONS + 5 {
+            let code = sessions.mint_code(None);
+            sessions.redeem(&code.code).expect("use");
+        }
+        assert_eq!(sessions.count(), MAX_SESSIONS);
+    }
+
+    #[test]
+    fn cookies_and_origins_are_read_strictly() {
+        let h = headers(&[("cookie", "a=1; loop_ui=abc ; b=2")]);
+        assert_eq!(cookie(&h, COOKIE), Some("abc"));
+        let h = headers(&[("cookie", "xloop_ui=abc")]);
+        assert_eq!(cookie(&h, COOKIE), None);
+        let cases = [
+            (vec![("host", "127.0.0.1:7")], true),
+            (
+                vec![("host", "127.0.0.1:7"), ("origin", "http://127.0.0.1:7")],
+                true,
+            ),
+            (
+                vec![("host", "loop.example"), ("origin", "https://loop.example")],
+                true,
+            ),
+            (
+                vec![("host", "127.0.0.1:7"), ("origin", "http://evil.example")],
+                false,
+            ),
+            (
+                vec![("host", "127.0.0.1:7"), ("origin", "http://127.0.0.1:8")],
+                false,
+            ),
+            (vec![("host", "127.0.0.1:7"), ("origin", "null")], false),
+            (vec![("origin", "http://127.0.0.1:7")], false),
+        ];
+        for (pairs, expected) in cases {
+            assert_eq!(same_origin(&headers(&pairs)), expected, "{pairs:?}");
+        }
+    }
+}

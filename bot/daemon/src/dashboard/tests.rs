@@ -1,0 +1,558 @@
+//! The dashboard's routes in process: a real router on a real socket with an orchestrator
+//! whose runner runs nothing (the browser tests in `tests/tests/dashboard.rs` run real turns).
+
+use std::sync::Arc;
+
+use loop_adapter_local::LocalAdapter;
+use loop_runner::{AgentRunner, RunError, TurnOutcome, TurnRequest};
+use loop_store::test_support::TestDb;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ApiState;
+use crate::config::{Config, ConfigSources};
+use crate::orchestrator::{HostFacts, Orchestrator};
+
+/// No turn runs in these tests.
+struct NoRunner;
+
+#[async_trait::async_trait]
+impl AgentRunner for NoRunner {
+    async fn run_turn(
+        &self,
+        _request: TurnRequest,
+        _events: Option<loop_runner::agent::EventSender>,
+        _cancel: CancellationToken,
+    ) -> Result<TurnOutcome, RunError> {
+        Err(RunError::Cancelled)
+    }
+}
+
+/// A daemon's API and dashboard on a loopback port.
+pub(super) struct Rig {
+    pub url: String,
+    pub admin: String,
+    pub state: ApiState,
+    pub http: reqwest::Client,
+    _db: TestDb,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    pub async fn start() -> Rig {
+        let db = TestDb::sqlite().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sources = ConfigSources {
+            home: dir.path().to_path_buf(),
+            loop_dir: dir.path().join(".loop"),
+            env: Default::default(),
+        };
+        let config = Config::defaults(&sources);
+        let facts = HostFacts {
+            timezone: "UTC".into(),
+            proxy_env: Default::default(),
+            git_excludes_file: None,
+            daemon_id: "d-test".into(),
+            api_url: "http://127.0.0.1:1".into(),
+            network: None,
+        };
+        let local = LocalAdapter::new();
+        let orchestrator = Orchestrator::new(
+            db.store().clone(),
+            config,
+            facts,
+            Arc::new(NoRunner),
+            vec![Arc::new(local.clone())],
+            CancellationToken::new(),
+        );
+        let admin = crate::gate::tokens::random_token();
+        let state = ApiState::new(orchestrator, local, None, admin.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let router = crate::api::router(state.clone()).merge(super::router(state.clone()));
+        tokio::spawn(axum::serve(listener, router).into_future());
+        Rig {
+            url,
+            admin,
+            state,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            _db: db,
+            _dir: dir,
+        }
+    }
+
+    /// What `loop ui` does: the login path from the admin route.
+    pub async fn login_path(&self) -> String {
+        let link: loop_wire::api::UiLoginLink = self
+            .http
+            .post(format!("{}/api/ui/login-code", self.url))
+            .bearer_auth(&self.admin)
+            .json(&serde_json::json!({"user": "alice"}))
+            .send()
+            .await
+            .expect("login code")
+            .json()
+            .await
+            .expect("link");
+        link.path
+    }
+
+    /// Logs in; returns the cookie header value and the page's CSRF token.
+    pub async fn login(&self) -> (String, String) {
+        let response = self
+            .http
+            .get(format!("{}{}", self.url, self.login_path().await))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(response.status(), 303);
+        let set_cookie = response
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .expect("a cookie")
+            .to_owned();
+        let cookie = set_cookie.split(';').next().expect("pair").to_owned();
+        let page = self.get("/ui/", Some(&cookie)).await;
+        assert_eq!(page.status(), 200);
+        let body = page.text().await.expect("page");
+        let csrf = body
+            .split(r#"name="csrf-token" content=""#)
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("csrf meta")
+            .to_owned();
+        (cookie, csrf)
+    }
+
+    pub async fn get(&self, path: &str, cookie: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.get(format!("{}{path}", self.url));
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        request.send().await.expect("get")
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        csrf: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self.http.post(format!("{}{path}", self.url)).form(form);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf);
+        }
+        request.send().await.expect("post")
+    }
+}
+
+#[tokio::test]
+async fn a_login_link_works_once_and_sets_a_strict_cookie() {
+    let rig = Rig::start().await;
+    // Without the admin token there is no code.
+    let refused = rig
+        .http
+        .post(format!("{}/api/ui/login-code", rig.url))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(refused.status(), 401);
+
+    let path = rig.login_path().await;
+    assert!(path.starts_with("/ui/login?code="), "{path}");
+    let response = rig.get(&path, None).await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(
+        response.headers().get("location").expect("location"),
+        "/ui/"
+    );
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("cookie")
+        .to_owned();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/ui"] {
+        assert!(cookie.contains(flag), "{flag} missing: {cookie}");
+    }
+    // The same link again: refused, no cookie.
+    let again = rig.get(&path, None).await;
+    assert_eq!(again.status(), 401);
+    assert!(again.headers().get("set-cookie").is_none());
+    assert!(
+        again.text().await.expect("text").contains("loop ui"),
+        "the page says what to do"
+    );
+    // The cookie opens the overview, which names the user and carries security headers.
+    let pair = cookie.split(';').next().expect("pair");
+    let page = rig.get("/ui/", Some(pair)).await;
+    assert_eq!(page.status(), 200);
+    let csp = page
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(page.text().await.expect("text").contains("alice"));
+}
+
+#[tokio::test]
+async fn dashboard_routes_take_the_cookie_and_nothing_else() {
+    let rig = Rig::start().await;
+    let (cookie, csrf) = rig.login().await;
+
+    // No cookie: 401, whatever bearer token comes along (the admin's, a container's).
+    assert_eq!(rig.get("/ui/", None).await.status(), 401);
+    let container = rig.state.gate.api_token("local:c1");
+    for token in [rig.admin.as_str(), container.as_str()] {
+        let response = rig
+            .http
+            .get(format!("{}/ui/", rig.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(
+            response.status(),
+            401,
+            "a bearer token opened the dashboard"
+        );
+        let response = rig
+            .http
+            .post(format!("{}/ui/logout", rig.url))
+            .bearer_auth(token)
+            .header("x-csrf-token", &csrf)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 401);
+    }
+    // A made-up cookie: 401.
+    let forged = format!("loop_ui={}", "0".repeat(64));
+    assert_eq!(rig.get("/ui/", Some(&forged)).await.status(), 401);
+
+    // A POST with the cookie but without the CSRF token, or with another one: 403.
+    assert_eq!(
+        rig.post("/ui/logout", Some(&cookie), None, &[])
+            .await
+            .status(),
+        403
+    );
+    let wrong = "f".repeat(64);
+    assert_eq!(
+        rig.post("/ui/logout", Some(&cookie), Some(&wrong), &[])
+            .await
+            .status(),
+        403
+    );
+    // Another site's page, even with the browser's cookie: 403.
+    let cross = rig
+        .http
+        .get(format!("{}/ui/", rig.url))
+        .header("cookie", &cookie)
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(cross.status(), 403);
+    // The right token logs out; the cookie is dead afterwards.
+    assert_eq!(
+        rig.post("/ui/logout", Some(&cookie), Some(&csrf), &[])
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(rig.get("/ui/", Some(&cookie)).await.status(), 401);
+}
+
+/// Reads SSE events from a response until one contains `needle` (or the time is up).
+async fn sse_until(response: &mut reqwest::Response, needle: &str) -> String {
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !seen.contains(needle) {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} on the stream; got:\n{seen}"))
+            .expect("chunk")
+            .expect("stream open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_turns_tool_calls_stream_into_the_thread_page() {
+    let rig = Rig::start().await;
+    let (cookie, _) = rig.login().await;
+    let key = "local:c1";
+    // No cookie, no stream.
+    assert_eq!(
+        rig.get("/ui/events?view=thread&key=local:c1", None)
+            .await
+            .status(),
+        401
+    );
+    let mut stream = rig
+        .get("/ui/events?view=thread&key=local:c1", Some(&cookie))
+        .await;
+    assert_eq!(stream.status(), 200);
+    assert_eq!(
+        stream
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    // The snapshot comes first.
+    sse_until(&mut stream, "event: thread-turn").await;
+
+    let tap = rig.state.orchestrator.activity().begin(key, "run-1");
+    tap.record(&loop_runner::AgentEvent::ToolUse {
+        id: "t1".into(),
+        name: "Bash".into(),
+        input: serde_json::json!({"command": "sleep 3; echo <b>built</b>"}),
+    });
+    let seen = sse_until(&mut stream, "Bash: sleep 3").await;
+    assert!(seen.contains("event: thread-activity"), "{seen}");
+    assert!(
+        seen.contains("echo &lt;b&gt;built&lt;/b&gt;"),
+        "escaped: {seen}"
+    );
+    tap.record(&loop_runner::AgentEvent::ToolResult {
+        tool_use_id: "t1".into(),
+        is_error: false,
+        content: "<script>alert(1)</script>built".into(),
+    });
+    let seen = sse_until(&mut stream, "built</pre>").await;
+    assert!(seen.contains("&lt;script&gt;"), "{seen}");
+    assert!(!seen.contains("<script>alert"), "{seen}");
+
+    // The page itself shows what already happened.
+    let page = rig
+        .get("/ui/thread/local:c1", Some(&cookie))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(page.contains("Bash: sleep 3"), "{page}");
+    assert!(page.contains(r#"id="act-"#));
+}
+
+#[tokio::test]
+async fn overview_of_200_threads_renders_quickly() {
+    use loop_adapter::{Author, ChannelKey, Message, PlatformKind};
+    let rig = Rig::start().await;
+    let (cookie, _) = rig.login().await;
+    let store = &rig.state.store;
+    for i in 0..200 {
+        let thread = ChannelKey::thread(PlatformKind::Slack, "C7", format!("17000.{i:04}"));
+        store
+            .accept_message(&Message {
+                message_id: format!("m{i}"),
+                channel: thread.clone(),
+                author: Author {
+                    id: "U1".into(),
+                    name: "alice".into(),
+                    is_bot: false,
+                    roles: vec![],
+                },
+                text: format!("request {i}"),
+                triggers: true,
+                work_dir: None,
+            })
+            .await
+            .expect("accept");
+        let key = thread.to_string();
+        let session = store.active_session(&thread, "/srv/p").await.expect("s");
+        let run = format!("run-{i}");
+        store.claim_pending(&key, &run).await.expect("claim");
+        store
+            .start_run(&run, &key, &session.id, loop_store::RunOrigin::Chat, "p")
+            .await
+            .expect("start");
+        store
+            .finish_run(
+                &run,
+                &key,
+                loop_store::RunStatus::Succeeded,
+                loop_store::RunFinish {
+                    answer: Some(format!("answer {i}")),
+                    cost_usd: 0.01,
+                    ..Default::default()
+                },
+                None,
+            )
+            .await
+            .expect("finish");
+    }
+    // Server side: gathering and rendering, measured (printed, never asserted).
+    let mut samples = Vec::new();
+    for _ in 0..10 {
+        let started = std::time::Instant::now();
+        let data = super::overview::gather(&rig.state, &[])
+            .await
+            .expect("gather");
+        let html = super::overview::body(&data).into_string();
+        samples.push(started.elapsed());
+        assert_eq!(data.rows.len(), 200);
+        assert!(html.contains("C7 › 17000.0199"));
+    }
+    samples.sort();
+    println!(
+        "overview of 200 threads, server side (SQLite): median {:?}, max {:?}",
+        samples[samples.len() / 2],
+        samples[samples.len() - 1]
+    );
+    let page = rig.get("/ui/", Some(&cookie)).await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("page");
+    let (css, js) = super::assets::ASSETS.weight();
+    println!(
+        "overview page weight: HTML {} bytes, CSS {css} bytes, JS {js} bytes",
+        html.len()
+    );
+}
+
+#[tokio::test]
+async fn an_approval_answered_in_the_page_wakes_the_agent_and_says_who() {
+    use loop_adapter_local::LocalEvent;
+    let rig = Rig::start().await;
+    let (cookie, csrf) = rig.login().await;
+    let gate = rig.state.gate.clone();
+    let token = gate.begin_turn("local:c1", "run-1");
+    let mut chat = rig.state.local.subscribe();
+    let ask = rig
+        .http
+        .post(format!("{}/api/gate/container-approval", rig.url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({
+            "channel_id": "local-c1",
+            "action": {"kind": "exec", "program": "/usr/bin/touch", "argv": ["touch", "x"]},
+            "summary": "exec /usr/bin/touch x",
+            "session_key": "execve:/usr/bin/touch:x",
+            "rule": "command_rules[0]",
+            "pid": 42
+        }))
+        .send();
+    let waiting = tokio::spawn(ask);
+    let pending = loop {
+        let pending = rig.state.store.pending_approvals().await.expect("pending");
+        if let Some(first) = pending.into_iter().next() {
+            break first;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let page = rig
+        .get("/ui/approvals", Some(&cookie))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(page.contains("exec /usr/bin/touch x"), "{page}");
+    assert!(page.contains("data-deadline="), "a countdown");
+    let path = format!("/ui/approvals/{}", pending.id);
+    // Without the CSRF token nothing is decided.
+    assert_eq!(
+        rig.post(&path, Some(&cookie), None, &[("decision", "allow_once")])
+            .await
+            .status(),
+        403
+    );
+    let decided = rig
+        .post(
+            &path,
+            Some(&cookie),
+            Some(&csrf),
+            &[("decision", "allow_once")],
+        )
+        .await;
+    assert_eq!(decided.status(), 200);
+    assert!(
+        decided
+            .text()
+            .await
+            .expect("card")
+            .contains("allowed once by alice (dashboard)")
+    );
+    let answer: serde_json::Value = waiting
+        .await
+        .expect("join")
+        .expect("response")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer["decision"], "allow_once");
+    // The prompt in the channel says who decided, as after a button press.
+    let edited = loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), chat.recv())
+            .await
+            .expect("an edit")
+            .expect("event")
+        {
+            LocalEvent::Edited { text, .. } => break text,
+            _ => continue,
+        }
+    };
+    assert!(edited.contains("alice (dashboard)"), "{edited}");
+    let audit = rig.state.store.gate_audit(1).await.expect("audit");
+    assert_eq!(audit[0].decided_by.as_deref(), Some("alice (dashboard)"));
+}
+
+#[tokio::test]
+async fn a_message_from_the_page_goes_into_the_local_channel() {
+    let rig = Rig::start().await;
+    let (cookie, csrf) = rig.login().await;
+    let sent = rig
+        .post(
+            "/ui/thread/local:notes/send",
+            Some(&cookie),
+            Some(&csrf),
+            &[("text", "hello from the page")],
+        )
+        .await;
+    assert_eq!(sent.status(), 200);
+    assert!(sent.text().await.expect("form").contains("Sent."));
+    let messages = rig
+        .state
+        .store
+        .thread_messages("local:notes", 10)
+        .await
+        .expect("messages");
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        (messages[0].author_name.as_str(), messages[0].text.as_str()),
+        ("alice", "hello from the page")
+    );
+    // Slack threads are answered in Slack.
+    let refused = rig
+        .post(
+            "/ui/thread/slack:C1:1.0/send",
+            Some(&cookie),
+            Some(&csrf),
+            &[("text", "hi")],
+        )
+        .await;
+    assert_eq!(refused.status(), 400);
+    // Nothing runs: Stop says so.
+    assert_eq!(
+        rig.post(
+            "/ui/thread/local:notes/stop",
+            Some(&cookie),
+            Some(&csrf),
+            &[]
+        )
+        .await
+        .status(),
+        409
+    );
+}
