@@ -30,20 +30,10 @@ struct Terminal {
 }
 
 impl Terminal {
-    /// Opens `channel`'s terminal and waits for the daemon to say what it attached to.
-    async fn open(daemon: &Daemon, channel: &str) -> Terminal {
-        let url = format!(
-            "ws://{}{}?cols=120&rows=40",
-            daemon.addr().expect("address"),
-            loop_wire::routes::ui_terminal_socket(channel)
-        );
-        let mut request = url.into_client_request().expect("request");
-        request.headers_mut().insert(
-            "authorization",
-            format!("Bearer {}", daemon.token())
-                .parse()
-                .expect("header"),
-        );
+    /// Opens `channel`'s terminal as the dashboard session `cookie` and waits for the daemon
+    /// to say what it attached to.
+    async fn open(daemon: &Daemon, cookie: &str, channel: &str) -> Terminal {
+        let request = socket_request(daemon, channel, &[("cookie", &format!("loop_ui={cookie}"))]);
         let (socket, _) = tokio_tungstenite::connect_async(request)
             .await
             .expect("the terminal's socket opens");
@@ -117,6 +107,58 @@ impl Terminal {
 
     async fn close(mut self) {
         let _ = self.socket.close(None).await;
+    }
+}
+
+/// The WebSocket handshake for `channel`'s terminal, with `headers`.
+fn socket_request(
+    daemon: &Daemon,
+    channel: &str,
+    headers: &[(&'static str, &str)],
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    let url = format!(
+        "ws://{}{}?cols=120&rows=40",
+        daemon.addr().expect("address"),
+        loop_wire::routes::ui_terminal_socket(channel)
+    );
+    let mut request = url.into_client_request().expect("request");
+    for (name, value) in headers {
+        request
+            .headers_mut()
+            .insert(*name, value.parse().expect("header"));
+    }
+    request
+}
+
+/// Logs in as `loop ui`'s link does; returns the session cookie's value.
+async fn log_in(daemon: &Daemon) -> String {
+    let out = daemon.cli(&["ui", "--no-open"]);
+    assert!(out.status.success(), "{out:?}");
+    let link = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .get(&link)
+        .send()
+        .await
+        .expect("the login link");
+    response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .and_then(|v| v.strip_prefix("loop_ui="))
+        .expect("the session cookie")
+        .to_owned()
+}
+
+/// The status a refused handshake got.
+async fn refused(request: tokio_tungstenite::tungstenite::handshake::client::Request) -> u16 {
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => panic!("the terminal's socket opened"),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("not an HTTP refusal: {other}"),
     }
 }
 
@@ -262,7 +304,21 @@ async fn a_terminal_is_the_agents_shell_under_its_gate_and_survives_a_reconnect(
     let daemon = Daemon::start(&dir.path().join("home"), &config).await;
     command(&daemon, "term", &format!("/loop dir {}", project.display())).await;
 
-    let mut terminal = Terminal::open(&daemon, "local:term").await;
+    // Only a dashboard session opens a terminal: not the admin token, not another site.
+    let admin = format!("Bearer {}", daemon.token());
+    let no_session = socket_request(&daemon, "local:term", &[("authorization", &admin)]);
+    assert_eq!(refused(no_session).await, 401);
+    let cookie = log_in(&daemon).await;
+    let session = format!("loop_ui={cookie}");
+    let elsewhere = socket_request(
+        &daemon,
+        "local:term",
+        &[("cookie", &session), ("origin", "http://evil.example")],
+    );
+    assert_eq!(refused(elsewhere).await, 403);
+    assert!(containers(&daemon, "shell").await.is_empty());
+
+    let mut terminal = Terminal::open(&daemon, &cookie, "local:term").await;
     let (host, container, reattached, _) = attached_host(&terminal.attached);
     assert_eq!((host, reattached), ("shell_container", false));
     let container = container.to_owned();
@@ -328,7 +384,7 @@ async fn a_terminal_is_the_agents_shell_under_its_gate_and_survives_a_reconnect(
     terminal.close().await;
 
     // Back within the grace period: the same shell, its recent output first.
-    let mut again = Terminal::open(&daemon, "local:term").await;
+    let mut again = Terminal::open(&daemon, &cookie, "local:term").await;
     let (host, same, reattached, replayed) = attached_host(&again.attached);
     assert_eq!(
         (host, same, reattached),
@@ -346,6 +402,12 @@ async fn a_terminal_is_the_agents_shell_under_its_gate_and_survives_a_reconnect(
             has_line(screen, "mark=kept-42")
         })
         .await;
+    // Another dashboard session gets a shell of its own, not this one's.
+    let other = log_in(&daemon).await;
+    let theirs = Terminal::open(&daemon, &other, "local:term").await;
+    let (_, _, reattached, replayed) = attached_host(&theirs.attached);
+    assert_eq!((reattached, replayed), (false, 0));
+    theirs.close().await;
     again.close().await;
 
     // Nobody comes back: the shell ends and its container goes.
@@ -358,7 +420,7 @@ async fn a_terminal_is_the_agents_shell_under_its_gate_and_survives_a_reconnect(
     .await;
 
     // A new terminal gets a new shell.
-    let mut fresh = Terminal::open(&daemon, "local:term").await;
+    let mut fresh = Terminal::open(&daemon, &cookie, "local:term").await;
     let (_, _, reattached, _) = attached_host(&fresh.attached);
     assert!(!reattached);
     fresh.type_line("echo \"mark=[$LOOP_TERM_MARK]\"").await;
@@ -397,7 +459,8 @@ async fn a_warm_threads_terminal_opens_in_its_agents_container() {
         .await
         .expect("the thread's warm agent");
 
-    let mut terminal = Terminal::open(&daemon, "local:warm-term").await;
+    let cookie = log_in(&daemon).await;
+    let mut terminal = Terminal::open(&daemon, &cookie, "local:warm-term").await;
     let (host, container, _, _) = attached_host(&terminal.attached);
     assert_eq!((host, container), ("warm_agent", agent.as_str()));
     terminal

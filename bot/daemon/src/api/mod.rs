@@ -11,7 +11,6 @@ mod git;
 pub mod memory;
 mod state;
 pub mod tasks;
-mod terminal;
 mod ui;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
@@ -80,8 +79,6 @@ pub fn router(state: ApiState) -> Router {
         // Container token: the agent asks for its branch to be pushed (see `git.rs`).
         .route(routes::GIT_PUSH, post(git::push))
         .route(routes::GIT_PULL_REQUEST, post(git::pull_request))
-        // Dashboard: a thread's terminal (its own authentication, see `terminal.rs`).
-        .route(routes::UI_TERMINAL_SOCKET, get(terminal::socket))
         .merge(admin)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

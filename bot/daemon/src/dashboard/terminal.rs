@@ -1,49 +1,86 @@
-//! The dashboard terminal's WebSocket (`/ui/thread/{key}/terminal/socket`): a shell in the
-//! thread's container as the agent (see `crate::terminal`). Binary frames carry the tty's
-//! bytes both ways; text frames carry JSON (`loop_wire::terminal`): resizes from the page,
-//! and from the daemon what the socket is attached to, and the shell's end.
+//! `/ui/thread/{key}/terminal`: a shell in the thread's container, as its agent (see
+//! `crate::terminal` for the shell's life, `loop_runner::shell` for how it runs), drawn by
+//! xterm.js. Its WebSocket (`.../terminal/socket`) carries the tty's bytes both ways in binary
+//! frames and JSON in text frames (`loop_wire::terminal`): resizes from the page; from the
+//! daemon what the socket is attached to, and the shell's end.
+//!
+//! Both routes take the dashboard session (cookie, and `Origin` on the WebSocket): a reconnect
+//! of the same session re-attaches to its shell; a bearer token, the admin's or a container's,
+//! opens neither.
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::StatusCode;
-use axum::http::request::Parts;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use bytes::Bytes;
 use loop_adapter::ChannelKey;
 use loop_wire::terminal::{TerminalControl, TerminalEvent, TerminalSize};
+use maud::html;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::auth::bearer;
-use super::state::{ApiError, ApiState};
-use crate::gate::tokens::tokens_match;
+use super::assets::{ASSETS, Assets};
+use super::page::{self, PageError, parse_key, thread_url};
+use super::session::DashboardSession;
+use crate::api::ApiState;
 use crate::terminal::{Attachment, TerminalHub};
 
-/// Who is at a terminal: the dashboard session its shell belongs to (a reconnect of the same
-/// session re-attaches to it).
-///
-/// Stands in for the dashboard's session extractor until it is on main: the admin token in
-/// the `Authorization` header (never in the URL). A container's token never equals it.
-pub(super) struct Viewer {
-    session: String,
-}
+/// The page's element ids.
+pub const SCREEN: &str = "terminal";
+pub const STATUS: &str = "terminal-status";
 
-impl FromRequestParts<ApiState> for Viewer {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        match bearer(&parts.headers) {
-            Some(token) if tokens_match(token, &state.admin_token) => Ok(Viewer {
-                session: "admin".to_owned(),
-            }),
-            _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "not logged in")),
-        }
+/// `GET /ui/thread/{key}/terminal`.
+pub async fn page(
+    Path(raw): Path<String>,
+    session: DashboardSession,
+) -> Result<Response, PageError> {
+    let key = parse_key(&raw)?;
+    let name = key.to_string();
+    // xterm.js adds `<style>` elements of its own; the page's script stamps them with this
+    // response's nonce, which the policy below allows besides the daemon's own files.
+    let nonce = crate::gate::tokens::random_token();
+    let head = html! {
+        link rel="stylesheet" href=(Assets::url(&ASSETS.xterm_css));
+        link rel="stylesheet" href=(Assets::url(&ASSETS.views_css));
+        script src=(Assets::url(&ASSETS.xterm_js)) defer {}
+        script src=(Assets::url(&ASSETS.xterm_fit)) defer {}
+        script src=(Assets::url(&ASSETS.terminal_js)) nonce=(nonce) defer {}
+    };
+    let title = format!("Terminal · {name}");
+    let mut response = page::render_with(
+        page::Shell {
+            title: &title,
+            nav: page::Nav::Thread,
+            session: &session,
+            live: None,
+        },
+        head,
+        html! {
+            h1 {
+                span.platform { (key.platform.as_str()) } " "
+                a href=(thread_url(&name)) { (name) }
+                " › terminal"
+            }
+            p.muted.small {
+                "A shell in this thread's container as its agent: its files, its user, its "
+                "gate. It stays open for a while when you leave, and comes back when you do."
+            }
+            p.terminal-status id=(STATUS) role="status" { "connecting…" }
+            div.terminal-screen id=(SCREEN)
+                data-socket=(loop_wire::routes::ui_terminal_socket(&name)) {}
+        },
+    );
+    if let Ok(policy) = HeaderValue::from_str(&page::csp_with_style_nonce(&nonce)) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, policy);
     }
+    Ok(response)
 }
 
 /// The terminal's size when the socket opens (`?cols=&rows=`).
 #[derive(Debug, Deserialize)]
-pub(super) struct SizeQuery {
+pub struct SizeQuery {
     cols: Option<u16>,
     rows: Option<u16>,
 }
@@ -58,44 +95,34 @@ impl SizeQuery {
     }
 }
 
-/// The thread a dashboard URL names.
-pub(super) fn channel_of(key: &str) -> Result<ChannelKey, ApiError> {
-    key.parse()
-        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "no such thread"))
-}
-
 /// `GET /ui/thread/{key}/terminal/socket`: the WebSocket.
-pub(super) async fn socket(
+pub async fn socket(
     State(state): State<ApiState>,
-    viewer: Viewer,
-    Path(key): Path<String>,
+    session: DashboardSession,
+    Path(raw): Path<String>,
     Query(size): Query<SizeQuery>,
     upgrade: WebSocketUpgrade,
-) -> Result<Response, ApiError> {
-    let channel = channel_of(&key)?;
+) -> Result<Response, PageError> {
+    let channel = parse_key(&raw)?;
     let hub = state.terminals.clone();
     let size = size.size();
-    Ok(upgrade.on_upgrade(move |socket| serve(socket, hub, viewer.session, channel, size)))
+    let owner = session.id();
+    Ok(upgrade.on_upgrade(move |socket| serve(socket, hub, owner, channel, size)))
 }
 
 async fn serve(
     mut socket: WebSocket,
     hub: TerminalHub,
-    session: String,
+    owner: String,
     channel: ChannelKey,
     size: TerminalSize,
 ) {
-    let attachment = match hub.attach(&session, &channel, size).await {
+    let attachment = match hub.attach(&owner, &channel, size).await {
         Ok(attachment) => attachment,
         Err(err) => {
             tracing::warn!(channel = %channel, error = %err, "cannot open a terminal");
-            let _ = send_event(
-                &mut socket,
-                &TerminalEvent::Error {
-                    message: err.to_string(),
-                },
-            )
-            .await;
+            let message = err.to_string();
+            let _ = send_event(&mut socket, &TerminalEvent::Error { message }).await;
             let _ = socket.send(close_frame()).await;
             return;
         }
