@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::events::TurnResult;
 use crate::project_image::{BuildError, ImagePlan, ProjectImage, ProjectImageSpec};
 use crate::registry::{ContainerEntry, ContainerRegistry, ContainerStatus};
+use crate::shell::{OpenShell, ShellBook, ShellError, ShellHandle, ShellRequest, TerminalSize};
 use crate::spec::{
     ChannelTarget, ClaudeInvocation, ContainerKind, ContainerPlan, ContainerSettings,
     plan_container, sessions_on_host,
@@ -268,6 +269,24 @@ pub trait AgentRunner: Send + Sync {
     async fn engine_ready(&self) -> Result<(), RunError> {
         Ok(())
     }
+
+    /// Opens a terminal's shell for a channel: as the agent, under its gate, with a tty (see
+    /// [`crate::shell`]). Backends without terminals refuse.
+    async fn open_shell(&self, _request: ShellRequest) -> Result<OpenShell, ShellError> {
+        Err(ShellError::Unsupported)
+    }
+
+    /// Tells a shell's tty its new size.
+    async fn resize_shell(
+        &self,
+        _shell: &ShellHandle,
+        _size: TerminalSize,
+    ) -> Result<(), ShellError> {
+        Err(ShellError::Unsupported)
+    }
+
+    /// Ends a shell (and the shell container its last shell leaves).
+    async fn close_shell(&self, _shell: &ShellHandle) {}
 }
 
 /// Runs each turn in a fresh Docker container.
@@ -276,6 +295,8 @@ pub struct DockerRunner {
     docker: Docker,
     registry: ContainerRegistry,
     warm: std::sync::Arc<WarmPool>,
+    /// Terminals' shells in shell containers (see [`crate::shell`]).
+    shells: ShellBook,
 }
 
 impl DockerRunner {
@@ -290,11 +311,26 @@ impl DockerRunner {
             docker: registry.docker().clone(),
             registry,
             warm: std::sync::Arc::new(WarmPool::new(warm)),
+            shells: ShellBook::default(),
         }
     }
 
     pub fn registry(&self) -> &ContainerRegistry {
         &self.registry
+    }
+
+    pub(crate) fn shells(&self) -> &ShellBook {
+        &self.shells
+    }
+
+    /// The id and name of the channel's idle warm agent, if it has one.
+    pub(crate) fn warm_container(&self, channel: &str) -> Option<(String, String)> {
+        let (_, id) = self.warm.ids().into_iter().find(|(c, _)| c == channel)?;
+        let name = self
+            .registry
+            .get(&id)
+            .map_or_else(|| id.clone(), |e| e.name);
+        Some((id, name))
     }
 
     /// The channel's shell container (`sleep infinity`, same pipeline as agents), created on
@@ -1031,6 +1067,22 @@ fn write_host_files(plan: &ContainerPlan, settings: &ContainerSettings) -> Resul
 impl AgentRunner for DockerRunner {
     async fn warm_agents(&self) -> Vec<WarmInfo> {
         self.warm_info().await
+    }
+
+    async fn open_shell(&self, request: ShellRequest) -> Result<OpenShell, ShellError> {
+        self.open_terminal_shell(request).await
+    }
+
+    async fn resize_shell(
+        &self,
+        shell: &ShellHandle,
+        size: TerminalSize,
+    ) -> Result<(), ShellError> {
+        self.resize_terminal_shell(shell, size).await
+    }
+
+    async fn close_shell(&self, shell: &ShellHandle) {
+        self.close_terminal_shell(shell).await;
     }
 
     async fn start_spare(&self, request: SpareRequest) -> Result<(), RunError> {

@@ -11,6 +11,7 @@ pub mod events;
 pub mod naming;
 pub mod project_image;
 pub mod registry;
+pub mod shell;
 pub mod spec;
 mod stdio;
 pub mod warm;
@@ -20,5 +21,9 @@ pub use agent::{
 };
 pub use events::{AgentEvent, TurnResult, Usage};
 pub use registry::{ContainerEntry, ContainerRegistry, ContainerStatus, RegistryEvent};
+pub use shell::{
+    OpenShell, ShellError, ShellHandle, ShellHost, ShellInput, ShellOutput, ShellRequest,
+    TerminalSize,
+};
 pub use spec::{AgentUser, Auth, ChannelTarget, ContainerKind, ContainerSettings};
 pub use warm::{WarmConfig, WarmInfo};

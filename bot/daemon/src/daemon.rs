@@ -329,6 +329,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         Some(registry.clone()),
         api::load_or_create_admin_token(&config.loop_dir)?,
     );
+    let terminals = api_state.terminals.clone();
     // The dashboard (`/ui/`) shares the listener and the state; its routes take a browser
     // session cookie only.
     let router = api::router(api_state.clone()).merge(crate::dashboard::router(api_state));
@@ -462,6 +463,8 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         tracing::error!(error = %err, "orchestrator stopped");
     }
     api_stop.cancel();
+    // Terminals' shells end before the containers they run in go.
+    terminals.shutdown().await;
     orchestrator.discard_spares().await;
     reaper_stop.cancel();
     if let Err(err) = reaper.await {

@@ -20,4 +20,5 @@ pub mod permissions;
 pub mod project_files;
 pub mod scheduler;
 pub mod spares;
+pub mod terminal;
 pub mod text;

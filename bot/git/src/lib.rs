@@ -13,7 +13,8 @@
 //! command-scope config, which win over anything in `.git/config`.
 //!
 //! Core types: [`Repo`] (open, worktrees), [`Worktree`] (status, commit, diff),
-//! [`GitError`]; pure helpers [`branch_name`], [`commit_message`], [`parse_numstat`].
+//! [`GitError`]; pure helpers [`branch_name`], [`commit_message`], [`parse_numstat`],
+//! [`split_patch`].
 
 mod command;
 mod diff;
@@ -21,6 +22,7 @@ mod error;
 mod message;
 mod naming;
 mod owner;
+mod patch;
 mod push;
 mod repo;
 
@@ -29,6 +31,7 @@ pub use diff::{DiffStat, FileStat, parse_numstat};
 pub use error::{GitError, scrub_credentials};
 pub use message::{BODY_WIDTH, MAX_SUBJECT_CHARS, Signature, commit_message, with_co_author};
 pub use naming::branch_name;
+pub use patch::{FilePatch, Hunk, LineKind, PatchLine, split_patch};
 pub use push::{HttpCredentials, PushTarget, shell_dir, url_host};
 pub use repo::{CommitId, CommitInfo, Repo, TreeId, Worktree, WorktreeEntry};
 

@@ -783,3 +783,61 @@ async fn a_repository_turned_hostile_after_use_runs_nothing_either() {
     );
     outcome.expect("commit").expect("a commit");
 }
+
+/// The side-by-side view pairs `--numstat -z` (exact paths) with the patch's files by
+/// position: they line up for renames, binaries, deletions and names git must quote.
+#[tokio::test]
+async fn the_patch_and_its_numstat_list_files_in_one_order() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let long: String = (0..40).map(|i| format!("line {i}\n")).collect();
+    let work = new_repo(
+        root.path(),
+        &[
+            ("a.txt", b"a\n"),
+            ("moved-from.txt", long.as_bytes()),
+            ("gone.txt", b"bye\n"),
+        ],
+    );
+    let repo = Repo::open(&work).await.expect("open").expect("a repo");
+    let base = repo.head_commit().await.expect("head").expect("a commit");
+    std::fs::write(work.join("a.txt"), "a\nb\n").expect("write");
+    std::fs::rename(work.join("moved-from.txt"), work.join("moved-to.txt")).expect("mv");
+    std::fs::remove_file(work.join("gone.txt")).expect("rm");
+    std::fs::write(work.join("logo.png"), b"\x89PNG\r\n\x1a\n\0\0\0binary").expect("write");
+    std::fs::write(work.join("new\nline\"é.txt"), "hostile name\n").expect("write");
+    std::fs::write(work.join("diff --git a"), "+++ b/x\n").expect("write");
+    let snapshot = repo.checkout().snapshot().await.expect("snapshot");
+    let stat = repo
+        .checkout()
+        .diff_stat(base.as_str(), snapshot.as_str())
+        .await
+        .expect("stat");
+    let patch = repo
+        .checkout()
+        .diff_text(base.as_str(), snapshot.as_str())
+        .await
+        .expect("patch");
+    let files = split_patch(&patch);
+    assert_eq!(files.len(), stat.files.len(), "{patch}");
+    for (file, patch) in stat.files.iter().zip(&files) {
+        assert_eq!(file.is_binary(), patch.binary, "{file:?}");
+        let added = patch
+            .hunks
+            .iter()
+            .flat_map(|h| &h.lines)
+            .filter(|l| l.kind == LineKind::Added)
+            .count() as u64;
+        if let Some(expected) = file.added {
+            assert_eq!(added, expected, "{file:?}");
+        }
+    }
+    let names: Vec<&str> = stat.files.iter().map(|f| f.path.as_str()).collect();
+    assert!(names.contains(&"new\nline\"é.txt"), "{names:?}");
+    assert!(names.contains(&"diff --git a"), "{names:?}");
+    let renamed = stat
+        .files
+        .iter()
+        .find(|f| f.path == "moved-to.txt")
+        .expect("the rename");
+    assert_eq!(renamed.renamed_from.as_deref(), Some("moved-from.txt"));
+}

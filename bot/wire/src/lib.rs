@@ -6,6 +6,7 @@
 //! - [`container`]: what the runner puts into an agent container and the code running there
 //!   reads back: environment variable names, in-container paths, container labels.
 //! - [`setup`]: a project's setup commands as `loop setup` takes them, and what it reports.
+//! - [`terminal`]: the dashboard terminal's WebSocket frames.
 //!
 //! The gate's own approval protocol (the request a syscall becomes) is `loop_gate::wire`; only
 //! the decision, which the admin API carries too, is defined here.
@@ -18,6 +19,7 @@ pub mod api;
 pub mod container;
 pub mod routes;
 pub mod setup;
+pub mod terminal;
 
 /// An error and its sources as one line, without repeating a source the message already
 /// quotes (`request error: http status: 404` is followed by `http status: 404`). For messages

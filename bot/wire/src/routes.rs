@@ -27,6 +27,12 @@ pub const UI_LOGIN_CODE: &str = "/api/ui/login-code";
 pub const UI: &str = "/ui/";
 /// The dashboard's login: trades `?code=` for a session cookie.
 pub const UI_LOGIN: &str = "/ui/login";
+/// Dashboard (session cookie): a thread's terminal page (`{key}`: the thread's channel key).
+pub const UI_TERMINAL: &str = "/ui/thread/{key}/terminal";
+/// Dashboard: the terminal's WebSocket (frames: `crate::terminal`).
+pub const UI_TERMINAL_SOCKET: &str = "/ui/thread/{key}/terminal/socket";
+/// Dashboard: a thread's changes, side by side.
+pub const UI_DIFF: &str = "/ui/thread/{key}/diff";
 
 /// Gate token: a syscall waits for a person (`loop_gate::wire::ApprovalRequest`).
 pub const GATE_APPROVAL: &str = "/api/gate/container-approval";
@@ -64,6 +70,21 @@ pub fn task(id: &str) -> String {
     TASK.replace("{id}", &path_segment(id))
 }
 
+/// [`UI_TERMINAL`] of a channel key.
+pub fn ui_terminal(key: &str) -> String {
+    UI_TERMINAL.replace("{key}", &path_segment(key))
+}
+
+/// [`UI_TERMINAL_SOCKET`] of a channel key.
+pub fn ui_terminal_socket(key: &str) -> String {
+    UI_TERMINAL_SOCKET.replace("{key}", &path_segment(key))
+}
+
+/// [`UI_DIFF`] of a channel key.
+pub fn ui_diff(key: &str) -> String {
+    UI_DIFF.replace("{key}", &path_segment(key))
+}
+
 /// One path segment: RFC 3986's unreserved characters and `:` `@` as they are, every other
 /// byte percent-encoded, so an id can never add a segment or a query. The docker proxy encodes
 /// the names it looks up (and query values) with it too.
@@ -89,5 +110,10 @@ mod tests {
         assert_eq!(task("../x?y"), "/api/tasks/..%2Fx%3Fy");
         assert_eq!(approval("ab12"), "/api/approvals/ab12");
         assert_eq!(local_message(42), "/api/local/messages/42");
+        assert_eq!(
+            ui_terminal_socket("slack:C1:1700000000.000100"),
+            "/ui/thread/slack:C1:1700000000.000100/terminal/socket"
+        );
+        assert_eq!(ui_diff("local:a/b"), "/ui/thread/local:a%2Fb/diff");
     }
 }

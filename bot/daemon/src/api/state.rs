@@ -15,6 +15,7 @@ use crate::dashboard::session::Sessions;
 use crate::gate::GateHub;
 use crate::gate::tokens::ContainerTokens;
 use crate::orchestrator::{Orchestrator, OrchestratorError};
+use crate::terminal::TerminalHub;
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -28,6 +29,8 @@ pub struct ApiState {
     pub local: LocalAdapter,
     pub registry: Option<ContainerRegistry>,
     pub admin_token: Arc<String>,
+    /// The dashboard's terminals (shells kept across reconnects).
+    pub terminals: TerminalHub,
     /// The dashboard's login codes and browser sessions (in memory: a restart logs out).
     pub dashboard: Sessions,
 }
@@ -47,9 +50,11 @@ impl ApiState {
         registry: Option<ContainerRegistry>,
         admin_token: String,
     ) -> ApiState {
+        let grace = std::time::Duration::from_secs(orchestrator.config().terminal_grace_sec);
         ApiState {
             store: orchestrator.store().clone(),
             gate: orchestrator.gate().clone(),
+            terminals: TerminalHub::new(orchestrator.clone(), grace),
             orchestrator,
             local,
             registry,

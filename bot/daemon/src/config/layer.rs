@@ -323,6 +323,7 @@ pub struct ConfigLayer {
     pub max_concurrent_runs: Option<usize>,
     pub channel_budget_usd: Option<f64>,
     pub shutdown_grace_sec: Option<u64>,
+    pub terminal_grace_sec: Option<u64>,
     pub warm_idle_sec: Option<u64>,
     pub max_warm_threads: Option<usize>,
     pub spare_agents: Option<bool>,

@@ -112,6 +112,8 @@ pub struct Config {
     pub channel_budget_usd: Option<f64>,
     /// How long SIGTERM waits for running turns before pausing them for the next start.
     pub shutdown_grace_sec: u64,
+    /// How long a dashboard terminal nobody is attached to keeps its shell for a reconnect.
+    pub terminal_grace_sec: u64,
     /// A thread's agent stays warm this long after a turn (0 = every turn starts cold).
     pub warm_idle_sec: u64,
     /// Most warm agents at once (None = sized from the machine's memory).
@@ -407,6 +409,7 @@ impl Config {
             max_concurrent_runs: 4,
             channel_budget_usd: None,
             shutdown_grace_sec: 30,
+            terminal_grace_sec: 60,
             warm_idle_sec: 600,
             max_warm_threads: None,
             spare_agents: true,
@@ -892,6 +895,7 @@ impl Config {
         set(&mut self.poll_interval_sec, layer.poll_interval_sec);
         set(&mut self.max_concurrent_runs, layer.max_concurrent_runs);
         set(&mut self.shutdown_grace_sec, layer.shutdown_grace_sec);
+        set(&mut self.terminal_grace_sec, layer.terminal_grace_sec);
         set(&mut self.warm_idle_sec, layer.warm_idle_sec);
         set(&mut self.spare_agents, layer.spare_agents);
         if layer.max_warm_threads.is_some() {

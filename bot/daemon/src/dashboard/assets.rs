@@ -23,6 +23,13 @@ pub struct Assets {
     pub css: Asset,
     pub js: Asset,
     pub htmx: Asset,
+    /// The terminal and diff pages' own styles and the terminal's script.
+    pub views_css: Asset,
+    pub terminal_js: Asset,
+    /// xterm.js and its fit addon (`assets/xterm/VENDORED.md`).
+    pub xterm_js: Asset,
+    pub xterm_css: Asset,
+    pub xterm_fit: Asset,
 }
 
 fn asset(stem: &str, ext: &str, content_type: &'static str, bytes: &'static [u8]) -> Asset {
@@ -54,13 +61,52 @@ pub static ASSETS: LazyLock<Assets> = LazyLock::new(|| Assets {
         "text/javascript; charset=utf-8",
         include_bytes!("assets/htmx-2.0.11.min.js"),
     ),
+    views_css: asset(
+        "views",
+        "css",
+        "text/css; charset=utf-8",
+        include_bytes!("assets/views.css"),
+    ),
+    terminal_js: asset(
+        "terminal",
+        "js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/terminal.js"),
+    ),
+    xterm_js: asset(
+        "xterm-6.0.0",
+        "js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/xterm/xterm-6.0.0.js"),
+    ),
+    xterm_css: asset(
+        "xterm-6.0.0",
+        "css",
+        "text/css; charset=utf-8",
+        include_bytes!("assets/xterm/xterm-6.0.0.css"),
+    ),
+    xterm_fit: asset(
+        "addon-fit-0.11.0",
+        "js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/xterm/addon-fit-0.11.0.js"),
+    ),
 });
 
 impl Assets {
     fn find(&self, name: &str) -> Option<&Asset> {
-        [&self.css, &self.js, &self.htmx]
-            .into_iter()
-            .find(|a| a.name == name)
+        [
+            &self.css,
+            &self.js,
+            &self.htmx,
+            &self.views_css,
+            &self.terminal_js,
+            &self.xterm_js,
+            &self.xterm_css,
+            &self.xterm_fit,
+        ]
+        .into_iter()
+        .find(|a| a.name == name)
     }
 
     /// The URL of an asset.
@@ -104,6 +150,26 @@ mod tests {
         assert!(
             note.contains(&format!("`{htmx}`")),
             "assets/htmx-2.0.11.min.js (sha256 {htmx}) is not the file VENDORED.md names"
+        );
+    }
+
+    #[test]
+    fn vendored_xterm_files_are_the_ones_the_note_names() {
+        let note = include_str!("assets/xterm/VENDORED.md");
+        for (file, asset) in [
+            ("xterm-6.0.0.js", &ASSETS.xterm_js),
+            ("xterm-6.0.0.css", &ASSETS.xterm_css),
+            ("addon-fit-0.11.0.js", &ASSETS.xterm_fit),
+        ] {
+            let sha = hex::encode(Sha256::digest(asset.bytes));
+            assert!(
+                note.contains(&format!("| `{file}` |")) && note.contains(&format!("`{sha}`")),
+                "assets/xterm/{file} (sha256 {sha}) is not the file VENDORED.md names"
+            );
+        }
+        let lock = include_str!("assets/xterm/package-lock.json");
+        assert!(
+            lock.contains("\"version\": \"6.0.0\"") && lock.contains("\"version\": \"0.11.0\"")
         );
     }
 

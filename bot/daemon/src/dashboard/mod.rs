@@ -13,12 +13,14 @@
 
 pub mod approvals;
 pub mod assets;
+pub mod diff;
 pub mod events;
 pub mod markdown;
 pub mod overview;
 pub mod page;
 pub mod session;
 pub mod talk;
+pub mod terminal;
 pub mod thread;
 
 use axum::Router;
@@ -40,6 +42,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/ui/thread/{key}", get(thread::page))
         .route("/ui/thread/{key}/send", post(talk::send))
         .route("/ui/thread/{key}/stop", post(talk::stop))
+        .route(loop_wire::routes::UI_DIFF, get(diff::page))
+        .route(loop_wire::routes::UI_TERMINAL, get(terminal::page))
+        .route(loop_wire::routes::UI_TERMINAL_SOCKET, get(terminal::socket))
         .route("/ui/channels", post(talk::new_channel))
         .route("/ui/approvals", get(approvals::page))
         .route("/ui/approvals/{id}", post(approvals::decide))

@@ -31,6 +31,15 @@ pub struct Shell<'a> {
 /// even markup that slipped through could not run.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// [`CSP`] that also lets `<style>` elements carrying `nonce` apply: for a library that adds
+/// its own (xterm.js), whose elements the page's script stamps with the response's nonce.
+pub fn csp_with_style_nonce(nonce: &str) -> String {
+    CSP.replace(
+        "style-src 'self'",
+        &format!("style-src 'self' 'nonce-{nonce}'"),
+    )
+}
+
 /// The headers of every dashboard HTML answer.
 pub fn secure(mut response: Response) -> Response {
     let headers = response.headers_mut();
@@ -48,6 +57,11 @@ pub fn secure(mut response: Response) -> Response {
 
 /// A whole page.
 pub fn render(shell: Shell<'_>, content: Markup) -> Response {
+    render_with(shell, html! {}, content)
+}
+
+/// A whole page with more in its `<head>` (a page's own styles and scripts).
+pub fn render_with(shell: Shell<'_>, head: Markup, content: Markup) -> Response {
     let (live_url, live_targets) = match &shell.live {
         Some((url, targets)) => (Some(url.as_str()), Some(targets.join(" "))),
         None => (None, None),
@@ -67,6 +81,7 @@ pub fn render(shell: Shell<'_>, content: Markup) -> Response {
                 link rel="stylesheet" href=(Assets::url(&ASSETS.css));
                 script src=(Assets::url(&ASSETS.htmx)) defer {}
                 script src=(Assets::url(&ASSETS.js)) defer {}
+                (head)
             }
             body data-live=[live_url] data-live-targets=[live_targets] {
                 header.top {

@@ -235,6 +235,12 @@ impl std::fmt::Debug for DashboardSession {
 }
 
 impl DashboardSession {
+    /// A name for this session that reveals nothing of its cookie (the cookie's digest), to
+    /// keep what belongs to one session (its terminals) apart from another's.
+    pub fn id(&self) -> String {
+        hex::encode(self.key)
+    }
+
     /// The token the pages put in their `<meta name="csrf-token">` for htmx.
     pub fn csrf_token(&self) -> &str {
         &self.csrf

@@ -58,6 +58,11 @@ pub async fn page(
                 "Work dir: " @match &work_dir { Some(d) => code { (d) }, None => "default" }
                 @if let Some(branch) = &branch { " · branch " code { (branch) } }
             }
+            nav.thread-links.small {
+                a href=(loop_wire::routes::ui_terminal(&name)) { "Terminal" }
+                " · "
+                a href=(loop_wire::routes::ui_diff(&name)) { "Changes" }
+            }
             section.panel id=(STATUS) { (status) }
             section.panel {
                 h2 { "Conversation" }

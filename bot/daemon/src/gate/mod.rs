@@ -127,6 +127,11 @@ impl std::fmt::Display for OverLimit {
     }
 }
 
+/// What approvals and the audit log name a channel's terminal shell container.
+pub fn terminal_container(channel_key: &str) -> String {
+    format!("{channel_key}#terminal")
+}
+
 /// The daemon's live gate state. Cheap to clone. Everything here is in memory on purpose:
 /// tokens and session answers die with the containers they belong to, and a daemon restart
 /// ends every container.
@@ -173,6 +178,18 @@ impl GateHub {
         match live {
             Some(token) if self.inner.tokens.identify(&token).is_some() => token,
             _ => self.issue(channel_key, channel_key),
+        }
+    }
+
+    /// The gate token of `channel_key`'s terminal shell container (see `crate::terminal`):
+    /// the live one while it lives, else a fresh one. Its container name in approvals and the
+    /// audit log is [`terminal_container`]; [`GateHub::container_gone`] of that revokes it.
+    pub fn terminal_token(&self, channel_key: &str) -> String {
+        let container = terminal_container(channel_key);
+        let live = lock(&self.inner.live).get(&container).cloned();
+        match live {
+            Some(token) if self.inner.tokens.identify(&token).is_some() => token,
+            _ => self.issue(&container, channel_key),
         }
     }
 

@@ -129,6 +129,13 @@ fn plan_docker_proxy(
     Ok((policy, socket))
 }
 
+impl GatePlan {
+    /// Whether the plan arms anything (a gate or a docker proxy).
+    pub(super) fn is_empty(&self) -> bool {
+        self.gate_policy.is_none() && self.proxy.is_none()
+    }
+}
+
 impl Orchestrator {
     /// Gives the container of `key`'s turn its tokens and, when `plan` has any, the gate and
     /// the docker proxy with their policies and settings.
@@ -142,14 +149,28 @@ impl Orchestrator {
         // The built-in MCP server's host API token (task tools). Not the gate's token, which
         // the agent must never see; revoked with it when the container goes (see `run_turn`).
         settings.api_token = Some(self.inner.gate.api_token(key));
-        let GatePlan { gate_policy, proxy } = plan;
-        if gate_policy.is_none() && proxy.is_none() {
+        if plan.is_empty() {
             return;
         }
         // Keyed by the channel (see `crate::gate`): a warm agent keeps the token it was
         // started with; the token is revoked when no warm agent stays behind after the turn.
         // The gate and the docker proxy share it.
         let token = self.inner.gate.begin_turn(key, run_id);
+        self.arm_gate_with(token, plan, settings);
+    }
+
+    /// Arms the gate and the docker proxy of `plan` on `settings` with `token` (a turn's, or
+    /// a terminal's shell container's).
+    pub(super) fn arm_gate_with(
+        &self,
+        token: String,
+        plan: GatePlan,
+        settings: &mut ContainerSettings,
+    ) {
+        let GatePlan { gate_policy, proxy } = plan;
+        if gate_policy.is_none() && proxy.is_none() {
+            return;
+        }
         let config = &self.inner.config;
         let timeout = config.gates.agentgate.approval_timeout_sec;
         settings.envs.insert(
