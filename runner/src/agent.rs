@@ -18,6 +18,8 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+mod shells;
+
 use crate::events::TurnResult;
 use crate::project_image::{BuildError, ImagePlan, ProjectImage, ProjectImageSpec};
 use crate::registry::{ContainerEntry, ContainerRegistry, ContainerStatus};

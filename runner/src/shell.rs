@@ -21,14 +21,12 @@ use std::sync::{Arc, Mutex};
 
 use bollard::Docker;
 use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
+use bollard::exec::{CreateExecOptions, StartExecOptions};
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde::Serialize;
 use tokio::io::AsyncWrite;
 
-use crate::agent::{DockerRunner, RunError};
 use crate::spec::{ChannelTarget, ContainerSettings};
 
 /// The entrypoint of loop's agent image and of every project image built on it.
@@ -109,7 +107,7 @@ pub struct ShellHandle {
     pub channel_id: String,
     pub host: ShellHost,
     /// Names the shell's pid file in the container.
-    marker: String,
+    pub(crate) marker: String,
 }
 
 impl ShellHandle {
@@ -149,8 +147,10 @@ pub struct OpenShell {
 pub enum ShellError {
     #[error("this runner has no terminals")]
     Unsupported,
+    /// The shell container could not start (the runner's error, as text: this module sits
+    /// below the runner).
     #[error("cannot start the shell container: {0}")]
-    Container(#[from] RunError),
+    Container(String),
     #[error("docker {call} failed: {source}")]
     Docker {
         call: &'static str,
@@ -160,7 +160,7 @@ pub enum ShellError {
 }
 
 impl ShellError {
-    fn docker(call: &'static str) -> impl FnOnce(bollard::errors::Error) -> ShellError {
+    pub(crate) fn docker(call: &'static str) -> impl FnOnce(bollard::errors::Error) -> ShellError {
         move |source| ShellError::Docker { call, source }
     }
 }
@@ -175,11 +175,11 @@ pub(crate) struct ShellBook {
 }
 
 impl ShellBook {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn channel_lock(&self, channel: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) async fn channel_lock(&self, channel: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.channels
             .lock()
             .await
@@ -188,11 +188,11 @@ impl ShellBook {
             .clone()
     }
 
-    fn has_shells(&self, container: &str) -> bool {
+    pub(crate) fn has_shells(&self, container: &str) -> bool {
         self.lock().get(container).is_some_and(|s| !s.is_empty())
     }
 
-    fn opened(&self, container: &str, shell: &str) {
+    pub(crate) fn opened(&self, container: &str, shell: &str) {
         self.lock()
             .entry(container.to_owned())
             .or_default()
@@ -200,7 +200,7 @@ impl ShellBook {
     }
 
     /// Forgets a shell; true when it was its container's last.
-    fn closed(&self, container: &str, shell: &str) -> bool {
+    pub(crate) fn closed(&self, container: &str, shell: &str) -> bool {
         let mut open = self.lock();
         let Some(shells) = open.get_mut(container) else {
             return true;
@@ -239,7 +239,7 @@ pub fn shell_exec(marker: &str, work_dir: &std::path::Path) -> CreateExecOptions
 }
 
 /// Runs `HANGUP_SCRIPT` for `marker` in `container`, detached.
-async fn hang_up(docker: &Docker, container: &str, marker: &str) {
+pub(crate) async fn hang_up(docker: &Docker, container: &str, marker: &str) {
     let exec = CreateExecOptions {
         user: Some("0".to_owned()),
         cmd: Some(
@@ -269,13 +269,15 @@ async fn hang_up(docker: &Docker, container: &str, marker: &str) {
 }
 
 /// A random name for a shell's pid file.
-fn new_marker() -> String {
+pub(crate) fn new_marker() -> String {
     let bytes: [u8; 12] = rand::random();
     hex::encode(bytes)
 }
 
 /// The output of an exec with a tty, as bytes.
-fn tty_bytes(item: Result<LogOutput, bollard::errors::Error>) -> Result<Bytes, ShellError> {
+pub(crate) fn tty_bytes(
+    item: Result<LogOutput, bollard::errors::Error>,
+) -> Result<Bytes, ShellError> {
     match item {
         Ok(
             LogOutput::Console { message }
@@ -287,159 +289,6 @@ fn tty_bytes(item: Result<LogOutput, bollard::errors::Error>) -> Result<Bytes, S
             call: "exec output",
             source,
         }),
-    }
-}
-
-impl DockerRunner {
-    /// Opens a shell in the thread's warm agent when it has one, else in the channel's shell
-    /// container (created when missing).
-    pub(crate) async fn open_terminal_shell(
-        &self,
-        request: ShellRequest,
-    ) -> Result<OpenShell, ShellError> {
-        let channel = request.target.channel_id.clone();
-        if let Some((id, name)) = self.warm_container(&channel) {
-            match self
-                .start_shell(&id, &name, &request, ShellHost::WarmAgent)
-                .await
-            {
-                Ok(shell) => return Ok(shell),
-                // Retired between the look-up and the exec: a shell container serves instead.
-                Err(err) => {
-                    tracing::debug!(channel = %channel, container = %name, error = %err, "cannot open a shell in the warm agent")
-                }
-            }
-        }
-        let lock = self.shells().channel_lock(&channel).await;
-        let _guard = lock.lock().await;
-        let container = self
-            .ensure_shell(&request.settings, &request.target)
-            .await?;
-        let shell = self
-            .start_shell(
-                &container.id,
-                &container.name,
-                &request,
-                ShellHost::ShellContainer,
-            )
-            .await;
-        match shell {
-            Ok(shell) => {
-                self.shells().opened(&container.id, &shell.handle.id);
-                Ok(shell)
-            }
-            Err(err) => {
-                if !self.shells().has_shells(&container.id) {
-                    self.remove_shell_container(&container.id, &container.name)
-                        .await;
-                }
-                Err(err)
-            }
-        }
-    }
-
-    async fn start_shell(
-        &self,
-        container_id: &str,
-        container_name: &str,
-        request: &ShellRequest,
-        host: ShellHost,
-    ) -> Result<OpenShell, ShellError> {
-        let docker = self.registry().docker();
-        let marker = new_marker();
-        let size = request.size.clamped();
-        let mut config: bollard::models::ExecConfig =
-            shell_exec(&marker, &request.target.work_dir).into();
-        // Without it the shell starts at 0x0 until the first resize lands.
-        config.console_size = Some(vec![usize::from(size.rows), usize::from(size.cols)]);
-        let created = docker
-            .create_exec(container_id, config)
-            .await
-            .map_err(ShellError::docker("create_exec"))?;
-        let started = docker
-            .start_exec(
-                &created.id,
-                Some(StartExecOptions {
-                    detach: false,
-                    tty: true,
-                    output_capacity: None,
-                }),
-            )
-            .await
-            .map_err(ShellError::docker("start_exec"))?;
-        let StartExecResults::Attached { output, input } = started else {
-            return Err(ShellError::Docker {
-                call: "start_exec",
-                source: bollard::errors::Error::DockerStreamError {
-                    error: "the exec did not attach".to_owned(),
-                },
-            });
-        };
-        let handle = ShellHandle {
-            id: created.id,
-            container_id: container_id.to_owned(),
-            container_name: container_name.to_owned(),
-            channel_id: request.target.channel_id.clone(),
-            host,
-            marker,
-        };
-        // An engine that ignores the exec's console size takes it now.
-        if let Err(err) = self.resize_terminal_shell(&handle, size).await {
-            tracing::debug!(container = %container_name, error = %err, "cannot size a new terminal");
-        }
-        tracing::info!(channel = %handle.channel_id, container = %container_name, host = ?host, "terminal shell started");
-        Ok(OpenShell {
-            handle,
-            output: output.map(tty_bytes).boxed(),
-            input,
-        })
-    }
-
-    pub(crate) async fn resize_terminal_shell(
-        &self,
-        shell: &ShellHandle,
-        size: TerminalSize,
-    ) -> Result<(), ShellError> {
-        let size = size.clamped();
-        self.registry()
-            .docker()
-            .resize_exec(
-                &shell.id,
-                ResizeExecOptions {
-                    width: size.cols,
-                    height: size.rows,
-                },
-            )
-            .await
-            .map_err(ShellError::docker("resize_exec"))
-    }
-
-    /// Ends a shell; the last one of a shell container takes the container with it.
-    pub(crate) async fn close_terminal_shell(&self, shell: &ShellHandle) {
-        match shell.host {
-            ShellHost::WarmAgent => {
-                hang_up(self.registry().docker(), &shell.container_id, &shell.marker).await;
-            }
-            ShellHost::ShellContainer => {
-                let lock = self.shells().channel_lock(&shell.channel_id).await;
-                let _guard = lock.lock().await;
-                if self.shells().closed(&shell.container_id, &shell.id) {
-                    self.remove_shell_container(&shell.container_id, &shell.container_name)
-                        .await;
-                } else {
-                    hang_up(self.registry().docker(), &shell.container_id, &shell.marker).await;
-                }
-            }
-        }
-        tracing::info!(channel = %shell.channel_id, container = %shell.container_name, "terminal shell ended");
-    }
-
-    async fn remove_shell_container(&self, id: &str, name: &str) {
-        if let Err(err) = self.registry().remove_now(id).await {
-            tracing::warn!(container = %name, error = %err, "cannot remove a shell container");
-        } else {
-            tracing::info!(container = %name, "shell container removed: its last terminal closed");
-        }
     }
 }
 

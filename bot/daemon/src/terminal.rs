@@ -24,7 +24,8 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::orchestrator::{Orchestrator, TerminalError};
+use crate::orchestrator::Orchestrator;
+use crate::orchestrator::terminal::TerminalError;
 
 /// Output kept for a re-attaching socket, per shell.
 pub const SCROLLBACK_BYTES: usize = 256 * 1024;

@@ -22,7 +22,7 @@ mod git_commands;
 mod intake;
 mod progress;
 mod spares;
-mod terminal;
+pub mod terminal;
 mod trust;
 mod turn;
 pub mod workspace;
@@ -44,7 +44,6 @@ use crate::gate::GateHub;
 use crate::permissions::{self, Role, needs_owner};
 use loop_store::{Accepted, Store, StoreError};
 pub use progress::ProgressState;
-pub use terminal::TerminalError;
 pub use workspace::HostFacts;
 
 /// How often the dispatcher looks for work even without a wake-up (budget).
