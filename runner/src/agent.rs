@@ -433,7 +433,9 @@ impl DockerRunner {
         events: Option<&EventSender>,
         cancel: &CancellationToken,
     ) -> WarmTurn {
-        if let Err(err) = agent.io.send(prompt, false).await {
+        let sent = agent.io.send(prompt, false).await;
+        tracing::debug!(container = %agent.name, "turn written to the warm agent's CLI");
+        if let Err(err) = sent {
             tracing::debug!(container = %agent.name, error = %err, "warm stdin write failed");
             self.retire(agent).await;
             return WarmTurn::Lost;
@@ -529,14 +531,7 @@ impl DockerRunner {
         let print = fingerprint(&plan, &request.settings);
         write_host_files(&plan, &request.settings)?;
         let id = self.create(&plan, &request.settings, true).await?;
-        self.registry.register(ContainerEntry {
-            id: id.clone(),
-            name: plan.name.clone(),
-            channel_id: request.target.channel_id.clone(),
-            kind: ContainerKind::Agent,
-            status: ContainerStatus::Running,
-            remove_at_ms: None,
-        });
+        self.register_agent(&id, &plan, &request.target);
         let io = match self.attach_and_start(&id).await {
             Ok(io) => io,
             Err(err) => {
@@ -638,14 +633,7 @@ impl DockerRunner {
         let id = self
             .create(plan, &request.settings, warm_fingerprint.is_some())
             .await?;
-        self.registry.register(ContainerEntry {
-            id: id.clone(),
-            name: plan.name.clone(),
-            channel_id: request.target.channel_id.clone(),
-            kind: ContainerKind::Agent,
-            status: ContainerStatus::Running,
-            remove_at_ms: None,
-        });
+        self.register_agent(&id, plan, &request.target);
         tracing::debug!(run_id = %request.run_id, container = %plan.name, warm = warm_fingerprint.is_some(), "container created");
         let io = match self.attach_and_start(&id).await {
             Ok(io) => io,
@@ -673,6 +661,18 @@ impl DockerRunner {
             .await;
         self.finish_container(&id, plan, request.keep_alive).await;
         outcome
+    }
+
+    /// Records a created agent container, so cleanup and status know it.
+    fn register_agent(&self, id: &str, plan: &ContainerPlan, target: &ChannelTarget) {
+        self.registry.register(ContainerEntry {
+            id: id.to_owned(),
+            name: plan.name.clone(),
+            channel_id: target.channel_id.clone(),
+            kind: ContainerKind::Agent,
+            status: ContainerStatus::Running,
+            remove_at_ms: None,
+        });
     }
 
     /// Stopped containers linger for `keep_alive` so their logs can be read, then go. What

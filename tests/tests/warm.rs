@@ -14,7 +14,8 @@ use loop_fakes::model::{FakeModel, Rule, Script, Session, Step};
 use loop_store::{InboxStatus, RunRecord, RunStatus};
 
 /// Answers every prompt with "answer to: PROMPT", except a request to work on the notes (the
-/// realistic session in a project) and a question about them (read by relative path).
+/// realistic session in a project), a question about them (read by relative path), a reminder
+/// (a task scheduled through loop's MCP tools) and a `touch` the gate holds for a person.
 async fn start_model() -> FakeModel {
     let script = Script::new()
         .rule(Rule::contains("add the notes").session(&Session::default()))
@@ -22,6 +23,19 @@ async fn start_model() -> FakeModel {
             Rule::contains("what do the notes say")
                 .then(Step::bash("cat NOTES.md"))
                 .then(Step::text("They say: {{last_tool_result}}")),
+        )
+        .rule(
+            Rule::contains("remind me")
+                .then(Step::tool_use(
+                    "mcp__loop__schedule_task",
+                    serde_json::json!({"schedule": "0 9 1 1 *", "prompt": "the new year check", "name": "yearly"}),
+                ))
+                .then(Step::text("{{last_tool_result}}")),
+        )
+        .rule(
+            Rule::contains("touch yes")
+                .then(Step::bash("touch gate-approval-yes; echo \"yes_rc=$?\""))
+                .then(Step::text("YES {{last_tool_result}}")),
         )
         .rule(Rule::any().then(Step::text("answer to: {{prompt}}")));
     FakeModel::start_on(SocketAddr::from(([0, 0, 0, 0], 0)), script)
@@ -475,30 +489,7 @@ async fn a_new_thread_of_a_recent_project_starts_on_its_spare_agent() {
         return;
     }
     let dir = home();
-    let script = Script::new()
-        .rule(Rule::contains("add the notes").session(&Session::default()))
-        .rule(
-            Rule::contains("what do the notes say")
-                .then(Step::bash("cat NOTES.md"))
-                .then(Step::text("They say: {{last_tool_result}}")),
-        )
-        .rule(
-            Rule::contains("remind me")
-                .then(Step::tool_use(
-                    "mcp__loop__schedule_task",
-                    serde_json::json!({"schedule": "0 9 1 1 *", "prompt": "the new year check", "name": "yearly"}),
-                ))
-                .then(Step::text("{{last_tool_result}}")),
-        )
-        .rule(
-            Rule::contains("touch yes")
-                .then(Step::bash("touch gate-approval-yes; echo \"yes_rc=$?\""))
-                .then(Step::text("YES {{last_tool_result}}")),
-        )
-        .rule(Rule::any().then(Step::text("answer to: {{prompt}}")));
-    let model = FakeModel::start_on(SocketAddr::from(([0, 0, 0, 0], 0)), script)
-        .await
-        .expect("fake model");
+    let model = start_model().await;
     let gates = serde_json::json!({"agentgate": {"command_rules": [{
         "commands": ["touch"],
         "args_patterns": ["gate-approval"],
