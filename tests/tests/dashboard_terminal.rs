@@ -3,7 +3,7 @@
 //! and the scripted fake model. A person opens a finished Slack thread's changes (the agent
 //! edited README.md with its Edit tool) and sees the changed line side by side, then opens
 //! the thread's terminal, types `pwd` and `id`, and sees the thread's worktree and the agent's
-//! uid.
+//! uid. On the way, the thread's settings show its config with the API key redacted.
 
 use std::time::Duration;
 
@@ -113,6 +113,35 @@ async fn a_threads_changes_and_its_terminal_in_the_browser() {
         (session.old.as_str(), session.new.as_str())
     );
     browser.screenshot("dashboard-diff").await;
+
+    // Its settings: the config its turns run under, without the secrets in it.
+    browser.client.goto(&thread_page).await.expect("the thread");
+    browser
+        .client
+        .find(Locator::LinkText("Settings"))
+        .await
+        .expect("the Settings link")
+        .click()
+        .await
+        .expect("open the settings");
+    let config = browser
+        .wait_for_text("pre.config", "\"anthropic_api_key\": \"[REDACTED]\"", SEEN)
+        .await;
+    assert!(
+        config.contains(&format!(
+            "\"container_image\": \"{}\"",
+            loop_e2e::support::test_image()
+        )),
+        "{config}"
+    );
+    let html = browser.client.source().await.expect("the page's source");
+    assert!(
+        !html.contains("sk-test-not-a-real-key"),
+        "the API key is on the page"
+    );
+    browser
+        .wait_for_text("table.checks", "credentials", SEEN)
+        .await;
 
     // Its terminal: a shell in the thread's agent container, in its worktree, as its uid.
     browser.client.goto(&thread_page).await.expect("the thread");

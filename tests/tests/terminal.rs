@@ -365,6 +365,25 @@ async fn a_terminal_is_the_agents_shell_under_its_gate_and_survives_a_reconnect(
         lines(&terminal.screen).join("\n")
     );
 
+    // The shell has the agent's environment: no gate token (the gate keeps it from the agent),
+    // and nothing of loop's admin token.
+    terminal
+        .type_line(&format!(
+            "echo \"leaks=$(env | grep -c -e LOOP_GATE_TOKEN= -e {})\"",
+            daemon.token()
+        ))
+        .await;
+    terminal
+        .wait_for(&daemon, "the environment's check", |screen| {
+            lines(screen).iter().any(|l| l.starts_with("leaks="))
+        })
+        .await;
+    assert!(
+        has_line(&terminal.screen, "leaks=0"),
+        "{}",
+        lines(&terminal.screen).join("\n")
+    );
+
     // The page resizes the tty.
     terminal
         .socket

@@ -9,8 +9,9 @@ use clap::Parser;
 use loop_app::cli::{
     Cli, Command, ConfigCommand, DaemonCommand, GateCommand, ImageCommand, TasksCommand,
 };
-use loop_app::commands::{client, config_show, doctor, gate, image, onboard, service, ui};
+use loop_app::commands::{client, config_show, gate, image, onboard, service, ui};
 use loop_daemon::config::{Config, ConfigSources, LogFormat};
+use loop_daemon::doctor;
 use loop_gate::wire::ApprovalDecision;
 use tokio::io::AsyncBufReadExt;
 

@@ -10,6 +10,7 @@ pub mod branches;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;
+pub mod doctor;
 pub mod egress;
 pub mod environment;
 pub mod forge;

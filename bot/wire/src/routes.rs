@@ -33,6 +33,8 @@ pub const UI_TERMINAL: &str = "/ui/thread/{key}/terminal";
 pub const UI_TERMINAL_SOCKET: &str = "/ui/thread/{key}/terminal/socket";
 /// Dashboard: a thread's changes, side by side.
 pub const UI_DIFF: &str = "/ui/thread/{key}/diff";
+/// Dashboard: a channel's effective config (secrets redacted) and `loop doctor`'s checks.
+pub const UI_SETTINGS: &str = "/ui/thread/{key}/settings";
 
 /// Gate token: a syscall waits for a person (`loop_gate::wire::ApprovalRequest`).
 pub const GATE_APPROVAL: &str = "/api/gate/container-approval";
@@ -78,6 +80,11 @@ pub fn ui_terminal(key: &str) -> String {
 /// [`UI_TERMINAL_SOCKET`] of a channel key.
 pub fn ui_terminal_socket(key: &str) -> String {
     UI_TERMINAL_SOCKET.replace("{key}", &path_segment(key))
+}
+
+/// [`UI_SETTINGS`] of a channel key.
+pub fn ui_settings(key: &str) -> String {
+    UI_SETTINGS.replace("{key}", &path_segment(key))
 }
 
 /// [`UI_DIFF`] of a channel key.

@@ -3,7 +3,6 @@
 pub mod client;
 pub mod config_show;
 pub mod config_trust;
-pub mod doctor;
 pub mod gate;
 pub mod image;
 pub mod memory;

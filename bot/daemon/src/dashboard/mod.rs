@@ -19,6 +19,7 @@ pub mod markdown;
 pub mod overview;
 pub mod page;
 pub mod session;
+pub mod settings;
 pub mod talk;
 pub mod terminal;
 pub mod thread;
@@ -43,6 +44,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/ui/thread/{key}/send", post(talk::send))
         .route("/ui/thread/{key}/stop", post(talk::stop))
         .route(loop_wire::routes::UI_DIFF, get(diff::page))
+        .route(loop_wire::routes::UI_SETTINGS, get(settings::page))
         .route(loop_wire::routes::UI_TERMINAL, get(terminal::page))
         .route(loop_wire::routes::UI_TERMINAL_SOCKET, get(terminal::socket))
         .route("/ui/channels", post(talk::new_channel))

@@ -62,6 +62,8 @@ pub async fn page(
                 a href=(loop_wire::routes::ui_terminal(&name)) { "Terminal" }
                 " · "
                 a href=(loop_wire::routes::ui_diff(&name)) { "Changes" }
+                " · "
+                a href=(loop_wire::routes::ui_settings(&name)) { "Settings" }
             }
             section.panel id=(STATUS) { (status) }
             section.panel {

@@ -21,6 +21,7 @@ mod gate_setup;
 mod git_commands;
 mod intake;
 mod progress;
+pub mod settings;
 mod spares;
 pub mod terminal;
 mod trust;

@@ -1,9 +1,10 @@
-//! `loop doctor`: check everything loop needs and say exactly what to fix.
+//! `loop doctor`'s checks: everything loop needs, and exactly what to fix. The CLI prints them;
+//! the dashboard's settings page shows them for a channel's project.
 
 use std::fmt;
 use std::path::Path;
 
-use loop_daemon::config::{Config, ConfigError, ConfigSources};
+use crate::config::{Config, ConfigError, ConfigSources};
 use loop_store::Store;
 
 /// The verdict on one check.
@@ -122,7 +123,7 @@ pub async fn run(sources: &ConfigSources, project: Option<&Path>) -> Vec<Check> 
 /// The project's environment description, as loop reads it: which one applies, what loop
 /// leaves out of it, or why it cannot be used (file, line and field).
 fn environment_checks(config: &Config, project: &Path) -> Vec<Check> {
-    use loop_daemon::environment::{DevcontainerBase, EnvironmentSource, discover};
+    use crate::environment::{DevcontainerBase, EnvironmentSource, discover};
     let project = std::fs::canonicalize(project).unwrap_or_else(|_| project.to_path_buf());
     match discover(&project, &config.container_image) {
         Ok(EnvironmentSource::LoopDockerfile { dockerfile, .. }) => {
@@ -174,7 +175,7 @@ fn environment_checks(config: &Config, project: &Path) -> Vec<Check> {
 
 /// Whether the project's description is trusted, and whether its image is built and current.
 async fn environment_state(config: &Config, project: &Path) -> Vec<Check> {
-    use loop_daemon::environment::{discover, environment_trust_key};
+    use crate::environment::{discover, environment_trust_key};
     let project = std::fs::canonicalize(project).unwrap_or_else(|_| project.to_path_buf());
     let Ok(source) = discover(&project, &config.container_image) else {
         return Vec::new();
@@ -183,7 +184,7 @@ async fn environment_state(config: &Config, project: &Path) -> Vec<Check> {
         return Vec::new();
     };
     let mut checks = Vec::new();
-    if config.project_images == loop_daemon::config::ProjectImages::Never {
+    if config.project_images == crate::config::ProjectImages::Never {
         checks.push(Check::warn(
             "environment",
             "project_images is \"never\": turns run in container_image",
@@ -191,7 +192,7 @@ async fn environment_state(config: &Config, project: &Path) -> Vec<Check> {
         ));
         return checks;
     }
-    if config.project_images == loop_daemon::config::ProjectImages::Trusted {
+    if config.project_images == crate::config::ProjectImages::Trusted {
         let trusted = match loop_store::Store::open(&config.database_url()).await {
             Ok(store) => store
                 .project_trust(&environment_trust_key(&project))
@@ -259,7 +260,7 @@ async fn environment_state(config: &Config, project: &Path) -> Vec<Check> {
 /// Nothing is loaded or downloaded here; the daemon would only log a failure and run without
 /// memory, which is what a newcomer would miss.
 fn memory_check(config: &Config) -> Check {
-    use loop_daemon::memory::{describe_model_source, embed, uses_ollama};
+    use crate::memory::{describe_model_source, embed, uses_ollama};
     if uses_ollama(config) {
         return Check::ok(
             "memory",
@@ -308,7 +309,7 @@ fn memory_check(config: &Config) -> Check {
 
 #[cfg(feature = "model-download")]
 fn download_check(config: &Config) -> Check {
-    use loop_daemon::memory::embed;
+    use crate::memory::embed;
     let cache = config.model_cache_dir();
     if embed::is_cached(&cache) {
         Check::ok(
@@ -374,7 +375,7 @@ async fn docker_checks(config: &Config) -> Vec<Check> {
                     info.version, info.api_version, info.storage_driver
                 ),
             ));
-            if config.container_runtime.as_deref() == Some(loop_daemon::gate::GVISOR_RUNTIME)
+            if config.container_runtime.as_deref() == Some(crate::gate::GVISOR_RUNTIME)
                 && config.gates.agentgate.enabled
             {
                 checks.push(Check::fail(
@@ -444,12 +445,12 @@ fn docker_proxy_check(config: &Config) -> Check {
             "unset DOCKER_HOST (or point it at a unix socket), or set gates.docker_proxy.enabled to false",
         );
     };
-    let facts = loop_daemon::gate::dockerproxy::ProxyFacts {
+    let facts = crate::gate::dockerproxy::ProxyFacts {
         agentgate_default: config.gates.agentgate.default_decision,
         protected_images: vec![config.container_image.clone()],
         network: None,
     };
-    match loop_daemon::gate::dockerproxy::policy_json(&config.gates.docker_proxy, &facts) {
+    match crate::gate::dockerproxy::policy_json(&config.gates.docker_proxy, &facts) {
         Ok(_) => Check::ok(
             "docker proxy",
             format!("policy valid; agents reach {} through it", socket.display()),
