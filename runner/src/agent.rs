@@ -26,7 +26,7 @@ use crate::registry::{ContainerEntry, ContainerRegistry, ContainerStatus};
 use crate::shell::{OpenShell, ShellBook, ShellError, ShellHandle, ShellRequest, TerminalSize};
 use crate::spec::{
     ChannelTarget, ClaudeInvocation, ContainerKind, ContainerPlan, ContainerSettings,
-    plan_container, sessions_on_host,
+    plan_container,
 };
 use crate::stdio::AgentIo;
 use crate::warm::{WarmAgent, WarmConfig, WarmInfo, WarmPool, fingerprint};
@@ -435,13 +435,12 @@ impl DockerRunner {
         events: Option<&EventSender>,
         cancel: &CancellationToken,
     ) -> WarmTurn {
-        let sent = agent.io.send(prompt, false).await;
-        tracing::debug!(container = %agent.name, "turn written to the warm agent's CLI");
-        if let Err(err) = sent {
+        if let Err(err) = agent.io.send(prompt, false).await {
             tracing::debug!(container = %agent.name, error = %err, "warm stdin write failed");
             self.retire(agent).await;
             return WarmTurn::Lost;
         }
+        tracing::debug!(container = %agent.name, "turn written to the warm agent's CLI");
         let timeout = request.settings.timeout;
         let read = within_limits(agent.io.read_turn(&agent.name, events), timeout, cancel).await;
         let turn = match read {
@@ -532,33 +531,27 @@ impl DockerRunner {
         );
         let print = fingerprint(&plan, &request.settings);
         write_host_files(&plan, &request.settings)?;
-        let id = self.create(&plan, &request.settings, true).await?;
-        self.register_agent(&id, &plan, &request.target);
-        let io = match self.attach_and_start(&id).await {
-            Ok(io) => io,
-            Err(err) => {
-                self.finish_container(&id, &plan, Duration::ZERO).await;
-                return Err(err);
-            }
-        };
+        let (id, io) = self
+            .start_agent_container(
+                &plan,
+                &request.settings,
+                &request.target,
+                true,
+                Duration::ZERO,
+            )
+            .await?;
         tracing::info!(run_id = %request.run_id, container = %plan.name, work_dir = %plan.working_dir.display(), "spare agent started");
-        let now = Instant::now();
-        self.keep_warm(WarmAgent {
+        let mut agent = WarmAgent::started(
             id,
-            name: plan.name.clone(),
-            channel: request.target.channel_id.clone(),
-            fingerprint: print,
-            session_id: String::new(),
+            &plan,
+            &request.settings,
+            &request.target.channel_id,
+            print,
+            String::new(),
             io,
-            mcp_config_path: plan.mcp_config_path.clone(),
-            keep_mcp_config: request.settings.keep_mcp_configs,
-            created: now,
-            last_used: now,
-            spare: true,
-            work_dir: plan.working_dir.clone(),
-            sessions_dir: sessions_on_host(&request.settings, &request.target.channel_id),
-        })
-        .await;
+        );
+        agent.spare = true;
+        self.keep_warm(agent).await;
         Ok(())
     }
 
@@ -632,18 +625,16 @@ impl DockerRunner {
         warm_fingerprint: Option<u64>,
         session: Option<String>,
     ) -> Result<TurnOutcome, RunError> {
-        let id = self
-            .create(plan, &request.settings, warm_fingerprint.is_some())
+        let (id, io) = self
+            .start_agent_container(
+                plan,
+                &request.settings,
+                &request.target,
+                warm_fingerprint.is_some(),
+                request.keep_alive,
+            )
             .await?;
-        self.register_agent(&id, plan, &request.target);
-        tracing::debug!(run_id = %request.run_id, container = %plan.name, warm = warm_fingerprint.is_some(), "container created");
-        let io = match self.attach_and_start(&id).await {
-            Ok(io) => io,
-            Err(err) => {
-                self.finish_container(&id, plan, request.keep_alive).await;
-                return Err(err);
-            }
-        };
+        tracing::debug!(run_id = %request.run_id, container = %plan.name, warm = warm_fingerprint.is_some(), "container started");
         if let Some(print) = warm_fingerprint {
             match self
                 .drive_warm_start(
@@ -665,16 +656,32 @@ impl DockerRunner {
         outcome
     }
 
-    /// Records a created agent container, so cleanup and status know it.
-    fn register_agent(&self, id: &str, plan: &ContainerPlan, target: &ChannelTarget) {
+    /// Creates an agent container, records it (so cleanup and status know it), and starts it
+    /// attached. One that cannot start is finished as `keep_alive` says.
+    async fn start_agent_container(
+        &self,
+        plan: &ContainerPlan,
+        settings: &ContainerSettings,
+        target: &ChannelTarget,
+        warm: bool,
+        keep_alive: Duration,
+    ) -> Result<(String, AgentIo), RunError> {
+        let id = self.create(plan, settings, warm).await?;
         self.registry.register(ContainerEntry {
-            id: id.to_owned(),
+            id: id.clone(),
             name: plan.name.clone(),
             channel_id: target.channel_id.clone(),
             kind: ContainerKind::Agent,
             status: ContainerStatus::Running,
             remove_at_ms: None,
         });
+        match self.attach_and_start(&id).await {
+            Ok(io) => Ok((id, io)),
+            Err(err) => {
+                self.finish_container(&id, plan, keep_alive).await;
+                Err(err)
+            }
+        }
     }
 
     /// Stopped containers linger for `keep_alive` so their logs can be read, then go. What
@@ -722,26 +729,20 @@ impl DockerRunner {
         };
         match turn.result {
             Some(result) if !result.is_error => {
-                let now = Instant::now();
-                let agent = WarmAgent {
-                    id: id.to_owned(),
-                    name: plan.name.clone(),
-                    channel: request.target.channel_id.clone(),
-                    fingerprint: print,
-                    session_id: if result.session_id.is_empty() {
-                        session.unwrap_or_default()
-                    } else {
-                        result.session_id.clone()
-                    },
-                    io,
-                    mcp_config_path: plan.mcp_config_path.clone(),
-                    keep_mcp_config: request.settings.keep_mcp_configs,
-                    created: now,
-                    last_used: now,
-                    spare: false,
-                    work_dir: plan.working_dir.clone(),
-                    sessions_dir: sessions_on_host(&request.settings, &request.target.channel_id),
+                let session_id = if result.session_id.is_empty() {
+                    session.unwrap_or_default()
+                } else {
+                    result.session_id.clone()
                 };
+                let agent = WarmAgent::started(
+                    id.to_owned(),
+                    plan,
+                    &request.settings,
+                    &request.target.channel_id,
+                    print,
+                    session_id,
+                    io,
+                );
                 let outcome = TurnOutcome {
                     result,
                     container_id: id.to_owned(),

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::spec::{
     ContainerPlan, ContainerSettings, GATE_POLICY_IN_CONTAINER, MCP_CONFIG_IN_CONTAINER,
-    PROXY_POLICY_IN_CONTAINER, sessions_in_container,
+    PROXY_POLICY_IN_CONTAINER, sessions_in_container, sessions_on_host,
 };
 use crate::stdio::AgentIo;
 
@@ -95,6 +95,36 @@ pub(crate) struct WarmAgent {
     pub work_dir: PathBuf,
     /// The host directory mounted as the CLI's session store (named after `channel`).
     pub sessions_dir: Option<PathBuf>,
+}
+
+impl WarmAgent {
+    /// The agent of a container started from `plan` for `channel`, just used.
+    pub fn started(
+        id: String,
+        plan: &ContainerPlan,
+        settings: &ContainerSettings,
+        channel: &str,
+        fingerprint: u64,
+        session_id: String,
+        io: AgentIo,
+    ) -> WarmAgent {
+        let now = Instant::now();
+        WarmAgent {
+            id,
+            name: plan.name.clone(),
+            channel: channel.to_owned(),
+            fingerprint,
+            session_id,
+            io,
+            mcp_config_path: plan.mcp_config_path.clone(),
+            keep_mcp_config: settings.keep_mcp_configs,
+            created: now,
+            last_used: now,
+            spare: false,
+            work_dir: plan.working_dir.clone(),
+            sessions_dir: sessions_on_host(settings, channel),
+        }
+    }
 }
 
 /// What `loop status` shows about a warm agent.

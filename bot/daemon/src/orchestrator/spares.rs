@@ -133,7 +133,8 @@ impl Orchestrator {
         self.arm_gate(&spare.id, &run_id, gate, &mut settings);
         // No turn runs on the spare until a thread adopts it.
         self.inner.gate.turn_ended_warm(&spare.id);
-        // Only an image that exists: a spare never waits for a build (a turn would show it).
+        // The image the turn before used, normally there already; a build it still needs runs
+        // as a turn's would, its progress shown to nobody.
         let (events, _ignored) = tokio::sync::mpsc::channel(16);
         settings.image = self
             .provision(&environment, &events, &CancellationToken::new())
