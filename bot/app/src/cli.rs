@@ -175,6 +175,14 @@ pub struct UiArgs {
     /// Only print the link; do not start a browser.
     #[arg(long)]
     pub no_open: bool,
+    /// A link for someone else, with the rights this chat user id has (`permissions` and the
+    /// channels' grants), e.g. a Slack `U…` id. Without it, the link is yours: an owner
+    /// everywhere. Implies --no-open.
+    #[arg(long, value_name = "ID")]
+    pub user: Option<String>,
+    /// The name that person's decisions are shown under (default: the id).
+    #[arg(long, requires = "user")]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -311,10 +311,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Ui(args) => {
             let config = load(&sources)?;
-            let url = ui::login_url(&connect_client(&config)?).await?;
+            let client = connect_client(&config)?;
+            let url = ui::login_url(&client, args.user.as_deref(), args.name.as_deref()).await?;
             println!("{url}");
             eprintln!("(the link works once, within a few minutes)");
             if !args.no_open
+                && args.user.is_none()
                 && let Some(program) = ui::open_in_browser(&url)
             {
                 eprintln!("opened with {program}");

@@ -188,13 +188,18 @@ pub struct DecideApproval {
     pub by: Option<String>,
 }
 
-/// `POST /api/ui/login-code` (admin): a one-time dashboard login for `user` (a login name,
-/// shown as who decided what in the dashboard).
+/// `POST /api/ui/login-code` (admin): a one-time dashboard login.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UiLoginRequest {
+    /// The name decisions are shown under (`alice (dashboard)`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Someone else's login (`loop ui --user ID`): the session may do what this user id may
+    /// do in chat (`permissions` and each channel's grants). None: the operator's own login,
+    /// an owner everywhere like the local platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acts_as: Option<String>,
 }
 
 /// Answer to [`UiLoginRequest`]: the path (with the code) to open on the daemon's address.

@@ -9,10 +9,20 @@ use loop_wire::routes;
 
 use super::client::{Client, ClientError};
 
-/// The login URL for this user (`$USER`, whom the dashboard names as who decided).
-pub async fn login_url(client: &Client) -> Result<String, ClientError> {
+/// The login URL: for this user (`$USER`, whom the dashboard names as who decided), or for
+/// someone else acting as the chat user `acts_as` (shown as `name`, else the id).
+pub async fn login_url(
+    client: &Client,
+    acts_as: Option<&str>,
+    name: Option<&str>,
+) -> Result<String, ClientError> {
+    let user = match acts_as {
+        Some(_) => name.map(str::to_owned),
+        None => std::env::var("USER").ok().filter(|u| !u.is_empty()),
+    };
     let request = UiLoginRequest {
-        user: std::env::var("USER").ok().filter(|u| !u.is_empty()),
+        user,
+        acts_as: acts_as.map(str::to_owned),
     };
     let body = serde_json::to_value(&request).unwrap_or_default();
     let value = client.post_json(routes::UI_LOGIN_CODE, &body).await?;

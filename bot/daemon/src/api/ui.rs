@@ -9,7 +9,7 @@ use loop_wire::routes;
 
 use super::state::{ApiError, ApiState, parse_body};
 
-/// Mints a code for the user `loop ui` ran as.
+/// Mints a code for the user `loop ui` ran as, or for someone else (`loop ui --user ID`).
 pub(super) async fn login_code(
     State(state): State<ApiState>,
     body: axum::body::Bytes,
@@ -19,7 +19,10 @@ pub(super) async fn login_code(
     } else {
         parse_body(&body)?
     };
-    let code = state.dashboard.mint_code(request.user.as_deref());
+    let code = state
+        .dashboard
+        .mint_code(request.user.as_deref(), request.acts_as.as_deref())
+        .map_err(|err| ApiError::bad_request(err.to_string()))?;
     Ok(Json(UiLoginLink {
         path: format!("{}?code={}", routes::UI_LOGIN, code.code),
         expires_in_sec: code.expires_in.as_secs(),

@@ -14,6 +14,7 @@ use loop_gate::wire::ApprovalDecision;
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::access::Access;
 use super::page::{self, PageError, ago, thread_url};
 use super::session::{DashboardCsrf, DashboardSession};
 use crate::api::ApiState;
@@ -69,9 +70,19 @@ pub async fn page(
     session: DashboardSession,
     Query(query): Query<AuditQuery>,
 ) -> Result<Response, PageError> {
-    let live = live(&state).await?;
+    let mut access = Access::of(&state, &session);
+    let live = live(&state, &mut access).await?;
     let now = chrono::Utc::now().timestamp_millis();
-    let audit = state.store.gate_audit_filtered(&query.filter(now)).await?;
+    let mut audit = state.store.gate_audit_filtered(&query.filter(now)).await?;
+    if !access.is_operator() {
+        let mut shown = Vec::with_capacity(audit.len());
+        for entry in audit {
+            if access.sees_approval(&entry.channel_key).await? {
+                shown.push(entry);
+            }
+        }
+        audit = shown;
+    }
     let targets = [TARGET];
     Ok(page::render(
         page::Shell {
@@ -126,23 +137,33 @@ pub async fn page(
     ))
 }
 
-/// The pending prompts and the recently decided ones (what the event stream replaces).
-pub async fn live(state: &ApiState) -> Result<Markup, PageError> {
-    let pending = state.store.pending_approvals().await?;
+/// The pending prompts and the recently decided ones (what the event stream replaces), as far
+/// as `access` may see them; buttons only for an approver.
+pub async fn live(state: &ApiState, access: &mut Access) -> Result<Markup, PageError> {
+    access.refresh();
     let now = chrono::Utc::now().timestamp_millis();
-    let recent = state.store.recent_approvals(now - RECENT_MS, 20).await?;
+    let mut pending = state.store.pending_approvals().await?;
+    let mut recent = state.store.recent_approvals(now - RECENT_MS, 20).await?;
+    if !access.is_operator() {
+        pending = seen_approvals(pending, access).await?;
+        recent = seen_approvals(recent, access).await?;
+    }
+    let buttons = access.may_approve();
     Ok(html! {
         section.panel {
             h2 { "Waiting for a person " span.muted.small { "(" (pending.len()) ")" } }
             @if pending.is_empty() {
                 p.empty { "No approval is waiting." }
             }
-            @for approval in &pending { (card(approval)) }
+            @if !pending.is_empty() && !buttons {
+                p.small.muted { "Only approvers can answer these (" code { "permissions.approvers" } ")." }
+            }
+            @for approval in &pending { (card(approval, buttons)) }
         }
         @if !recent.is_empty() {
             section.panel {
                 h2 { "Decided lately" }
-                @for approval in &recent { (card(approval)) }
+                @for approval in &recent { (card(approval, buttons)) }
             }
         }
     })
@@ -163,8 +184,22 @@ fn outcome(approval: &ApprovalRecord) -> String {
     }
 }
 
-/// One approval: pending with its buttons and countdown, or decided with who decided.
-fn card(approval: &ApprovalRecord) -> Markup {
+async fn seen_approvals(
+    approvals: Vec<ApprovalRecord>,
+    access: &mut Access,
+) -> Result<Vec<ApprovalRecord>, PageError> {
+    let mut seen = Vec::with_capacity(approvals.len());
+    for approval in approvals {
+        if access.sees_approval(&approval.channel_key).await? {
+            seen.push(approval);
+        }
+    }
+    Ok(seen)
+}
+
+/// One approval: pending with its countdown (and its buttons when `buttons`), or decided with
+/// who decided.
+fn card(approval: &ApprovalRecord, buttons: bool) -> Markup {
     let url = format!(
         "/ui/approvals/{}",
         loop_wire::routes::path_segment(&approval.id)
@@ -182,11 +217,11 @@ fn card(approval: &ApprovalRecord) -> Markup {
                 div {
                     "Deadline: " span.deadline data-deadline=(approval.expires_at) { (page::time(approval.expires_at)) }
                 }
-                div.actions {
+                @if buttons { div.actions {
                     button.primary hx-post=(url) hx-vals=r#"{"decision":"allow_once"}"# hx-target="closest .approval" hx-swap="outerHTML" { "Allow once" }
                     button hx-post=(url) hx-vals=r#"{"decision":"allow_session"}"# hx-target="closest .approval" hx-swap="outerHTML" { "Allow for session" }
                     button.danger hx-post=(url) hx-vals=r#"{"decision":"deny"}"# hx-target="closest .approval" hx-swap="outerHTML" { "Deny" }
-                }
+                } }
             } @else {
                 div {
                     span.state.ok[approval.status == ApprovalStatus::Allowed].failed[approval.status != ApprovalStatus::Allowed] { (outcome(approval)) }
@@ -209,14 +244,20 @@ pub async fn decide(
     DashboardCsrf(session): DashboardCsrf,
     Form(form): Form<DecideForm>,
 ) -> Result<Response, PageError> {
+    if !Access::of(&state, &session).may_approve() {
+        tracing::info!(approval = %id, user = %session.user, "approval refused: not an approver");
+        return Err(PageError::Forbidden(
+            "Only approvers can answer approvals (permissions.approvers).".to_owned(),
+        ));
+    }
     let by = session.decided_by();
     match answer(&state.store, &state.gate, &id, None, form.decision, &by).await? {
         Answered::Now(record) => {
             tracing::info!(approval = %id, by = %by, decision = ?form.decision, "approval answered in the dashboard");
-            Ok(page::fragment(card(&record)))
+            Ok(page::fragment(card(&record, true)))
         }
         // Someone (or the deadline) was first: the card says who.
-        Answered::Already(record) => Ok(page::fragment(card(&record))),
+        Answered::Already(record) => Ok(page::fragment(card(&record, true))),
         Answered::WrongChannel => Err(PageError::NotFound("no such approval".to_owned())),
     }
 }

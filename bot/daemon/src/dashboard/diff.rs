@@ -15,12 +15,14 @@ use loop_git::{FilePatch, Hunk, LineKind, PatchLine, split_patch};
 use maud::{Markup, html};
 use serde_json::Value;
 
+use super::access::Access;
 use super::assets::{ASSETS, Assets};
 use super::page::{self, PageError, parse_key, thread_url};
 use super::session::DashboardSession;
 use crate::api::ApiState;
 use crate::branches::diff::{BranchDiff, branch_diff};
 use crate::orchestrator::activity::{Step, TurnActivity};
+use crate::permissions::Role;
 
 /// Rows of one file shown at most; a longer file is summarised.
 pub const MAX_FILE_ROWS: usize = 2_000;
@@ -287,6 +289,9 @@ pub async fn page(
     session: DashboardSession,
 ) -> Result<Response, PageError> {
     let key = parse_key(&raw)?;
+    Access::of(&state, &session)
+        .require(&key, Role::Member)
+        .await?;
     let name = key.to_string();
     let (intro, files) = match state.store.thread_branch(&key).await? {
         Some(record) => match branch_diff(&record).await {

@@ -22,11 +22,13 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
+use super::access::Access;
 use super::page::{PageError, parse_key};
 use super::session::DashboardSession;
 use super::{approvals, overview, thread};
 use crate::api::ApiState;
 use crate::orchestrator::activity::TurnActivity;
+use crate::permissions::Role;
 
 /// The overview re-renders at most this often (a running turn reports every second).
 const OVERVIEW_EVERY: Duration = Duration::from_millis(500);
@@ -60,6 +62,8 @@ enum Wake {
 /// One connection's state.
 struct Watch {
     state: ApiState,
+    /// What the session may see: the overview and approvals leave out other channels.
+    access: Access,
     view: View,
     runs: broadcast::Receiver<RunEvent>,
     activity: broadcast::Receiver<TurnActivity>,
@@ -124,7 +128,7 @@ impl Watch {
             tokio::time::sleep_until(last + OVERVIEW_EVERY).await;
         }
         let ended: Vec<String> = self.ended.iter().cloned().collect();
-        let data = overview::gather(&self.state, &ended).await?;
+        let data = overview::gather(&self.state, &mut self.access, &ended).await?;
         self.out
             .push_back(fragment(overview::TARGET, overview::body(&data)));
         self.last_overview = Some(Instant::now());
@@ -132,7 +136,7 @@ impl Watch {
     }
 
     async fn approvals(&mut self) -> Result<(), PageError> {
-        let live = approvals::live(&self.state).await?;
+        let live = approvals::live(&self.state, &mut self.access).await?;
         self.out.push_back(fragment(approvals::TARGET, live));
         Ok(())
     }
@@ -224,13 +228,18 @@ impl Watch {
 /// `GET /ui/events?view=overview|approvals|thread&key=...`.
 pub async fn stream(
     State(state): State<ApiState>,
-    _session: DashboardSession,
+    session: DashboardSession,
     Query(query): Query<EventsQuery>,
 ) -> Result<Response, PageError> {
+    let mut access = Access::of(&state, &session);
     let view = match query.view.as_str() {
         "overview" => View::Overview,
         "approvals" => View::Approvals,
-        "thread" => View::Thread(parse_key(&query.key)?),
+        "thread" => {
+            let key = parse_key(&query.key)?;
+            access.require(&key, Role::Member).await?;
+            View::Thread(key)
+        }
         other => return Err(PageError::BadRequest(format!("no view {other:?}"))),
     };
     let mut watch = Watch {
@@ -239,6 +248,7 @@ pub async fn stream(
         chat: state.local.subscribe(),
         approvals: state.gate.waiting_changed(),
         state,
+        access,
         view,
         out: VecDeque::new(),
         last_overview: None,

@@ -11,6 +11,7 @@
 //! through the same paths as the chat platforms (`Orchestrator::accept`, `gate::answer`), so
 //! what it does is what a person in a channel could do.
 
+pub mod access;
 pub mod approvals;
 pub mod assets;
 pub mod diff;
@@ -31,6 +32,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::html;
 use serde::Deserialize;
+use tower_http::compression::CompressionLayer;
 
 use crate::api::ApiState;
 pub use session::{DashboardCsrf, DashboardSession, Sessions};
@@ -54,6 +56,10 @@ pub fn router(state: ApiState) -> Router {
         .route(loop_wire::routes::UI_LOGIN, get(login))
         .route("/ui/logout", post(logout))
         .route("/ui/assets/{name}", get(assets::serve))
+        // Pages, fragments and assets go gzipped to browsers that ask; the event streams stay
+        // as they are (the default predicate leaves `text/event-stream` alone: a compressor
+        // would hold events back).
+        .layer(CompressionLayer::new())
         .with_state(state)
 }
 
@@ -82,7 +88,7 @@ async fn login(State(state): State<ApiState>, Query(query): Query<LoginQuery>) -
                 .into_response(),
         );
     };
-    tracing::info!(user = %session.user, "dashboard login");
+    tracing::info!(user = %session.login.user, acts_as = ?session.login.acts_as, "dashboard login");
     page::secure(
         (
             StatusCode::SEE_OTHER,

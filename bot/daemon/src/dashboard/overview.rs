@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::response::Response;
 use maud::{Markup, html};
 
+use super::access::Access;
 use super::page::{self, PageError, ago, dollars, thread_url};
 use super::session::DashboardSession;
 use crate::api::ApiState;
@@ -50,12 +51,38 @@ pub struct Overview {
     pub pending_approvals: usize,
 }
 
-/// Reads the overview: a few grouped queries and the orchestrator's in-memory state. `ended`
-/// are runs whose end was already announced (a turn leaves the running set a moment after).
-pub async fn gather(state: &ApiState, ended: &[String]) -> Result<Overview, PageError> {
+/// Reads the overview: a few grouped queries and the orchestrator's in-memory state, as far
+/// as `access` may see it. `ended` are runs whose end was already announced (a turn leaves
+/// the running set a moment after).
+pub async fn gather(
+    state: &ApiState,
+    access: &mut Access,
+    ended: &[String],
+) -> Result<Overview, PageError> {
+    access.refresh();
     let store = &state.store;
-    let summaries = store.channel_summaries(MAX_CHANNELS).await?;
-    let pending = store.pending_approvals().await?;
+    let mut summaries = store.channel_summaries(MAX_CHANNELS).await?;
+    let mut pending = store.pending_approvals().await?;
+    let mut tasks = store.tasks(None).await?;
+    let mut warm = state.orchestrator.warm_agents().await;
+    let mut containers = state
+        .registry
+        .as_ref()
+        .map(|r| r.list())
+        .unwrap_or_default();
+    if !access.is_operator() {
+        summaries = retain_seen(summaries, access, |s| &s.key).await?;
+        tasks = retain_seen(tasks, access, |t| &t.channel_key).await?;
+        warm = retain_seen(warm, access, |w| &w.channel).await?;
+        containers = retain_seen(containers, access, |c| &c.channel_id).await?;
+        let mut shown = Vec::with_capacity(pending.len());
+        for approval in pending {
+            if access.sees_approval(&approval.channel_key).await? {
+                shown.push(approval);
+            }
+        }
+        pending = shown;
+    }
     let mut waiting: HashMap<&str, usize> = HashMap::new();
     for approval in &pending {
         *waiting.entry(approval.channel_key.as_str()).or_default() += 1;
@@ -97,9 +124,7 @@ pub async fn gather(state: &ApiState, ended: &[String]) -> Result<Overview, Page
         })
         .collect();
     let results = store.task_last_results().await?;
-    let tasks = store
-        .tasks(None)
-        .await?
+    let tasks = tasks
         .into_iter()
         .map(|task| {
             let last = results.get(&task.id).copied();
@@ -108,15 +133,26 @@ pub async fn gather(state: &ApiState, ended: &[String]) -> Result<Overview, Page
         .collect();
     Ok(Overview {
         rows,
-        warm: state.orchestrator.warm_agents().await,
-        containers: state
-            .registry
-            .as_ref()
-            .map(|r| r.list())
-            .unwrap_or_default(),
+        warm,
+        containers,
         tasks,
         pending_approvals: pending.len(),
     })
+}
+
+/// The items of channels `access` may see.
+async fn retain_seen<T>(
+    items: Vec<T>,
+    access: &mut Access,
+    key: impl Fn(&T) -> &String,
+) -> Result<Vec<T>, PageError> {
+    let mut seen = Vec::with_capacity(items.len());
+    for item in items {
+        if access.sees(key(&item)).await? {
+            seen.push(item);
+        }
+    }
+    Ok(seen)
 }
 
 /// `GET /ui/`.
@@ -124,7 +160,8 @@ pub async fn page(
     State(state): State<ApiState>,
     session: DashboardSession,
 ) -> Result<Response, PageError> {
-    let overview = gather(&state, &[]).await?;
+    let mut access = Access::of(&state, &session);
+    let overview = gather(&state, &mut access, &[]).await?;
     let targets = [TARGET];
     Ok(page::render(
         page::Shell {
@@ -135,7 +172,7 @@ pub async fn page(
         },
         html! {
             div id=(TARGET) { (body(&overview)) }
-            (super::talk::new_channel_form())
+            @if access.may_start_channels() { (super::talk::new_channel_form()) }
         },
     ))
 }

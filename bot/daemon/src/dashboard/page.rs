@@ -92,7 +92,7 @@ pub fn render_with(shell: Shell<'_>, head: Markup, content: Markup) -> Response 
                     }
                     div.who {
                         span.live-dot title="live updates" {}
-                        span { (shell.session.user) }
+                        span title=[shell.session.acts_as.as_ref().map(|id| format!("with the rights of {id}"))] { (shell.session.user) }
                         button hx-post="/ui/logout" { "Log out" }
                     }
                 }
@@ -113,6 +113,8 @@ pub fn fragment(markup: Markup) -> Response {
 pub enum PageError {
     NotFound(String),
     BadRequest(String),
+    /// The session's user may not do this here (403; see `access.rs`).
+    Forbidden(String),
     Internal,
 }
 
@@ -133,6 +135,7 @@ impl IntoResponse for PageError {
         let (status, text) = match self {
             PageError::NotFound(what) => (StatusCode::NOT_FOUND, what),
             PageError::BadRequest(why) => (StatusCode::BAD_REQUEST, why),
+            PageError::Forbidden(why) => (StatusCode::FORBIDDEN, why),
             PageError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal error (see the daemon log)".to_owned(),

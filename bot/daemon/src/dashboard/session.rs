@@ -47,15 +47,25 @@ fn digest(secret: &str) -> Digest32 {
     Sha256::digest(secret.as_bytes()).into()
 }
 
+/// Who a login is for: the name decisions are shown under and, for someone else's login,
+/// the chat user id whose rights the session has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    /// `loop ui --user ID`: the session may do what `ID` may do in chat. None: the operator
+    /// (whoever holds the admin token), an owner everywhere.
+    pub acts_as: Option<String>,
+}
+
 /// A login code waiting to be used.
 struct PendingCode {
-    user: String,
+    login: Login,
     expires: Instant,
 }
 
 /// A logged-in browser.
 struct Live {
-    user: String,
+    login: Login,
     csrf: String,
     created: Instant,
     expires: Instant,
@@ -92,8 +102,13 @@ pub struct LoginCode {
 #[derive(Debug, Clone)]
 pub struct NewSession {
     pub id: String,
-    pub user: String,
+    pub login: Login,
 }
+
+/// `loop ui --user` named an id no permission could ever match.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a user id: {0:?} (letters, digits and . _ - @, up to 64)")]
+pub struct BadUserId(pub String);
 
 impl Sessions {
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -101,8 +116,23 @@ impl Sessions {
     }
 
     /// Mints a single-use code for `user` (a login name; anything unusable becomes
-    /// [`DEFAULT_USER`]).
-    pub fn mint_code(&self, user: Option<&str>) -> LoginCode {
+    /// [`DEFAULT_USER`]), acting as the chat user `acts_as` when given. An unusable `acts_as`
+    /// is refused, never widened to the operator's login.
+    pub fn mint_code(
+        &self,
+        user: Option<&str>,
+        acts_as: Option<&str>,
+    ) -> Result<LoginCode, BadUserId> {
+        let acts_as = match acts_as {
+            None => None,
+            Some(id) if valid_name(id) => Some(id.to_owned()),
+            Some(id) => return Err(BadUserId(id.chars().take(80).collect())),
+        };
+        // Someone else's login is shown under their id unless a name was given.
+        let user = match (&acts_as, user) {
+            (Some(id), None) => id.clone(),
+            _ => user_name(user),
+        };
         let code = random_token();
         let now = Instant::now();
         let mut table = self.lock();
@@ -119,14 +149,14 @@ impl Sessions {
         table.codes.insert(
             digest(&code),
             PendingCode {
-                user: user_name(user),
+                login: Login { user, acts_as },
                 expires: now + CODE_TTL,
             },
         );
-        LoginCode {
+        Ok(LoginCode {
             code,
             expires_in: CODE_TTL,
-        }
+        })
     }
 
     /// Uses up `code` (whatever the outcome, it cannot be used again) and opens a session.
@@ -148,7 +178,7 @@ impl Sessions {
         table.sessions.insert(
             digest(&id),
             Live {
-                user: pending.user.clone(),
+                login: pending.login.clone(),
                 csrf: random_token(),
                 created: now,
                 expires: now + SESSION_TTL,
@@ -156,7 +186,7 @@ impl Sessions {
         );
         Some(NewSession {
             id,
-            user: pending.user,
+            login: pending.login,
         })
     }
 
@@ -168,7 +198,8 @@ impl Sessions {
         let live = table.sessions.get(&key).filter(|s| s.expires > now)?;
         Some(DashboardSession {
             key,
-            user: live.user.clone(),
+            user: live.login.user.clone(),
+            acts_as: live.login.acts_as.clone(),
             csrf: live.csrf.clone(),
         })
     }
@@ -186,17 +217,20 @@ impl Sessions {
     }
 }
 
+/// A login name or chat user id as the dashboard takes them: short, and nothing that needs
+/// escaping in a log line or a chat message.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+}
+
 /// A login name as given to `loop ui` (`$USER`), or [`DEFAULT_USER`].
 fn user_name(user: Option<&str>) -> String {
     match user {
-        Some(u)
-            if !u.is_empty()
-                && u.len() <= 64
-                && u.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) =>
-        {
-            u.to_owned()
-        }
+        Some(u) if valid_name(u) => u.to_owned(),
         _ => DEFAULT_USER.to_owned(),
     }
 }
@@ -221,8 +255,11 @@ pub fn logout_cookie() -> String {
 #[derive(Clone)]
 pub struct DashboardSession {
     key: Digest32,
-    /// The login name `loop ui` was run as.
+    /// The name decisions are shown under.
     pub user: String,
+    /// The chat user id whose rights the session has; None: the operator (an owner
+    /// everywhere). See `access.rs`.
+    pub acts_as: Option<String>,
     csrf: String,
 }
 
@@ -230,6 +267,7 @@ impl std::fmt::Debug for DashboardSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DashboardSession")
             .field("user", &self.user)
+            .field("acts_as", &self.acts_as)
             .finish_non_exhaustive()
     }
 }
@@ -392,9 +430,10 @@ mod tests {
     #[test]
     fn a_code_works_once_and_opens_a_session_for_its_user() {
         let sessions = Sessions::default();
-        let code = sessions.mint_code(Some("alice"));
+        let code = sessions.mint_code(Some("alice"), None).expect("code");
         let session = sessions.redeem(&code.code).expect("first use");
-        assert_eq!(session.user, "alice");
+        assert_eq!(session.login.user, "alice");
+        assert_eq!(session.login.acts_as, None, "the operator's own login");
         assert!(sessions.redeem(&code.code).is_none(), "single use");
         assert!(sessions.redeem("not-a-code").is_none());
         let live = sessions.session(&session.id).expect("live");
@@ -403,9 +442,9 @@ mod tests {
         sessions.end(&live);
         assert!(sessions.session(&session.id).is_none(), "logged out");
         // Odd names are not shown to anyone as they are.
-        let code = sessions.mint_code(Some("<script>"));
+        let code = sessions.mint_code(Some("<script>"), None).expect("code");
         let session = sessions.redeem(&code.code).expect("use");
-        assert_eq!(session.user, DEFAULT_USER);
+        assert_eq!(session.login.user, DEFAULT_USER);
         assert_eq!(
             sessions.session(&session.id).expect("live").decided_by(),
             "dashboard"
@@ -413,15 +452,39 @@ mod tests {
     }
 
     #[test]
+    fn someone_elses_login_acts_as_their_id_and_a_bad_id_is_refused() {
+        let sessions = Sessions::default();
+        let code = sessions.mint_code(None, Some("U0ANN")).expect("code");
+        let live = sessions
+            .session(&sessions.redeem(&code.code).expect("use").id)
+            .expect("live");
+        assert_eq!(live.acts_as.as_deref(), Some("U0ANN"));
+        assert_eq!(live.decided_by(), "U0ANN (dashboard)");
+        let code = sessions
+            .mint_code(Some("ann"), Some("U0ANN"))
+            .expect("code");
+        let login = sessions.redeem(&code.code).expect("use").login;
+        assert_eq!(
+            (login.user.as_str(), login.acts_as.as_deref()),
+            ("ann", Some("U0ANN"))
+        );
+        // Never widened to the operator's login.
+        for bad in ["", "<U1>", "U 1", &"x".repeat(65)] {
+            assert!(sessions.mint_code(None, Some(bad)).is_err(), "{bad:?}");
+        }
+        assert_eq!(sessions.lock().codes.len(), 0);
+    }
+
+    #[test]
     fn sessions_and_codes_are_bounded() {
         let sessions = Sessions::default();
         let codes: Vec<_> = (0..MAX_CODES + 3)
-            .map(|_| sessions.mint_code(None))
+            .map(|_| sessions.mint_code(None, None).expect("code"))
             .collect();
         assert_eq!(sessions.lock().codes.len(), MAX_CODES);
         assert!(sessions.redeem(&codes[MAX_CODES + 2].code).is_some());
         for _ in 0..MAX_SESSIONS + 5 {
-            let code = sessions.mint_code(None);
+            let code = sessions.mint_code(None, None).expect("code");
             sessions.redeem(&code.code).expect("use");
         }
         assert_eq!(sessions.count(), MAX_SESSIONS);

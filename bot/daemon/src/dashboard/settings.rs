@@ -9,10 +9,12 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use maud::{Markup, html};
 
+use super::access::Access;
 use super::page::{self, PageError, parse_key, thread_url};
 use super::session::DashboardSession;
 use crate::api::ApiState;
 use crate::doctor::{Check, Status};
+use crate::permissions::Role;
 
 /// `GET /ui/thread/{key}/settings`.
 pub async fn page(
@@ -21,6 +23,9 @@ pub async fn page(
     session: DashboardSession,
 ) -> Result<Response, PageError> {
     let key = parse_key(&raw)?;
+    Access::of(&state, &session)
+        .require(&key, Role::Member)
+        .await?;
     let name = key.to_string();
     let settings = match state.orchestrator.channel_settings(&key).await {
         Ok(settings) => settings,

@@ -11,9 +11,11 @@ use loop_adapter::{Author, ChannelKey, Inbound, Message, PlatformKind, parse_com
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::access::Access;
 use super::page::{self, PageError, parse_key, thread_url};
 use super::session::{DashboardCsrf, DashboardSession};
 use crate::api::ApiState;
+use crate::permissions::Role;
 
 /// The form under a local channel's conversation.
 pub fn message_form(key: &ChannelKey) -> Markup {
@@ -55,9 +57,13 @@ fn new_channel_form_with(flash: Option<&str>) -> Markup {
     }
 }
 
+/// The author of what a session sends: the chat user it acts as, else the operator's name.
 fn author(session: &DashboardSession) -> Author {
     Author {
-        id: session.user.clone(),
+        id: session
+            .acts_as
+            .clone()
+            .unwrap_or_else(|| session.user.clone()),
         name: session.user.clone(),
         is_bot: false,
         roles: Vec::new(),
@@ -82,14 +88,30 @@ async fn hand_over(
     if text.is_empty() {
         return Err("The message is empty.".to_owned());
     }
+    let mut access = Access::of(state, session);
+    let refused = |err: PageError| match err {
+        PageError::Forbidden(why) => why,
+        _ => "You may not talk in this channel.".to_owned(),
+    };
     let inbound = if text.starts_with("/loop") {
         let command = parse_command(text).ok_or("Not a /loop command (try /loop help).")?;
+        access
+            .require_command(&channel, &command)
+            .await
+            .map_err(refused)?;
         Inbound::Command {
             channel,
             author: author(session),
             command,
         }
     } else {
+        // Pointing a channel at a directory is an owner's decision, as `/loop dir` is.
+        let needed = if dir.is_some() {
+            Role::Owner
+        } else {
+            Role::Member
+        };
+        access.require(&channel, needed).await.map_err(refused)?;
         Inbound::Message(Message {
             message_id: uuid::Uuid::new_v4().to_string(),
             channel,
@@ -115,6 +137,9 @@ pub async fn send(
     Form(form): Form<SendForm>,
 ) -> Result<Response, PageError> {
     let key = parse_key(&raw)?;
+    Access::of(&state, &session)
+        .require(&key, Role::Member)
+        .await?;
     if key.platform != PlatformKind::Local {
         return Err(PageError::BadRequest(
             "Only local channels take messages from the dashboard.".to_owned(),
@@ -141,6 +166,11 @@ pub async fn new_channel(
     DashboardCsrf(session): DashboardCsrf,
     Form(form): Form<NewChannelForm>,
 ) -> Result<Response, PageError> {
+    if !Access::of(&state, &session).may_start_channels() {
+        return Err(PageError::Forbidden(
+            "Only owners can start channels.".to_owned(),
+        ));
+    }
     let name = form.name.trim();
     if !loop_wire::api::valid_channel_name(name) {
         return Ok(page::fragment(new_channel_form_with(Some(
@@ -169,6 +199,9 @@ pub async fn stop(
     DashboardCsrf(session): DashboardCsrf,
 ) -> Result<Response, PageError> {
     let key = parse_key(&raw)?;
+    Access::of(&state, &session)
+        .require(&key, Role::Member)
+        .await?;
     match state
         .orchestrator
         .stop_turn(&key, &session.decided_by())

@@ -19,10 +19,12 @@ use maud::html;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::access::Access;
 use super::assets::{ASSETS, Assets};
 use super::page::{self, PageError, parse_key, thread_url};
 use super::session::DashboardSession;
 use crate::api::ApiState;
+use crate::permissions::Role;
 use crate::terminal::{Attachment, TerminalHub};
 
 /// The page's element ids.
@@ -31,10 +33,16 @@ pub const STATUS: &str = "terminal-status";
 
 /// `GET /ui/thread/{key}/terminal`.
 pub async fn page(
+    State(state): State<ApiState>,
     Path(raw): Path<String>,
     session: DashboardSession,
 ) -> Result<Response, PageError> {
     let key = parse_key(&raw)?;
+    // A shell does what the agent could, without asking the agent: owners only, like
+    // pointing the channel at a directory.
+    Access::of(&state, &session)
+        .require(&key, Role::Owner)
+        .await?;
     let name = key.to_string();
     // xterm.js adds `<style>` elements of its own; the page's script stamps them with this
     // response's nonce, which the policy below allows besides the daemon's own files.
@@ -104,6 +112,9 @@ pub async fn socket(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, PageError> {
     let channel = parse_key(&raw)?;
+    Access::of(&state, &session)
+        .require(&channel, Role::Owner)
+        .await?;
     let hub = state.terminals.clone();
     let size = size.size();
     let owner = session.id();

@@ -39,6 +39,11 @@ pub(super) struct Rig {
 
 impl Rig {
     pub async fn start() -> Rig {
+        Rig::start_with(|_| {}).await
+    }
+
+    /// A rig whose config `adjust` changes first.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Rig {
         let db = TestDb::sqlite().await;
         let dir = tempfile::tempdir().expect("tempdir");
         let sources = ConfigSources {
@@ -46,7 +51,8 @@ impl Rig {
             loop_dir: dir.path().join(".loop"),
             env: Default::default(),
         };
-        let config = Config::defaults(&sources);
+        let mut config = Config::defaults(&sources);
+        adjust(&mut config);
         let facts = HostFacts {
             timezone: "UTC".into(),
             proxy_env: Default::default(),
@@ -87,11 +93,17 @@ impl Rig {
 
     /// What `loop ui` does: the login path from the admin route.
     pub async fn login_path(&self) -> String {
+        self.login_path_for(serde_json::json!({"user": "alice"}))
+            .await
+    }
+
+    /// The login path for a `/api/ui/login-code` request body.
+    pub async fn login_path_for(&self, request: serde_json::Value) -> String {
         let link: loop_wire::api::UiLoginLink = self
             .http
             .post(format!("{}/api/ui/login-code", self.url))
             .bearer_auth(&self.admin)
-            .json(&serde_json::json!({"user": "alice"}))
+            .json(&request)
             .send()
             .await
             .expect("login code")
@@ -103,9 +115,22 @@ impl Rig {
 
     /// Logs in; returns the cookie header value and the page's CSRF token.
     pub async fn login(&self) -> (String, String) {
+        self.login_with(serde_json::json!({"user": "alice"})).await
+    }
+
+    /// Logs in as `loop ui --user ID` does: with the rights of the chat user `id`.
+    pub async fn login_as(&self, id: &str) -> (String, String) {
+        self.login_with(serde_json::json!({"acts_as": id})).await
+    }
+
+    async fn login_with(&self, request: serde_json::Value) -> (String, String) {
         let response = self
             .http
-            .get(format!("{}{}", self.url, self.login_path().await))
+            .get(format!(
+                "{}{}",
+                self.url,
+                self.login_path_for(request).await
+            ))
             .send()
             .await
             .expect("login");
@@ -399,7 +424,8 @@ async fn overview_of_200_threads_renders_quickly() {
     let mut samples = Vec::new();
     for _ in 0..10 {
         let started = std::time::Instant::now();
-        let data = super::overview::gather(&rig.state, &[])
+        let mut operator = super::access::Access::acting_as(&rig.state, None);
+        let data = super::overview::gather(&rig.state, &mut operator, &[])
             .await
             .expect("gather");
         let html = super::overview::body(&data).into_string();
@@ -555,4 +581,347 @@ async fn a_message_from_the_page_goes_into_the_local_channel() {
         .status(),
         409
     );
+}
+
+/// Stores one message in `key` so the channel shows in the overview.
+async fn seed_channel(rig: &Rig, key: &loop_adapter::ChannelKey, text: &str) {
+    rig.state
+        .store
+        .accept_message(&loop_adapter::Message {
+            message_id: format!("m-{key}"),
+            channel: key.clone(),
+            author: loop_adapter::Author {
+                id: "UBOSS".into(),
+                name: "boss".into(),
+                is_bot: false,
+                roles: vec![],
+            },
+            text: text.into(),
+            triggers: true,
+            work_dir: None,
+        })
+        .await
+        .expect("accept");
+}
+
+/// A pending gate approval asked in `key`.
+async fn seed_approval(rig: &Rig, id: &str, key: &str, summary: &str) {
+    rig.state
+        .store
+        .create_approval(loop_store::NewApproval {
+            id: id.into(),
+            container_id: "c1".into(),
+            channel_key: key.into(),
+            run_id: None,
+            syscall: "execve".into(),
+            summary: summary.into(),
+            detail: summary.into(),
+            cache_key: summary.into(),
+            expires_at: chrono::Utc::now().timestamp_millis() + 600_000,
+        })
+        .await
+        .expect("approval");
+}
+
+#[tokio::test]
+async fn each_login_sees_and_does_what_its_chat_user_may() {
+    use loop_adapter::{ChannelKey, GrantLevel, GrantSubject, PlatformKind};
+    let rig = Rig::start_with(|config| {
+        config.permissions.owners.users = vec!["UBOSS".into()];
+        config.permissions.approvers.users = vec!["UCAROL".into()];
+    })
+    .await;
+    let ours = ChannelKey::thread(PlatformKind::Slack, "C1", "1.0");
+    let theirs = ChannelKey::thread(PlatformKind::Slack, "C2", "2.0");
+    let notes = ChannelKey::channel(PlatformKind::Local, "notes");
+    seed_channel(&rig, &ours, "our thread").await;
+    seed_channel(&rig, &theirs, "their thread").await;
+    for channel in [&ours, &notes] {
+        rig.state
+            .store
+            .set_channel_grant(
+                channel,
+                &GrantSubject::User("UANN".into()),
+                GrantLevel::Member,
+                "UBOSS",
+            )
+            .await
+            .expect("grant");
+    }
+    seed_approval(
+        &rig,
+        "ap-ours",
+        &ours.to_string(),
+        "exec /usr/bin/touch ours",
+    )
+    .await;
+    seed_approval(
+        &rig,
+        "ap-theirs",
+        &theirs.to_string(),
+        "exec /usr/bin/touch theirs",
+    )
+    .await;
+    let url = |what: &str, key: &ChannelKey| format!("/ui/thread/{}{what}", key);
+    let status = |response: reqwest::Response| response.status().as_u16();
+
+    // Ann, a member of C1 only.
+    let (ann, ann_csrf) = rig.login_as("UANN").await;
+    let overview = rig
+        .get("/ui/", Some(&ann))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(overview.contains("C1 › 1.0"), "her channel is listed");
+    assert!(
+        !overview.contains("C2"),
+        "another channel is not: {overview}"
+    );
+    assert!(
+        !overview.contains("Start a local channel"),
+        "members start none"
+    );
+    assert_eq!(status(rig.get(&url("", &ours), Some(&ann)).await), 200);
+    let thread = rig
+        .get(&url("", &ours), Some(&ann))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        !thread.contains(">Terminal<"),
+        "no terminal link for a member"
+    );
+    for what in ["", "/diff", "/settings"] {
+        assert_eq!(
+            status(rig.get(&url(what, &theirs), Some(&ann)).await),
+            404,
+            "{what}"
+        );
+    }
+    let events = format!("/ui/events?view=thread&key={theirs}");
+    assert_eq!(status(rig.get(&events, Some(&ann)).await), 404);
+    assert_eq!(
+        status(rig.get(&url("/terminal", &ours), Some(&ann)).await),
+        403
+    );
+    let socket = rig
+        .http
+        .get(format!("{}{}", rig.url, url("/terminal/socket", &ours)))
+        .header("cookie", &ann)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .expect("socket");
+    assert_eq!(socket.status(), 403, "no shell for a member");
+    let stop = |key: &ChannelKey| url("/stop", key);
+    assert_eq!(
+        status(
+            rig.post(&stop(&ours), Some(&ann), Some(&ann_csrf), &[])
+                .await
+        ),
+        409
+    );
+    assert_eq!(
+        status(
+            rig.post(&stop(&theirs), Some(&ann), Some(&ann_csrf), &[])
+                .await
+        ),
+        404
+    );
+    let start = [("name", "mine"), ("text", "hi")];
+    assert_eq!(
+        status(
+            rig.post("/ui/channels", Some(&ann), Some(&ann_csrf), &start)
+                .await
+        ),
+        403
+    );
+    // She talks in the local channel she is a member of, but owners' commands are refused.
+    let send = url("/send", &notes);
+    let said = rig
+        .post(&send, Some(&ann), Some(&ann_csrf), &[("text", "hello")])
+        .await;
+    assert!(said.text().await.expect("form").contains("Sent."));
+    let dir = rig
+        .post(
+            &send,
+            Some(&ann),
+            Some(&ann_csrf),
+            &[("text", "/loop dir /etc")],
+        )
+        .await
+        .text()
+        .await
+        .expect("form");
+    assert!(
+        dir.contains("Only this channel&#39;s owners") || dir.contains("owners"),
+        "{dir}"
+    );
+    assert_eq!(
+        rig.state.store.channel_work_dir(&notes).await.expect("dir"),
+        None
+    );
+    let messages = rig
+        .state
+        .store
+        .thread_messages("local:notes", 10)
+        .await
+        .expect("messages");
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].author_name, "UANN");
+    // Approvals: hers only, and no buttons; an answer is refused and changes nothing.
+    let approvals = rig
+        .get("/ui/approvals", Some(&ann))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(approvals.contains("touch ours") && !approvals.contains("touch theirs"));
+    assert!(!approvals.contains("Allow once"), "no buttons for a member");
+    let decide = rig
+        .post(
+            "/ui/approvals/ap-ours",
+            Some(&ann),
+            Some(&ann_csrf),
+            &[("decision", "allow_once")],
+        )
+        .await;
+    assert_eq!(decide.status(), 403);
+    let record = rig.state.store.approval("ap-ours").await.expect("approval");
+    assert_eq!(record.status, loop_store::ApprovalStatus::Pending);
+
+    // Carol, an approver: every waiting approval, with buttons, and her answer counts.
+    let (carol, carol_csrf) = rig.login_as("UCAROL").await;
+    let approvals = rig
+        .get("/ui/approvals", Some(&carol))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(approvals.contains("touch ours") && approvals.contains("touch theirs"));
+    assert!(approvals.contains("Allow once"));
+    let decided = rig
+        .post(
+            "/ui/approvals/ap-theirs",
+            Some(&carol),
+            Some(&carol_csrf),
+            &[("decision", "deny")],
+        )
+        .await;
+    assert_eq!(decided.status(), 200);
+    let record = rig
+        .state
+        .store
+        .approval("ap-theirs")
+        .await
+        .expect("approval");
+    assert_eq!(record.status, loop_store::ApprovalStatus::Denied);
+    assert_eq!(record.decided_by.as_deref(), Some("UCAROL (dashboard)"));
+
+    // The owner: everything, the terminal and new channels included.
+    let (boss, _) = rig.login_as("UBOSS").await;
+    let overview = rig
+        .get("/ui/", Some(&boss))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(overview.contains("C1 › 1.0") && overview.contains("C2 › 2.0"));
+    assert!(overview.contains("Start a local channel"));
+    assert_eq!(
+        status(rig.get(&url("/terminal", &theirs), Some(&boss)).await),
+        200
+    );
+
+    // Someone the config does not know: nothing at all.
+    let (stranger, _) = rig.login_as("UEVE").await;
+    let overview = rig
+        .get("/ui/", Some(&stranger))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(!overview.contains("C1") && !overview.contains("C2"));
+    assert_eq!(status(rig.get(&url("", &ours), Some(&stranger)).await), 404);
+
+    // A login for an id no permission could match is refused, not widened.
+    let refused = rig
+        .http
+        .post(format!("{}/api/ui/login-code", rig.url))
+        .bearer_auth(&rig.admin)
+        .json(&serde_json::json!({"acts_as": "<script>"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(refused.status(), 400);
+}
+
+#[tokio::test]
+async fn pages_and_assets_are_compressed_and_event_streams_are_not() {
+    let rig = Rig::start().await;
+    let (cookie, _) = rig.login().await;
+    let gzip = |path: String| {
+        rig.http
+            .get(format!("{}{path}", rig.url))
+            .header("cookie", &cookie)
+            .header("accept-encoding", "gzip")
+            .send()
+    };
+    let mut total = (0, 0);
+    let page = gzip("/ui/".to_owned()).await.expect("page");
+    let encoding = |r: &reqwest::Response| {
+        r.headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(
+        encoding(&page).as_deref(),
+        Some("gzip"),
+        "{:?}",
+        page.headers()
+    );
+    let html = page.bytes().await.expect("body");
+    let plain = rig
+        .get("/ui/", Some(&cookie))
+        .await
+        .bytes()
+        .await
+        .expect("body");
+    total.0 += html.len();
+    total.1 += plain.len();
+    let text = String::from_utf8_lossy(&plain).into_owned();
+    let assets: Vec<String> = text
+        .split("\"/ui/assets/")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(|name| format!("/ui/assets/{name}"))
+        .collect();
+    assert!(assets.len() >= 3, "{assets:?}");
+    for asset in &assets {
+        let zipped = gzip(asset.clone()).await.expect("asset");
+        assert_eq!(encoding(&zipped).as_deref(), Some("gzip"), "{asset}");
+        total.0 += zipped.bytes().await.expect("body").len();
+        total.1 += rig
+            .get(asset, Some(&cookie))
+            .await
+            .bytes()
+            .await
+            .expect("body")
+            .len();
+    }
+    println!(
+        "overview with its assets: {} bytes, gzipped {} bytes",
+        total.1, total.0
+    );
+    assert!(total.0 * 2 < total.1, "{total:?}");
+    // The event stream is not held back by a compressor.
+    let stream = gzip("/ui/events?view=overview".to_owned())
+        .await
+        .expect("stream");
+    assert_eq!(encoding(&stream), None);
 }

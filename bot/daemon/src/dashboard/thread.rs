@@ -8,11 +8,13 @@ use axum::response::Response;
 use loop_adapter::{ChannelKey, PlatformKind};
 use maud::{Markup, PreEscaped, html};
 
+use super::access::Access;
 use super::markdown;
 use super::page::{self, PageError, ago, dollars, parse_key, thread_url};
 use super::session::DashboardSession;
 use crate::api::ApiState;
 use crate::orchestrator::activity::{Step, TurnActivity};
+use crate::permissions::Role;
 use loop_store::{RunRecord, RunStatus, ThreadMessage};
 
 /// The elements the event stream updates.
@@ -34,6 +36,9 @@ pub async fn page(
     session: DashboardSession,
 ) -> Result<Response, PageError> {
     let key = parse_key(&raw)?;
+    let role = Access::of(&state, &session)
+        .require(&key, Role::Member)
+        .await?;
     let name = key.to_string();
     let work_dir = state.store.channel_work_dir(&key).await?;
     let branch = state.store.thread_branch(&key).await?.map(|b| b.branch);
@@ -59,8 +64,10 @@ pub async fn page(
                 @if let Some(branch) = &branch { " · branch " code { (branch) } }
             }
             nav.thread-links.small {
-                a href=(loop_wire::routes::ui_terminal(&name)) { "Terminal" }
-                " · "
+                @if role == Role::Owner {
+                    a href=(loop_wire::routes::ui_terminal(&name)) { "Terminal" }
+                    " · "
+                }
                 a href=(loop_wire::routes::ui_diff(&name)) { "Changes" }
                 " · "
                 a href=(loop_wire::routes::ui_settings(&name)) { "Settings" }

@@ -1,0 +1,156 @@
+//! What a dashboard session may see and do: the chat permissions model, applied to the
+//! session's user.
+//!
+//! - The operator's own login (`loop ui`) holds the admin token's authority: an owner in every
+//!   channel, and may answer every approval, like the local platform.
+//! - Someone else's login (`loop ui --user ID`) has exactly the rights the chat user `ID` has
+//!   ([`crate::permissions::role_of`]: `permissions.owners` / `members` and each channel's
+//!   `/loop allow_user` grants), in every channel including local ones:
+//!   - no role in a channel: the channel is not shown (its row, thread, changes, tasks,
+//!     agents, approvals and audit entries) and its pages answer 404;
+//!   - a member reads the thread, its changes and settings, talks in local channels, stops a
+//!     turn and runs the `/loop` commands members may;
+//!   - an owner also opens the terminal, starts local channels and runs owner-only commands.
+//! - Answering approvals takes an approver: `permissions.approvers.users`, else
+//!   `permissions.owners.users`, the rule the Slack buttons follow. With neither configured,
+//!   only the operator may. An approver sees every waiting approval (that is the job) even in
+//!   channels they have no role in; others see those of their channels, without buttons.
+
+use std::collections::HashMap;
+
+use loop_adapter::{Author, ChannelKey, ChatCommand};
+
+use super::page::PageError;
+use super::session::DashboardSession;
+use crate::api::ApiState;
+use crate::permissions::{Role, needs_owner, role_of};
+
+/// One request's view of what its session may do. Role lookups are cached per channel (a
+/// thread inherits its channel's grants), so a page of 200 threads reads each channel once.
+pub struct Access {
+    state: ApiState,
+    /// None: the operator.
+    acts_as: Option<Author>,
+    roles: HashMap<String, Option<Role>>,
+}
+
+impl Access {
+    pub fn of(state: &ApiState, session: &DashboardSession) -> Access {
+        Access::acting_as(state, session.acts_as.as_deref())
+    }
+
+    /// The access of a login acting as the chat user `id` (None: the operator).
+    pub fn acting_as(state: &ApiState, id: Option<&str>) -> Access {
+        Access {
+            state: state.clone(),
+            acts_as: id.map(|id| Author {
+                id: id.to_owned(),
+                name: id.to_owned(),
+                is_bot: false,
+                roles: Vec::new(),
+            }),
+            roles: HashMap::new(),
+        }
+    }
+
+    /// Forgets the roles read so far (grants may have changed since): a long-lived event
+    /// stream calls this before each render.
+    pub fn refresh(&mut self) {
+        self.roles.clear();
+    }
+
+    /// Whether this is the operator's own login (an owner everywhere).
+    pub fn is_operator(&self) -> bool {
+        self.acts_as.is_none()
+    }
+
+    /// The session's role in a channel or thread; `None`: it may not see it.
+    pub async fn role_in(&mut self, key: &ChannelKey) -> Result<Option<Role>, PageError> {
+        let Some(author) = &self.acts_as else {
+            return Ok(Some(Role::Owner));
+        };
+        let parent = key.parent().to_string();
+        if let Some(role) = self.roles.get(&parent) {
+            return Ok(*role);
+        }
+        let grants = self.state.store.channel_grants(key).await?;
+        let role = role_of(
+            &self.state.orchestrator.config().permissions,
+            &grants,
+            author,
+        );
+        self.roles.insert(parent, role);
+        Ok(role)
+    }
+
+    /// [`Access::role_in`] for a stored channel key; an unparsable one is not shown.
+    pub async fn role_in_named(&mut self, key: &str) -> Result<Option<Role>, PageError> {
+        match key.parse::<ChannelKey>() {
+            Ok(key) => self.role_in(&key).await,
+            Err(_) => Ok(if self.is_operator() {
+                Some(Role::Owner)
+            } else {
+                None
+            }),
+        }
+    }
+
+    /// Whether the session may see a channel.
+    pub async fn sees(&mut self, key: &str) -> Result<bool, PageError> {
+        Ok(self.role_in_named(key).await?.is_some())
+    }
+
+    /// Refuses unless the session has at least `needed` in the channel. A channel it may not
+    /// see answers as if it did not exist.
+    pub async fn require(&mut self, key: &ChannelKey, needed: Role) -> Result<Role, PageError> {
+        match self.role_in(key).await? {
+            None => Err(PageError::NotFound(format!("no channel {key}"))),
+            Some(role) if role >= needed => Ok(role),
+            Some(_) => Err(PageError::Forbidden(
+                "Only this channel's owners can do that.".to_owned(),
+            )),
+        }
+    }
+
+    /// Refuses a `/loop` command the session's role does not allow (as chat would).
+    pub async fn require_command(
+        &mut self,
+        key: &ChannelKey,
+        command: &ChatCommand,
+    ) -> Result<(), PageError> {
+        let needed = if needs_owner(command) {
+            Role::Owner
+        } else {
+            Role::Member
+        };
+        self.require(key, needed).await.map(|_| ())
+    }
+
+    /// Whether the session may start a local channel: an owner of a channel nobody has
+    /// granted anything in yet.
+    pub fn may_start_channels(&self) -> bool {
+        let Some(author) = &self.acts_as else {
+            return true;
+        };
+        role_of(&self.state.orchestrator.config().permissions, &[], author) == Some(Role::Owner)
+    }
+
+    /// Whether the session may answer gate approvals.
+    pub fn may_approve(&self) -> bool {
+        let Some(author) = &self.acts_as else {
+            return true;
+        };
+        let permissions = &self.state.orchestrator.config().permissions;
+        let approvers = if permissions.approvers.users.is_empty() {
+            &permissions.owners.users
+        } else {
+            &permissions.approvers.users
+        };
+        approvers.contains(&author.id)
+    }
+
+    /// Whether the session sees an approval asked in `key`: approvers see all of them.
+    pub async fn sees_approval(&mut self, key: &str) -> Result<bool, PageError> {
+        Ok(self.may_approve() || self.sees(key).await?)
+    }
+}
