@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
+use crate::dashboard::session::{ProxyLogin, Sessions};
 use crate::orchestrator::{HostFacts, Orchestrator};
 use loop_store::{Store, StoreError};
 
@@ -59,6 +60,21 @@ pub enum DaemonError {
     DiscordSetup(String),
     #[error("cannot set up egress control (gates.egress): {0}")]
     Egress(#[from] crate::egress::EgressError),
+    #[error("dashboard_proxy_header {0:?} is not an HTTP header name")]
+    ProxyHeader(String),
+}
+
+/// The dashboard's sessions: with `dashboard_proxy_header`, also the users a reverse proxy
+/// names (with the token of `dashboard-proxy.token`, created here on first use).
+fn dashboard_sessions(config: &Config) -> Result<Sessions, DaemonError> {
+    let Some(header) = &config.dashboard_proxy_header else {
+        return Ok(Sessions::default());
+    };
+    let user_header = axum::http::HeaderName::try_from(header.trim())
+        .map_err(|_| DaemonError::ProxyHeader(header.clone()))?;
+    let token = api::load_or_create_token(&config.loop_dir, api::DASHBOARD_PROXY_TOKEN_FILE)?;
+    tracing::info!(header = %user_header, "the dashboard takes the users a reverse proxy names (with its token)");
+    Ok(Sessions::with_proxy(ProxyLogin { user_header, token }))
 }
 
 /// Resolves `api_addr` (`:8222`, `127.0.0.1:8222`) to the loopback address loop binds.
@@ -323,12 +339,13 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         // the start; only re-embedding after a model change goes on in the background.
         tracker.spawn(reembed_stale(memory, shutdown.child_token()));
     }
-    let api_state = ApiState::new(
+    let mut api_state = ApiState::new(
         orchestrator.clone(),
         local,
         Some(registry.clone()),
         api::load_or_create_admin_token(&config.loop_dir)?,
     );
+    api_state.dashboard = dashboard_sessions(&config)?;
     let terminals = api_state.terminals.clone();
     // The dashboard (`/ui/`) shares the listener and the state; its routes take a browser
     // session cookie only.

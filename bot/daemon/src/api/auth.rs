@@ -9,10 +9,13 @@ use crate::gate::tokens::random_token;
 
 /// Name of the admin token file in the loop directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// Name of the file holding the token a reverse proxy sends with its users' names
+/// (`dashboard_proxy_header`).
+pub const DASHBOARD_PROXY_TOKEN_FILE: &str = "dashboard-proxy.token";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("cannot read or write the admin token {path}: {source}")]
+    #[error("cannot read or write the token file {path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
@@ -22,9 +25,15 @@ pub enum TokenError {
 
 /// Reads the admin token, creating it (0600) on first start.
 pub fn load_or_create_admin_token(loop_dir: &Path) -> Result<String, TokenError> {
+    load_or_create_token(loop_dir, ADMIN_TOKEN_FILE)
+}
+
+/// Reads a token file of the loop directory, creating it (0600) with a fresh token when it is
+/// missing or not a token.
+pub fn load_or_create_token(loop_dir: &Path, file_name: &str) -> Result<String, TokenError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let path = loop_dir.join(ADMIN_TOKEN_FILE);
+    let path = loop_dir.join(file_name);
     let io = |source| TokenError::Io {
         path: path.clone(),
         source,

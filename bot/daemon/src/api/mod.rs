@@ -26,7 +26,8 @@ use serde::Deserialize;
 
 use crate::gate::tokens::tokens_match;
 pub use auth::{
-    ADMIN_TOKEN_FILE, TokenError, bearer, load_or_create_admin_token, read_admin_token,
+    ADMIN_TOKEN_FILE, DASHBOARD_PROXY_TOKEN_FILE, TokenError, bearer, load_or_create_admin_token,
+    load_or_create_token, read_admin_token,
 };
 use loop_wire::api::{
     MessageAccepted, MessageState, PostCommand, PostMessage, RunEventWire, StreamItem,

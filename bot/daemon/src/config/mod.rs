@@ -114,6 +114,9 @@ pub struct Config {
     pub shutdown_grace_sec: u64,
     /// How long a dashboard terminal nobody is attached to keeps its shell for a reconnect.
     pub terminal_grace_sec: u64,
+    /// The header a TLS reverse proxy names its logged-in user in (`X-Forwarded-User`); the
+    /// dashboard believes it only with the proxy's token (`dashboard-proxy.token`). None: off.
+    pub dashboard_proxy_header: Option<String>,
     /// A thread's agent stays warm this long after a turn (0 = every turn starts cold).
     pub warm_idle_sec: u64,
     /// Most warm agents at once (None = sized from the machine's memory).
@@ -410,6 +413,7 @@ impl Config {
             channel_budget_usd: None,
             shutdown_grace_sec: 30,
             terminal_grace_sec: 60,
+            dashboard_proxy_header: None,
             warm_idle_sec: 600,
             max_warm_threads: None,
             spare_agents: true,
@@ -896,6 +900,12 @@ impl Config {
         set(&mut self.max_concurrent_runs, layer.max_concurrent_runs);
         set(&mut self.shutdown_grace_sec, layer.shutdown_grace_sec);
         set(&mut self.terminal_grace_sec, layer.terminal_grace_sec);
+        if layer.dashboard_proxy_header.is_some() {
+            self.dashboard_proxy_header = layer
+                .dashboard_proxy_header
+                .clone()
+                .filter(|h| !h.trim().is_empty());
+        }
         set(&mut self.warm_idle_sec, layer.warm_idle_sec);
         set(&mut self.spare_agents, layer.spare_agents);
         if layer.max_warm_threads.is_some() {

@@ -9,6 +9,12 @@
 //! state). Bearer tokens (the admin token, containers' tokens) are never looked at, so they
 //! open no dashboard route.
 //!
+//! Behind a TLS reverse proxy that logs people in (`dashboard_proxy_header`), a request that
+//! carries the proxy's token (`X-Loop-Proxy-Token`, from `dashboard-proxy.token`, which only
+//! the proxy is given) is the user the proxy names in that header, with that chat user id's
+//! rights; no cookie is involved, and each such user has one session (its CSRF token). The
+//! name alone, without the token, is nobody: an agent's container reaches the same listener.
+//!
 //! Sessions live in the daemon's memory only: a restart logs every browser out (run `loop ui`
 //! again). Codes and session ids are kept as SHA-256 digests, so a lookup's timing depends on
 //! the digest, never on how much of a guess matched; the CSRF token is compared in constant
@@ -20,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
@@ -30,6 +36,8 @@ use crate::gate::tokens::{random_token, tokens_match};
 pub const COOKIE: &str = "loop_ui";
 /// The header htmx sends the session's CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
+/// The header a reverse proxy proves itself with (`dashboard_proxy_header`).
+pub const PROXY_TOKEN_HEADER: &str = "x-loop-proxy-token";
 /// How long a login code from `loop ui` may wait to be used.
 pub const CODE_TTL: Duration = Duration::from_secs(120);
 /// How long a browser stays logged in.
@@ -66,6 +74,8 @@ struct PendingCode {
 /// A logged-in browser.
 struct Live {
     login: Login,
+    /// Opened for a user the proxy named: no cookie may open it.
+    proxied: bool,
     csrf: String,
     created: Instant,
     expires: Instant,
@@ -82,6 +92,19 @@ impl Table {
         self.codes.retain(|_, c| c.expires > now);
         self.sessions.retain(|_, s| s.expires > now);
     }
+
+    /// Ends the oldest session when a new one would pass [`MAX_SESSIONS`].
+    fn make_room(&mut self) {
+        if self.sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = self
+                .sessions
+                .iter()
+                .min_by_key(|(_, s)| s.created)
+                .map(|(k, _)| *k)
+        {
+            self.sessions.remove(&oldest);
+        }
+    }
 }
 
 /// The dashboard's login codes and sessions. Cheap to clone; a `std::sync::Mutex` is right
@@ -89,6 +112,21 @@ impl Table {
 #[derive(Clone, Default)]
 pub struct Sessions {
     table: Arc<Mutex<Table>>,
+    proxy: Option<Arc<ProxyLogin>>,
+}
+
+/// A reverse proxy that names its logged-in user in `user_header`, believed only with `token`.
+#[derive(Clone)]
+pub struct ProxyLogin {
+    pub user_header: HeaderName,
+    pub token: String,
+}
+
+/// Why a request from the proxy was not a login.
+enum ProxyRefusal {
+    /// No proxy is configured, or the request did not come through it (no token header).
+    NotProxied,
+    Refused(Refused),
 }
 
 /// A fresh login code for `loop ui`.
@@ -111,8 +149,65 @@ pub struct NewSession {
 pub struct BadUserId(pub String);
 
 impl Sessions {
+    /// Sessions that also take a reverse proxy's users.
+    pub fn with_proxy(proxy: ProxyLogin) -> Sessions {
+        Sessions {
+            table: Arc::default(),
+            proxy: Some(Arc::new(proxy)),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session of the user a request through the proxy names (opened on their first
+    /// request, one per user).
+    fn proxied(&self, headers: &HeaderMap) -> Result<DashboardSession, ProxyRefusal> {
+        let (Some(proxy), Some(given)) = (&self.proxy, headers.get(PROXY_TOKEN_HEADER)) else {
+            return Err(ProxyRefusal::NotProxied);
+        };
+        if !tokens_match(given.to_str().unwrap_or(""), &proxy.token) {
+            tracing::warn!("dashboard request with a wrong proxy token refused");
+            return Err(ProxyRefusal::Refused(Refused::NotLoggedIn));
+        }
+        let user = headers
+            .get(&proxy.user_header)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|u| valid_name(u))
+            .ok_or_else(|| {
+                tracing::warn!(header = %proxy.user_header, "the proxy named no usable user");
+                ProxyRefusal::Refused(Refused::NotLoggedIn)
+            })?;
+        let key = digest(&format!("proxy\0{user}"));
+        let now = Instant::now();
+        let mut table = self.lock();
+        table.sweep(now);
+        if !table.sessions.contains_key(&key) {
+            table.make_room();
+            tracing::info!(user, "dashboard login through the proxy");
+            table.sessions.insert(
+                key,
+                Live {
+                    login: Login {
+                        user: user.to_owned(),
+                        acts_as: Some(user.to_owned()),
+                    },
+                    proxied: true,
+                    csrf: random_token(),
+                    created: now,
+                    expires: now + SESSION_TTL,
+                },
+            );
+        }
+        let live = &table.sessions[&key];
+        Ok(DashboardSession {
+            key,
+            user: live.login.user.clone(),
+            acts_as: live.login.acts_as.clone(),
+            csrf: live.csrf.clone(),
+        })
     }
 
     /// Mints a single-use code for `user` (a login name; anything unusable becomes
@@ -165,20 +260,13 @@ impl Sessions {
         let mut table = self.lock();
         table.sweep(now);
         let pending = table.codes.remove(&digest(code))?;
-        if table.sessions.len() >= MAX_SESSIONS
-            && let Some(oldest) = table
-                .sessions
-                .iter()
-                .min_by_key(|(_, s)| s.created)
-                .map(|(k, _)| *k)
-        {
-            table.sessions.remove(&oldest);
-        }
+        table.make_room();
         let id = random_token();
         table.sessions.insert(
             digest(&id),
             Live {
                 login: pending.login.clone(),
+                proxied: false,
                 csrf: random_token(),
                 created: now,
                 expires: now + SESSION_TTL,
@@ -195,7 +283,10 @@ impl Sessions {
         let key = digest(id);
         let now = Instant::now();
         let table = self.lock();
-        let live = table.sessions.get(&key).filter(|s| s.expires > now)?;
+        let live = table
+            .sessions
+            .get(&key)
+            .filter(|s| s.expires > now && !s.proxied)?;
         Some(DashboardSession {
             key,
             user: live.login.user.clone(),
@@ -381,10 +472,14 @@ where
         if !same_origin(&parts.headers) {
             return Err(Refused::CrossOrigin);
         }
+        let sessions = Sessions::from_ref(state);
+        match sessions.proxied(&parts.headers) {
+            Ok(session) => return Ok(session),
+            Err(ProxyRefusal::Refused(refused)) => return Err(refused),
+            Err(ProxyRefusal::NotProxied) => {}
+        }
         let id = cookie(&parts.headers, COOKIE).ok_or(Refused::NotLoggedIn)?;
-        Sessions::from_ref(state)
-            .session(id)
-            .ok_or(Refused::NotLoggedIn)
+        sessions.session(id).ok_or(Refused::NotLoggedIn)
     }
 }
 

@@ -12,6 +12,9 @@ use crate::api::ApiState;
 use crate::config::{Config, ConfigSources};
 use crate::orchestrator::{HostFacts, Orchestrator};
 
+/// The reverse proxy's token in rigs with `dashboard_proxy_header`.
+const PROXY_TOKEN: &str = "proxy-token-0123456789abcdef";
+
 /// No turn runs in these tests.
 struct NoRunner;
 
@@ -71,7 +74,13 @@ impl Rig {
             CancellationToken::new(),
         );
         let admin = crate::gate::tokens::random_token();
-        let state = ApiState::new(orchestrator, local, None, admin.clone());
+        let mut state = ApiState::new(orchestrator, local, None, admin.clone());
+        if let Some(header) = &state.orchestrator.config().dashboard_proxy_header {
+            state.dashboard = super::session::Sessions::with_proxy(super::session::ProxyLogin {
+                user_header: header.parse().expect("header name"),
+                token: PROXY_TOKEN.to_owned(),
+            });
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -924,4 +933,98 @@ async fn pages_and_assets_are_compressed_and_event_streams_are_not() {
         .await
         .expect("stream");
     assert_eq!(encoding(&stream), None);
+}
+
+#[tokio::test]
+async fn behind_a_proxy_each_user_it_names_has_their_chat_rights_and_nobody_else_gets_in() {
+    use loop_adapter::{ChannelKey, GrantLevel, GrantSubject, PlatformKind};
+    let rig = Rig::start_with(|config| {
+        config.permissions.owners.users = vec!["boss@corp.example".into()];
+        config.dashboard_proxy_header = Some("X-Forwarded-User".into());
+    })
+    .await;
+    let ours = ChannelKey::thread(PlatformKind::Slack, "C1", "1.0");
+    let theirs = ChannelKey::thread(PlatformKind::Slack, "C2", "2.0");
+    seed_channel(&rig, &ours, "our thread").await;
+    seed_channel(&rig, &theirs, "their thread").await;
+    rig.state
+        .store
+        .set_channel_grant(
+            &ours,
+            &GrantSubject::User("ann@corp.example".into()),
+            GrantLevel::Member,
+            "boss@corp.example",
+        )
+        .await
+        .expect("grant");
+    let through_proxy = |path: &str, user: Option<&str>, token: Option<&str>| {
+        let mut request = rig.http.get(format!("{}{path}", rig.url));
+        if let Some(user) = user {
+            request = request.header("x-forwarded-user", user);
+        }
+        if let Some(token) = token {
+            request = request.header("x-loop-proxy-token", token);
+        }
+        request.send()
+    };
+    // The proxy names Ann: no link, no cookie, her channels only.
+    let page = through_proxy("/ui/", Some("ann@corp.example"), Some(PROXY_TOKEN))
+        .await
+        .expect("page");
+    assert_eq!(page.status(), 200);
+    assert!(page.headers().get("set-cookie").is_none());
+    let html = page.text().await.expect("html");
+    assert!(html.contains("C1 › 1.0") && !html.contains("C2"), "{html}");
+    assert!(html.contains("ann@corp.example"), "named in the header");
+    // Her CSRF token is her session's: it works for her and only with the proxy's word.
+    let csrf = html
+        .split(r#"name="csrf-token" content=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("csrf")
+        .to_owned();
+    let stop = |user: &str, token: &str, csrf: &str| {
+        rig.http
+            .post(format!("{}/ui/thread/{ours}/stop", rig.url))
+            .header("x-forwarded-user", user)
+            .header("x-loop-proxy-token", token)
+            .header("x-csrf-token", csrf)
+            .send()
+    };
+    assert_eq!(
+        stop("ann@corp.example", PROXY_TOKEN, &csrf)
+            .await
+            .expect("stop")
+            .status(),
+        409
+    );
+    assert_eq!(
+        stop("ann@corp.example", PROXY_TOKEN, "forged")
+            .await
+            .expect("stop")
+            .status(),
+        403
+    );
+    // The boss, named by the proxy, sees everything.
+    let boss = through_proxy("/ui/", Some("boss@corp.example"), Some(PROXY_TOKEN))
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(boss.contains("C1 › 1.0") && boss.contains("C2 › 2.0"));
+    // A name without the proxy's token (a container on the bridge, anyone on the host), a
+    // wrong token, or the token without a usable name: nobody.
+    for (user, token) in [
+        (Some("boss@corp.example"), None),
+        (Some("boss@corp.example"), Some("not-the-token")),
+        (None, Some(PROXY_TOKEN)),
+        (Some("boss <script>"), Some(PROXY_TOKEN)),
+    ] {
+        let refused = through_proxy("/ui/", user, token).await.expect("get");
+        assert_eq!(refused.status(), 401, "{user:?} {token:?}");
+    }
+    // `loop ui` links still work next to the proxy.
+    let (cookie, _) = rig.login().await;
+    assert_eq!(rig.get("/ui/", Some(&cookie)).await.status(), 200);
 }
