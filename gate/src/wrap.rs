@@ -8,11 +8,12 @@
 //! 2. creates the handshake socketpair ([`crate::channel`]) and re-execs `/proc/self/exe`
 //!    with `LOOP_SYSCALLWRAP_MODE=child` as the agent uid/gid, the socket on fd 3,
 //!    `PR_SET_PDEATHSIG=SIGKILL`, and without `LOOP_GATE_TOKEN` in its environment;
-//! 3. drops every capability but `CAP_SYS_PTRACE` (read the agent's memory and `/proc` links)
-//!    and `CAP_DAC_READ_SEARCH` (resolve symlinks inside the agent's `0700` home), from the
-//!    bounding set first, then the permitted, effective and inheritable sets;
+//! 3. drops every capability but [`KEPT_CAPS`] (`CAP_SYS_PTRACE`, `CAP_DAC_READ_SEARCH`,
+//!    `CAP_SETUID`, `CAP_SETGID`, `CAP_KILL`), from the bounding set first, then the
+//!    permitted, effective and inheritable sets;
 //! 4. receives the listener, starts the supervisor thread, acks, and reaps children until the
-//!    agent exits; returns its exit code (128 + signal when killed).
+//!    agent exits, passing `docker stop`'s SIGTERM (and SIGINT, SIGHUP, SIGQUIT) on to it;
+//!    returns its exit code (128 + signal when killed).
 //!
 //! [`run_syscallwrap_child`] (the child, as the agent user) sets `PDEATHSIG` again, checks its
 //! parent is still the one that started it, installs the filter
@@ -30,9 +31,10 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use caps::{CapSet, Capability, CapsHashSet};
+use nix::errno::Errno;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
@@ -67,12 +69,19 @@ pub const CHILD_SOCKET_FD: RawFd = 3;
 /// Capabilities the parent keeps while it supervises: SYS_PTRACE reads the agent's arguments,
 /// DAC_READ_SEARCH resolves paths in the agent's 0700 home, SETUID and SETGID let an open the
 /// supervisor performs for the agent take the agent's fsuid, fsgid and groups
-/// ([`crate::inject`]). The agent (another uid, no_new_privs) can gain none of them.
-const KEPT_CAPS: [Capability; 4] = [
+/// ([`crate::inject`]), and KILL passes the container's stop signal on to the agent
+/// ([`forward_signals_to`]): kill(2) from uid 0 to another uid needs it, and without it
+/// `docker stop` always ended in SIGKILL at its timeout. KILL adds nothing to what the kept
+/// set already allows over the agent: SYS_PTRACE can stop it or make it run anything. It
+/// does reach the container's other root processes (the docker proxy), which the supervisor,
+/// uid 0 like them, could signal without it. The agent (another uid, no_new_privs) can gain
+/// none of them.
+const KEPT_CAPS: [Capability; 5] = [
     Capability::CAP_SYS_PTRACE,
     Capability::CAP_DAC_READ_SEARCH,
     Capability::CAP_SETUID,
     Capability::CAP_SETGID,
+    Capability::CAP_KILL,
 ];
 
 /// Errors of `syscallwrap`, parent and child.
@@ -267,25 +276,103 @@ pub fn is_child_mode() -> bool {
     std::env::var_os(MODE_ENV).is_some_and(|v| v == "child")
 }
 
-/// The agent's pid, for the signal forwarder.
+/// The agent's pid, for the signal forwarder; 0 once it is reaped (its pid may then be
+/// another process's).
 static AGENT_PID: AtomicI32 = AtomicI32::new(0);
+/// Whether a forwarded signal has failed already: the failure is reported once.
+static FORWARD_FAILED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn forward_signal(signal: libc::c_int) {
+    // The handler may interrupt code between a failed call and its errno check.
+    let saved_errno = Errno::last_raw();
     let pid = AGENT_PID.load(Ordering::SeqCst);
-    if pid > 0 {
-        // SAFETY: kill(2) is async-signal-safe and takes no pointers.
-        unsafe { libc::kill(pid, signal) };
+    // SAFETY: kill(2) is async-signal-safe and takes no pointers.
+    if pid > 0 && unsafe { libc::kill(pid, signal) } < 0 {
+        let errno = Errno::last_raw();
+        if !FORWARD_FAILED.swap(true, Ordering::SeqCst) {
+            let mut line = SignalSafeLine::new();
+            line.push(b"loop syscallwrap: cannot pass signal ");
+            line.push_number(signal);
+            line.push(b" on to the agent (pid ");
+            line.push_number(pid);
+            line.push(b"): errno ");
+            line.push_number(errno);
+            line.push(b"\n");
+            line.write_to_stderr();
+        }
     }
+    Errno::set_raw(saved_errno);
 }
 
 /// As the container's pid 1 the parent gets `docker stop`'s SIGTERM; pass it on to the agent
-/// instead of ignoring it (pid 1 has no default signal actions).
+/// instead of ignoring it (pid 1 has no default signal actions). Only the agent gets it, as a
+/// terminal's Ctrl-C or `kill` would reach the CLI and not the commands it runs: what the
+/// agent's own children do is the agent's business, and when the agent exits this process
+/// (pid 1) returns, and the kernel kills whatever is left in the container's pid namespace.
+///
+/// A failure cannot be logged through `tracing` from a signal handler, and waiting for the
+/// agent to exit to log it could mean never (the engine's SIGKILL follows at the stop
+/// timeout), so the handler writes one line to stderr, the first time only.
 fn forward_signals_to(pid: i32) {
     AGENT_PID.store(pid, Ordering::SeqCst);
     for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
-        // SAFETY: the handler only calls kill(2) with an atomic it reads, which is
-        // async-signal-safe.
+        // SAFETY: the handler only calls kill(2) and write(2) and touches atomics and a
+        // buffer on its own stack, which is async-signal-safe.
         unsafe { libc::signal(signal, forward_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+/// One line of text built without allocating, for a signal handler.
+struct SignalSafeLine {
+    buf: [u8; 128],
+    len: usize,
+}
+
+impl SignalSafeLine {
+    fn new() -> SignalSafeLine {
+        SignalSafeLine {
+            buf: [0; 128],
+            len: 0,
+        }
+    }
+
+    /// Appends what fits; the rest is cut.
+    fn push(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+    }
+
+    fn push_number(&mut self, n: i32) {
+        if n < 0 {
+            self.push(b"-");
+        }
+        let mut digits = [0u8; 10];
+        let mut i = digits.len();
+        let mut rest = n.unsigned_abs();
+        loop {
+            i -= 1;
+            // Truncation is intended: a single decimal digit.
+            #[allow(clippy::cast_possible_truncation)]
+            let digit = (rest % 10) as u8;
+            digits[i] = b'0' + digit;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        self.push(&digits[i..]);
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    fn write_to_stderr(&self) {
+        let bytes = self.as_bytes();
+        // SAFETY: write(2) is async-signal-safe; the pointer and length are those of a live
+        // buffer. A short or failed write of a diagnostic is not worth retrying.
+        unsafe { libc::write(libc::STDERR_FILENO, bytes.as_ptr().cast(), bytes.len()) };
     }
 }
 
@@ -400,8 +487,12 @@ pub fn run_syscallwrap_audited<A: Approver>(
 fn wait_for_agent(pid: i32) -> Result<i32, WrapError> {
     loop {
         match waitpid(Pid::from_raw(-1), None) {
-            Ok(WaitStatus::Exited(p, code)) if p.as_raw() == pid => return Ok(code),
+            Ok(WaitStatus::Exited(p, code)) if p.as_raw() == pid => {
+                AGENT_PID.store(0, Ordering::SeqCst);
+                return Ok(code);
+            }
             Ok(WaitStatus::Signaled(p, signal, _)) if p.as_raw() == pid => {
+                AGENT_PID.store(0, Ordering::SeqCst);
                 return Ok(128 + signal as i32);
             }
             Ok(_) | Err(nix::Error::EINTR) => {}
@@ -607,10 +698,13 @@ mod tests {
                         102
                     }
                 };
-                // Capabilities must be down to the kept set.
+                // Capabilities must be down to the kept set, which still passes a stop
+                // signal on to the agent.
                 let effective = caps::read(None, CapSet::Effective).unwrap_or_default();
                 let code = if effective.contains(&Capability::CAP_CHOWN) {
                     103
+                } else if !effective.contains(&Capability::CAP_KILL) {
+                    104
                 } else {
                     code
                 };
@@ -650,6 +744,34 @@ mod tests {
         let err = run_syscallwrap(&config, crate::notify::DenyAll, &[]).unwrap_err();
         assert!(matches!(err, WrapError::EmptyCommand));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_forwarding_failure_reads_as_one_line() {
+        let check = |parts: &[(&[u8], Option<i32>)], expected: &str| {
+            let mut line = SignalSafeLine::new();
+            for (text, number) in parts {
+                line.push(text);
+                if let Some(n) = number {
+                    line.push_number(*n);
+                }
+            }
+            assert_eq!(String::from_utf8_lossy(line.as_bytes()), expected);
+        };
+        check(
+            &[
+                (b"signal ", Some(15)),
+                (b" pid ", Some(7)),
+                (b" errno ", Some(1)),
+            ],
+            "signal 15 pid 7 errno 1",
+        );
+        check(&[(b"", Some(0))], "0");
+        check(&[(b"", Some(i32::MIN))], "-2147483648");
+        check(&[(b"", Some(i32::MAX))], "2147483647");
+        // What does not fit is cut, never written past the buffer.
+        let long = [b'x'; 200];
+        check(&[(&long, Some(42))], &"x".repeat(128));
     }
 
     #[test]

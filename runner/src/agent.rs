@@ -820,6 +820,7 @@ impl DockerRunner {
         if settings.gate.is_some() {
             // The gate's root supervisor reads the agent's syscall arguments from /proc/PID/mem.
             cap_add.push("SYS_PTRACE".to_owned());
+            // It passes `docker stop`'s SIGTERM on to the agent, another uid.
             cap_add.push("KILL".to_owned());
             // It resolves paths (symlinks, /proc/PID/cwd) inside the agent's 0700 home.
             cap_add.push("DAC_READ_SEARCH".to_owned());

@@ -12,8 +12,10 @@
 //!
 //! A shell is ended by `SIGHUP`, as a terminal that hangs up ends one: the exec records its pid
 //! in a root-only file under `/run`, and a second exec signals the shell as its own uid (a
-//! container keeps no `CAP_KILL` without the gate); with the gate, that is the supervisor's
-//! child, since the supervisor itself cannot pass a signal on to another uid.
+//! container keeps no `CAP_KILL` without the gate); with the gate, the recorded pid is the
+//! shell's supervisor, and its child, the shell, is signalled the same way. (The supervisor
+//! would pass a SIGHUP on to the shell too, but signalling the shell itself works alike with
+//! and without the gate.)
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
@@ -47,8 +49,8 @@ exec "$0" sh -l
 "#;
 
 /// Ends the shell of `MARKER` (see the module docs), as `sh -c SCRIPT loop-terminal MARKER`.
-/// With the gate, the recorded pid is the supervisor (root, without `CAP_KILL`, so it cannot
-/// pass a signal on to the agent's uid): its child, the shell, is signalled instead.
+/// With the gate, the recorded pid is the supervisor (root): its child, the shell, is
+/// signalled directly, as a shell without the gate is.
 const HANGUP_SCRIPT: &str = r#"file="/run/loop-terminal-$1.pid"
 [ -f "$file" ] || exit 0
 pid=$(cat "$file")

@@ -807,3 +807,138 @@ async fn the_runner_gates_the_agent_and_fails_closed_without_a_daemon() {
     rig.cleanup().await;
     model.shutdown().await;
 }
+
+/// `docker stop` of a gated agent: the engine sends SIGTERM to the container's pid 1, the
+/// gate's root supervisor, which must pass it on to the agent (another uid) so the agent can
+/// clean up and the container stops at once instead of being killed at the stop timeout.
+/// The agent stands in for the CLI (the runner's `claude_bin`): it cleans up on SIGTERM and
+/// leaves a background job running, as a tool's process would be, which must not hold the
+/// container up.
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_stop_reaches_a_gated_agent_which_cleans_up_and_the_container_stops_at_once() {
+    use std::os::unix::fs::PermissionsExt;
+    /// `docker stop -t 30`: long enough that a stop ended by the timeout's SIGKILL cannot be
+    /// mistaken for one the agent ended itself.
+    const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+    /// The exit code the agent's SIGTERM trap leaves with (128 + SIGTERM, as a shell reports a
+    /// process SIGTERM ended); the timeout's SIGKILL would give 137.
+    const CLEANED_UP_EXIT: i64 = 143;
+
+    let Some(rig) = TestRig::new().await else {
+        return;
+    };
+    let project = rig.project("C-stopped");
+    let ready = project.join("agent-ready");
+    let cleaned_up = project.join("agent-cleaned-up");
+    let agent = project.join("fake-agent.sh");
+    std::fs::write(
+        &agent,
+        format!(
+            "#!/bin/sh\n\
+             trap 'echo \"cleaned up as $(id -u)\" > {cleaned}; exit {CLEANED_UP_EXIT}' TERM\n\
+             sleep 600 &\n\
+             echo ready > {ready}\n\
+             wait\n",
+            cleaned = cleaned_up.display(),
+            ready = ready.display(),
+        ),
+    )
+    .expect("agent script");
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    loop_e2e::support::chown(&agent, AGENT_UID, AGENT_UID);
+
+    let mut settings = rig.settings(&container_url(1), &project);
+    settings.claude_bin = agent.display().to_string();
+    settings.gate = Some(GateSpec {
+        policy_json: "{}".to_owned(),
+        token: "0".repeat(64),
+        policy_dir: rig.dir.path().join("run"),
+    });
+    let request = TurnRequest {
+        run_id: "run-stopped".to_owned(),
+        target: rig.target("C-stopped", &project),
+        settings,
+        prompt: "go".to_owned(),
+        latest_message: "go".to_owned(),
+        session_id: None,
+        // The stopped container lingers, as loop keeps one for its logs: the engine's record
+        // of how it ended is still there to read after the turn.
+        keep_alive: Duration::from_secs(600),
+        warm: false,
+    };
+    let runner = rig.runner.clone();
+    let turn = tokio::spawn(async move {
+        runner
+            .run_turn(request, None, CancellationToken::new())
+            .await
+    });
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !ready.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline && !turn.is_finished(),
+            "the gated agent never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let filters = std::collections::HashMap::from([(
+        "label".to_owned(),
+        vec![format!("loop-daemon={}", rig.daemon_id)],
+    )]);
+    let containers = rig
+        .docker
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .expect("list containers");
+    let [container] = containers.as_slice() else {
+        panic!("one agent container: {containers:?}");
+    };
+    let id = container.id.clone().expect("container id");
+
+    let stopping = std::time::Instant::now();
+    rig.docker
+        .stop_container(
+            &id,
+            Some(bollard::query_parameters::StopContainerOptions {
+                t: Some(i32::try_from(STOP_TIMEOUT.as_secs()).expect("seconds")),
+                signal: None,
+            }),
+        )
+        .await
+        .expect("docker stop");
+    let stopped_after = stopping.elapsed();
+    let _ = tokio::time::timeout(Duration::from_secs(60), turn)
+        .await
+        .expect("the turn ends with its container");
+
+    let state = rig
+        .docker
+        .inspect_container(&id, None)
+        .await
+        .expect("inspect the stopped container")
+        .state
+        .expect("state");
+    assert_eq!(
+        state.exit_code,
+        Some(CLEANED_UP_EXIT),
+        "the agent's SIGTERM trap ended the container, not the stop timeout's SIGKILL \
+         (stopped after {stopped_after:?}): {state:?}"
+    );
+    assert!(
+        stopped_after < STOP_TIMEOUT,
+        "docker stop returned before its timeout: {stopped_after:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&cleaned_up)
+            .ok()
+            .as_deref()
+            .map(str::trim),
+        Some(format!("cleaned up as {AGENT_UID}").as_str()),
+        "the agent cleaned up in the project, as itself"
+    );
+    rig.cleanup().await;
+}
