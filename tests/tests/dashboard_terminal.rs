@@ -3,7 +3,9 @@
 //! and the scripted fake model. A person opens a finished Slack thread's changes (the agent
 //! edited README.md with its Edit tool) and sees the changed line side by side, then opens
 //! the thread's terminal, types `pwd` and `id`, and sees the thread's worktree and the agent's
-//! uid. On the way, the thread's settings show its config with the API key redacted.
+//! uid. On the way, the thread's settings show its config with the API key redacted. Then a
+//! member of the channel, logged in with `loop ui --user`, reads the thread and its changes but
+//! gets no terminal, and someone with no role there does not see the thread at all.
 
 use std::time::Duration;
 
@@ -34,11 +36,13 @@ async fn a_threads_changes_and_its_terminal_in_the_browser() {
     let model =
         start_model(Script::new().rule(Rule::contains("add the notes").session(&session))).await;
     let slack = FakeSlack::start().await.expect("fake slack");
-    let daemon = Daemon::start(
-        &dir.path().join("home"),
-        &slack_config(&model, &slack, dir.path(), ""),
-    )
-    .await;
+    // Alice owns the channel, Bob is a member; nobody else may use it.
+    let config = slack_config(&model, &slack, dir.path(), "").replace(
+        r#""permissions": {"approvers": {"users": ["UBOSS"]}}"#,
+        r#""permissions": {"owners": {"users": ["UALICE"]}, "members": {"users": ["UBOB"]}, "approvers": {"users": ["UBOSS"]}}"#,
+    );
+    assert!(config.contains("UBOB"), "the permissions are in the config");
+    let daemon = Daemon::start(&dir.path().join("home"), &config).await;
     connected(&slack, &daemon).await;
     point_channel(&slack, &daemon, "UALICE", "C9", &project.dir).await;
 
@@ -178,5 +182,64 @@ async fn a_threads_changes_and_its_terminal_in_the_browser() {
         "pwd shows the thread's worktree {worktree}: {lines:#?}"
     );
     browser.screenshot("dashboard-terminal").await;
+
+    // Bob, a member, with the link `loop ui --user` makes for him: the thread and its changes,
+    // no terminal.
+    let login_as = |id: &str| {
+        let out = daemon.cli(&["ui", "--user", id, "--no-open"]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    browser
+        .client
+        .goto(&login_as("UBOB"))
+        .await
+        .expect("Bob's link");
+    browser.wait_for_text("#overview-body", "C9 ›", SEEN).await;
+    browser.client.goto(&thread_page).await.expect("the thread");
+    browser
+        .wait_for_text("#thread-chat", "please add the notes", SEEN)
+        .await;
+    assert!(
+        browser
+            .client
+            .find(Locator::LinkText("Terminal"))
+            .await
+            .is_err(),
+        "no terminal link for a member"
+    );
+    browser
+        .client
+        .find(Locator::LinkText("Changes"))
+        .await
+        .expect("the Changes link")
+        .click()
+        .await
+        .expect("open the changes");
+    browser
+        .wait_for_text(".diff-files", &session.edit_file, SEEN)
+        .await;
+    let terminal_page = daemon.url(&loop_wire::routes::ui_terminal(&key));
+    browser
+        .client
+        .goto(&terminal_page)
+        .await
+        .expect("the terminal");
+    browser
+        .wait_for_text("body", "Only this channel's owners", SEEN)
+        .await;
+
+    // Eve, whom the config does not know: the thread is not there for her.
+    browser
+        .client
+        .goto(&login_as("UEVE"))
+        .await
+        .expect("Eve's link");
+    let overview = browser
+        .wait_for_text("#overview-body", "Channels and threads", SEEN)
+        .await;
+    assert!(!overview.contains("C9"), "{overview}");
+    browser.client.goto(&thread_page).await.expect("the thread");
+    browser.wait_for_text("body", "no channel", SEEN).await;
     browser.close().await;
 }
