@@ -64,6 +64,8 @@ struct Watch {
     state: ApiState,
     /// What the session may see: the overview and approvals leave out other channels.
     access: Access,
+    /// The session lost its role in the watched thread: the stream ends.
+    revoked: bool,
     view: View,
     runs: broadcast::Receiver<RunEvent>,
     activity: broadcast::Receiver<TurnActivity>,
@@ -175,6 +177,19 @@ impl Watch {
             (View::Approvals, _) => {}
             (View::Thread(key), wake) => {
                 let name = key.to_string();
+                // Grants change in chat: at each turn's start and end, the session must still
+                // have a role in the thread it watches.
+                if let Wake::Run(
+                    RunEvent::Started { channel, .. } | RunEvent::Finished { channel, .. },
+                ) = &wake
+                    && *channel == name
+                {
+                    self.access.refresh();
+                    if self.access.role_in(&key).await?.is_none() {
+                        self.revoked = true;
+                        return Ok(());
+                    }
+                }
                 match wake {
                     Wake::Run(RunEvent::Started { channel, .. }) if channel == name => {
                         self.out
@@ -211,6 +226,9 @@ impl Watch {
     /// The next event to send; `None` ends the stream.
     async fn next(&mut self) -> Option<Event> {
         loop {
+            if self.revoked {
+                return None;
+            }
             if let Some(event) = self.out.pop_front() {
                 return Some(event);
             }
@@ -249,6 +267,7 @@ pub async fn stream(
         approvals: state.gate.waiting_changed(),
         state,
         access,
+        revoked: false,
         view,
         out: VecDeque::new(),
         last_overview: None,

@@ -1028,3 +1028,57 @@ async fn behind_a_proxy_each_user_it_names_has_their_chat_rights_and_nobody_else
     let (cookie, _) = rig.login().await;
     assert_eq!(rig.get("/ui/", Some(&cookie)).await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_thread_stream_ends_when_its_viewer_loses_the_channel() {
+    use loop_adapter::{ChannelKey, GrantLevel, GrantSubject, PlatformKind};
+    let rig = Rig::start_with(|config| {
+        config.permissions.owners.users = vec!["UBOSS".into()];
+    })
+    .await;
+    let thread = ChannelKey::thread(PlatformKind::Slack, "C1", "1.0");
+    seed_channel(&rig, &thread, "our thread").await;
+    let grant = |level| {
+        let store = rig.state.store.clone();
+        let thread = thread.clone();
+        async move {
+            store
+                .set_channel_grant(&thread, &GrantSubject::User("UANN".into()), level, "UBOSS")
+                .await
+                .expect("grant")
+        }
+    };
+    grant(GrantLevel::Member).await;
+    let (ann, _) = rig.login_as("UANN").await;
+    let mut stream = rig
+        .get(&format!("/ui/events?view=thread&key={thread}"), Some(&ann))
+        .await;
+    assert_eq!(stream.status(), 200);
+    sse_until(&mut stream, "event: thread-turn").await;
+    // Her turn starts: still hers, the stream goes on.
+    let started = |run: &str| loop_wire::api::RunEvent::Started {
+        run_id: run.into(),
+        channel: thread.to_string(),
+    };
+    rig.state.orchestrator.announce(started("run-1"));
+    sse_until(&mut stream, "event: thread-status").await;
+    // An owner shuts her out in chat; at the next turn the stream ends.
+    grant(GrantLevel::Denied).await;
+    rig.state.orchestrator.announce(started("run-2"));
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match stream.chunk().await {
+                Ok(Some(_)) => continue,
+                _ => break,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream went on after the deny");
+    assert_eq!(
+        rig.get(&format!("/ui/thread/{thread}"), Some(&ann))
+            .await
+            .status(),
+        404
+    );
+}

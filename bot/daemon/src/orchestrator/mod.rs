@@ -204,6 +204,12 @@ impl Orchestrator {
         self.inner.events.subscribe()
     }
 
+    /// Announces a run event as a turn would (tests of what listens to them).
+    #[cfg(test)]
+    pub(crate) fn announce(&self, event: RunEvent) {
+        let _ = self.inner.events.send(event);
+    }
+
     /// The tool calls, text and output of the channels' latest turns, as they happen.
     pub fn activity(&self) -> &activity::ActivityLog {
         &self.inner.activity
