@@ -1066,12 +1066,7 @@ async fn a_thread_stream_ends_when_its_viewer_loses_the_channel() {
     grant(GrantLevel::Denied).await;
     rig.state.orchestrator.announce(started("run-2"));
     let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        loop {
-            match stream.chunk().await {
-                Ok(Some(_)) => continue,
-                _ => break,
-            }
-        }
+        while let Ok(Some(_)) = stream.chunk().await {}
     })
     .await;
     assert!(ended.is_ok(), "the stream went on after the deny");
