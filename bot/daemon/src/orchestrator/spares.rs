@@ -24,7 +24,7 @@ use super::{Orchestrator, OrchestratorError, short_run_id};
 use crate::branches::BranchSettings;
 use crate::branches::spare::{adopt_spare_worktree, discard_spare_worktree, make_spare_worktree};
 use crate::config::Config;
-use crate::spares::Spare;
+use crate::spares::{Spare, TooLate};
 
 impl Orchestrator {
     /// After a successful turn: starts a spare for the project in the background when new
@@ -52,12 +52,13 @@ impl Orchestrator {
         );
         self.inner.tracker.spawn(async move {
             match this.start_spare(&channel, &project_dir, &project).await {
-                // The daemon began stopping meanwhile: nobody will adopt or discard it.
-                Ok(spare) if this.inner.shutdown.is_cancelled() => {
-                    this.inner.spares.release(&project_dir);
-                    this.discard_spare(spare).await;
+                Ok(spare) => {
+                    // The daemon began stopping meanwhile (its discard has run): nobody will
+                    // adopt or discard this one but us.
+                    if let Err(TooLate(spare)) = this.inner.spares.ready(&project_dir, spare) {
+                        this.discard_spare(*spare).await;
+                    }
                 }
-                Ok(spare) => this.inner.spares.ready(&project_dir, spare),
                 Err(why) => {
                     tracing::info!(project = %project_dir.display(), "no spare agent: {why}");
                     this.inner.spares.release(&project_dir);
