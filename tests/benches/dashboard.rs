@@ -415,10 +415,30 @@ fn rss_kb(pid: u32) -> Result<u64> {
         .context("no VmRSS")
 }
 
-/// Prints the bytes of the overview's HTML and of each asset it references.
+/// Prints the bytes of the overview's HTML and of each asset it references, as sent to a
+/// client that takes no compression and (in brackets) to a browser that asks for gzip.
 async fn page_weight(daemon: &Daemon, cookie: &str) -> Result<()> {
     let http = reqwest::Client::new();
     let get = |path: String| http.get(daemon.url(&path)).header("cookie", cookie).send();
+    // reqwest here decompresses nothing: the body is the bytes on the wire.
+    let gzipped = |path: String| {
+        let request = http
+            .get(daemon.url(&path))
+            .header("cookie", cookie)
+            .header("accept-encoding", "gzip")
+            .send();
+        async move {
+            let response = request.await?.error_for_status()?;
+            anyhow::ensure!(
+                response
+                    .headers()
+                    .get("content-encoding")
+                    .is_some_and(|e| e == "gzip"),
+                "{path} was not gzipped"
+            );
+            Ok::<usize, anyhow::Error>(response.bytes().await?.len())
+        }
+    };
     let html = get("/ui/".to_owned())
         .await?
         .error_for_status()?
@@ -429,8 +449,10 @@ async fn page_weight(daemon: &Daemon, cookie: &str) -> Result<()> {
     println!(
         "  page weight of the overview ({threads} threads and {warm} warm agents listed; uncompressed):"
     );
-    println!("    HTML {:>8} bytes", html.len());
+    let html_gz = gzipped("/ui/".to_owned()).await?;
+    println!("    HTML {:>8} bytes ({html_gz} gzipped)", html.len());
     let (mut css, mut js) = (0, 0);
+    let mut total_gz = html_gz;
     let mut rest = html.as_str();
     while let Some(at) = rest.find("\"/ui/assets/") {
         let path = &rest[at + 1..];
@@ -447,11 +469,13 @@ async fn page_weight(daemon: &Daemon, cookie: &str) -> Result<()> {
         } else {
             js += bytes;
         }
-        println!("    {path}: {bytes} bytes");
+        let zipped = gzipped(path.to_owned()).await?;
+        total_gz += zipped;
+        println!("    {path}: {bytes} bytes ({zipped} gzipped)");
         rest = &rest[at + 1 + end..];
     }
     println!(
-        "    total: HTML {} + CSS {css} + JS {js} = {} bytes",
+        "    total: HTML {} + CSS {css} + JS {js} = {} bytes; {total_gz} bytes gzipped",
         html.len(),
         html.len() + css + js
     );
