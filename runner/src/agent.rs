@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, KillContainerOptions, StatsOptions,
-    UploadToContainerOptions, WaitContainerOptions,
+    AttachContainerOptions, CreateContainerOptions, KillContainerOptions, UploadToContainerOptions,
+    WaitContainerOptions,
 };
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,7 @@ use crate::spec::{
     plan_container,
 };
 use crate::stdio::AgentIo;
+use crate::usage::{ContainerUsage, UsageMeter};
 use crate::warm::{WarmAgent, WarmConfig, WarmInfo, WarmPool, fingerprint};
 
 /// The CLI's wording when the conversation no longer fits the model's context.
@@ -222,6 +223,12 @@ pub trait AgentRunner: Send + Sync {
         Vec::new()
     }
 
+    /// What each container in `ids` uses, by id, for status displays (see [`crate::usage`]).
+    /// Backends without containers know of none.
+    async fn container_usage(&self, _ids: &[String]) -> HashMap<String, ContainerUsage> {
+        HashMap::new()
+    }
+
     /// The names a project's own image would have and whether it exists (issue #18; see
     /// [`crate::project_image`]). Backends without images have none.
     async fn plan_project_image(
@@ -299,6 +306,8 @@ pub struct DockerRunner {
     warm: std::sync::Arc<WarmPool>,
     /// Terminals' shells in shell containers (see [`crate::shell`]).
     shells: ShellBook,
+    /// The containers' last CPU readings, for the rates status displays show.
+    usage: std::sync::Arc<UsageMeter>,
 }
 
 impl DockerRunner {
@@ -314,6 +323,7 @@ impl DockerRunner {
             registry,
             warm: std::sync::Arc::new(WarmPool::new(warm)),
             shells: ShellBook::default(),
+            usage: std::sync::Arc::default(),
         }
     }
 
@@ -580,38 +590,22 @@ impl DockerRunner {
         }
     }
 
-    /// The idle warm agents, with their memory use.
+    /// The idle warm agents, with their memory and CPU use.
     pub async fn warm_info(&self) -> Vec<WarmInfo> {
         let mut info = self.warm.info();
         let ids: HashMap<String, String> = self.warm.ids().into_iter().collect();
-        // Asked together: `docker stats` takes most of a second per container, and a status
-        // call must not wait for one agent after another.
-        let usage: HashMap<String, Option<u64>> = futures::stream::iter(ids)
-            .map(|(channel, id)| async move { (channel, self.memory_usage(&id).await) })
-            .buffer_unordered(MEMORY_STATS_PARALLEL)
-            .collect()
-            .await;
+        let usage = self.usage(&ids.values().cloned().collect::<Vec<_>>()).await;
         for agent in &mut info {
-            agent.memory_bytes = usage.get(&agent.channel).copied().flatten();
+            if let Some(found) = ids.get(&agent.channel).and_then(|id| usage.get(id)) {
+                agent.usage = *found;
+            }
         }
         info
     }
 
-    /// A container's memory use: read from its cgroup when the daemon shares the engine's
-    /// host (microseconds), else asked of Docker.
-    async fn memory_usage(&self, id: &str) -> Option<u64> {
-        if let Some(bytes) = cgroup_memory_usage(id) {
-            return Some(bytes);
-        }
-        let mut stats = self.docker.stats(
-            id,
-            Some(StatsOptions {
-                stream: false,
-                one_shot: true,
-            }),
-        );
-        let stats = stats.next().await?.ok()?;
-        stats.memory_stats?.usage
+    /// What each container in `ids` uses (see [`crate::usage`]).
+    pub async fn usage(&self, ids: &[String]) -> HashMap<String, ContainerUsage> {
+        self.usage.usage(&self.docker, ids).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1007,27 +1001,6 @@ impl DockerRunner {
     }
 }
 
-/// `docker stats` calls in flight at once for a status request.
-const MEMORY_STATS_PARALLEL: usize = 8;
-
-/// The memory use the kernel accounts to a container, from the cgroup files Docker's own stats
-/// read (cgroup v1 and v2, cgroupfs and systemd drivers). `None` when the daemon does not see
-/// the engine's cgroups (another host, a rootless engine, a container).
-fn cgroup_memory_usage(id: &str) -> Option<u64> {
-    if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    let candidates = [
-        format!("/sys/fs/cgroup/memory/docker/{id}/memory.usage_in_bytes"),
-        format!("/sys/fs/cgroup/memory/system.slice/docker-{id}.scope/memory.usage_in_bytes"),
-        format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.current"),
-        format!("/sys/fs/cgroup/docker/{id}/memory.current"),
-    ];
-    candidates
-        .iter()
-        .find_map(|path| std::fs::read_to_string(path).ok()?.trim().parse().ok())
-}
-
 /// Writes the MCP config and, with the gate, the policy file, before the container starts.
 /// All of them go to loop's own run directory (`{run_dir}/{name}/`), never into the project,
 /// whose files the agent and strangers' repositories control.
@@ -1071,6 +1044,10 @@ fn write_host_files(plan: &ContainerPlan, settings: &ContainerSettings) -> Resul
 impl AgentRunner for DockerRunner {
     async fn warm_agents(&self) -> Vec<WarmInfo> {
         self.warm_info().await
+    }
+
+    async fn container_usage(&self, ids: &[String]) -> HashMap<String, ContainerUsage> {
+        self.usage(ids).await
     }
 
     async fn open_shell(&self, request: ShellRequest) -> Result<OpenShell, ShellError> {

@@ -14,6 +14,7 @@ pub mod registry;
 pub mod shell;
 pub mod spec;
 mod stdio;
+pub mod usage;
 pub mod warm;
 
 pub use agent::{
@@ -26,4 +27,5 @@ pub use shell::{
     TerminalSize,
 };
 pub use spec::{AgentUser, Auth, ChannelTarget, ContainerKind, ContainerSettings};
+pub use usage::ContainerUsage;
 pub use warm::{WarmConfig, WarmInfo};

@@ -26,6 +26,7 @@ use crate::spec::{
     PROXY_POLICY_IN_CONTAINER, sessions_in_container, sessions_on_host,
 };
 use crate::stdio::AgentIo;
+use crate::usage::ContainerUsage;
 
 /// Env vars minted per turn; they do not make two plans different.
 const PER_TURN_ENV: [&str; 2] = [
@@ -135,8 +136,10 @@ pub struct WarmInfo {
     pub session_id: String,
     pub age_sec: u64,
     pub idle_sec: u64,
-    /// Resident memory of the container, when Docker reports it.
-    pub memory_bytes: Option<u64>,
+    /// The container's memory and CPU use (flat in JSON: `memory_bytes`, `cpu_usec`,
+    /// `cpu_percent`), when they can be read.
+    #[serde(flatten)]
+    pub usage: ContainerUsage,
     /// A spare, started ahead for the next new thread of `work_dir`.
     #[serde(default)]
     pub spare: bool,
@@ -225,7 +228,7 @@ impl WarmPool {
                 session_id: a.session_id.clone(),
                 age_sec: now.saturating_duration_since(a.created).as_secs(),
                 idle_sec: now.saturating_duration_since(a.last_used).as_secs(),
-                memory_bytes: None,
+                usage: ContainerUsage::default(),
                 spare: a.spare,
                 work_dir: a.work_dir.display().to_string(),
             })

@@ -179,6 +179,30 @@ impl Daemon {
             .expect("run loop")
     }
 
+    /// Logs in to the dashboard as `loop ui`'s link does; returns the session cookie's value
+    /// (send it as `cookie: loop_ui=VALUE`).
+    pub async fn log_in(&self) -> String {
+        let out = self.cli(&["ui", "--no-open"]);
+        assert!(out.status.success(), "{out:?}");
+        let link = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let response = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client")
+            .get(&link)
+            .send()
+            .await
+            .expect("the login link");
+        response
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .and_then(|v| v.strip_prefix("loop_ui="))
+            .expect("the session cookie")
+            .to_owned()
+    }
+
     /// SIGKILL: no cleanup, no drain, exactly a crash.
     pub fn kill_9(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -13,6 +13,10 @@ use loop_e2e::support::docker;
 use loop_fakes::model::{FakeModel, Rule, Script, Session, Step};
 use loop_store::{InboxStatus, RunRecord, RunStatus};
 
+/// A CPU-bound job left running in the background after the command returns (bounded, in
+/// case the container outlives the test).
+const BURN: &str = "nohup timeout 60 sh -c 'while :; do :; done' >/dev/null 2>&1 & echo burning";
+
 /// Answers every prompt with "answer to: PROMPT", except a request to work on the notes (the
 /// realistic session in a project), a question about them (read by relative path), a reminder
 /// (a task scheduled through loop's MCP tools) and a `touch` the gate holds for a person.
@@ -36,6 +40,11 @@ async fn start_model() -> FakeModel {
             Rule::contains("touch yes")
                 .then(Step::bash("touch gate-approval-yes; echo \"yes_rc=$?\""))
                 .then(Step::text("YES {{last_tool_result}}")),
+        )
+        .rule(
+            Rule::contains("burn some cpu")
+                .then(Step::bash(BURN))
+                .then(Step::text("left it {{last_tool_result}}")),
         )
         .rule(Rule::any().then(Step::text("answer to: {{prompt}}")));
     FakeModel::start_on(SocketAddr::from(([0, 0, 0, 0], 0)), script)
@@ -229,6 +238,108 @@ async fn follow_ups_reuse_one_container_and_one_session() {
         warm[0]["memory_bytes"].as_u64().is_some_and(|m| m > 0),
         "{status}"
     );
+    model.shutdown().await;
+}
+
+/// The CPU rate the overview's row for `what` (a warm agent's thread, a container's name)
+/// shows, as a person reads it ("87 %"); `None` when the row or the rate is missing.
+fn cpu_in_overview(html: &str, what: &str) -> Option<f64> {
+    let row = html
+        .split("<tr")
+        .find(|row| row.contains(&format!(">{what}</")))?;
+    let cell = row.split(r#"data-label="CPU""#).nth(1)?;
+    let end = cell.find(" %")?;
+    let start = cell[..end].rfind('>')? + 1;
+    cell[start..end].parse().ok()
+}
+
+/// A warm agent whose turn left a CPU-bound job running shows about a core busy in
+/// `loop status` and in the dashboard's overview (its warm-agent row and its container's row);
+/// an idle warm agent shows next to nothing. Both show the CPU time used so far.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_and_overview_show_the_cpu_a_warm_agent_burns() {
+    if docker().await.is_none() {
+        return;
+    }
+    let dir = home();
+    let model = start_model().await;
+    let daemon = Daemon::start(
+        &dir.path().join("home"),
+        &test_config(model.port(), dir.path(), "\"warm_idle_sec\": 600"),
+    )
+    .await;
+    ask(&daemon, "calm", "hello").await;
+    let busy = ask(&daemon, "busy", "please burn some cpu").await;
+    assert_eq!(busy.answer.as_deref(), Some("left it burning"));
+
+    // `loop status` until the calm agent has settled (its CLI still writes the session for a
+    // moment after the turn) while the busy one burns on.
+    let percent = |agent: &serde_json::Value| agent["cpu_percent"].as_f64();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (burning, calm) = loop {
+        let out = daemon.cli(&["status"]);
+        assert!(out.status.success(), "{out:?}");
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+        let agent = |channel: &str| {
+            status["warm"]
+                .as_array()
+                .and_then(|warm| warm.iter().find(|a| a["channel"] == channel))
+                .cloned()
+                .unwrap_or_else(|| panic!("no warm agent for {channel}: {status}"))
+        };
+        let (burning, calm) = (agent("local-busy"), agent("local-calm"));
+        println!(
+            "loop status: busy agent {:?} % of a core, calm agent {:?} %",
+            percent(&burning),
+            percent(&calm)
+        );
+        if percent(&burning).is_some_and(|p| p > 25.0) && percent(&calm).is_some_and(|p| p < 5.0) {
+            break (burning, calm);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the busy agent's rate should be well above zero, the calm one's near it: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for agent in [&burning, &calm] {
+        assert!(
+            agent["cpu_usec"].as_u64().is_some_and(|usec| usec > 0),
+            "the CPU time so far: {agent}"
+        );
+    }
+
+    // The overview as a person's browser gets it, with the same rates on its rows (asked
+    // again if the calm agent stirred in between).
+    let cookie = daemon.log_in().await;
+    let container = burning["container"].as_str().expect("container name");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = reqwest::Client::new()
+            .get(daemon.url("/ui/"))
+            .header("cookie", format!("loop_ui={cookie}"))
+            .send()
+            .await
+            .expect("the overview");
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.expect("the overview's HTML");
+        let shown = [
+            cpu_in_overview(&html, "local-busy"),
+            cpu_in_overview(&html, container),
+            cpu_in_overview(&html, "local-calm"),
+        ];
+        println!("overview: busy agent, its container, calm agent: {shown:?} % of a core");
+        if shown[..2].iter().all(|p| p.is_some_and(|p| p > 25.0))
+            && shown[2].is_some_and(|p| p < 5.0)
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the overview's rates: {shown:?}\n{html}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     model.shutdown().await;
 }
 

@@ -13,6 +13,7 @@ use super::access::Access;
 use super::page::{self, PageError, ago, dollars, thread_url};
 use super::session::DashboardSession;
 use crate::api::ApiState;
+use loop_runner::{ContainerStatus, ContainerUsage};
 use loop_store::{ChannelSummary, RunStatus, TaskRecord};
 
 /// The element the event stream replaces.
@@ -47,6 +48,8 @@ pub struct Overview {
     pub rows: Vec<Row>,
     pub warm: Vec<loop_runner::WarmInfo>,
     pub containers: Vec<loop_runner::registry::ContainerEntry>,
+    /// What the running containers use, by id.
+    pub usage: HashMap<String, ContainerUsage>,
     pub tasks: Vec<(TaskRecord, Option<RunStatus>)>,
     pub pending_approvals: usize,
 }
@@ -64,7 +67,6 @@ pub async fn gather(
     let mut summaries = store.channel_summaries(MAX_CHANNELS).await?;
     let mut pending = store.pending_approvals().await?;
     let mut tasks = store.tasks(None).await?;
-    let mut warm = state.orchestrator.warm_agents().await;
     let mut containers = state
         .registry
         .as_ref()
@@ -73,7 +75,6 @@ pub async fn gather(
     if !access.is_operator() {
         summaries = retain_seen(summaries, access, |s| &s.key).await?;
         tasks = retain_seen(tasks, access, |t| &t.channel_key).await?;
-        warm = retain_seen(warm, access, |w| &w.channel).await?;
         containers = retain_seen(containers, access, |c| &c.channel_id).await?;
         let mut shown = Vec::with_capacity(pending.len());
         for approval in pending {
@@ -131,10 +132,23 @@ pub async fn gather(
             (task, last)
         })
         .collect();
+    let live: Vec<String> = containers
+        .iter()
+        .filter(|c| c.status == ContainerStatus::Running)
+        .map(|c| c.id.clone())
+        .collect();
+    // The containers first: a warm agent is one of them, so its reading right after is the
+    // same (a first look waits once, not twice).
+    let usage = state.orchestrator.container_usage(&live).await;
+    let mut warm = state.orchestrator.warm_agents().await;
+    if !access.is_operator() {
+        warm = retain_seen(warm, access, |w| &w.channel).await?;
+    }
     Ok(Overview {
         rows,
         warm,
         containers,
+        usage,
         tasks,
         pending_approvals: pending.len(),
     })
@@ -278,6 +292,40 @@ fn megabytes(bytes: u64) -> String {
     format!("{:.0} MB", bytes as f64 / (1024.0 * 1024.0))
 }
 
+/// A container's CPU as `docker stats` shows it, "12 %" of a core lately ("—" when unknown),
+/// over the CPU time it used so far.
+fn cpu(usage: Option<&ContainerUsage>) -> Markup {
+    let percent = usage.and_then(|u| u.cpu_percent);
+    let total = usage.and_then(|u| u.cpu_usec);
+    html! {
+        span title="of one core, since the previous look" {
+            @match percent {
+                Some(p) if p < 10.0 => (format!("{p:.1} %")),
+                Some(p) => (format!("{p:.0} %")),
+                None => "—",
+            }
+        }
+        @if let Some(usec) = total {
+            br; span.small.muted title="CPU time so far" { (cpu_time(usec)) }
+        }
+    }
+}
+
+fn cpu_time(usec: u64) -> String {
+    let sec = usec as f64 / 1e6;
+    if sec < 60.0 {
+        format!("{sec:.1} s")
+    } else {
+        format!("{} min {} s", usec / 60_000_000, usec / 1_000_000 % 60)
+    }
+}
+
+fn memory(usage: Option<&ContainerUsage>) -> String {
+    usage
+        .and_then(|u| u.memory_bytes)
+        .map_or_else(|| "—".to_owned(), megabytes)
+}
+
 fn containers(overview: &Overview) -> Markup {
     html! {
         @if overview.warm.is_empty() && overview.containers.is_empty() {
@@ -285,13 +333,14 @@ fn containers(overview: &Overview) -> Markup {
         }
         @if !overview.warm.is_empty() {
             table.cards {
-                thead { tr { th { "Warm agent" } th { "Idle" } th.num { "Memory" } } }
+                thead { tr { th { "Warm agent" } th { "Idle" } th.num { "Memory" } th.num { "CPU" } } }
                 tbody {
                     @for agent in &overview.warm {
                         tr {
                             td data-label="Warm agent" { a href=(thread_url(&agent.channel)) { (agent.channel) } }
                             td data-label="Idle" { (agent.idle_sec) " s" }
-                            td.num data-label="Memory" { (agent.memory_bytes.map(megabytes).unwrap_or_else(|| "?".to_owned())) }
+                            td.num data-label="Memory" { (memory(Some(&agent.usage))) }
+                            td.num data-label="CPU" { (cpu(Some(&agent.usage))) }
                         }
                     }
                 }
@@ -299,13 +348,15 @@ fn containers(overview: &Overview) -> Markup {
         }
         @if !overview.containers.is_empty() {
             table.cards {
-                thead { tr { th { "Container" } th { "Kind" } th { "Status" } } }
+                thead { tr { th { "Container" } th { "Kind" } th { "Status" } th.num { "Memory" } th.num { "CPU" } } }
                 tbody {
                     @for c in &overview.containers {
                         tr {
                             td data-label="Container" { code.small { (c.name) } }
                             td data-label="Kind" { (c.kind.label()) }
                             td data-label="Status" { (format!("{:?}", c.status).to_lowercase()) }
+                            td.num data-label="Memory" { (memory(overview.usage.get(&c.id))) }
+                            td.num data-label="CPU" { (cpu(overview.usage.get(&c.id))) }
                         }
                     }
                 }
@@ -348,5 +399,38 @@ fn tasks(tasks: &[(TaskRecord, Option<RunStatus>)]) -> Markup {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(usage: Option<ContainerUsage>, expected: &str) {
+        let html = cpu(usage.as_ref()).into_string();
+        let text: String = html
+            .split('<')
+            .filter_map(|part| part.split_once('>').map(|(_, text)| text))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(
+            text.split_whitespace().collect::<Vec<_>>().join(" "),
+            expected
+        );
+    }
+
+    #[test]
+    fn cpu_shows_the_rate_of_a_core_over_the_time_so_far() {
+        let usage = |percent, usec| {
+            Some(ContainerUsage {
+                memory_bytes: None,
+                cpu_usec: Some(usec),
+                cpu_percent: percent,
+            })
+        };
+        check(usage(Some(98.6), 3_420_000), "99 % 3.4 s");
+        check(usage(Some(0.34), 120_000), "0.3 % 0.1 s");
+        check(usage(None, 125_000_000), "— 2 min 5 s");
+        check(None, "—");
     }
 }

@@ -232,9 +232,17 @@ impl Orchestrator {
         Some(run_id)
     }
 
-    /// Idle warm agents (thread, container, age, idle time, memory).
+    /// Idle warm agents (thread, container, age, idle time, memory, CPU).
     pub async fn warm_agents(&self) -> Vec<loop_runner::WarmInfo> {
         self.inner.runner.warm_agents().await
+    }
+
+    /// What each container in `ids` uses (memory, CPU time and rate), by id.
+    pub async fn container_usage(
+        &self,
+        ids: &[String],
+    ) -> HashMap<String, loop_runner::ContainerUsage> {
+        self.inner.runner.container_usage(ids).await
     }
 
     /// Turns in flight, by channel.
