@@ -288,12 +288,22 @@ async fn status_and_overview_show_the_cpu_a_warm_agent_burns() {
                 .unwrap_or_else(|| panic!("no warm agent for {channel}: {status}"))
         };
         let (burning, calm) = (agent("local-busy"), agent("local-calm"));
+        // The busy agent's container in the container list, with the same reading.
+        let container = status["containers"]
+            .as_array()
+            .and_then(|all| all.iter().find(|c| c["name"] == burning["container"]))
+            .cloned()
+            .unwrap_or_else(|| panic!("the busy agent's container is not listed: {status}"));
         println!(
-            "loop status: busy agent {:?} % of a core, calm agent {:?} %",
+            "loop status: busy agent {:?} % of a core (its container {:?} %), calm agent {:?} %",
             percent(&burning),
+            percent(&container),
             percent(&calm)
         );
-        if percent(&burning).is_some_and(|p| p > 25.0) && percent(&calm).is_some_and(|p| p < 5.0) {
+        if percent(&burning).is_some_and(|p| p > 25.0)
+            && percent(&container).is_some_and(|p| p > 25.0)
+            && percent(&calm).is_some_and(|p| p < 5.0)
+        {
             break (burning, calm);
         }
         assert!(

@@ -252,8 +252,28 @@ async fn status(State(state): State<ApiState>) -> Json<serde_json::Value> {
     let containers = state
         .registry
         .as_ref()
-        .map(|r| serde_json::to_value(r.list()).unwrap_or_default())
+        .map(|r| r.list())
         .unwrap_or_default();
+    let live: Vec<String> = containers
+        .iter()
+        .filter(|c| c.status == loop_runner::registry::ContainerStatus::Running)
+        .map(|c| c.id.clone())
+        .collect();
+    // The containers first: a warm agent is one of them, so its reading right after is the
+    // same (a first look waits once, not twice).
+    let usage = state.orchestrator.container_usage(&live).await;
+    let containers: Vec<serde_json::Value> = containers
+        .iter()
+        .map(|c| {
+            let mut entry = serde_json::to_value(c).unwrap_or_default();
+            if let (Some(fields), Some(used)) = (entry.as_object_mut(), usage.get(&c.id))
+                && let Ok(serde_json::Value::Object(used)) = serde_json::to_value(used)
+            {
+                fields.extend(used);
+            }
+            entry
+        })
+        .collect();
     Json(serde_json::json!({
         "running": state.orchestrator.running(),
         "warm": state.orchestrator.warm_agents().await,
