@@ -130,29 +130,6 @@ fn socket_request(
     request
 }
 
-/// Logs in as `loop ui`'s link does; returns the session cookie's value.
-async fn log_in(daemon: &Daemon) -> String {
-    let out = daemon.cli(&["ui", "--no-open"]);
-    assert!(out.status.success(), "{out:?}");
-    let link = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let response = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
-        .get(&link)
-        .send()
-        .await
-        .expect("the login link");
-    response
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .and_then(|v| v.strip_prefix("loop_ui="))
-        .expect("the session cookie")
-        .to_owned()
-}
-
 /// The status a refused handshake got.
 async fn refused(request: tokio_tungstenite::tungstenite::handshake::client::Request) -> u16 {
     match tokio_tungstenite::connect_async(request).await {
@@ -308,7 +285,7 @@ async fn a_terminal_is_the_agents_shell_under_its_gate_and_survives_a_reconnect(
     let admin = format!("Bearer {}", daemon.token());
     let no_session = socket_request(&daemon, "local:term", &[("authorization", &admin)]);
     assert_eq!(refused(no_session).await, 401);
-    let cookie = log_in(&daemon).await;
+    let cookie = daemon.log_in().await;
     let session = format!("loop_ui={cookie}");
     let elsewhere = socket_request(
         &daemon,
@@ -422,7 +399,7 @@ async fn a_terminal_is_the_agents_shell_under_its_gate_and_survives_a_reconnect(
         })
         .await;
     // Another dashboard session gets a shell of its own, not this one's.
-    let other = log_in(&daemon).await;
+    let other = daemon.log_in().await;
     let theirs = Terminal::open(&daemon, &other, "local:term").await;
     let (_, _, reattached, replayed) = attached_host(&theirs.attached);
     assert_eq!((reattached, replayed), (false, 0));
@@ -478,7 +455,7 @@ async fn a_warm_threads_terminal_opens_in_its_agents_container() {
         .await
         .expect("the thread's warm agent");
 
-    let cookie = log_in(&daemon).await;
+    let cookie = daemon.log_in().await;
     let mut terminal = Terminal::open(&daemon, &cookie, "local:warm-term").await;
     let (host, container, _, _) = attached_host(&terminal.attached);
     assert_eq!((host, container), ("warm_agent", agent.as_str()));

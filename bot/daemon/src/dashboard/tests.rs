@@ -163,6 +163,15 @@ impl Rig {
         (cookie, csrf)
     }
 
+    /// A page's HTML for a logged-in session.
+    pub async fn page(&self, path: &str, cookie: &str) -> String {
+        self.get(path, Some(cookie))
+            .await
+            .text()
+            .await
+            .expect("page")
+    }
+
     pub async fn get(&self, path: &str, cookie: Option<&str>) -> reqwest::Response {
         let mut request = self.http.get(format!("{}{path}", self.url));
         if let Some(cookie) = cookie {
@@ -372,12 +381,7 @@ async fn a_turns_tool_calls_stream_into_the_thread_page() {
     assert!(!seen.contains("<script>alert"), "{seen}");
 
     // The page itself shows what already happened.
-    let page = rig
-        .get("/ui/thread/local:c1", Some(&cookie))
-        .await
-        .text()
-        .await
-        .expect("page");
+    let page = rig.page("/ui/thread/local:c1", &cookie).await;
     assert!(page.contains("Bash: sleep 3"), "{page}");
     assert!(page.contains(r#"id="act-"#));
 }
@@ -487,12 +491,7 @@ async fn an_approval_answered_in_the_page_wakes_the_agent_and_says_who() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
-    let page = rig
-        .get("/ui/approvals", Some(&cookie))
-        .await
-        .text()
-        .await
-        .expect("page");
+    let page = rig.page("/ui/approvals", &cookie).await;
     assert!(page.contains("exec /usr/bin/touch x"), "{page}");
     assert!(page.contains("data-deadline="), "a countdown");
     let path = format!("/ui/approvals/{}", pending.id);
@@ -676,12 +675,7 @@ async fn each_login_sees_and_does_what_its_chat_user_may() {
 
     // Ann, a member of C1 only.
     let (ann, ann_csrf) = rig.login_as("UANN").await;
-    let overview = rig
-        .get("/ui/", Some(&ann))
-        .await
-        .text()
-        .await
-        .expect("page");
+    let overview = rig.page("/ui/", &ann).await;
     assert!(overview.contains("C1 › 1.0"), "her channel is listed");
     assert!(
         !overview.contains("C2"),
@@ -692,12 +686,7 @@ async fn each_login_sees_and_does_what_its_chat_user_may() {
         "members start none"
     );
     assert_eq!(status(rig.get(&url("", &ours), Some(&ann)).await), 200);
-    let thread = rig
-        .get(&url("", &ours), Some(&ann))
-        .await
-        .text()
-        .await
-        .expect("page");
+    let thread = rig.page(&url("", &ours), &ann).await;
     assert!(
         !thread.contains(">Terminal<"),
         "no terminal link for a member"
@@ -784,12 +773,7 @@ async fn each_login_sees_and_does_what_its_chat_user_may() {
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].author_name, "UANN");
     // Approvals: hers only, and no buttons; an answer is refused and changes nothing.
-    let approvals = rig
-        .get("/ui/approvals", Some(&ann))
-        .await
-        .text()
-        .await
-        .expect("page");
+    let approvals = rig.page("/ui/approvals", &ann).await;
     assert!(approvals.contains("touch ours") && !approvals.contains("touch theirs"));
     assert!(!approvals.contains("Allow once"), "no buttons for a member");
     let decide = rig
@@ -806,12 +790,7 @@ async fn each_login_sees_and_does_what_its_chat_user_may() {
 
     // Carol, an approver: every waiting approval, with buttons, and her answer counts.
     let (carol, carol_csrf) = rig.login_as("UCAROL").await;
-    let approvals = rig
-        .get("/ui/approvals", Some(&carol))
-        .await
-        .text()
-        .await
-        .expect("page");
+    let approvals = rig.page("/ui/approvals", &carol).await;
     assert!(approvals.contains("touch ours") && approvals.contains("touch theirs"));
     assert!(approvals.contains("Allow once"));
     let decided = rig
@@ -834,12 +813,7 @@ async fn each_login_sees_and_does_what_its_chat_user_may() {
 
     // The owner: everything, the terminal and new channels included.
     let (boss, _) = rig.login_as("UBOSS").await;
-    let overview = rig
-        .get("/ui/", Some(&boss))
-        .await
-        .text()
-        .await
-        .expect("page");
+    let overview = rig.page("/ui/", &boss).await;
     assert!(overview.contains("C1 › 1.0") && overview.contains("C2 › 2.0"));
     assert!(overview.contains("Start a local channel"));
     assert_eq!(
@@ -849,12 +823,7 @@ async fn each_login_sees_and_does_what_its_chat_user_may() {
 
     // Someone the config does not know: nothing at all.
     let (stranger, _) = rig.login_as("UEVE").await;
-    let overview = rig
-        .get("/ui/", Some(&stranger))
-        .await
-        .text()
-        .await
-        .expect("page");
+    let overview = rig.page("/ui/", &stranger).await;
     assert!(!overview.contains("C1") && !overview.contains("C2"));
     assert_eq!(status(rig.get(&url("", &ours), Some(&stranger)).await), 404);
 
