@@ -14,7 +14,9 @@
 //! - Answering approvals takes an approver: `permissions.approvers.users`, else
 //!   `permissions.owners.users`, the rule the Slack buttons follow. With neither configured,
 //!   only the operator may. An approver sees every waiting approval (that is the job) even in
-//!   channels they have no role in; others see those of their channels, without buttons.
+//!   channels they have no role in, and may read (not act in) the thread, changes and settings
+//!   of a channel whose approval waits or was decided in the last [`APPROVAL_CONTEXT_MS`], to
+//!   judge it; others see the approvals of their channels, without buttons.
 
 use std::collections::HashMap;
 
@@ -24,6 +26,9 @@ use super::page::PageError;
 use super::session::DashboardSession;
 use crate::api::ApiState;
 use crate::permissions::{Role, needs_owner, role_of};
+
+/// How long after an approval was decided its approver may still read the thread it came from.
+pub const APPROVAL_CONTEXT_MS: i64 = 30 * 60 * 1000;
 
 /// One request's view of what its session may do. Role lookups are cached per channel (a
 /// thread inherits its channel's grants), so a page of 200 threads reads each channel once.
@@ -110,6 +115,39 @@ impl Access {
                 "Only this channel's owners can do that.".to_owned(),
             )),
         }
+    }
+
+    /// What the session may read of a thread: `Some(role)` for someone with a role in it,
+    /// `None` for an approver reading the context of an approval asked there (read only);
+    /// anyone else gets 404.
+    pub async fn require_read(&mut self, key: &ChannelKey) -> Result<Option<Role>, PageError> {
+        if let Some(role) = self.role_in(key).await? {
+            return Ok(Some(role));
+        }
+        if self.may_approve() && self.approval_context(key).await? {
+            return Ok(None);
+        }
+        Err(PageError::NotFound(format!("no channel {key}")))
+    }
+
+    /// Whether an approval waits in `key`, or was decided there lately.
+    async fn approval_context(&self, key: &ChannelKey) -> Result<bool, PageError> {
+        let name = key.to_string();
+        let store = &self.state.store;
+        if store
+            .pending_approvals()
+            .await?
+            .iter()
+            .any(|a| a.channel_key == name)
+        {
+            return Ok(true);
+        }
+        let since = chrono::Utc::now().timestamp_millis() - APPROVAL_CONTEXT_MS;
+        Ok(store
+            .recent_approvals(since, 500)
+            .await?
+            .iter()
+            .any(|a| a.channel_key == name))
     }
 
     /// Refuses a `/loop` command the session's role does not allow (as chat would).

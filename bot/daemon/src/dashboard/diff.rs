@@ -22,7 +22,6 @@ use super::session::DashboardSession;
 use crate::api::ApiState;
 use crate::branches::diff::{BranchDiff, branch_diff};
 use crate::orchestrator::activity::{Step, TurnActivity};
-use crate::permissions::Role;
 
 /// Rows of one file shown at most; a longer file is summarised.
 pub const MAX_FILE_ROWS: usize = 2_000;
@@ -289,9 +288,7 @@ pub async fn page(
     session: DashboardSession,
 ) -> Result<Response, PageError> {
     let key = parse_key(&raw)?;
-    Access::of(&state, &session)
-        .require(&key, Role::Member)
-        .await?;
+    Access::of(&state, &session).require_read(&key).await?;
     let name = key.to_string();
     let (intro, files) = match state.store.thread_branch(&key).await? {
         Some(record) => match branch_diff(&record).await {

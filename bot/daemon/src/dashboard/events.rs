@@ -28,7 +28,6 @@ use super::session::DashboardSession;
 use super::{approvals, overview, thread};
 use crate::api::ApiState;
 use crate::orchestrator::activity::TurnActivity;
-use crate::permissions::Role;
 
 /// The overview re-renders at most this often (a running turn reports every second).
 const OVERVIEW_EVERY: Duration = Duration::from_millis(500);
@@ -185,7 +184,7 @@ impl Watch {
                     && *channel == name
                 {
                     self.access.refresh();
-                    if self.access.role_in(&key).await?.is_none() {
+                    if self.access.require_read(&key).await.is_err() {
                         self.revoked = true;
                         return Ok(());
                     }
@@ -255,7 +254,7 @@ pub async fn stream(
         "approvals" => View::Approvals,
         "thread" => {
             let key = parse_key(&query.key)?;
-            access.require(&key, Role::Member).await?;
+            access.require_read(&key).await?;
             View::Thread(key)
         }
         other => return Err(PageError::BadRequest(format!("no view {other:?}"))),

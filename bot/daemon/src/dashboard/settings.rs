@@ -14,7 +14,6 @@ use super::page::{self, PageError, parse_key, thread_url};
 use super::session::DashboardSession;
 use crate::api::ApiState;
 use crate::doctor::{Check, Status};
-use crate::permissions::Role;
 
 /// `GET /ui/thread/{key}/settings`.
 pub async fn page(
@@ -23,9 +22,7 @@ pub async fn page(
     session: DashboardSession,
 ) -> Result<Response, PageError> {
     let key = parse_key(&raw)?;
-    Access::of(&state, &session)
-        .require(&key, Role::Member)
-        .await?;
+    Access::of(&state, &session).require_read(&key).await?;
     let name = key.to_string();
     let settings = match state.orchestrator.channel_settings(&key).await {
         Ok(settings) => settings,

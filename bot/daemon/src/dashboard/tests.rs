@@ -793,6 +793,28 @@ async fn each_login_sees_and_does_what_its_chat_user_may() {
     let approvals = rig.page("/ui/approvals", &carol).await;
     assert!(approvals.contains("touch ours") && approvals.contains("touch theirs"));
     assert!(approvals.contains("Allow once"));
+    // To judge, she reads the thread an approval came from (not another), and acts in none.
+    let quiet = ChannelKey::thread(PlatformKind::Slack, "C3", "3.0");
+    seed_channel(&rig, &quiet, "a quiet thread").await;
+    let context = rig.page(&url("", &theirs), &carol).await;
+    assert!(context.contains("their thread"), "{context}");
+    assert!(!context.contains(">Terminal<"));
+    for what in ["/diff", "/settings"] {
+        assert_eq!(
+            status(rig.get(&url(what, &theirs), Some(&carol)).await),
+            200,
+            "{what}"
+        );
+    }
+    assert_eq!(status(rig.get(&url("", &quiet), Some(&carol)).await), 404);
+    assert_eq!(
+        status(
+            rig.post(&stop(&theirs), Some(&carol), Some(&carol_csrf), &[])
+                .await
+        ),
+        404,
+        "reading is not acting"
+    );
     let decided = rig
         .post(
             "/ui/approvals/ap-theirs",
@@ -810,6 +832,8 @@ async fn each_login_sees_and_does_what_its_chat_user_may() {
         .expect("approval");
     assert_eq!(record.status, loop_store::ApprovalStatus::Denied);
     assert_eq!(record.decided_by.as_deref(), Some("UCAROL (dashboard)"));
+    // Decided lately: the context stays readable a while.
+    assert_eq!(status(rig.get(&url("", &theirs), Some(&carol)).await), 200);
 
     // The owner: everything, the terminal and new channels included.
     let (boss, _) = rig.login_as("UBOSS").await;

@@ -36,9 +36,8 @@ pub async fn page(
     session: DashboardSession,
 ) -> Result<Response, PageError> {
     let key = parse_key(&raw)?;
-    let role = Access::of(&state, &session)
-        .require(&key, Role::Member)
-        .await?;
+    // `None`: an approver reading an approval's context, who may not act here.
+    let role = Access::of(&state, &session).require_read(&key).await?;
     let name = key.to_string();
     let work_dir = state.store.channel_work_dir(&key).await?;
     let branch = state.store.thread_branch(&key).await?.map(|b| b.branch);
@@ -64,7 +63,7 @@ pub async fn page(
                 @if let Some(branch) = &branch { " · branch " code { (branch) } }
             }
             nav.thread-links.small {
-                @if role == Role::Owner {
+                @if role == Some(Role::Owner) {
                     a href=(loop_wire::routes::ui_terminal(&name)) { "Terminal" }
                     " · "
                 }
@@ -77,7 +76,7 @@ pub async fn page(
                 h2 { "Conversation" }
                 div.chat id=(CHAT) { (chat) }
             }
-            @if key.platform == PlatformKind::Local {
+            @if key.platform == PlatformKind::Local && role.is_some() {
                 (super::talk::message_form(&key))
             }
             section.panel id=(TURN) {
