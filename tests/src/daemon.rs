@@ -182,7 +182,16 @@ impl Daemon {
     /// Logs in to the dashboard as `loop ui`'s link does; returns the session cookie's value
     /// (send it as `cookie: loop_ui=VALUE`).
     pub async fn log_in(&self) -> String {
-        let out = self.cli(&["ui", "--no-open"]);
+        self.log_in_with(&["ui", "--no-open"]).await
+    }
+
+    /// Logs in as `loop ui --user ID`'s link does: with the chat rights of `id`.
+    pub async fn log_in_as(&self, id: &str) -> String {
+        self.log_in_with(&["ui", "--user", id, "--no-open"]).await
+    }
+
+    async fn log_in_with(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
         assert!(out.status.success(), "{out:?}");
         let link = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         let response = reqwest::Client::builder()

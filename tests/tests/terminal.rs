@@ -510,3 +510,62 @@ fn screens_read_as_a_person_reads_them() {
     let screen = "pwd\r\n\u{1b}[?2004hagent@x:/p$ pwd\r\n\u{1b}[?2004l\r/tmp/p\r\n";
     assert!(has_line(screen, "/tmp/p"), "{:?}", lines(screen));
 }
+
+/// Someone an owner made an owner in chat opens the channel's terminal; when the owner takes
+/// that back, the terminal says why and closes, its shell ends without waiting for a
+/// reconnect, and opening it again is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_terminal_closes_when_its_user_is_no_longer_an_owner() {
+    if docker().await.is_none() {
+        return;
+    }
+    let (dir, project) = workspace();
+    let model = start_model(Script::new()).await;
+    let config = test_config(
+        model.port(),
+        dir.path(),
+        r#""warm_idle_sec": 0, "terminal_grace_sec": 120,
+  "permissions": {"owners": {"users": ["UBOSS"]}}"#,
+    );
+    let daemon = Daemon::start(&dir.path().join("home"), &config).await;
+    command(&daemon, "ops", &format!("/loop dir {}", project.display())).await;
+    command(&daemon, "ops", "/loop allow_user UANN owner").await;
+    let cookie = daemon.log_in_as("UANN").await;
+    let mut terminal = Terminal::open(&daemon, &cookie, "local:ops").await;
+    terminal.type_line("echo still-here").await;
+    terminal
+        .wait_for(&daemon, "the echo", |screen| has_line(screen, "still-here"))
+        .await;
+    assert_eq!(containers(&daemon, "shell").await.len(), 1);
+
+    command(&daemon, "ops", "/loop deny_user UANN").await;
+    let said = tokio::time::timeout(SCREEN_WAIT, terminal.next_event())
+        .await
+        .unwrap_or_else(|_| panic!("the terminal stayed open\n{}", daemon.log_text()));
+    assert!(
+        matches!(&said, Some(TerminalEvent::Error { message }) if message.contains("no longer an owner")),
+        "{said:?}"
+    );
+    assert!(
+        tokio::time::timeout(SCREEN_WAIT, terminal.next_event())
+            .await
+            .expect("the socket closes")
+            .is_none(),
+        "the socket closes"
+    );
+    // Well inside the 120 s a reconnect would have had.
+    eventually(
+        &daemon,
+        "the shell container's removal",
+        Duration::from_secs(60),
+        || async { containers(&daemon, "shell").await.is_empty() },
+    )
+    .await;
+    let again = socket_request(
+        &daemon,
+        "local:ops",
+        &[("cookie", &format!("loop_ui={cookie}"))],
+    );
+    assert_eq!(refused(again).await, 404);
+    model.shutdown().await;
+}

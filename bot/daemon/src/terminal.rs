@@ -105,6 +105,12 @@ impl Shell {
         self.ended.is_cancelled()
     }
 
+    /// Ends the shell now, whoever else is attached (its user lost the right to it).
+    pub fn end(&self) {
+        tracing::info!(channel = %self.channel, "ending a terminal's shell: its user lost the channel");
+        self.ended.cancel();
+    }
+
     /// `warm_agent` or `shell_container`.
     pub fn host(&self) -> &'static str {
         match self.handle.host {

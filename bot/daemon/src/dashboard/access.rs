@@ -17,6 +17,9 @@
 //!   channels they have no role in, and may read (not act in) the thread, changes and settings
 //!   of a channel whose approval waits or was decided in the last [`APPROVAL_CONTEXT_MS`], to
 //!   judge it; others see the approvals of their channels, without buttons.
+//!
+//! Grants change in chat while pages are open: the orchestrator's `grants_changed` watch makes
+//! the event streams re-render (or end) and a terminal close when its user lost the channel.
 
 use std::collections::HashMap;
 

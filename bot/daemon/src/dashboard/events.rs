@@ -53,6 +53,8 @@ enum Wake {
     Activity(TurnActivity),
     Chat(LocalEvent),
     Approvals,
+    /// A channel's grants changed: what the session may see may have too.
+    Grants,
     /// A broadcast lagged: re-read everything.
     Everything,
     Closed,
@@ -70,6 +72,7 @@ struct Watch {
     activity: broadcast::Receiver<TurnActivity>,
     chat: broadcast::Receiver<LocalEvent>,
     approvals: watch::Receiver<u64>,
+    grants: watch::Receiver<u64>,
     out: VecDeque<Event>,
     last_overview: Option<Instant>,
     /// Runs whose `Finished` came (newest last): a turn leaves the orchestrator's running set
@@ -96,6 +99,10 @@ impl Watch {
             event = self.chat.recv() => event.map_or_else(lagged, Wake::Chat),
             changed = self.approvals.changed() => match changed {
                 Ok(()) => Wake::Approvals,
+                Err(_) => Wake::Closed,
+            },
+            changed = self.grants.changed() => match changed {
+                Ok(()) => Wake::Grants,
                 Err(_) => Wake::Closed,
             },
         }
@@ -170,19 +177,24 @@ impl Watch {
         match (self.view.clone(), wake) {
             (_, Wake::Closed) => {}
             (_, Wake::Everything) => self.snapshot().await?,
-            (View::Overview, Wake::Run(_) | Wake::Approvals) => self.overview().await?,
+            (View::Overview, Wake::Run(_) | Wake::Approvals | Wake::Grants) => {
+                self.overview().await?;
+            }
             (View::Overview, _) => {}
-            (View::Approvals, Wake::Approvals) => self.approvals().await?,
+            (View::Approvals, Wake::Approvals | Wake::Grants) => self.approvals().await?,
             (View::Approvals, _) => {}
             (View::Thread(key), wake) => {
                 let name = key.to_string();
-                // Grants change in chat: at each turn's start and end, the session must still
-                // have a role in the thread it watches.
-                if let Wake::Run(
-                    RunEvent::Started { channel, .. } | RunEvent::Finished { channel, .. },
-                ) = &wake
-                    && *channel == name
-                {
+                // The session must still be allowed to read the thread it watches when a grant
+                // changed (and, for good measure, at each of its turns' start and end).
+                let recheck = match &wake {
+                    Wake::Grants => true,
+                    Wake::Run(
+                        RunEvent::Started { channel, .. } | RunEvent::Finished { channel, .. },
+                    ) => *channel == name,
+                    _ => false,
+                };
+                if recheck {
                     self.access.refresh();
                     if self.access.require_read(&key).await.is_err() {
                         self.revoked = true;
@@ -264,6 +276,7 @@ pub async fn stream(
         activity: state.orchestrator.activity().subscribe(),
         chat: state.local.subscribe(),
         approvals: state.gate.waiting_changed(),
+        grants: state.orchestrator.grants_changed(),
         state,
         access,
         revoked: false,

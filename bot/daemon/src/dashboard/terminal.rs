@@ -118,7 +118,24 @@ pub async fn socket(
     let hub = state.terminals.clone();
     let size = size.size();
     let owner = session.id();
-    Ok(upgrade.on_upgrade(move |socket| serve(socket, hub, owner, channel, size)))
+    let lost = access_lost(state, session.acts_as.clone(), channel.clone());
+    Ok(upgrade.on_upgrade(move |socket| serve(socket, hub, owner, channel, size, lost)))
+}
+
+/// Resolves when the session (acting as `acts_as`) is no longer an owner of `channel`: checked
+/// each time a channel's grants change. The operator's own login never loses it.
+async fn access_lost(state: ApiState, acts_as: Option<String>, channel: ChannelKey) {
+    if acts_as.is_none() {
+        return std::future::pending().await;
+    }
+    let mut changed = state.orchestrator.grants_changed();
+    while changed.changed().await.is_ok() {
+        let mut access = Access::acting_as(&state, acts_as.as_deref());
+        if access.require(&channel, Role::Owner).await.is_err() {
+            return;
+        }
+    }
+    std::future::pending().await
 }
 
 async fn serve(
@@ -127,6 +144,7 @@ async fn serve(
     owner: String,
     channel: ChannelKey,
     size: TerminalSize,
+    lost: impl std::future::Future<Output = ()>,
 ) {
     let attachment = match hub.attach(&owner, &channel, size).await {
         Ok(attachment) => attachment,
@@ -139,7 +157,15 @@ async fn serve(
         }
     };
     let shell = attachment.shell.clone();
-    relay(&mut socket, &hub, attachment).await;
+    tokio::select! {
+        () = relay(&mut socket, &hub, attachment) => {}
+        () = lost => {
+            // Not kept for a reconnect: the user could not attach again anyway.
+            shell.end();
+            let message = "you are no longer an owner of this channel: the terminal is closed".to_owned();
+            let _ = send_event(&mut socket, &TerminalEvent::Error { message }).await;
+        }
+    }
     hub.detach(&shell);
     let _ = socket.send(close_frame()).await;
 }

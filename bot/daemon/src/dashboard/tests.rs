@@ -1023,48 +1023,63 @@ async fn behind_a_proxy_each_user_it_names_has_their_chat_rights_and_nobody_else
 }
 
 #[tokio::test]
-async fn a_thread_stream_ends_when_its_viewer_loses_the_channel() {
-    use loop_adapter::{ChannelKey, GrantLevel, GrantSubject, PlatformKind};
+async fn a_thread_stream_ends_when_an_owner_shuts_its_viewer_out_in_chat() {
+    use loop_adapter::{
+        Author, ChannelKey, ChatCommand, GrantLevel, GrantSubject, Inbound, PlatformKind,
+    };
     let rig = Rig::start_with(|config| {
         config.permissions.owners.users = vec!["UBOSS".into()];
     })
     .await;
-    let thread = ChannelKey::thread(PlatformKind::Slack, "C1", "1.0");
-    seed_channel(&rig, &thread, "our thread").await;
+    let notes = ChannelKey::channel(PlatformKind::Local, "notes");
+    seed_channel(&rig, &notes, "our notes").await;
+    // What an owner types in the channel: `/loop allow_user UANN`, later `/loop deny_user UANN`.
     let grant = |level| {
-        let store = rig.state.store.clone();
-        let thread = thread.clone();
+        let orchestrator = rig.state.orchestrator.clone();
+        let notes = notes.clone();
         async move {
-            store
-                .set_channel_grant(&thread, &GrantSubject::User("UANN".into()), level, "UBOSS")
+            orchestrator
+                .accept(Inbound::Command {
+                    channel: notes,
+                    author: Author {
+                        id: "UBOSS".into(),
+                        name: "boss".into(),
+                        is_bot: false,
+                        roles: vec![],
+                    },
+                    command: ChatCommand::Grant {
+                        subject: GrantSubject::User("UANN".into()),
+                        level,
+                    },
+                })
                 .await
-                .expect("grant")
+                .expect("the command")
         }
     };
     grant(GrantLevel::Member).await;
     let (ann, _) = rig.login_as("UANN").await;
     let mut stream = rig
-        .get(&format!("/ui/events?view=thread&key={thread}"), Some(&ann))
+        .get(&format!("/ui/events?view=thread&key={notes}"), Some(&ann))
         .await;
     assert_eq!(stream.status(), 200);
     sse_until(&mut stream, "event: thread-turn").await;
     // Her turn starts: still hers, the stream goes on.
-    let started = |run: &str| loop_wire::api::RunEvent::Started {
-        run_id: run.into(),
-        channel: thread.to_string(),
-    };
-    rig.state.orchestrator.announce(started("run-1"));
+    rig.state
+        .orchestrator
+        .announce(loop_wire::api::RunEvent::Started {
+            run_id: "run-1".into(),
+            channel: notes.to_string(),
+        });
     sse_until(&mut stream, "event: thread-status").await;
-    // An owner shuts her out in chat; at the next turn the stream ends.
+    // The owner shuts her out: the stream ends at once, nothing else happening.
     grant(GrantLevel::Denied).await;
-    rig.state.orchestrator.announce(started("run-2"));
     let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         while let Ok(Some(_)) = stream.chunk().await {}
     })
     .await;
     assert!(ended.is_ok(), "the stream went on after the deny");
     assert_eq!(
-        rig.get(&format!("/ui/thread/{thread}"), Some(&ann))
+        rig.get(&format!("/ui/thread/{notes}"), Some(&ann))
             .await
             .status(),
         404

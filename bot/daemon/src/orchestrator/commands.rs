@@ -101,6 +101,9 @@ impl Orchestrator {
                     .store
                     .set_channel_grant(&channel, &subject, level, &author.id)
                     .await?;
+                self.inner
+                    .grants_changed
+                    .send_modify(|n| *n = n.wrapping_add(1));
                 tracing::info!(channel = %key, by = %author.id, subject = ?subject, level = level.as_str(), "channel grant changed");
                 let who = match &subject {
                     GrantSubject::User(id) => format!("user `{id}`"),

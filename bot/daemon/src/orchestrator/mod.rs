@@ -108,6 +108,9 @@ struct Inner {
     deliver: Notify,
     /// Counts messages leaving the outbox, for those who wait for one.
     delivered: watch::Sender<u64>,
+    /// Bumped when a channel's grants change (`/loop allow_user` ...): open dashboards
+    /// re-check what their sessions may see.
+    grants_changed: watch::Sender<u64>,
     events: broadcast::Sender<RunEvent>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -156,6 +159,7 @@ impl Orchestrator {
                 wake: Notify::new(),
                 deliver: Notify::new(),
                 delivered: watch::Sender::new(0),
+                grants_changed: watch::Sender::new(0),
                 events,
                 tracker: TaskTracker::new(),
                 draining: CancellationToken::new(),
@@ -202,6 +206,11 @@ impl Orchestrator {
     /// Run progress events.
     pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// Changes whenever a channel's grants change.
+    pub fn grants_changed(&self) -> watch::Receiver<u64> {
+        self.inner.grants_changed.subscribe()
     }
 
     /// Announces a run event as a turn would (tests of what listens to them).
