@@ -183,6 +183,10 @@ pub struct UiArgs {
     /// The name that person's decisions are shown under (default: the id).
     #[arg(long, requires = "user")]
     pub name: Option<String>,
+    /// One of that person's role ids (Discord server roles), for permissions given by role;
+    /// repeat for several.
+    #[arg(long = "role", value_name = "ROLE_ID", requires = "user")]
+    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -312,7 +312,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ui(args) => {
             let config = load(&sources)?;
             let client = connect_client(&config)?;
-            let url = ui::login_url(&client, args.user.as_deref(), args.name.as_deref()).await?;
+            let url = ui::login_url(
+                &client,
+                args.user.as_deref(),
+                args.name.as_deref(),
+                &args.roles,
+            )
+            .await?;
             println!("{url}");
             eprintln!("(the link works once, within a few minutes)");
             if !args.no_open

@@ -200,6 +200,9 @@ pub struct UiLoginRequest {
     /// an owner everywhere like the local platform.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acts_as: Option<String>,
+    /// That user's role ids (Discord server roles), for `permissions` entries by role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 /// Answer to [`UiLoginRequest`]: the path (with the code) to open on the daemon's address.

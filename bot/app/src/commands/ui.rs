@@ -10,11 +10,12 @@ use loop_wire::routes;
 use super::client::{Client, ClientError};
 
 /// The login URL: for this user (`$USER`, whom the dashboard names as who decided), or for
-/// someone else acting as the chat user `acts_as` (shown as `name`, else the id).
+/// someone else acting as the chat user `acts_as` with `roles` (shown as `name`, else the id).
 pub async fn login_url(
     client: &Client,
     acts_as: Option<&str>,
     name: Option<&str>,
+    roles: &[String],
 ) -> Result<String, ClientError> {
     let user = match acts_as {
         Some(_) => name.map(str::to_owned),
@@ -23,6 +24,7 @@ pub async fn login_url(
     let request = UiLoginRequest {
         user,
         acts_as: acts_as.map(str::to_owned),
+        roles: roles.to_vec(),
     };
     let body = serde_json::to_value(&request).unwrap_or_default();
     let value = client.post_json(routes::UI_LOGIN_CODE, &body).await?;

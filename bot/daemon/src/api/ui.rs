@@ -21,7 +21,11 @@ pub(super) async fn login_code(
     };
     let code = state
         .dashboard
-        .mint_code(request.user.as_deref(), request.acts_as.as_deref())
+        .mint_code(
+            request.user.as_deref(),
+            request.acts_as.as_deref(),
+            &request.roles,
+        )
         .map_err(|err| ApiError::bad_request(err.to_string()))?;
     Ok(Json(UiLoginLink {
         path: format!("{}?code={}", routes::UI_LOGIN, code.code),

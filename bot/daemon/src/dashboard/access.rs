@@ -11,8 +11,8 @@
 //!   - a member reads the thread, its changes and settings, talks in local channels, stops a
 //!     turn and runs the `/loop` commands members may;
 //!   - an owner also opens the terminal, starts local channels and runs owner-only commands.
-//! - Answering approvals takes an approver: `permissions.approvers.users`, else
-//!   `permissions.owners.users`, the rule the Slack buttons follow. With neither configured,
+//! - Answering approvals takes an approver: `permissions.approvers` (users or roles), else
+//!   `permissions.owners`, the rule the Discord buttons follow (Slack's, without roles). With neither configured,
 //!   only the operator may. An approver sees every waiting approval (that is the job) even in
 //!   channels they have no role in, and may read (not act in) the thread, changes and settings
 //!   of a channel whose approval waits or was decided in the last [`APPROVAL_CONTEXT_MS`], to
@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use loop_adapter::{Author, ChannelKey, ChatCommand};
 
 use super::page::PageError;
-use super::session::DashboardSession;
+use super::session::{ChatUser, DashboardSession};
 use crate::api::ApiState;
 use crate::permissions::{Role, needs_owner, role_of};
 
@@ -44,18 +44,18 @@ pub struct Access {
 
 impl Access {
     pub fn of(state: &ApiState, session: &DashboardSession) -> Access {
-        Access::acting_as(state, session.acts_as.as_deref())
+        Access::acting_as(state, session.acts_as.as_ref())
     }
 
-    /// The access of a login acting as the chat user `id` (None: the operator).
-    pub fn acting_as(state: &ApiState, id: Option<&str>) -> Access {
+    /// The access of a login acting as the chat user `chat` (None: the operator).
+    pub fn acting_as(state: &ApiState, chat: Option<&ChatUser>) -> Access {
         Access {
             state: state.clone(),
-            acts_as: id.map(|id| Author {
-                id: id.to_owned(),
-                name: id.to_owned(),
+            acts_as: chat.map(|chat| Author {
+                id: chat.id.clone(),
+                name: chat.id.clone(),
                 is_bot: false,
-                roles: Vec::new(),
+                roles: chat.roles.clone(),
             }),
             roles: HashMap::new(),
         }
@@ -182,12 +182,14 @@ impl Access {
             return true;
         };
         let permissions = &self.state.orchestrator.config().permissions;
-        let approvers = if permissions.approvers.users.is_empty() {
-            &permissions.owners.users
+        let approvers = &permissions.approvers;
+        let approvers = if approvers.users.is_empty() && approvers.roles.is_empty() {
+            &permissions.owners
         } else {
-            &permissions.approvers.users
+            approvers
         };
-        approvers.contains(&author.id)
+        approvers.users.contains(&author.id)
+            || approvers.roles.iter().any(|r| author.roles.contains(r))
     }
 
     /// Whether the session sees an approval asked in `key`: approvers see all of them.

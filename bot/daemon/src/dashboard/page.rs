@@ -92,7 +92,7 @@ pub fn render_with(shell: Shell<'_>, head: Markup, content: Markup) -> Response 
                     }
                     div.who {
                         span.live-dot title="live updates" {}
-                        span title=[shell.session.acts_as.as_ref().map(|id| format!("with the rights of {id}"))] { (shell.session.user) }
+                        span title=[shell.session.acts_as.as_ref().map(|chat| format!("with the rights of {}", chat.id))] { (shell.session.user) }
                         button hx-post="/ui/logout" { "Log out" }
                     }
                 }

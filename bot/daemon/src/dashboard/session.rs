@@ -56,13 +56,21 @@ fn digest(secret: &str) -> Digest32 {
 }
 
 /// Who a login is for: the name decisions are shown under and, for someone else's login,
-/// the chat user id whose rights the session has.
+/// the chat user whose rights the session has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Login {
     pub user: String,
-    /// `loop ui --user ID`: the session may do what `ID` may do in chat. None: the operator
-    /// (whoever holds the admin token), an owner everywhere.
-    pub acts_as: Option<String>,
+    /// `loop ui --user ID [--role R]...`: the session may do what that chat user may do in
+    /// chat. None: the operator (whoever holds the admin token), an owner everywhere.
+    pub acts_as: Option<ChatUser>,
+}
+
+/// A chat user as the permissions model knows one: a platform user id and, on Discord, the
+/// ids of their server roles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatUser {
+    pub id: String,
+    pub roles: Vec<String>,
 }
 
 /// A login code waiting to be used.
@@ -192,7 +200,10 @@ impl Sessions {
                 Live {
                     login: Login {
                         user: user.to_owned(),
-                        acts_as: Some(user.to_owned()),
+                        acts_as: Some(ChatUser {
+                            id: user.to_owned(),
+                            roles: Vec::new(),
+                        }),
                     },
                     proxied: true,
                     csrf: random_token(),
@@ -211,21 +222,31 @@ impl Sessions {
     }
 
     /// Mints a single-use code for `user` (a login name; anything unusable becomes
-    /// [`DEFAULT_USER`]), acting as the chat user `acts_as` when given. An unusable `acts_as`
-    /// is refused, never widened to the operator's login.
+    /// [`DEFAULT_USER`]), acting as the chat user `acts_as` with `roles` when given. An
+    /// unusable id or role is refused, never widened to the operator's login.
     pub fn mint_code(
         &self,
         user: Option<&str>,
         acts_as: Option<&str>,
+        roles: &[String],
     ) -> Result<LoginCode, BadUserId> {
+        let bad = |id: &str| BadUserId(id.chars().take(80).collect());
+        if let Some(role) = roles.iter().find(|r| !valid_name(r)) {
+            return Err(bad(role));
+        }
         let acts_as = match acts_as {
-            None => None,
-            Some(id) if valid_name(id) => Some(id.to_owned()),
-            Some(id) => return Err(BadUserId(id.chars().take(80).collect())),
+            None if roles.is_empty() => None,
+            // Roles belong to someone: the operator's own login has none to add.
+            None => return Err(bad("")),
+            Some(id) if valid_name(id) => Some(ChatUser {
+                id: id.to_owned(),
+                roles: roles.to_vec(),
+            }),
+            Some(id) => return Err(bad(id)),
         };
         // Someone else's login is shown under their id unless a name was given.
         let user = match (&acts_as, user) {
-            (Some(id), None) => id.clone(),
+            (Some(chat), None) => chat.id.clone(),
             _ => user_name(user),
         };
         let code = random_token();
@@ -348,9 +369,9 @@ pub struct DashboardSession {
     key: Digest32,
     /// The name decisions are shown under.
     pub user: String,
-    /// The chat user id whose rights the session has; None: the operator (an owner
+    /// The chat user whose rights the session has; None: the operator (an owner
     /// everywhere). See `access.rs`.
-    pub acts_as: Option<String>,
+    pub acts_as: Option<ChatUser>,
     csrf: String,
 }
 
@@ -525,7 +546,7 @@ mod tests {
     #[test]
     fn a_code_works_once_and_opens_a_session_for_its_user() {
         let sessions = Sessions::default();
-        let code = sessions.mint_code(Some("alice"), None).expect("code");
+        let code = sessions.mint_code(Some("alice"), None, &[]).expect("code");
         let session = sessions.redeem(&code.code).expect("first use");
         assert_eq!(session.login.user, "alice");
         assert_eq!(session.login.acts_as, None, "the operator's own login");
@@ -537,7 +558,9 @@ mod tests {
         sessions.end(&live);
         assert!(sessions.session(&session.id).is_none(), "logged out");
         // Odd names are not shown to anyone as they are.
-        let code = sessions.mint_code(Some("<script>"), None).expect("code");
+        let code = sessions
+            .mint_code(Some("<script>"), None, &[])
+            .expect("code");
         let session = sessions.redeem(&code.code).expect("use");
         assert_eq!(session.login.user, DEFAULT_USER);
         assert_eq!(
@@ -549,24 +572,35 @@ mod tests {
     #[test]
     fn someone_elses_login_acts_as_their_id_and_a_bad_id_is_refused() {
         let sessions = Sessions::default();
-        let code = sessions.mint_code(None, Some("U0ANN")).expect("code");
+        let code = sessions.mint_code(None, Some("U0ANN"), &[]).expect("code");
         let live = sessions
             .session(&sessions.redeem(&code.code).expect("use").id)
             .expect("live");
-        assert_eq!(live.acts_as.as_deref(), Some("U0ANN"));
+        assert_eq!(live.acts_as.as_ref().map(|c| c.id.as_str()), Some("U0ANN"));
         assert_eq!(live.decided_by(), "U0ANN (dashboard)");
+        let roles = vec!["R-DEV".to_owned()];
         let code = sessions
-            .mint_code(Some("ann"), Some("U0ANN"))
+            .mint_code(Some("ann"), Some("U0ANN"), &roles)
             .expect("code");
         let login = sessions.redeem(&code.code).expect("use").login;
         assert_eq!(
-            (login.user.as_str(), login.acts_as.as_deref()),
+            (
+                login.user.as_str(),
+                login.acts_as.as_ref().map(|c| c.id.as_str())
+            ),
             ("ann", Some("U0ANN"))
         );
         // Never widened to the operator's login.
         for bad in ["", "<U1>", "U 1", &"x".repeat(65)] {
-            assert!(sessions.mint_code(None, Some(bad)).is_err(), "{bad:?}");
+            assert!(sessions.mint_code(None, Some(bad), &[]).is_err(), "{bad:?}");
         }
+        assert_eq!(login.acts_as.expect("chat user").roles, roles);
+        let bad_role = vec!["<R>".to_owned()];
+        assert!(sessions.mint_code(None, Some("U1"), &bad_role).is_err());
+        assert!(
+            sessions.mint_code(None, None, &roles).is_err(),
+            "roles need a user"
+        );
         assert_eq!(sessions.lock().codes.len(), 0);
     }
 
@@ -574,12 +608,12 @@ mod tests {
     fn sessions_and_codes_are_bounded() {
         let sessions = Sessions::default();
         let codes: Vec<_> = (0..MAX_CODES + 3)
-            .map(|_| sessions.mint_code(None, None).expect("code"))
+            .map(|_| sessions.mint_code(None, None, &[]).expect("code"))
             .collect();
         assert_eq!(sessions.lock().codes.len(), MAX_CODES);
         assert!(sessions.redeem(&codes[MAX_CODES + 2].code).is_some());
         for _ in 0..MAX_SESSIONS + 5 {
-            let code = sessions.mint_code(None, None).expect("code");
+            let code = sessions.mint_code(None, None, &[]).expect("code");
             sessions.redeem(&code.code).expect("use");
         }
         assert_eq!(sessions.count(), MAX_SESSIONS);

@@ -62,11 +62,15 @@ fn author(session: &DashboardSession) -> Author {
     Author {
         id: session
             .acts_as
-            .clone()
-            .unwrap_or_else(|| session.user.clone()),
+            .as_ref()
+            .map_or_else(|| session.user.clone(), |chat| chat.id.clone()),
         name: session.user.clone(),
         is_bot: false,
-        roles: Vec::new(),
+        roles: session
+            .acts_as
+            .as_ref()
+            .map(|chat| chat.roles.clone())
+            .unwrap_or_default(),
     }
 }
 

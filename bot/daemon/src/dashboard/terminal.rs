@@ -22,7 +22,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::access::Access;
 use super::assets::{ASSETS, Assets};
 use super::page::{self, PageError, parse_key, thread_url};
-use super::session::DashboardSession;
+use super::session::{ChatUser, DashboardSession};
 use crate::api::ApiState;
 use crate::permissions::Role;
 use crate::terminal::{Attachment, TerminalHub};
@@ -124,13 +124,13 @@ pub async fn socket(
 
 /// Resolves when the session (acting as `acts_as`) is no longer an owner of `channel`: checked
 /// each time a channel's grants change. The operator's own login never loses it.
-async fn access_lost(state: ApiState, acts_as: Option<String>, channel: ChannelKey) {
+async fn access_lost(state: ApiState, acts_as: Option<ChatUser>, channel: ChannelKey) {
     if acts_as.is_none() {
         return std::future::pending().await;
     }
     let mut changed = state.orchestrator.grants_changed();
     while changed.changed().await.is_ok() {
-        let mut access = Access::acting_as(&state, acts_as.as_deref());
+        let mut access = Access::acting_as(&state, acts_as.as_ref());
         if access.require(&channel, Role::Owner).await.is_err() {
             return;
         }

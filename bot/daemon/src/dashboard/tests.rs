@@ -132,7 +132,7 @@ impl Rig {
         self.login_with(serde_json::json!({"acts_as": id})).await
     }
 
-    async fn login_with(&self, request: serde_json::Value) -> (String, String) {
+    pub async fn login_with(&self, request: serde_json::Value) -> (String, String) {
         let response = self
             .http
             .get(format!(
@@ -1084,4 +1084,43 @@ async fn a_thread_stream_ends_when_an_owner_shuts_its_viewer_out_in_chat() {
             .status(),
         404
     );
+}
+
+#[tokio::test]
+async fn a_login_with_roles_has_the_rights_the_config_gives_those_roles() {
+    use loop_adapter::{ChannelKey, PlatformKind};
+    let rig = Rig::start_with(|config| {
+        config.permissions.owners.users = vec!["UBOSS".into()];
+        config.permissions.members.roles = vec!["R-DEV".into()];
+        config.permissions.approvers.roles = vec!["R-OPS".into()];
+    })
+    .await;
+    let thread = ChannelKey::thread(PlatformKind::Discord, "G1", "T1");
+    seed_channel(&rig, &thread, "a discord thread").await;
+    seed_approval(&rig, "ap-1", &thread.to_string(), "exec /usr/bin/touch x").await;
+    let login = |id: &str, roles: &[&str]| {
+        rig.login_with(serde_json::json!({"acts_as": id, "roles": roles}))
+    };
+    // `loop ui --user UDAN --role R-DEV`: a member by role.
+    let (dev, _) = login("UDAN", &["R-DEV"]).await;
+    let overview = rig.page("/ui/", &dev).await;
+    assert!(overview.contains("G1 › T1"), "{overview}");
+    let terminal = format!("/ui/thread/{thread}/terminal");
+    assert_eq!(rig.get(&terminal, Some(&dev)).await.status(), 403);
+    assert!(!rig.page("/ui/approvals", &dev).await.contains("Allow once"));
+    // The same id without the role: nothing.
+    let (plain, _) = login("UDAN", &[]).await;
+    assert!(!rig.page("/ui/", &plain).await.contains("G1"));
+    // An approver by role answers.
+    let (ops, ops_csrf) = login("UOPS", &["R-OPS"]).await;
+    assert!(rig.page("/ui/approvals", &ops).await.contains("Allow once"));
+    let decided = rig
+        .post(
+            "/ui/approvals/ap-1",
+            Some(&ops),
+            Some(&ops_csrf),
+            &[("decision", "allow_once")],
+        )
+        .await;
+    assert_eq!(decided.status(), 200);
 }
