@@ -30,6 +30,13 @@ use super::session::{ChatUser, DashboardSession};
 use crate::api::ApiState;
 use crate::permissions::{Role, needs_owner, role_of};
 
+/// What [`Access::keep`] asks of an item's channel.
+#[derive(Clone, Copy)]
+enum Seen {
+    Channel,
+    Approval,
+}
+
 /// How long after an approval was decided its approver may still read the thread it came from.
 pub const APPROVAL_CONTEXT_MS: i64 = 30 * 60 * 1000;
 
@@ -195,5 +202,46 @@ impl Access {
     /// Whether the session sees an approval asked in `key`: approvers see all of them.
     pub async fn sees_approval(&mut self, key: &str) -> Result<bool, PageError> {
         Ok(self.may_approve() || self.sees(key).await?)
+    }
+
+    /// The items whose channel (`key`) the session may see; all of them for the operator.
+    pub async fn keep_seen<T>(
+        &mut self,
+        items: Vec<T>,
+        key: impl Fn(&T) -> &str,
+    ) -> Result<Vec<T>, PageError> {
+        self.keep(items, key, Seen::Channel).await
+    }
+
+    /// The approvals (or audit entries) asked in a channel (`key`) the session may see them
+    /// for ([`Access::sees_approval`]).
+    pub async fn keep_approvals<T>(
+        &mut self,
+        items: Vec<T>,
+        key: impl Fn(&T) -> &str,
+    ) -> Result<Vec<T>, PageError> {
+        self.keep(items, key, Seen::Approval).await
+    }
+
+    async fn keep<T>(
+        &mut self,
+        items: Vec<T>,
+        key: impl Fn(&T) -> &str,
+        seen: Seen,
+    ) -> Result<Vec<T>, PageError> {
+        if self.is_operator() {
+            return Ok(items);
+        }
+        let mut kept = Vec::with_capacity(items.len());
+        for item in items {
+            let shown = match seen {
+                Seen::Channel => self.sees(key(&item)).await?,
+                Seen::Approval => self.sees_approval(key(&item)).await?,
+            };
+            if shown {
+                kept.push(item);
+            }
+        }
+        Ok(kept)
     }
 }

@@ -73,16 +73,8 @@ pub async fn page(
     let mut access = Access::of(&state, &session);
     let live = live(&state, &mut access).await?;
     let now = chrono::Utc::now().timestamp_millis();
-    let mut audit = state.store.gate_audit_filtered(&query.filter(now)).await?;
-    if !access.is_operator() {
-        let mut shown = Vec::with_capacity(audit.len());
-        for entry in audit {
-            if access.sees_approval(&entry.channel_key).await? {
-                shown.push(entry);
-            }
-        }
-        audit = shown;
-    }
+    let audit = state.store.gate_audit_filtered(&query.filter(now)).await?;
+    let audit = access.keep_approvals(audit, |e| &e.channel_key).await?;
     let targets = [TARGET];
     Ok(page::render(
         page::Shell {
@@ -142,12 +134,10 @@ pub async fn page(
 pub async fn live(state: &ApiState, access: &mut Access) -> Result<Markup, PageError> {
     access.refresh();
     let now = chrono::Utc::now().timestamp_millis();
-    let mut pending = state.store.pending_approvals().await?;
-    let mut recent = state.store.recent_approvals(now - RECENT_MS, 20).await?;
-    if !access.is_operator() {
-        pending = seen_approvals(pending, access).await?;
-        recent = seen_approvals(recent, access).await?;
-    }
+    let pending = state.store.pending_approvals().await?;
+    let pending = access.keep_approvals(pending, |a| &a.channel_key).await?;
+    let recent = state.store.recent_approvals(now - RECENT_MS, 20).await?;
+    let recent = access.keep_approvals(recent, |a| &a.channel_key).await?;
     let buttons = access.may_approve();
     Ok(html! {
         section.panel {
@@ -182,19 +172,6 @@ fn outcome(approval: &ApprovalRecord) -> String {
         Some(by) if !by.is_empty() => format!("{what} by {by}"),
         _ => what.to_owned(),
     }
-}
-
-async fn seen_approvals(
-    approvals: Vec<ApprovalRecord>,
-    access: &mut Access,
-) -> Result<Vec<ApprovalRecord>, PageError> {
-    let mut seen = Vec::with_capacity(approvals.len());
-    for approval in approvals {
-        if access.sees_approval(&approval.channel_key).await? {
-            seen.push(approval);
-        }
-    }
-    Ok(seen)
 }
 
 /// One approval: pending with its countdown (and its buttons when `buttons`), or decided with

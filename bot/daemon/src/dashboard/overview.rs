@@ -72,18 +72,10 @@ pub async fn gather(
         .as_ref()
         .map(|r| r.list())
         .unwrap_or_default();
-    if !access.is_operator() {
-        summaries = retain_seen(summaries, access, |s| &s.key).await?;
-        tasks = retain_seen(tasks, access, |t| &t.channel_key).await?;
-        containers = retain_seen(containers, access, |c| &c.channel_id).await?;
-        let mut shown = Vec::with_capacity(pending.len());
-        for approval in pending {
-            if access.sees_approval(&approval.channel_key).await? {
-                shown.push(approval);
-            }
-        }
-        pending = shown;
-    }
+    summaries = access.keep_seen(summaries, |s| &s.key).await?;
+    tasks = access.keep_seen(tasks, |t| &t.channel_key).await?;
+    containers = access.keep_seen(containers, |c| &c.channel_id).await?;
+    pending = access.keep_approvals(pending, |a| &a.channel_key).await?;
     let mut waiting: HashMap<&str, usize> = HashMap::new();
     for approval in &pending {
         *waiting.entry(approval.channel_key.as_str()).or_default() += 1;
@@ -140,10 +132,9 @@ pub async fn gather(
     // The containers first: a warm agent is one of them, so its reading right after is the
     // same (a first look waits once, not twice).
     let usage = state.orchestrator.container_usage(&live).await;
-    let mut warm = state.orchestrator.warm_agents().await;
-    if !access.is_operator() {
-        warm = retain_seen(warm, access, |w| &w.channel).await?;
-    }
+    let warm = access
+        .keep_seen(state.orchestrator.warm_agents().await, |w| &w.channel)
+        .await?;
     Ok(Overview {
         rows,
         warm,
@@ -152,21 +143,6 @@ pub async fn gather(
         tasks,
         pending_approvals: pending.len(),
     })
-}
-
-/// The items of channels `access` may see.
-async fn retain_seen<T>(
-    items: Vec<T>,
-    access: &mut Access,
-    key: impl Fn(&T) -> &String,
-) -> Result<Vec<T>, PageError> {
-    let mut seen = Vec::with_capacity(items.len());
-    for item in items {
-        if access.sees(key(&item)).await? {
-            seen.push(item);
-        }
-    }
-    Ok(seen)
 }
 
 /// `GET /ui/`.
