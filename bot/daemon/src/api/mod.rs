@@ -254,14 +254,10 @@ async fn status(State(state): State<ApiState>) -> Json<serde_json::Value> {
         .as_ref()
         .map(|r| r.list())
         .unwrap_or_default();
-    let live: Vec<String> = containers
-        .iter()
-        .filter(|c| c.status == loop_runner::registry::ContainerStatus::Running)
-        .map(|c| c.id.clone())
-        .collect();
-    // The containers first: a warm agent is one of them, so its reading right after is the
-    // same (a first look waits once, not twice).
-    let usage = state.orchestrator.container_usage(&live).await;
+    let usage = state
+        .orchestrator
+        .running_container_usage(&containers)
+        .await;
     let containers: Vec<serde_json::Value> = containers
         .iter()
         .map(|c| {

@@ -13,7 +13,7 @@ use super::access::Access;
 use super::page::{self, PageError, ago, dollars, thread_url};
 use super::session::DashboardSession;
 use crate::api::ApiState;
-use loop_runner::{ContainerStatus, ContainerUsage};
+use loop_runner::ContainerUsage;
 use loop_store::{ChannelSummary, RunStatus, TaskRecord};
 
 /// The element the event stream replaces.
@@ -124,14 +124,10 @@ pub async fn gather(
             (task, last)
         })
         .collect();
-    let live: Vec<String> = containers
-        .iter()
-        .filter(|c| c.status == ContainerStatus::Running)
-        .map(|c| c.id.clone())
-        .collect();
-    // The containers first: a warm agent is one of them, so its reading right after is the
-    // same (a first look waits once, not twice).
-    let usage = state.orchestrator.container_usage(&live).await;
+    let usage = state
+        .orchestrator
+        .running_container_usage(&containers)
+        .await;
     let warm = access
         .keep_seen(state.orchestrator.warm_agents().await, |w| &w.channel)
         .await?;

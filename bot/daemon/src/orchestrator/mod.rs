@@ -246,12 +246,19 @@ impl Orchestrator {
         self.inner.runner.warm_agents().await
     }
 
-    /// What each container in `ids` uses (memory, CPU time and rate), by id.
-    pub async fn container_usage(
+    /// What the running ones of `containers` use (memory, CPU time and rate), by id. Ask it
+    /// before [`Orchestrator::warm_agents`]: a warm agent is one of them, so its reading right
+    /// after is the same (a first look waits once, not twice).
+    pub async fn running_container_usage(
         &self,
-        ids: &[String],
+        containers: &[loop_runner::ContainerEntry],
     ) -> HashMap<String, loop_runner::ContainerUsage> {
-        self.inner.runner.container_usage(ids).await
+        let live: Vec<String> = containers
+            .iter()
+            .filter(|c| c.status == loop_runner::ContainerStatus::Running)
+            .map(|c| c.id.clone())
+            .collect();
+        self.inner.runner.container_usage(&live).await
     }
 
     /// Turns in flight, by channel.
