@@ -115,38 +115,53 @@ echo done"#
         .await
         .expect("the egress network exists");
     assert_eq!(network.internal, Some(true));
-    // A daemon that stops takes its firewall holes (the API and proxy ports) with it.
-    let api_port = daemon
-        .addr()
-        .and_then(|a| a.rsplit(':').next().map(str::to_owned))
-        .expect("api addr");
+    // A daemon that stops takes its firewall holes (the API and proxy ports) with it. Other
+    // daemons' holes (other tests, runs killed before) may be in the chain too: count this
+    // daemon's by the id its rules are tagged with.
+    let api_port = |daemon: &Daemon| {
+        daemon
+            .addr()
+            .and_then(|a| a.rsplit(':').next().map(str::to_owned))
+            .expect("api addr")
+    };
+    let id = daemon.daemon_id().expect("daemon id").to_owned();
     let rules = firewall_rules();
-    let owner = rules
-        .lines()
-        .find(|l| l.contains(&format!("--dport {api_port} ")))
-        .and_then(|l| l.split("--comment ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(str::to_owned)
-        .unwrap_or_else(|| panic!("the API's hole is tagged with the daemon: {rules}"));
-    assert_eq!(rules.matches(owner.as_str()).count(), 2, "{rules}");
+    assert_eq!(holes_of(&rules, &id), 2, "{rules}");
+    assert!(hole_at(&rules, &id, &api_port(&daemon)), "{rules}");
     // A daemon killed with -9 cannot remove its holes; its next start does, and opens its own.
     daemon.kill_9();
-    assert_eq!(firewall_rules().matches(owner.as_str()).count(), 2);
+    assert_eq!(holes_of(&firewall_rules(), &id), 2);
     daemon.restart().await;
     let rules = firewall_rules();
-    assert_eq!(
-        rules.matches(owner.as_str()).count(),
-        2,
-        "no stale holes pile up: {rules}"
-    );
-    let api_port = daemon
-        .addr()
-        .and_then(|a| a.rsplit(':').next().map(str::to_owned))
-        .expect("api addr");
-    assert!(rules.contains(&format!("--dport {api_port} ")), "{rules}");
-    assert!(daemon.terminate().success());
+    assert_eq!(holes_of(&rules, &id), 2, "no stale holes pile up: {rules}");
+    assert!(hole_at(&rules, &id, &api_port(&daemon)), "{rules}");
+    // Killed again, and never started again (its data directory deleted, say): the next
+    // daemon that starts on this host, with a data directory of its own, closes the dead
+    // one's holes, so whatever listens on those ports later stays out of the agents' reach.
+    daemon.kill_9();
+    assert_eq!(holes_of(&firewall_rules(), &id), 2);
+    let mut other = Daemon::start(&dir.path().join("other-home"), &config).await;
+    let other_id = other.daemon_id().expect("daemon id").to_owned();
+    assert_ne!(other_id, id);
     let rules = firewall_rules();
-    assert!(!rules.contains(&format!("--dport {api_port} ")), "{rules}");
+    assert_eq!(holes_of(&rules, &id), 0, "the dead daemon's holes: {rules}");
+    assert_eq!(holes_of(&rules, &other_id), 2, "{rules}");
+    assert!(hole_at(&rules, &other_id, &api_port(&other)), "{rules}");
+    assert!(other.terminate().success());
+    let rules = firewall_rules();
+    assert_eq!(holes_of(&rules, &other_id), 0, "{rules}");
+}
+
+/// How many holes in the egress chain the daemon `id` made.
+fn holes_of(rules: &str, id: &str) -> usize {
+    rules.matches(&format!("\"loop:{id}:")).count()
+}
+
+/// Whether the daemon `id` made a hole for `port`.
+fn hole_at(rules: &str, id: &str, port: &str) -> bool {
+    rules.lines().any(|line| {
+        line.contains(&format!("--dport {port} ")) && line.contains(&format!("\"loop:{id}:"))
+    })
 }
 
 fn firewall_rules() -> String {

@@ -19,6 +19,7 @@
 //! ([`notice`]).
 
 mod address;
+mod firewall;
 pub mod notice;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -34,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use address::Restricted;
+pub use firewall::{CHAIN, Firewall, FirewallError};
 
 /// The internal Docker network agent containers join when egress control is on.
 pub const NETWORK: &str = "loop-egress";
@@ -54,8 +56,8 @@ pub enum EgressError {
     NotInternal,
     #[error("docker network {NETWORK} has no IPv4 gateway")]
     NoGateway,
-    #[error("iptables {args}: {detail} (egress control needs root and iptables)")]
-    Firewall { args: String, detail: String },
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
     #[error("cannot bind the egress proxy on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -65,9 +67,6 @@ pub enum EgressError {
 
 /// The Linux bridge loop asks Docker to name the network's interface.
 pub const BRIDGE: &str = "loop-egress0";
-/// The iptables chain (filter table, jumped to from INPUT for [`BRIDGE`]) that keeps the
-/// network's containers away from every host port except the proxy's and the API's.
-pub const CHAIN: &str = "LOOP-EGRESS";
 
 /// Creates the internal network when missing; returns its gateway address and bridge name.
 pub async fn ensure_network(docker: &Docker) -> Result<(Ipv4Addr, String), EgressError> {
@@ -131,165 +130,6 @@ pub async fn ensure_network(docker: &Docker) -> Result<(Ipv4Addr, String), Egres
         .find_map(|c| c.gateway.and_then(|g| g.parse::<Ipv4Addr>().ok()))
         .ok_or(EgressError::NoGateway)?;
     Ok((gateway, bridge))
-}
-
-/// The host side of the network's isolation. Docker's `--internal` only stops forwarding;
-/// packets to the host's own addresses (docker0's, the gateway's, any interface's) go through
-/// INPUT, so without this a container could reach every host service listening on them. The
-/// chain ends in a reject; each daemon inserts accepts for its two ports at the top and
-/// removes them when it stops (on drop).
-#[derive(Debug)]
-pub struct Firewall {
-    rules: Vec<Vec<String>>,
-}
-
-fn iptables(args: &[String]) -> Result<(), EgressError> {
-    let output = std::process::Command::new("iptables")
-        .arg("-w")
-        .args(args)
-        .output()
-        .map_err(|err| EgressError::Firewall {
-            args: args.join(" "),
-            detail: err.to_string(),
-        })?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(EgressError::Firewall {
-            args: args.join(" "),
-            detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        })
-    }
-}
-
-fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|a| (*a).to_owned()).collect()
-}
-
-impl Firewall {
-    /// Sets up the chain (once per host) and lets `ports` on `gateway` through. The rules
-    /// carry `owner` (the daemon id) as a comment: rules a killed run of the same daemon left
-    /// behind are removed first, while other daemons' rules on this host are left alone.
-    pub fn install(
-        bridge: &str,
-        gateway: Ipv4Addr,
-        ports: &[u16],
-        owner: &str,
-    ) -> Result<Firewall, EgressError> {
-        if iptables(&strings(&["-n", "-L", CHAIN])).is_err() {
-            iptables(&strings(&["-N", CHAIN]))?;
-            iptables(&strings(&[
-                "-A",
-                CHAIN,
-                "-m",
-                "conntrack",
-                "--ctstate",
-                "ESTABLISHED,RELATED",
-                "-j",
-                "ACCEPT",
-            ]))?;
-            iptables(&strings(&[
-                "-A",
-                CHAIN,
-                "-p",
-                "tcp",
-                "-j",
-                "REJECT",
-                "--reject-with",
-                "tcp-reset",
-            ]))?;
-            iptables(&strings(&["-A", CHAIN, "-j", "REJECT"]))?;
-        }
-        let jump = strings(&["INPUT", "-i", bridge, "-j", CHAIN]);
-        let check: Vec<String> = std::iter::once("-C".to_owned())
-            .chain(jump.iter().cloned())
-            .collect();
-        if iptables(&check).is_err() {
-            let insert: Vec<String> = std::iter::once("-I".to_owned())
-                .chain(jump.iter().cloned())
-                .collect();
-            iptables(&insert)?;
-        }
-        let comment = format!("loop:{owner}");
-        remove_stale(&comment);
-        let mut firewall = Firewall { rules: Vec::new() };
-        for port in ports {
-            let rule = vec![
-                CHAIN.to_owned(),
-                "-p".to_owned(),
-                "tcp".to_owned(),
-                "-d".to_owned(),
-                gateway.to_string(),
-                "--dport".to_owned(),
-                port.to_string(),
-                "-m".to_owned(),
-                "comment".to_owned(),
-                "--comment".to_owned(),
-                comment.clone(),
-                "-j".to_owned(),
-                "ACCEPT".to_owned(),
-            ];
-            let insert: Vec<String> = std::iter::once("-I".to_owned())
-                .chain(rule.iter().cloned())
-                .collect();
-            iptables(&insert)?;
-            firewall.rules.push(rule);
-        }
-        Ok(firewall)
-    }
-}
-
-/// Deletes the rules of [`CHAIN`] tagged with `comment` (left by a run that was killed).
-fn remove_stale(comment: &str) {
-    let Ok(output) = std::process::Command::new("iptables")
-        .args(["-S", CHAIN])
-        .output()
-    else {
-        return;
-    };
-    let listing = String::from_utf8_lossy(&output.stdout);
-    for line in stale_rules(&listing, comment) {
-        let mut delete = vec!["-D".to_owned()];
-        delete.extend(line);
-        match iptables(&delete) {
-            Ok(()) => {
-                tracing::info!(rule = %delete.join(" "), "egress: removed a stale firewall rule")
-            }
-            Err(err) => tracing::warn!(error = %err, "egress: cannot remove a stale firewall rule"),
-        }
-    }
-}
-
-/// The rules of an `iptables -S CHAIN` listing tagged `--comment comment`, as arguments
-/// after `-A` (so `-D` + them deletes the rule).
-fn stale_rules(listing: &str, comment: &str) -> Vec<Vec<String>> {
-    listing
-        .lines()
-        .filter_map(|line| line.strip_prefix("-A "))
-        .map(|rest| {
-            rest.split_whitespace()
-                .map(|word| word.trim_matches('"').to_owned())
-                .collect::<Vec<String>>()
-        })
-        .filter(|words| {
-            words
-                .windows(2)
-                .any(|w| w[0] == "--comment" && w[1] == comment)
-        })
-        .collect()
-}
-
-impl Drop for Firewall {
-    fn drop(&mut self) {
-        for rule in &self.rules {
-            let delete: Vec<String> = std::iter::once("-D".to_owned())
-                .chain(rule.iter().cloned())
-                .collect();
-            if let Err(err) = iptables(&delete) {
-                tracing::warn!(error = %err, "egress: cannot remove a firewall rule");
-            }
-        }
-    }
 }
 
 /// The allowlist: `allowed_hosts` (or [`DEFAULT_HOST`] when empty) plus the host of
@@ -822,12 +662,12 @@ impl EgressSetup {
                 source,
             })?
             .port();
-        Firewall::install(
+        Ok(Firewall::install(
             &self.bridge,
             self.gateway,
             &[proxy_port, api_port],
             daemon_id,
-        )
+        )?)
     }
 
     /// Points containers at the network, the proxy and the API on the gateway. The host's
@@ -867,20 +707,6 @@ impl EgressSetup {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stale_rules_are_found_by_their_comment() {
-        let listing = "-N LOOP-EGRESS\n\
-            -A LOOP-EGRESS -d 172.30.0.1/32 -p tcp -m tcp --dport 4100 -m comment --comment loop:abc -j ACCEPT\n\
-            -A LOOP-EGRESS -d 172.30.0.1/32 -p tcp -m tcp --dport 4200 -m comment --comment \"loop:other\" -j ACCEPT\n\
-            -A LOOP-EGRESS -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n";
-        let stale = stale_rules(listing, "loop:abc");
-        assert_eq!(stale.len(), 1);
-        assert_eq!(stale[0][0], "LOOP-EGRESS");
-        assert!(stale[0].contains(&"4100".to_owned()));
-        assert_eq!(stale_rules(listing, "loop:other").len(), 1);
-        assert!(stale_rules(listing, "loop:none").is_empty());
-    }
 
     #[test]
     fn allowlist_table() {
