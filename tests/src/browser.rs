@@ -23,7 +23,12 @@ pub struct Browser {
     pub client: Client,
     driver: Child,
     _profile: tempfile::TempDir,
+    /// The server's log, shown when a wait fails ([`Browser::show_log_on_failure`]).
+    server_log: std::sync::Mutex<Option<PathBuf>>,
 }
+
+/// How much of the server's log a failed wait shows.
+const LOG_TAIL_LINES: usize = 200;
 
 /// The artifact folder (created).
 pub fn artifacts_dir() -> PathBuf {
@@ -98,6 +103,7 @@ impl Browser {
             client,
             driver,
             _profile: profile,
+            server_log: std::sync::Mutex::new(None),
         })
     }
 
@@ -116,10 +122,34 @@ impl Browser {
             }
             if tokio::time::Instant::now() >= deadline {
                 let url = self.client.current_url().await.map(|u| u.to_string());
-                panic!("{css} never showed {needle:?} (at {url:?}); it shows:\n{last}");
+                panic!(
+                    "{css} never showed {needle:?} (at {url:?}); it shows:\n{last}{}",
+                    self.server_log_tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Makes a failed wait also show the end of `log` (the daemon's): what a page waits for
+    /// is mostly decided on the server.
+    pub fn show_log_on_failure(&self, log: &Path) {
+        *self.server_log.lock().unwrap_or_else(|p| p.into_inner()) = Some(log.to_path_buf());
+    }
+
+    fn server_log_tail(&self) -> String {
+        let Some(path) = self
+            .server_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return String::new();
+        };
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
+        format!("\n--- the end of {} ---\n{tail}", path.display())
     }
 
     /// Saves a screenshot of the page as `name`.png in the artifact folder.

@@ -169,6 +169,11 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The file `loop serve` writes its log to.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// Runs the real `loop` CLI against this daemon.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(loop_binary())

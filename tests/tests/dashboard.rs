@@ -70,6 +70,7 @@ async fn the_dashboard_shows_a_slack_thread_live_and_answers_its_approval() {
         &slack_config(&model, &slack, dir.path(), &format!("\"gates\": {gates}")),
     )
     .await;
+    browser.show_log_on_failure(daemon.log_path());
     connected(&slack, &daemon).await;
     point_channel(&slack, &daemon, "UALICE", "C7", &project).await;
 

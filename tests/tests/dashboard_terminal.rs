@@ -43,6 +43,7 @@ async fn a_threads_changes_and_its_terminal_in_the_browser() {
     );
     assert!(config.contains("UBOB"), "the permissions are in the config");
     let daemon = Daemon::start(&dir.path().join("home"), &config).await;
+    browser.show_log_on_failure(daemon.log_path());
     connected(&slack, &daemon).await;
     point_channel(&slack, &daemon, "UALICE", "C9", &project.dir).await;
 

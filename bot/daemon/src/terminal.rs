@@ -35,6 +35,9 @@ pub const MAX_TERMINALS: usize = 32;
 const INPUT_BUFFER: usize = 64;
 /// Output chunks a socket may fall behind by before it is closed (and re-attaches).
 const OUTPUT_BUFFER: usize = 1024;
+/// How long opening a shell may take before its page is told so. It takes about a second; an
+/// engine that hangs must not leave the page at "connecting…".
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Who and where: a dashboard session's terminal in one thread.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -52,6 +55,7 @@ pub struct TerminalHub {
 struct Inner {
     orchestrator: Orchestrator,
     grace: Duration,
+    open_timeout: Duration,
     shells: Mutex<HashMap<TerminalKey, Arc<Shell>>>,
     /// One opening or closing at a time per channel.
     channels: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -135,11 +139,22 @@ impl TerminalHub {
             inner: Arc::new(Inner {
                 orchestrator,
                 grace,
+                open_timeout: OPEN_TIMEOUT,
                 shells: Mutex::new(HashMap::new()),
                 channels: tokio::sync::Mutex::new(HashMap::new()),
                 tracker: TaskTracker::new(),
                 stop: CancellationToken::new(),
             }),
+        }
+    }
+
+    /// The same hub, giving shells `timeout` to open instead of [`OPEN_TIMEOUT`].
+    #[cfg(test)]
+    pub fn with_open_timeout(self, timeout: Duration) -> TerminalHub {
+        let mut inner = Arc::into_inner(self.inner).expect("a hub not shared yet");
+        inner.open_timeout = timeout;
+        TerminalHub {
+            inner: Arc::new(inner),
         }
     }
 
@@ -202,8 +217,52 @@ impl TerminalHub {
                 "{MAX_TERMINALS} terminals are open already; close one first"
             )));
         }
-        let opened = self.inner.orchestrator.open_terminal(channel, size).await?;
+        tracing::info!(channel = %channel, "opening a terminal");
+        let opened = self.open(channel, size).await?;
         Ok(self.start(key, channel.clone(), opened))
+    }
+
+    /// Opens a new shell, waiting at most [`OPEN_TIMEOUT`]. A shell that opens later is
+    /// closed at once: its page was already told.
+    async fn open(
+        &self,
+        channel: &ChannelKey,
+        size: TerminalSize,
+    ) -> Result<OpenShell, TerminalError> {
+        let orchestrator = self.inner.orchestrator.clone();
+        let target = channel.clone();
+        let mut opening =
+            tokio::spawn(async move { orchestrator.open_terminal(&target, size).await });
+        let waited = self.inner.open_timeout;
+        match tokio::time::timeout(waited, &mut opening).await {
+            Ok(Ok(opened)) => return opened,
+            Ok(Err(join)) => {
+                return Err(TerminalError::Refused(format!(
+                    "opening the shell failed: {join}"
+                )));
+            }
+            Err(_) => {}
+        }
+        tracing::warn!(channel = %channel, waited_s = waited.as_secs(), "a terminal's shell did not open in time");
+        let hub = self.clone();
+        let channel = channel.clone();
+        self.inner.tracker.spawn(async move {
+            let late = tokio::select! {
+                joined = &mut opening => joined,
+                () = hub.inner.stop.cancelled() => {
+                    opening.abort();
+                    return;
+                }
+            };
+            if let Ok(Ok(late)) = late {
+                tracing::info!(channel = %channel, container = %late.handle.container_name, "a terminal's shell opened after its page gave up: closing it");
+                hub.close(&channel, &late.handle, None).await;
+            }
+        });
+        Err(TerminalError::Refused(format!(
+            "the shell did not open within {} s: is the Docker engine answering? (`loop doctor`)",
+            waited.as_secs()
+        )))
     }
 
     /// Takes a new shell in: its reader and writer tasks, and the first socket.
@@ -311,25 +370,34 @@ impl TerminalHub {
         self.finish(&shell).await;
     }
 
-    /// Ends a shell once: out of the table, hung up (its shell container removed when it was
-    /// the last), and the channel's terminal token revoked when no shell of it is left.
+    /// Ends a shell once: out of the table, hung up (see [`TerminalHub::close`]).
     async fn finish(&self, shell: &Arc<Shell>) {
         shell.ended.cancel();
-        let lock = self.channel_lock(&shell.key.channel).await;
+        self.close(&shell.channel, &shell.handle, Some(shell)).await;
+    }
+
+    /// Hangs up a shell under its channel's lock: out of the table when `listed` is the shell
+    /// there, its shell container removed when it was the last, and the channel's terminal
+    /// token revoked when no shell of it is left. A shell that opened too late was never
+    /// listed.
+    async fn close(&self, channel: &ChannelKey, handle: &ShellHandle, listed: Option<&Arc<Shell>>) {
+        let key = channel.to_string();
+        let lock = self.channel_lock(&key).await;
         let _guard = lock.lock().await;
         let others = {
             let mut shells = self.shells();
-            if shells
-                .get(&shell.key)
-                .is_some_and(|live| Arc::ptr_eq(live, shell))
+            if let Some(shell) = listed
+                && shells
+                    .get(&shell.key)
+                    .is_some_and(|live| Arc::ptr_eq(live, shell))
             {
                 shells.remove(&shell.key);
             }
-            shells.keys().any(|k| k.channel == shell.key.channel)
+            shells.keys().any(|k| k.channel == key)
         };
-        self.inner.orchestrator.close_terminal(&shell.handle).await;
+        self.inner.orchestrator.close_terminal(handle).await;
         if !others {
-            self.inner.orchestrator.terminals_closed(&shell.channel);
+            self.inner.orchestrator.terminals_closed(channel);
         }
     }
 

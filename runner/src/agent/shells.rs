@@ -32,7 +32,7 @@ impl DockerRunner {
                 Ok(shell) => return Ok(shell),
                 // Retired between the look-up and the exec: a shell container serves instead.
                 Err(err) => {
-                    tracing::debug!(channel = %channel, container = %name, error = %err, "cannot open a shell in the warm agent")
+                    tracing::info!(channel = %channel, container = %name, error = %err, "cannot open a shell in the warm agent: a shell container serves instead")
                 }
             }
         }

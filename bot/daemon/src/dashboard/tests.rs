@@ -47,6 +47,14 @@ impl Rig {
 
     /// A rig whose config `adjust` changes first.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Rig {
+        Rig::start_with_runner(Arc::new(NoRunner), adjust).await
+    }
+
+    /// A rig whose orchestrator runs `runner`.
+    pub async fn start_with_runner(
+        runner: Arc<dyn AgentRunner>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Rig {
         let db = TestDb::sqlite().await;
         let dir = tempfile::tempdir().expect("tempdir");
         let sources = ConfigSources {
@@ -69,7 +77,7 @@ impl Rig {
             db.store().clone(),
             config,
             facts,
-            Arc::new(NoRunner),
+            runner,
             vec![Arc::new(local.clone())],
             CancellationToken::new(),
         );
@@ -1123,4 +1131,82 @@ async fn a_login_with_roles_has_the_rights_the_config_gives_those_roles() {
         )
         .await;
     assert_eq!(decided.status(), 200);
+}
+
+/// Opens each shell only after `delay` (an engine that hangs, then answers), and counts the
+/// shells it is asked to close.
+struct SlowShells {
+    delay: std::time::Duration,
+    closed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl AgentRunner for SlowShells {
+    async fn run_turn(
+        &self,
+        _request: TurnRequest,
+        _events: Option<loop_runner::agent::EventSender>,
+        _cancel: CancellationToken,
+    ) -> Result<TurnOutcome, RunError> {
+        Err(RunError::Cancelled)
+    }
+
+    async fn open_shell(
+        &self,
+        request: loop_runner::ShellRequest,
+    ) -> Result<loop_runner::OpenShell, loop_runner::ShellError> {
+        use futures::StreamExt;
+        tokio::time::sleep(self.delay).await;
+        Ok(loop_runner::OpenShell {
+            handle: loop_runner::ShellHandle::new(
+                "exec-late",
+                "shell-late",
+                request.target.channel_id,
+                loop_runner::ShellHost::ShellContainer,
+            ),
+            output: futures::stream::pending().boxed(),
+            input: Box::pin(tokio::io::sink()),
+        })
+    }
+
+    async fn close_shell(&self, _shell: &loop_runner::ShellHandle) {
+        self.closed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_shell_that_does_not_open_in_time_is_refused_with_the_reason_and_closed_once_it_opens() {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let runner = SlowShells {
+        delay: Duration::from_millis(800),
+        closed: closed.clone(),
+    };
+    let rig = Rig::start_with_runner(Arc::new(runner), |_| {}).await;
+    let hub = crate::terminal::TerminalHub::new(rig.state.orchestrator.clone(), Duration::ZERO)
+        .with_open_timeout(Duration::from_millis(100));
+    let channel = loop_adapter::ChannelKey::channel(loop_adapter::PlatformKind::Local, "notes");
+    let refused = hub
+        .attach("session-1", &channel, loop_runner::TerminalSize::DEFAULT)
+        .await
+        .err()
+        .expect("the page is told instead of waiting for the shell");
+    assert!(
+        refused.to_string().contains("did not open within"),
+        "{refused}"
+    );
+    assert_eq!(closed.load(Ordering::SeqCst), 0);
+    // The shell opens after all: nobody is there for it, so it is closed, not kept.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while closed.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the late shell was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    hub.shutdown().await;
+    assert_eq!(closed.load(Ordering::SeqCst), 1);
 }

@@ -41,6 +41,8 @@
     var socket = null;
     var retries = 0;
     var ended = false;
+    // Why the server gave up on the last socket, kept visible while the page retries.
+    var refusal = "";
 
     function say(text) { status.textContent = text; }
     function open() { return socket && socket.readyState === WebSocket.OPEN; }
@@ -65,6 +67,7 @@
         var message = JSON.parse(event.data);
         if (message.type === "attached") {
           retries = 0;
+          refusal = "";
           // A re-attached shell sends its recent output again: start from a clean screen.
           if (message.reattached) term.reset();
           say((message.reattached ? "re-attached to " : "connected to ") +
@@ -75,13 +78,14 @@
           ended = true;
           say("The shell ended. Press Enter for a new one.");
         } else if (message.type === "error") {
-          say(message.message);
+          refusal = message.message;
+          say(refusal);
         }
       };
       socket.onclose = function () {
         if (ended) return;
         var wait = Math.min(10000, 500 * Math.pow(2, retries++));
-        say("disconnected; reconnecting in " + Math.round(wait / 1000) + " s…");
+        say((refusal || "disconnected") + "; reconnecting in " + Math.round(wait / 1000) + " s…");
         window.setTimeout(connect, wait);
       };
     }
