@@ -34,6 +34,8 @@ use crate::warm::{WarmAgent, WarmConfig, WarmInfo, WarmPool, fingerprint};
 
 /// The CLI's wording when the conversation no longer fits the model's context.
 const PROMPT_TOO_LONG: &str = "prompt is too long";
+/// How often idle warm agents are checked for a container that stopped under them.
+const LIVENESS_PERIOD: Duration = Duration::from_secs(5);
 
 /// One turn to run.
 #[derive(Debug, Clone)]
@@ -574,6 +576,8 @@ impl DockerRunner {
         }
         let period = (config.idle / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
         let mut tick = tokio::time::interval(period);
+        let mut liveness = tokio::time::interval(LIVENESS_PERIOD);
+        liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 _ = token.cancelled() => break,
@@ -583,10 +587,31 @@ impl DockerRunner {
                         self.retire(agent).await;
                     }
                 }
+                _ = liveness.tick() => self.retire_dead().await,
             }
         }
         for agent in self.warm.take_all() {
             self.retire(agent).await;
+        }
+    }
+
+    /// Retires idle warm agents whose containers stopped (killed, out of memory, an engine
+    /// restart): they would still be listed as warm, a spare would still be offered to new
+    /// threads, and their next turn would find them gone. An engine that does not answer
+    /// says nothing either way, so its agents are left for the next look.
+    async fn retire_dead(&self) {
+        for (channel, id) in self.warm.ids() {
+            let running = match self.docker.inspect_container(&id, None).await {
+                Ok(info) => info.state.and_then(|s| s.running).unwrap_or(false),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => false,
+                Err(_) => continue,
+            };
+            if !running && let Some(agent) = self.warm.take_if(&channel, &id) {
+                tracing::info!(channel = %channel, container = %agent.name, "a warm agent's container stopped while idle: retiring it");
+                self.retire(agent).await;
+            }
         }
     }
 

@@ -196,6 +196,17 @@ impl WarmPool {
         evicted
     }
 
+    /// Takes the thread's agent out only if it is still the container `id` (a turn may have
+    /// taken it and put another back meanwhile).
+    pub fn take_if(&self, channel: &str, id: &str) -> Option<WarmAgent> {
+        let mut agents = self.lock();
+        if agents.get(channel).is_some_and(|a| a.id == id) {
+            agents.remove(channel)
+        } else {
+            None
+        }
+    }
+
     /// Whether `id` names an idle spare.
     pub fn has_spare(&self, id: &str) -> bool {
         self.lock().get(id).is_some_and(|a| a.spare)

@@ -417,6 +417,67 @@ async fn a_warm_container_killed_between_turns_falls_back_to_cold_once() {
     model.shutdown().await;
 }
 
+/// A warm agent whose container stops while idle (killed here; out of memory or an engine
+/// restart alike) leaves `loop status` within seconds, and its container is removed, instead
+/// of being listed as warm until its idle timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_agent_whose_container_dies_while_idle_leaves_the_status_and_its_container_goes() {
+    if docker().await.is_none() {
+        return;
+    }
+    let dir = home();
+    let model = start_model().await;
+    let daemon = Daemon::start(
+        &dir.path().join("home"),
+        &test_config(model.port(), dir.path(), "\"warm_idle_sec\": 600"),
+    )
+    .await;
+    let first = ask(&daemon, "dies", "before").await;
+    let container = first.container_id.clone().expect("container");
+    let warm_channels = || async {
+        let status: serde_json::Value = reqwest::Client::new()
+            .get(daemon.url("/api/status"))
+            .bearer_auth(daemon.token())
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("json");
+        status["warm"]
+            .as_array()
+            .expect("warm list")
+            .iter()
+            .filter_map(|agent| agent["channel"].as_str().map(str::to_owned))
+            .collect::<Vec<String>>()
+    };
+    assert_eq!(warm_channels().await, ["local-dies"]);
+    Command::new("docker")
+        .args(["kill", &container])
+        .output()
+        .expect("docker kill");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let gone = Command::new("docker")
+            .args(["inspect", &container])
+            .output()
+            .is_ok_and(|out| !out.status.success());
+        if warm_channels().await.is_empty() && gone {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dead agent is still listed, or its container is left:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let second = ask(&daemon, "dies", "after").await;
+    assert_eq!(second.answer.as_deref(), Some("answer to: after"));
+    assert_eq!(second.claude_session_id, first.claude_session_id);
+    model.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn with_one_warm_slot_the_older_thread_is_evicted_and_both_keep_working() {
     if docker().await.is_none() {
