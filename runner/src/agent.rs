@@ -601,12 +601,17 @@ impl DockerRunner {
     /// says nothing either way, so its agents are left for the next look.
     async fn retire_dead(&self) {
         for (channel, id) in self.warm.ids() {
-            let running = match self.docker.inspect_container(&id, None).await {
-                Ok(info) => info.state.and_then(|s| s.running).unwrap_or(false),
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => false,
-                Err(_) => continue,
+            let looked =
+                tokio::time::timeout(LIVENESS_PERIOD, self.docker.inspect_container(&id, None))
+                    .await;
+            let running = match looked {
+                Ok(Ok(info)) => info.state.and_then(|s| s.running).unwrap_or(false),
+                Ok(Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404,
+                    ..
+                })) => false,
+                // No answer (or none in time): the idle timeout still applies meanwhile.
+                Ok(Err(_)) | Err(_) => continue,
             };
             if !running && let Some(agent) = self.warm.take_if(&channel, &id) {
                 tracing::info!(channel = %channel, container = %agent.name, "a warm agent's container stopped while idle: retiring it");
