@@ -60,8 +60,8 @@ pub enum DaemonError {
     DiscordSetup(String),
     #[error("cannot set up egress control (gates.egress): {0}")]
     Egress(#[from] crate::egress::EgressError),
-    #[error("dashboard_proxy_header {0:?} is not an HTTP header name")]
-    ProxyHeader(String),
+    #[error("{0} {1:?} is not an HTTP header name")]
+    ProxyHeader(&'static str, String),
 }
 
 /// The dashboard's sessions: with `dashboard_proxy_header`, also the users a reverse proxy
@@ -70,11 +70,23 @@ fn dashboard_sessions(config: &Config) -> Result<Sessions, DaemonError> {
     let Some(header) = &config.dashboard_proxy_header else {
         return Ok(Sessions::default());
     };
-    let user_header = axum::http::HeaderName::try_from(header.trim())
-        .map_err(|_| DaemonError::ProxyHeader(header.clone()))?;
+    let header_name = |key: &'static str, name: &str| {
+        axum::http::HeaderName::try_from(name.trim())
+            .map_err(|_| DaemonError::ProxyHeader(key, name.to_owned()))
+    };
+    let user_header = header_name("dashboard_proxy_header", header)?;
+    let roles_header = config
+        .dashboard_proxy_roles_header
+        .as_deref()
+        .map(|name| header_name("dashboard_proxy_roles_header", name))
+        .transpose()?;
     let token = api::load_or_create_token(&config.loop_dir, api::DASHBOARD_PROXY_TOKEN_FILE)?;
-    tracing::info!(header = %user_header, "the dashboard takes the users a reverse proxy names (with its token)");
-    Ok(Sessions::with_proxy(ProxyLogin { user_header, token }))
+    tracing::info!(header = %user_header, roles = ?roles_header, "the dashboard takes the users a reverse proxy names (with its token)");
+    Ok(Sessions::with_proxy(ProxyLogin {
+        user_header,
+        roles_header,
+        token,
+    }))
 }
 
 /// Resolves `api_addr` (`:8222`, `127.0.0.1:8222`) to the loopback address loop binds.

@@ -325,6 +325,7 @@ pub struct ConfigLayer {
     pub shutdown_grace_sec: Option<u64>,
     pub terminal_grace_sec: Option<u64>,
     pub dashboard_proxy_header: Option<String>,
+    pub dashboard_proxy_roles_header: Option<String>,
     pub warm_idle_sec: Option<u64>,
     pub max_warm_threads: Option<usize>,
     pub spare_agents: Option<bool>,

@@ -117,6 +117,9 @@ pub struct Config {
     /// The header a TLS reverse proxy names its logged-in user in (`X-Forwarded-User`); the
     /// dashboard believes it only with the proxy's token (`dashboard-proxy.token`). None: off.
     pub dashboard_proxy_header: Option<String>,
+    /// With `dashboard_proxy_header`: the header the proxy lists the user's groups in
+    /// (comma-separated), taken as the user's roles in `permissions`. None: no roles.
+    pub dashboard_proxy_roles_header: Option<String>,
     /// A thread's agent stays warm this long after a turn (0 = every turn starts cold).
     pub warm_idle_sec: u64,
     /// Most warm agents at once (None = sized from the machine's memory).
@@ -414,6 +417,7 @@ impl Config {
             shutdown_grace_sec: 30,
             terminal_grace_sec: 60,
             dashboard_proxy_header: None,
+            dashboard_proxy_roles_header: None,
             warm_idle_sec: 600,
             max_warm_threads: None,
             spare_agents: true,
@@ -903,6 +907,12 @@ impl Config {
         if layer.dashboard_proxy_header.is_some() {
             self.dashboard_proxy_header = layer
                 .dashboard_proxy_header
+                .clone()
+                .filter(|h| !h.trim().is_empty());
+        }
+        if layer.dashboard_proxy_roles_header.is_some() {
+            self.dashboard_proxy_roles_header = layer
+                .dashboard_proxy_roles_header
                 .clone()
                 .filter(|h| !h.trim().is_empty());
         }

@@ -123,11 +123,37 @@ pub struct Sessions {
     proxy: Option<Arc<ProxyLogin>>,
 }
 
-/// A reverse proxy that names its logged-in user in `user_header`, believed only with `token`.
+/// A reverse proxy that names its logged-in user in `user_header` (and their groups in
+/// `roles_header`, as roles), believed only with `token`.
 #[derive(Clone)]
 pub struct ProxyLogin {
     pub user_header: HeaderName,
+    pub roles_header: Option<HeaderName>,
     pub token: String,
+}
+
+impl ProxyLogin {
+    /// The roles the request's groups header lists (comma-separated). A group no permission
+    /// could name is left out, with a warning; it never widens anything.
+    fn roles(&self, headers: &HeaderMap) -> Vec<String> {
+        let Some(header) = &self.roles_header else {
+            return Vec::new();
+        };
+        let mut roles: Vec<String> = Vec::new();
+        for value in headers.get_all(header) {
+            for role in value.to_str().unwrap_or("").split(',').map(str::trim) {
+                if role.is_empty() || roles.iter().any(|r| r == role) {
+                    continue;
+                }
+                if valid_name(role) {
+                    roles.push(role.to_owned());
+                } else {
+                    tracing::warn!(header = %header, "the proxy named a group that is not a usable role: left out");
+                }
+            }
+        }
+        roles
+    }
 }
 
 /// Why a request from the proxy was not a login.
@@ -189,6 +215,7 @@ impl Sessions {
                 ProxyRefusal::Refused(Refused::NotLoggedIn)
             })?;
         let key = digest(&format!("proxy\0{user}"));
+        let roles = proxy.roles(headers);
         let now = Instant::now();
         let mut table = self.lock();
         table.sweep(now);
@@ -212,7 +239,14 @@ impl Sessions {
                 },
             );
         }
-        let live = &table.sessions[&key];
+        let Some(live) = table.sessions.get_mut(&key) else {
+            return Err(ProxyRefusal::Refused(Refused::NotLoggedIn));
+        };
+        // The proxy's word on each request: groups changed at the identity provider count at
+        // once, in both directions.
+        if let Some(chat_user) = &mut live.login.acts_as {
+            chat_user.roles = roles;
+        }
         Ok(DashboardSession {
             key,
             user: live.login.user.clone(),

@@ -84,8 +84,14 @@ impl Rig {
         let admin = crate::gate::tokens::random_token();
         let mut state = ApiState::new(orchestrator, local, None, admin.clone());
         if let Some(header) = &state.orchestrator.config().dashboard_proxy_header {
+            let roles_header = state
+                .orchestrator
+                .config()
+                .dashboard_proxy_roles_header
+                .clone();
             state.dashboard = super::session::Sessions::with_proxy(super::session::ProxyLogin {
                 user_header: header.parse().expect("header name"),
+                roles_header: roles_header.map(|h| h.parse().expect("header name")),
                 token: PROXY_TOKEN.to_owned(),
             });
         }
@@ -1131,6 +1137,67 @@ async fn a_login_with_roles_has_the_rights_the_config_gives_those_roles() {
         )
         .await;
     assert_eq!(decided.status(), 200);
+}
+
+#[tokio::test]
+async fn behind_a_proxy_the_groups_it_names_are_the_users_roles_on_each_request() {
+    use loop_adapter::{ChannelKey, PlatformKind};
+    let rig = Rig::start_with(|config| {
+        config.permissions.owners.roles = vec!["loop-owners".into()];
+        config.permissions.approvers.roles = vec!["loop-approvers".into()];
+        config.dashboard_proxy_header = Some("X-Forwarded-User".into());
+        config.dashboard_proxy_roles_header = Some("X-Forwarded-Groups".into());
+    })
+    .await;
+    let thread = ChannelKey::thread(PlatformKind::Slack, "C1", "1.0");
+    seed_channel(&rig, &thread, "a thread").await;
+    let overview = |groups: Option<&'static str>| {
+        let mut request = rig
+            .http
+            .get(format!("{}/ui/", rig.url))
+            .header("x-forwarded-user", "carol@corp.example")
+            .header("x-loop-proxy-token", PROXY_TOKEN);
+        if let Some(groups) = groups {
+            request = request.header("x-forwarded-groups", groups);
+        }
+        async move {
+            let page = request.send().await.expect("page");
+            assert_eq!(page.status(), 200);
+            page.text().await.expect("html")
+        }
+    };
+    // Carol is in no permission by name: her groups decide, as the proxy lists them.
+    assert!(!overview(None).await.contains("C1 › 1.0"));
+    assert!(
+        !overview(Some("staff, engineering"))
+            .await
+            .contains("C1 › 1.0")
+    );
+    let owner = overview(Some("staff, loop-owners")).await;
+    assert!(owner.contains("C1 › 1.0"), "{owner}");
+    let thread_page = format!("/ui/thread/{thread}/terminal");
+    let terminal = |groups: &'static str| {
+        rig.http
+            .get(format!("{}{thread_page}", rig.url))
+            .header("x-forwarded-user", "carol@corp.example")
+            .header("x-loop-proxy-token", PROXY_TOKEN)
+            .header("x-forwarded-groups", groups)
+            .send()
+    };
+    assert_eq!(
+        terminal("loop-owners").await.expect("terminal").status(),
+        200
+    );
+    // Removed from the group at the identity provider: the next request has no owner left.
+    assert_eq!(terminal("staff").await.expect("terminal").status(), 404);
+    assert!(!overview(Some("staff")).await.contains("C1 › 1.0"));
+    // A group no permission could name is left out; the others still count.
+    assert!(!overview(Some("<script>")).await.contains("C1 › 1.0"));
+    assert!(
+        overview(Some("<script>, loop-owners"))
+            .await
+            .contains("C1 › 1.0")
+    );
 }
 
 /// Opens each shell only after `delay` (an engine that hangs, then answers), and counts the
