@@ -725,3 +725,37 @@ fn a_project_file_that_is_a_link_a_fifo_or_too_large_is_refused() {
     let loaded = base.for_project(&work, None).expect("no file");
     assert!(loaded.file.is_none());
 }
+
+/// Every key a global config file may set is in the file `loop onboard` writes (whose header
+/// says it has every value) and in docs/configuration.md, so a newcomer finds each setting
+/// where the README sends them.
+#[test]
+fn every_global_key_is_in_the_default_file_and_the_docs() {
+    let default_file = include_str!("../../../../docs/config.default.json");
+    let docs = include_str!("../../../../docs/configuration.md");
+    let keys = serde_aux::serde_introspection::serde_introspect::<layer::ConfigLayer>();
+    assert!(keys.len() > 40, "{keys:?}");
+    let missing_default: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|key| !default_file.contains(&format!("\"{key}\":")))
+        .collect();
+    assert!(
+        missing_default.is_empty(),
+        "not in docs/config.default.json: {missing_default:?}"
+    );
+    let missing_docs: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|key| {
+            !docs.contains(&format!("`{key}`"))
+                && !docs.contains(&format!("`{key}."))
+                && !docs.contains(&format!("`{key}["))
+                && !docs.contains(&format!("(or `{key}`)"))
+        })
+        .collect();
+    assert!(
+        missing_docs.is_empty(),
+        "not in docs/configuration.md: {missing_docs:?}"
+    );
+}
