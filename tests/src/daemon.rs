@@ -283,6 +283,19 @@ impl Daemon {
         );
     }
 
+    /// The daemon's status, as `loop status` reads it (`GET /api/status`).
+    pub async fn status(&self) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(self.url("/api/status"))
+            .bearer_auth(self.token())
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("json")
+    }
+
     /// Waits for exactly one pending approval whose summary contains `needle`.
     pub async fn pending_approval(&self, needle: &str) -> loop_store::ApprovalRecord {
         let client = reqwest::Client::new();

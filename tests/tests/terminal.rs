@@ -234,16 +234,7 @@ async fn containers(daemon: &Daemon, kind: &str) -> Vec<String> {
 
 /// The container of a thread's warm agent, from `GET /api/status` (spares are not threads').
 async fn warm_agent(daemon: &Daemon, channel: &str) -> Option<String> {
-    let status: serde_json::Value = reqwest::Client::new()
-        .get(daemon.url("/api/status"))
-        .bearer_auth(daemon.token())
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
-    status["warm"]
+    daemon.status().await["warm"]
         .as_array()?
         .iter()
         .find(|w| w["channel"] == channel)

@@ -217,15 +217,7 @@ async fn follow_ups_reuse_one_container_and_one_session() {
         "the session's working directories: {cwds:?}"
     );
     // The agent is still up, idle, and shown by the status endpoint.
-    let status: serde_json::Value = reqwest::Client::new()
-        .get(daemon.url("/api/status"))
-        .bearer_auth(daemon.token())
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    let status = daemon.status().await;
     let warm: Vec<&serde_json::Value> = status["warm"]
         .as_array()
         .expect("warm list")
@@ -435,16 +427,7 @@ async fn a_warm_agent_whose_container_dies_while_idle_leaves_the_status_and_its_
     let first = ask(&daemon, "dies", "before").await;
     let container = first.container_id.clone().expect("container");
     let warm_channels = || async {
-        let status: serde_json::Value = reqwest::Client::new()
-            .get(daemon.url("/api/status"))
-            .bearer_auth(daemon.token())
-            .send()
-            .await
-            .expect("status")
-            .json()
-            .await
-            .expect("json");
-        status["warm"]
+        daemon.status().await["warm"]
             .as_array()
             .expect("warm list")
             .iter()
@@ -615,25 +598,12 @@ async fn under_gvisor_warm_follow_ups_work_and_the_gate_is_refused_clearly() {
     model.shutdown().await;
 }
 
-/// The daemon's status (`loop status`).
-async fn status(daemon: &Daemon) -> serde_json::Value {
-    reqwest::Client::new()
-        .get(daemon.url("/api/status"))
-        .bearer_auth(daemon.token())
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json")
-}
-
 /// Waits for `loop status` to show a spare agent other than `except`; returns its container's
 /// name and its work directory.
 async fn wait_for_spare(daemon: &Daemon, except: Option<&str>) -> (String, String) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let status = status(daemon).await;
+        let status = daemon.status().await;
         let spare = status["warm"].as_array().and_then(|warm| {
             warm.iter()
                 .find(|a| a["spare"] == true && a["container"].as_str() != except)
