@@ -169,12 +169,7 @@ fn discord_adapter(config: &Config) -> Result<loop_adapter_discord::DiscordAdapt
     settings.allowed_guilds = config.discord.allowed_guilds.clone();
     settings.allowed_channels = config.discord.allowed_channels.clone();
     settings.allowed_users = config.discord.allowed_users.clone();
-    let approvers = &config.permissions.approvers;
-    let approvers = if approvers.users.is_empty() && approvers.roles.is_empty() {
-        &config.permissions.owners
-    } else {
-        approvers
-    };
+    let approvers = crate::permissions::approvers(&config.permissions);
     settings.approver_users = approvers.users.clone();
     settings.approver_roles = approvers.roles.clone();
     if settings.approver_users.is_empty() && settings.approver_roles.is_empty() {

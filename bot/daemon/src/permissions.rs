@@ -59,6 +59,22 @@ pub fn role_of(config: &Permissions, grants: &[ChannelGrant], author: &Author) -
     (in_set(&config.members, author) || granted(GrantLevel::Member)).then_some(Role::Member)
 }
 
+/// Who may answer gate approvals: `permissions.approvers` (users or roles), else the owners.
+/// Discord's buttons and the dashboard follow it; Slack, which has no roles, only its users.
+pub fn approvers(config: &Permissions) -> &PermissionSet {
+    let approvers = &config.approvers;
+    if approvers.users.is_empty() && approvers.roles.is_empty() {
+        &config.owners
+    } else {
+        approvers
+    }
+}
+
+/// Whether `author` may answer gate approvals ([`approvers`]).
+pub fn may_approve(config: &Permissions, author: &Author) -> bool {
+    in_set(approvers(config), author)
+}
+
 /// Whether a command is for owners only: those that change what the channel works on, remove
 /// its tasks, change who may use it, or trust a project's config (which may widen what the
 /// agent's container sees). Scheduling is open to members, who can ask the agent to schedule

@@ -28,7 +28,7 @@ use loop_adapter::{Author, ChannelKey, ChatCommand};
 use super::page::PageError;
 use super::session::{ChatUser, DashboardSession};
 use crate::api::ApiState;
-use crate::permissions::{Role, needs_owner, role_of};
+use crate::permissions::{Role, may_approve, needs_owner, role_of};
 
 /// What [`Access::keep`] asks of an item's channel.
 #[derive(Clone, Copy)]
@@ -185,18 +185,9 @@ impl Access {
 
     /// Whether the session may answer gate approvals.
     pub fn may_approve(&self) -> bool {
-        let Some(author) = &self.acts_as else {
-            return true;
-        };
-        let permissions = &self.state.orchestrator.config().permissions;
-        let approvers = &permissions.approvers;
-        let approvers = if approvers.users.is_empty() && approvers.roles.is_empty() {
-            &permissions.owners
-        } else {
-            approvers
-        };
-        approvers.users.contains(&author.id)
-            || approvers.roles.iter().any(|r| author.roles.contains(r))
+        self.acts_as
+            .as_ref()
+            .is_none_or(|author| may_approve(&self.state.orchestrator.config().permissions, author))
     }
 
     /// Whether the session sees an approval asked in `key`: approvers see all of them.
