@@ -19,3 +19,10 @@ pub(super) fn set<T>(target: &mut T, value: Option<T>) {
         *target = value;
     }
 }
+
+/// An optional text a layer sets, or clears with a blank one.
+pub(super) fn set_or_clear(target: &mut Option<String>, value: Option<&String>) {
+    if let Some(value) = value {
+        *target = Some(value.clone()).filter(|v| !v.trim().is_empty());
+    }
+}

@@ -34,7 +34,7 @@ pub use error::ConfigError;
 pub use git::GitConfig;
 pub use layer::{Forge, GitLayer, GitRemoteConfig, ProjectImages};
 pub use merge::expand_home;
-use merge::set;
+use merge::{set, set_or_clear};
 
 /// Where the configuration comes from: the home directory, the loop directory and the
 /// process environment. Tests build one by hand instead of touching the real home.
@@ -904,18 +904,14 @@ impl Config {
         set(&mut self.max_concurrent_runs, layer.max_concurrent_runs);
         set(&mut self.shutdown_grace_sec, layer.shutdown_grace_sec);
         set(&mut self.terminal_grace_sec, layer.terminal_grace_sec);
-        if layer.dashboard_proxy_header.is_some() {
-            self.dashboard_proxy_header = layer
-                .dashboard_proxy_header
-                .clone()
-                .filter(|h| !h.trim().is_empty());
-        }
-        if layer.dashboard_proxy_roles_header.is_some() {
-            self.dashboard_proxy_roles_header = layer
-                .dashboard_proxy_roles_header
-                .clone()
-                .filter(|h| !h.trim().is_empty());
-        }
+        set_or_clear(
+            &mut self.dashboard_proxy_header,
+            layer.dashboard_proxy_header.as_ref(),
+        );
+        set_or_clear(
+            &mut self.dashboard_proxy_roles_header,
+            layer.dashboard_proxy_roles_header.as_ref(),
+        );
         set(&mut self.warm_idle_sec, layer.warm_idle_sec);
         set(&mut self.spare_agents, layer.spare_agents);
         if layer.max_warm_threads.is_some() {
